@@ -1,0 +1,732 @@
+"""``QuotaRoutedChatModel``: one chat model in front of many vendor keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, Literal
+
+from langchain_core.caches import BaseCache
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.globals import get_llm_cache
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.load import dumps
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    message_chunk_to_message,
+)
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import (
+    ChatGeneration,
+    ChatGenerationChunk,
+    ChatResult,
+    Generation,
+)
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from typing_extensions import Self
+
+from langchain_quota_router._cache import DiskResponseCache
+from langchain_quota_router._clock import Clock, SystemClock
+from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router._limits import Limit
+from langchain_quota_router._route import Route
+from langchain_quota_router._routing import (
+    ROUTER_KWARGS,
+    Attempt,
+    RoutedCall,
+    RouterStats,
+    tag_message,
+)
+from langchain_quota_router.ledger import Ledger, LimitUsage, open_ledger
+
+
+class QuotaRoutedChatModel(BaseChatModel):
+    """A chat model that sends each call to the route with quota left.
+
+    Each route is a vendor chat model behind one key, with that key's limits. Before a
+    call the router estimates its tokens and reserves them in a ledger shared by every
+    thread and process; a route without room is skipped without being called. A route
+    that fails (rate limit, exhausted quota, bad key, timeout, 5xx) is blocked, cooled
+    down or disabled, and the call moves on to the next route.
+
+    Example:
+        ```python
+        from langchain_groq import ChatGroq
+        from langchain_google_genai import ChatGoogleGenerativeAI
+        from langchain_quota_router import QuotaRoutedChatModel, Route
+
+        llm = QuotaRoutedChatModel(
+            routes=[
+                Route(ChatGroq(model="llama-3.3-70b-versatile", max_retries=0),
+                      name="groq", priority=1,
+                      limits=["30/minute", "1000/day", "12000 tokens/minute"]),
+                Route(ChatGoogleGenerativeAI(model="gemini-2.5-flash", max_retries=1),
+                      name="gemini", priority=2,
+                      limits=["5/minute", "20/day@America/Los_Angeles"]),
+            ],
+        )
+        llm.invoke("Hello")
+        ```
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    routes: list[Route]
+    """Where calls may go; a bare chat model is wrapped in a default ``Route``."""
+
+    ledger: str | Ledger | None = None
+    """``"memory://"``, ``"sqlite:///path.db"``, ``"redis://host:6379/0"`` or a
+    ``Ledger``. ``None``: ``$QUOTA_ROUTER_LEDGER``, else a SQLite file in the user's
+    cache directory."""
+
+    cache: BaseCache | bool | None = True
+    """``True``: a :class:`DiskResponseCache` (24 h). ``False``: no cache. Any
+    LangChain ``BaseCache`` is used as given; ``None`` uses LangChain's global cache.
+    A hit spends no quota, for ``invoke`` and ``stream`` alike."""
+
+    strategy: Literal["priority", "spread"] = "priority"
+    """``"priority"``: lowest ``Route.priority`` first (free before paid).
+    ``"spread"``: the route with the most room left first, so every key lasts."""
+
+    max_wait: float = 0.0
+    """Seconds a call may wait for quota to free up when every route is full,
+    instead of raising ``QuotaExhaustedError`` at once."""
+
+    transient_cooldown: float = 30.0
+    """Seconds a route rests after a timeout, connection error or 5xx."""
+
+    rate_limit_cooldown: float = 60.0
+    """Seconds a pool is blocked after a 429 that says no retry-after."""
+
+    default_output_tokens: int = 256
+    """Output tokens to reserve when neither the call nor the model sets max_tokens."""
+
+    max_tokens: int | None = None
+    """Output budget passed to every route and reserved in the ledger."""
+
+    temperature: float | None = None
+    """Sampling temperature passed to every route, if set."""
+
+    stop: list[str] | None = None
+    """Default stop sequences."""
+
+    timeout: float | None = None
+    """Accepted for drop-in compatibility; set timeouts on the vendor models."""
+
+    max_retries: int | None = None
+    """Accepted for drop-in compatibility. The router never retries a route: it falls
+    back to the next one (vendor SDK retries should be off: ``max_retries=0``)."""
+
+    streaming: bool = False
+    """Stream from the routes even for ``invoke`` (tokens reach callbacks)."""
+
+    clock: Clock = Field(default_factory=SystemClock, exclude=True)
+    """Where time comes from; tests pass a ``FakeClock``."""
+
+    _ledger: Ledger | None = PrivateAttr(default=None)
+    _ledger_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _route_map: dict[str, Route] = PrivateAttr(default_factory=dict)
+    _pool_limits: dict[str, tuple[Limit, ...]] = PrivateAttr(default_factory=dict)
+    _stats: RouterStats = PrivateAttr(default_factory=RouterStats)
+    _fingerprint: str = PrivateAttr(default="")
+    _tool_kwargs: dict[tuple[str, int, str], tuple[Any, dict[str, Any]]] = PrivateAttr(
+        default_factory=dict
+    )
+    _tool_schemas: dict[int, tuple[Any, list[dict[str, Any]]]] = PrivateAttr(
+        default_factory=dict
+    )
+
+    # ------------------------------------------------------------ validation
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wrap_bare_models(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("routes"), (list, tuple)):
+            data = dict(data)
+            data["routes"] = [
+                Route(r) if isinstance(r, BaseChatModel) else r for r in data["routes"]
+            ]
+        return data
+
+    @model_validator(mode="after")
+    def _check_routes_and_build_pools(self) -> Self:
+        if not self.routes:
+            msg = "QuotaRoutedChatModel needs at least one route"
+            raise ConfigurationError(msg)
+        names: dict[str, Route] = {}
+        pools: dict[str, tuple[Limit, ...]] = {}
+        pool_owner: dict[str, str] = {}
+        for route in self.routes:
+            if not isinstance(route, Route):
+                msg = f"routes must be Route objects or chat models, got {route!r}"
+                raise ConfigurationError(msg)
+            if route.name in names:
+                msg = f"two routes are named {route.name!r}; route names must be unique"
+                raise ConfigurationError(msg)
+            names[route.name] = route
+            known = pools.get(route.pool)
+            if known and route.limits and set(known) != set(route.limits):
+                msg = (
+                    f"routes {pool_owner[route.pool]!r} and {route.name!r} share pool "
+                    f"{route.pool!r} but give it different limits"
+                )
+                raise ConfigurationError(msg)
+            if route.limits or route.pool not in pools:
+                pools[route.pool] = route.limits
+                pool_owner[route.pool] = route.name
+        self._route_map = names
+        self._pool_limits = pools
+        for name, value in (
+            ("max_wait", self.max_wait),
+            ("transient_cooldown", self.transient_cooldown),
+            ("rate_limit_cooldown", self.rate_limit_cooldown),
+        ):
+            if value < 0:
+                msg = f"{name} must not be negative, got {value}"
+                raise ConfigurationError(msg)
+        if self.default_output_tokens < 0:
+            msg = "default_output_tokens must not be negative"
+            raise ConfigurationError(msg)
+        if not isinstance(self.ledger, Ledger):
+            self._ledger = open_ledger(self.ledger)
+        else:
+            self._ledger = self.ledger
+        if self.cache is True:
+            self.cache = DiskResponseCache(clock=self.clock)
+        if isinstance(self.cache, BaseCache) and not isinstance(
+            self.cache, _HitCounter
+        ):
+            self.cache = _HitCounter(self.cache, self._stats)
+        identity = {
+            "routes": [r.identity() for r in self.routes],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        self._fingerprint = hashlib.sha256(
+            json.dumps(identity, sort_keys=True, default=repr).encode()
+        ).hexdigest()
+        return self
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def ledger_backend(self) -> Ledger:
+        """The ledger this router counts in."""
+        assert self._ledger is not None
+        return self._ledger
+
+    @property
+    def route_map(self) -> dict[str, Route]:
+        """Routes by name."""
+        return self._route_map
+
+    @property
+    def pool_limits(self) -> dict[str, tuple[Limit, ...]]:
+        """Each pool's limits."""
+        return self._pool_limits
+
+    @property
+    def stats(self) -> RouterStats:
+        """Live counters; see :meth:`get_stats` for a snapshot."""
+        return self._stats
+
+    def get_stats(self) -> dict[str, Any]:
+        """Calls in total and per route, fallbacks, errors, cache hits, last route."""
+        return self._stats.snapshot()
+
+    def usage(self) -> list[LimitUsage]:
+        """Per pool and limit: used, remaining, percent and when it resets."""
+        now = self.clock.now()
+        report: list[LimitUsage] = []
+        for pool, limits in self._pool_limits.items():
+            report.extend(self.ledger_backend.usage(pool, limits, now))
+        return report
+
+    def enable(self, route: str) -> None:
+        """Re-enable a route whose key was disabled after an authentication failure."""
+        self.ledger_backend.enable(self._named(route).key)
+
+    def reset(self, route: str) -> None:
+        """Forget what a route's pool has spent and lift its block."""
+        self.ledger_backend.reset(self._named(route).pool)
+
+    def _named(self, route: str) -> Route:
+        try:
+            return self._route_map[route]
+        except KeyError:
+            msg = f"no route named {route!r}; routes: {sorted(self._route_map)}"
+            raise ConfigurationError(msg) from None
+
+    # --------------------------------------------------- LangChain overrides
+
+    @property
+    def _llm_type(self) -> str:
+        return "quota-router"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "routes": [r.name for r in self.routes],
+            "strategy": self.strategy,
+            "fingerprint": self._fingerprint,
+        }
+
+    def _get_ls_params(
+        self, stop: list[str] | None = None, **kwargs: Any
+    ) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="quota_router",
+            ls_model_name=kwargs.get("model")
+            or ",".join(r.model_name for r in self.routes),
+            ls_model_type="chat",
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        if stop := stop or self.stop:
+            params["ls_stop"] = stop
+        return params
+
+    def _get_llm_string(self, stop: list[str] | None = None, **kwargs: Any) -> str:
+        # The cache key: the router's set of models, the generation parameters and
+        # the tools in a stable form (tool objects' reprs hold memory addresses,
+        # which would make every process miss).
+        params = {
+            k: (self._tool_schema(v) if k == "tools" else v)
+            for k, v in kwargs.items()
+            if k not in ROUTER_KWARGS
+        }
+        return json.dumps(
+            {"router": self._fingerprint, "stop": stop or self.stop, "params": params},
+            sort_keys=True,
+            default=repr,
+        )
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | bool | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools; each route gets them in its own vendor's form at call time.
+
+        Args:
+            tools: tools in any form LangChain accepts (``BaseTool``, functions,
+                pydantic classes, OpenAI-format dicts).
+            tool_choice: ``"auto"``, ``"any"``, ``"none"``, a tool name, or
+                ``True``; passed to each route's own ``bind_tools``.
+            **kwargs: further arguments for every call.
+        """
+        tools = list(tools)
+        for item in tools:
+            convert_to_openai_tool(item)  # fail now, naming the tool, not mid-call
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return super().bind(tools=tools, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        method: Literal["function_calling", "json_mode", "json_schema"] | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Answers shaped by ``schema``, through tool calling on every route.
+
+        Every method is served by tool calling, which every tool-capable vendor
+        supports, so a structured call can fall back from one vendor to another.
+        ``strict`` is accepted for compatibility and not forwarded.
+        """
+        if method not in (None, "function_calling", "json_mode", "json_schema"):
+            msg = f"unknown structured output method {method!r}"
+            raise ValueError(msg)
+        del strict
+        return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
+
+    # ------------------------------------------------------------ call paths
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = RoutedCall(self, messages, kwargs)
+        stop = stop or self.stop
+        while True:
+            for attempt in call.attempts():
+                model = attempt.route.model
+                extra = (
+                    {"run_manager": run_manager}
+                    if attempt.route._accepts_run_manager
+                    else {}
+                )
+                try:
+                    result = model._generate(
+                        messages, stop=stop, **extra, **attempt.kwargs
+                    )
+                except Exception as exc:  # noqa: BLE001 - classified, then fallen back or raised
+                    call.failed(attempt, exc)
+                    continue
+                return self._finish(call, attempt, result)
+            self.clock.sleep(call.wait_or_raise())
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = RoutedCall(self, messages, kwargs)
+        stop = stop or self.stop
+        while True:
+            for attempt in call.attempts():
+                model = attempt.route.model
+                extra = (
+                    {"run_manager": run_manager}
+                    if attempt.route._accepts_run_manager
+                    else {}
+                )
+                try:
+                    result = await model._agenerate(
+                        messages, stop=stop, **extra, **attempt.kwargs
+                    )
+                except Exception as exc:  # noqa: BLE001 - classified, then fallen back or raised
+                    call.failed(attempt, exc)
+                    continue
+                return self._finish(call, attempt, result)
+            await self.clock.asleep(call.wait_or_raise())
+
+    def _finish(
+        self, call: RoutedCall, attempt: Attempt, result: ChatResult
+    ) -> ChatResult:
+        for generation in result.generations:
+            tag_message(generation.message, attempt.route)
+        first = result.generations[0].message if result.generations else None
+        call.succeeded(attempt, first)
+        return result
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        stop = stop or self.stop
+        cache, prompt, llm_string = self._stream_cache(messages, stop, kwargs)
+        if cache is not None:
+            hit = cache.lookup(prompt, llm_string)
+            if hit:
+                yield from _replay(hit)
+                return
+        call = RoutedCall(self, messages, kwargs)
+        while True:
+            for attempt in call.attempts():
+                chunks: list[ChatGenerationChunk] = []
+                try:
+                    # The router's own stream() reports each token to callbacks;
+                    # the vendor model must not report them a second time.
+                    for chunk in _route_stream(attempt, messages, stop):
+                        tag_message(chunk.message, attempt.route, first=not chunks)
+                        chunks.append(chunk)
+                        yield chunk
+                except GeneratorExit:
+                    call.settle_partial(attempt, _merged(chunks), error=False)
+                    raise
+                except Exception as exc:
+                    if chunks:
+                        call.settle_partial(attempt, _merged(chunks))
+                        raise
+                    call.failed(attempt, exc)
+                    continue
+                yield from self._finish_stream(
+                    call, attempt, chunks, cache, prompt, llm_string
+                )
+                return
+            self.clock.sleep(call.wait_or_raise())
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        stop = stop or self.stop
+        cache, prompt, llm_string = self._stream_cache(messages, stop, kwargs)
+        if cache is not None:
+            hit = await cache.alookup(prompt, llm_string)
+            if hit:
+                for chunk in _replay(hit):
+                    yield chunk
+                return
+        call = RoutedCall(self, messages, kwargs)
+        while True:
+            for attempt in call.attempts():
+                chunks: list[ChatGenerationChunk] = []
+                try:
+                    async for chunk in _route_astream(attempt, messages, stop):
+                        tag_message(chunk.message, attempt.route, first=not chunks)
+                        chunks.append(chunk)
+                        yield chunk
+                except GeneratorExit:
+                    call.settle_partial(attempt, _merged(chunks), error=False)
+                    raise
+                except Exception as exc:
+                    if chunks:
+                        call.settle_partial(attempt, _merged(chunks))
+                        raise
+                    call.failed(attempt, exc)
+                    continue
+                for chunk in self._finish_stream(
+                    call, attempt, chunks, cache, prompt, llm_string
+                ):
+                    yield chunk
+                return
+            await self.clock.asleep(call.wait_or_raise())
+
+    def _finish_stream(
+        self,
+        call: RoutedCall,
+        attempt: Attempt,
+        chunks: list[ChatGenerationChunk],
+        cache: BaseCache | None,
+        prompt: str,
+        llm_string: str,
+    ) -> Iterator[ChatGenerationChunk]:
+        message = _merged(chunks)
+        call.succeeded(attempt, message)
+        if message is None:
+            return
+        cost = message.response_metadata.get("cost")
+        if cost is not None:
+            # Stream chunks merge by adding values; a float can only appear once.
+            content: str | list[str | dict[str, Any]] = (
+                "" if isinstance(message.content, str) else []
+            )
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content=content, response_metadata={"cost": cost}
+                )
+            )
+        if cache is not None:
+            cache.update(prompt, llm_string, [ChatGeneration(message=message)])
+
+    def _stream_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[BaseCache | None, str, str]:
+        """The cache, prompt key and llm key LangChain's invoke would use."""
+        cache: BaseCache | None
+        if isinstance(self.cache, BaseCache):
+            cache = self.cache
+        elif self.cache is None:
+            cache = get_llm_cache()
+        else:
+            cache = None
+        if cache is None:
+            return None, "", ""
+        normalized = [
+            m.model_copy(update={"id": None})
+            if getattr(m, "id", None) is not None
+            else m
+            for m in messages
+        ]
+        return cache, dumps(normalized), self._get_llm_string(stop=stop, **kwargs)
+
+    # ------------------------------------------------------- per-route kwargs
+
+    def can_bind_tools(self, route: Route) -> bool:
+        """Whether the route's model implements ``bind_tools``."""
+        return type(route.model).bind_tools is not BaseChatModel.bind_tools
+
+    def route_kwargs(self, route: Route, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Call kwargs in the route's own vendor form (tools converted by its model)."""
+        out = {k: v for k, v in kwargs.items() if k not in ("tools", "tool_choice")}
+        if self.max_tokens is not None:
+            out.setdefault("max_tokens", self.max_tokens)
+        if self.temperature is not None:
+            out.setdefault("temperature", self.temperature)
+        tools = kwargs.get("tools")
+        if tools:
+            out.update(self._vendor_tools(route, tools, kwargs.get("tool_choice")))
+        return out
+
+    def _vendor_tools(
+        self, route: Route, tools: Sequence[Any], tool_choice: Any
+    ) -> dict[str, Any]:
+        mark = (route.name, id(tools), repr(tool_choice))
+        known = self._tool_kwargs.get(mark)
+        if known is not None and known[0] is tools:
+            return known[1]
+        if tool_choice is None:
+            bound = route.model.bind_tools(tools)
+        else:
+            bound = route.model.bind_tools(tools, tool_choice=tool_choice)
+        vendor_kwargs = getattr(bound, "kwargs", None)
+        if not isinstance(vendor_kwargs, dict):
+            msg = f"{type(route.model).__name__}.bind_tools returned no call kwargs"
+            raise TypeError(msg)
+        if len(self._tool_kwargs) > 256:
+            self._tool_kwargs.clear()
+        # Keep the tools list referenced so its id() is not reused while cached.
+        self._tool_kwargs[mark] = (tools, vendor_kwargs)
+        return vendor_kwargs
+
+    def _tool_schema(self, tools: Any) -> Any:
+        if not isinstance(tools, (list, tuple)):
+            return tools
+        known = self._tool_schemas.get(id(tools))
+        if known is not None and known[0] is tools:
+            return known[1]
+        schemas = [convert_to_openai_tool(t) for t in tools]
+        if len(self._tool_schemas) > 256:
+            self._tool_schemas.clear()
+        self._tool_schemas[id(tools)] = (tools, schemas)
+        return schemas
+
+
+class _HitCounter(BaseCache):
+    """The user's cache, counting hits into the router's stats.
+
+    A hit is marked ``response_metadata["cache_hit"] = True`` with no cost, so
+    reports never charge twice for one answer.
+    """
+
+    def __init__(self, inner: BaseCache, stats: RouterStats) -> None:
+        self.inner = inner
+        self._stats = stats
+
+    def _mark(self, found: Sequence[Generation] | None) -> Sequence[Generation] | None:
+        if not found:
+            return found
+        self._stats.record(cache_hits=1)
+        for generation in found:
+            message = getattr(generation, "message", None)
+            if isinstance(message, BaseMessage):
+                message.response_metadata["cache_hit"] = True
+                message.response_metadata.pop("cost", None)
+        return found
+
+    def lookup(self, prompt: str, llm_string: str) -> Sequence[Generation] | None:
+        return self._mark(self.inner.lookup(prompt, llm_string))
+
+    async def alookup(
+        self, prompt: str, llm_string: str
+    ) -> Sequence[Generation] | None:
+        return self._mark(await self.inner.alookup(prompt, llm_string))
+
+    def update(
+        self, prompt: str, llm_string: str, return_val: Sequence[Generation]
+    ) -> None:
+        self.inner.update(prompt, llm_string, return_val)
+
+    async def aupdate(
+        self, prompt: str, llm_string: str, return_val: Sequence[Generation]
+    ) -> None:
+        await self.inner.aupdate(prompt, llm_string, return_val)
+
+    def clear(self, **kwargs: Any) -> None:
+        self.inner.clear(**kwargs)
+
+    async def aclear(self, **kwargs: Any) -> None:
+        await self.inner.aclear(**kwargs)
+
+    def __repr__(self) -> str:
+        return repr(self.inner)
+
+
+def _streams(model: BaseChatModel) -> bool:
+    return type(model)._stream is not BaseChatModel._stream
+
+
+def _astreams(model: BaseChatModel) -> bool:
+    return _streams(model) or type(model)._astream is not BaseChatModel._astream
+
+
+def _route_stream(
+    attempt: Attempt, messages: list[BaseMessage], stop: list[str] | None
+) -> Iterator[ChatGenerationChunk]:
+    model = attempt.route.model
+    if _streams(model):
+        yield from model._stream(messages, stop=stop, **attempt.kwargs)
+        return
+    result = model._generate(messages, stop=stop, **attempt.kwargs)
+    for generation in result.generations:
+        yield ChatGenerationChunk(message=_as_chunk(generation.message))
+
+
+async def _route_astream(
+    attempt: Attempt, messages: list[BaseMessage], stop: list[str] | None
+) -> AsyncIterator[ChatGenerationChunk]:
+    model = attempt.route.model
+    if _astreams(model):
+        async for chunk in model._astream(messages, stop=stop, **attempt.kwargs):
+            yield chunk
+        return
+    result = await model._agenerate(messages, stop=stop, **attempt.kwargs)
+    for generation in result.generations:
+        yield ChatGenerationChunk(message=_as_chunk(generation.message))
+
+
+def _as_chunk(message: BaseMessage) -> AIMessageChunk:
+    """An answer as one stream chunk (for cache hits and models that cannot stream)."""
+    tool_calls = getattr(message, "tool_calls", None) or []
+    return AIMessageChunk(
+        content=message.content,
+        additional_kwargs=dict(message.additional_kwargs),
+        response_metadata=dict(message.response_metadata),
+        tool_call_chunks=[
+            tool_call_chunk(
+                name=call["name"],
+                args=json.dumps(call["args"]),
+                id=call.get("id"),
+                index=i,
+            )
+            for i, call in enumerate(tool_calls)
+        ],
+        usage_metadata=getattr(message, "usage_metadata", None),
+        id=message.id,
+        chunk_position="last",
+    )
+
+
+def _replay(found: Sequence[Generation]) -> Iterator[ChatGenerationChunk]:
+    for generation in found:
+        message = getattr(generation, "message", None)
+        if isinstance(message, BaseMessage):
+            yield ChatGenerationChunk(message=_as_chunk(message))
+        else:
+            yield ChatGenerationChunk(message=AIMessageChunk(content=generation.text))
+
+
+def _merged(chunks: list[ChatGenerationChunk]) -> AIMessage | None:
+    if not chunks:
+        return None
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    message = message_chunk_to_message(total.message)
+    return message if isinstance(message, AIMessage) else None

@@ -1,0 +1,303 @@
+"""Limits: how much of what a key may spend in which window.
+
+A limit string reads like the vendor's own page::
+
+    "30/minute"                      30 requests in any 60 s (sliding)
+    "12000 tokens/minute"            input + output tokens in any 60 s (sliding)
+    "250000 input tokens/minute"     only input tokens (Gemini counts these)
+    "1000/day"                       calendar day, UTC
+    "20/day@America/Los_Angeles"     calendar day in that zone (Gemini: Pacific)
+    "1000/month"                     calendar month, UTC unless a zone is given
+    "100000 tokens/24h", "1/90s"     rolling windows of that length
+    "5000 tokens/once"               a one-time credit that never resets
+
+Sliding and rolling windows are counted in buckets of 1/60 of the window (at least one
+second). A bucket that overlaps the window counts whole, so the router may be a little
+early to say "full" but never lets more than the limit through in any window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from langchain_quota_router._errors import ConfigurationError
+
+Metric = Literal["requests", "tokens", "input_tokens", "output_tokens"]
+WindowKind = Literal["sliding", "calendar", "once"]
+
+_UNITS: dict[str, tuple[WindowKind, int]] = {
+    "s": ("sliding", 1),
+    "sec": ("sliding", 1),
+    "second": ("sliding", 1),
+    "m": ("sliding", 60),
+    "min": ("sliding", 60),
+    "minute": ("sliding", 60),
+    "h": ("sliding", 3600),
+    "hour": ("sliding", 3600),
+    "day": ("calendar", 0),
+    "month": ("calendar", 0),
+    "once": ("once", 0),
+}
+_METRICS: dict[str, Metric] = {
+    "": "requests",
+    "request": "requests",
+    "call": "requests",
+    "token": "tokens",
+    "input token": "input_tokens",
+    "output token": "output_tokens",
+}
+_LIMIT_RE = re.compile(
+    r"""^\s*
+    (?P<amount>-?[\d][\d_,]*)\s*
+    (?P<metric>(?:input\s+|output\s+)?(?:requests?|calls?|tokens?))?\s*
+    /\s*
+    (?P<count>\d+(?:\.\d+)?)?\s*
+    (?P<unit>[a-z]+)
+    (?:\s*@\s*(?P<zone>[A-Za-z0-9_+\-/]+))?
+    \s*$""",
+    re.VERBOSE | re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The span a limit counts over.
+
+    Attributes:
+        kind: ``"sliding"`` (minute, hour, any ``N/90s``-style rolling span),
+            ``"calendar"`` (day or month starting at midnight in ``zone``) or
+            ``"once"`` (a credit that never resets).
+        seconds: the length of a sliding window.
+        unit: ``"day"`` or ``"month"`` for calendar windows.
+        zone: the IANA zone calendar windows start in.
+    """
+
+    kind: WindowKind
+    seconds: int = 0
+    unit: Literal["day", "month", ""] = ""
+    zone: str = "UTC"
+    _tz: ZoneInfo | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind == "calendar":
+            try:
+                object.__setattr__(self, "_tz", ZoneInfo(self.zone))
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                msg = f"unknown time zone {self.zone!r} in a limit window"
+                raise ConfigurationError(msg) from exc
+
+    @property
+    def series(self) -> str:
+        """A name for this window's counters, shared by limits with the same window."""
+        if self.kind == "sliding":
+            return f"s{self.seconds}"
+        if self.kind == "calendar":
+            return f"{self.unit}@{self.zone}"
+        return "once"
+
+    @property
+    def bucket_width(self) -> int:
+        """Seconds per counter bucket of a sliding window."""
+        return max(1, self.seconds // 60)
+
+    def bucket(self, now: float) -> int:
+        """The bucket a spend at ``now`` is counted in."""
+        if self.kind == "sliding":
+            return math.floor(now / self.bucket_width)
+        if self.kind == "calendar":
+            return int(self.bounds(now)[0])
+        return 0
+
+    def bucket_range(self, now: float) -> tuple[int, int]:
+        """The first and last bucket (inclusive) that count at ``now``."""
+        if self.kind == "sliding":
+            width = self.bucket_width
+            return math.floor((now - self.seconds) / width), math.floor(now / width)
+        b = self.bucket(now)
+        return b, b
+
+    def bounds(self, now: float) -> tuple[float, float]:
+        """Start and end (epoch seconds) of the calendar window holding ``now``."""
+        assert self._tz is not None
+        local = dt.datetime.fromtimestamp(now, self._tz)
+        if self.unit == "day":
+            start = dt.datetime(local.year, local.month, local.day, tzinfo=self._tz)
+            nxt = local.date() + dt.timedelta(days=1)
+            end = dt.datetime(nxt.year, nxt.month, nxt.day, tzinfo=self._tz)
+        else:
+            start = dt.datetime(local.year, local.month, 1, tzinfo=self._tz)
+            year, month = divmod(local.month, 12)
+            end = dt.datetime(local.year + year, month + 1, 1, tzinfo=self._tz)
+        return start.timestamp(), end.timestamp()
+
+    def frees_at(
+        self, now: float, buckets: list[tuple[int, int]], excess: int
+    ) -> float | None:
+        """When at least ``excess`` of what is counted now will have left the window.
+
+        Args:
+            now: the current time.
+            buckets: ``(bucket, amount)`` pairs currently in the window.
+            excess: how much must leave the window before the demand fits.
+
+        Returns:
+            Epoch seconds, or ``None`` for a one-time credit (it never frees up).
+        """
+        if self.kind == "once":
+            return None
+        if self.kind == "calendar":
+            return self.bounds(now)[1]
+        width = self.bucket_width
+        freed = 0
+        for bucket, amount in sorted(buckets):
+            freed += amount
+            if freed >= excess:
+                # The bucket stops overlapping the window once its end is a full
+                # window behind us.
+                return float((bucket + 1) * width + self.seconds)
+        return now + self.seconds
+
+    def describe(self) -> str:
+        """The window as a limit string writes it."""
+        if self.kind == "once":
+            return "once"
+        if self.kind == "calendar":
+            return self.unit if self.zone == "UTC" else f"{self.unit}@{self.zone}"
+        for name, secs in (("hour", 3600), ("minute", 60), ("second", 1)):
+            if self.seconds == secs:
+                return name
+        if self.seconds % 3600 == 0:
+            return f"{self.seconds // 3600}h"
+        if self.seconds % 60 == 0:
+            return f"{self.seconds // 60}m"
+        return f"{self.seconds}s"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``amount`` of ``metric`` in each ``window``.
+
+    Build one from a string with :meth:`parse` (``Limit.parse("30/minute")``) or
+    directly: ``Limit(30, "requests", Window("sliding", 60))``.
+    """
+
+    amount: int
+    metric: Metric = "requests"
+    window: Window = field(default_factory=lambda: Window("sliding", 60))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.amount, bool) or not isinstance(self.amount, int):
+            msg = f"limit amount must be an int, got {self.amount!r}"
+            raise ConfigurationError(msg)
+        if self.amount < 0:
+            msg = f"limit {self.describe()!r} is negative"
+            raise ConfigurationError(msg)
+        if self.metric not in _METRICS.values():
+            msg = f"unknown limit metric {self.metric!r}"
+            raise ConfigurationError(msg)
+
+    @property
+    def series(self) -> str:
+        """The name of this limit's counters in a pool."""
+        return f"{self.metric}:{self.window.series}"
+
+    @classmethod
+    def parse(cls, text: str | Limit) -> Limit:
+        """Read a limit string such as ``"12000 tokens/minute"``.
+
+        Raises:
+            ConfigurationError: naming the string when it does not parse.
+        """
+        if isinstance(text, Limit):
+            return text
+        if not isinstance(text, str):
+            msg = f"a limit must be a string like '30/minute' or a Limit, got {text!r}"
+            raise ConfigurationError(msg)
+        match = _LIMIT_RE.match(text)
+        if match is None:
+            msg = (
+                f"cannot parse limit {text!r}: expected forms like '30/minute', "
+                "'12000 tokens/minute', '1000/day@America/Los_Angeles', "
+                "'100000 tokens/24h' or '5000 tokens/once'"
+            )
+            raise ConfigurationError(msg)
+        amount = int(match["amount"].replace("_", "").replace(",", ""))
+        if amount < 0:
+            msg = f"limit {text!r} is negative"
+            raise ConfigurationError(msg)
+        metric_word = re.sub(r"\s+", " ", (match["metric"] or "").lower())
+        metric = _METRICS[metric_word.rstrip("s")]
+        unit = match["unit"].lower()
+        if unit not in _UNITS and unit.endswith("s") and unit[:-1] in _UNITS:
+            unit = unit[:-1]
+        if unit not in _UNITS:
+            msg = f"cannot parse limit {text!r}: unknown window {match['unit']!r}"
+            raise ConfigurationError(msg)
+        kind, unit_seconds = _UNITS[unit]
+        count = match["count"]
+        zone = match["zone"]
+        if zone is not None and kind != "calendar":
+            msg = f"limit {text!r}: only day and month windows take a time zone"
+            raise ConfigurationError(msg)
+        if kind == "sliding":
+            seconds = float(count) * unit_seconds if count else unit_seconds
+            if seconds < 1 or seconds != int(seconds):
+                msg = f"limit {text!r}: a window must be a whole number of seconds"
+                raise ConfigurationError(msg)
+            window = Window("sliding", seconds=int(seconds))
+        elif count is not None:
+            # "N/2day" is ambiguous (two calendar days? 48 rolling hours?): make the
+            # user say which.
+            msg = (
+                f"limit {text!r}: a {unit} window takes no count; write rolling spans "
+                "in hours ('100/48h') or use '/day' for the calendar day"
+            )
+            raise ConfigurationError(msg)
+        elif kind == "calendar":
+            window = Window(
+                "calendar", unit="day" if unit == "day" else "month", zone=zone or "UTC"
+            )
+        else:
+            window = Window("once")
+        return cls(amount, metric, window)
+
+    def describe(self) -> str:
+        """The limit as a string :meth:`parse` reads back."""
+        noun = {
+            "requests": "",
+            "tokens": " tokens",
+            "input_tokens": " input tokens",
+            "output_tokens": " output tokens",
+        }[self.metric]
+        return f"{self.amount}{noun}/{self.window.describe()}"
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def parse_limits(limits: object, *, owner: str) -> tuple[Limit, ...]:
+    """Read a route's ``limits=`` argument.
+
+    Args:
+        limits: ``None``, one limit string or ``Limit``, or a sequence of them.
+        owner: who the limits belong to, for error messages.
+    """
+    if limits is None:
+        return ()
+    items = [limits] if isinstance(limits, (str, Limit)) else limits
+    if not isinstance(items, (list, tuple)):
+        msg = f"{owner}: limits must be a list of strings or Limit objects"
+        raise ConfigurationError(msg)
+    parsed = []
+    for item in items:
+        try:
+            parsed.append(Limit.parse(item))
+        except ConfigurationError as exc:
+            msg = f"{owner}: {exc}"
+            raise ConfigurationError(msg) from None
+    return tuple(parsed)

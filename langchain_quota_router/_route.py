@@ -1,0 +1,157 @@
+"""A route: one vendor chat model behind one key, with the limits that key lives by."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router._limits import Limit, parse_limits
+
+_SECRET_MARKS = ("api_key", "secret", "password", "credential", "access_token", "auth")
+
+
+def _describe_model(model: BaseChatModel) -> tuple[str, str]:
+    """The (provider, model name) LangChain's tracing would report for ``model``."""
+    try:
+        params = model._get_ls_params()
+    except Exception:  # noqa: BLE001 - a third-party model's tracing hook must not break routing
+        params = {}
+    provider = str(params.get("ls_provider") or type(model).__name__.lower())
+    name = params.get("ls_model_name")
+    if not isinstance(name, str) or not name:
+        for attr in ("model_name", "model", "model_id"):
+            value = getattr(model, attr, None)
+            if isinstance(value, str) and value:
+                name = value
+                break
+        else:
+            name = type(model).__name__
+    return provider, name
+
+
+class Route:
+    """One place a call can go: a chat model, its quota and its place in line.
+
+    Args:
+        model: any LangChain chat model (``ChatGroq(...)``, ``ChatOpenAI(...)``, a
+            fake in tests).
+        name: what reports, errors and ``response_metadata["route"]`` call this
+            route; unique within a router. Defaults to ``provider:model``.
+        limits: the key's limits for this model, as strings (``"30/minute"``,
+            ``"12000 tokens/minute"``, ``"20/day@America/Los_Angeles"``) or
+            :class:`Limit` objects.
+        priority: lower goes first under ``strategy="priority"`` (free before paid).
+        pool: the quota this route spends. Routes naming the same pool share it
+            (a Gemini project, a Groq organisation); defaults to the route's name.
+            The pool's limits are those given by the routes that name it; two
+            routes may not give it different limits.
+        key: who to disable when the vendor rejects the credentials; routes
+            sharing one API key should share it. Defaults to the route's name.
+            Never put the API key itself here.
+        prices: USD per million input and output tokens, for cost reports.
+        context_window: the model's context size in tokens; a prompt that does
+            not fit skips this route.
+    """
+
+    __slots__ = (
+        "_accepts_run_manager",
+        "context_window",
+        "key",
+        "limits",
+        "model",
+        "model_name",
+        "name",
+        "pool",
+        "prices",
+        "priority",
+        "provider",
+    )
+
+    def __init__(
+        self,
+        model: BaseChatModel,
+        *,
+        name: str | None = None,
+        limits: Sequence[str | Limit] | str | Limit | None = None,
+        priority: int = 0,
+        pool: str | None = None,
+        key: str | None = None,
+        prices: tuple[float, float] | None = None,
+        context_window: int | None = None,
+    ) -> None:
+        if not isinstance(model, BaseChatModel):
+            msg = (
+                f"route {name or '<unnamed>'!r}: model must be a LangChain chat model "
+                f"(a BaseChatModel such as ChatGroq or ChatOpenAI), got "
+                f"{type(model).__name__}"
+            )
+            raise ConfigurationError(msg)
+        self.model = model
+        self.provider, self.model_name = _describe_model(model)
+        self.name = name or f"{self.provider}:{self.model_name}"
+        if not isinstance(self.name, str) or not self.name.strip():
+            msg = f"route name must be a non-empty string, got {name!r}"
+            raise ConfigurationError(msg)
+        self.limits: tuple[Limit, ...] = parse_limits(
+            limits, owner=f"route {self.name!r}"
+        )
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            msg = f"route {self.name!r}: priority must be an int, got {priority!r}"
+            raise ConfigurationError(msg)
+        self.priority = priority
+        self.pool = pool or self.name
+        self.key = key or self.name
+        if prices is not None and (len(prices) != 2 or any(p < 0 for p in prices)):
+            msg = (
+                f"route {self.name!r}: prices must be (input, output) USD per million "
+                f"tokens, got {prices!r}"
+            )
+            raise ConfigurationError(msg)
+        self.prices = prices
+        if context_window is not None and context_window <= 0:
+            msg = f"route {self.name!r}: context_window must be positive"
+            raise ConfigurationError(msg)
+        self.context_window = context_window
+        self._accepts_run_manager = (
+            "run_manager" in inspect.signature(model._generate).parameters
+        )
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float | None:
+        """USD for that many tokens on this route, if its prices are known."""
+        if self.prices is None:
+            return None
+        return (input_tokens * self.prices[0] + output_tokens * self.prices[1]) / 1e6
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this route's answers its own, for cache keys (no secrets)."""
+        try:
+            params = {k: repr(v) for k, v in model_params(self.model).items()}
+        except Exception:  # noqa: BLE001 - third-party models may not report params
+            params = {}
+        return {
+            "name": self.name,
+            "class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+            "model": self.model_name,
+            "params": params,
+        }
+
+    def __repr__(self) -> str:
+        # Never the model's repr: third-party models may print credentials.
+        limits = ", ".join(str(limit) for limit in self.limits)
+        return (
+            f"Route(name={self.name!r}, model={self.provider}:{self.model_name}, "
+            f"pool={self.pool!r}, priority={self.priority}, limits=[{limits}])"
+        )
+
+
+def model_params(model: BaseChatModel) -> dict[str, Any]:
+    """A model's identifying parameters, with anything secret-looking left out."""
+    return {
+        k: v
+        for k, v in dict(model._identifying_params).items()
+        if not any(mark in k.lower() for mark in _SECRET_MARKS)
+    }

@@ -1,0 +1,319 @@
+"""The ledger: what every pool has spent, what is reserved, and who is on hold.
+
+Policy lives here, storage in the backends. ``Ledger`` implements admission
+(:meth:`Ledger.reserve`), settlement, header sync and holds once, on top of a few
+storage primitives that a backend runs inside one atomic section
+(:meth:`Ledger._atomic`): a lock for memory, a ``BEGIN IMMEDIATE`` transaction for
+SQLite. A backend that cannot run Python inside its atomic step (Redis) overrides the
+public operations instead and must pass the same contract tests.
+
+Counters are keyed by ``(pool, series, bucket)``: a series is one metric over one
+window shape (``"tokens:s60"``, ``"requests:day@UTC"``), a bucket one slice of time.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
+
+from langchain_quota_router._limits import Limit, Metric
+
+POOL_PREFIX = "pool:"
+KEY_PREFIX = "key:"
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one call spends: requests and tokens, estimated or real."""
+
+    requests: int = 1
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def amount(self, metric: Metric) -> int:
+        """How much of ``metric`` this demand counts."""
+        if metric == "requests":
+            return self.requests
+        if metric == "tokens":
+            return self.input_tokens + self.output_tokens
+        if metric == "input_tokens":
+            return self.input_tokens
+        return self.output_tokens
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """An admitted demand, counted in the ledger until it is settled.
+
+    Attributes:
+        pool: the pool it was counted in.
+        demand: what was reserved.
+        entries: ``(series, bucket, metric)`` for every counter it was added to,
+            so :meth:`Ledger.settle` corrects the same buckets.
+        at: when it was admitted.
+    """
+
+    pool: str
+    demand: Demand
+    entries: tuple[tuple[str, int, Metric], ...]
+    at: float
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a pool could not take a demand, and when it may.
+
+    Attributes:
+        pool: the pool that refused.
+        reason: one line for people (``"30/minute is used up"``).
+        retry_at: epoch seconds at which the demand would fit, or ``None`` when the
+            pool never frees up by itself (credit spent, key disabled, demand larger
+            than the limit).
+        limit: the limit that refused, when one did.
+    """
+
+    pool: str
+    reason: str
+    retry_at: float | None
+    limit: Limit | None = None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A block on a pool (``until`` a time) or a disabled key (``until`` is None)."""
+
+    subject: str
+    until: float | None
+    reason: str
+
+    def active(self, now: float) -> bool:
+        """Whether the hold still applies at ``now``."""
+        return self.until is None or self.until > now
+
+
+@dataclass(frozen=True)
+class LimitUsage:
+    """How much of one limit of one pool is spent."""
+
+    pool: str
+    limit: Limit
+    used: int
+    resets_at: float | None
+
+    @property
+    def remaining(self) -> int:
+        """What is left (never negative)."""
+        return max(0, self.limit.amount - self.used)
+
+    @property
+    def percent(self) -> float:
+        """Share of the limit spent, 0-100 (100 for a zero limit)."""
+        if self.limit.amount == 0:
+            return 100.0
+        return min(100.0, 100.0 * self.used / self.limit.amount)
+
+
+class Ledger(ABC):
+    """Counts what each pool spends, atomically, across threads and processes.
+
+    Subclasses set ``scheme`` (the URL scheme that selects them) and implement the
+    storage primitives; see the module docstring.
+    """
+
+    scheme: ClassVar[str]
+    url: str
+
+    #: How often (seconds) old buckets of a series are swept, at most.
+    prune_interval: ClassVar[float] = 60.0
+
+    def __init__(self) -> None:
+        self._last_prune: dict[tuple[str, str], float] = {}
+
+    # ------------------------------------------------------------------ policy
+
+    def reserve(
+        self,
+        pool: str,
+        limits: Sequence[Limit],
+        demand: Demand,
+        now: float,
+        *,
+        key: str | None = None,
+    ) -> Reservation | Refusal:
+        """Count ``demand`` against every limit of ``pool`` if all have room.
+
+        Checks holds on the pool and on ``key`` first. Either every counter is
+        increased or none is.
+        """
+        subjects = [POOL_PREFIX + pool] + ([KEY_PREFIX + key] if key else [])
+        with self._atomic():
+            for hold in self._holds(subjects):
+                if hold.active(now):
+                    return Refusal(pool, hold.reason, hold.until)
+            entries: dict[str, tuple[str, int, Metric]] = {}
+            for limit in limits:
+                refusal = self._check(pool, limit, demand.amount(limit.metric), now)
+                if refusal is not None:
+                    return refusal
+                series = limit.series
+                entries.setdefault(
+                    series, (series, limit.window.bucket(now), limit.metric)
+                )
+            for series, bucket, metric in entries.values():
+                amount = demand.amount(metric)
+                if amount:
+                    self._add(pool, series, bucket, amount)
+            self._maybe_prune(pool, limits, now)
+        return Reservation(pool, demand, tuple(entries.values()), now)
+
+    def _check(self, pool: str, limit: Limit, need: int, now: float) -> Refusal | None:
+        if need > limit.amount:
+            return Refusal(
+                pool,
+                f"needs {need} {limit.metric}, more than {limit} allows at all",
+                None,
+                limit,
+            )
+        lo, hi = limit.window.bucket_range(now)
+        used = self._sum(pool, limit.series, lo, hi)
+        if used + need <= limit.amount:
+            return None
+        buckets = self._buckets(pool, limit.series, lo, hi)
+        retry_at = limit.window.frees_at(now, buckets, used + need - limit.amount)
+        return Refusal(pool, f"{limit} is used up ({used} counted)", retry_at, limit)
+
+    def settle(self, reservation: Reservation, used: Demand, now: float) -> None:
+        """Replace a reservation's estimate with what the call really spent.
+
+        Real usage may exceed the estimate; the window then stays full longer.
+        """
+        with self._atomic():
+            for series, bucket, metric in reservation.entries:
+                delta = used.amount(metric) - reservation.demand.amount(metric)
+                if delta:
+                    self._add(reservation.pool, series, bucket, delta)
+
+    def observe(self, pool: str, limit: Limit, remaining: int, now: float) -> None:
+        """Lower the room ``limit`` has in ``pool`` to what the vendor says remains.
+
+        Never raises room: a vendor header that claims more is ignored, because
+        the local count may include calls the vendor has not seen yet.
+        """
+        with self._atomic():
+            lo, hi = limit.window.bucket_range(now)
+            local = limit.amount - self._sum(pool, limit.series, lo, hi)
+            if remaining < local:
+                self._add(
+                    pool, limit.series, limit.window.bucket(now), local - remaining
+                )
+
+    def block(self, pool: str, until: float, reason: str) -> None:
+        """Refuse every demand on ``pool`` until ``until`` (epoch seconds)."""
+        with self._atomic():
+            self._set_hold(Hold(POOL_PREFIX + pool, until, reason))
+
+    def disable(self, key: str, reason: str) -> None:
+        """Refuse every demand made with ``key`` until :meth:`enable`."""
+        with self._atomic():
+            self._set_hold(Hold(KEY_PREFIX + key, None, reason))
+
+    def enable(self, key: str) -> None:
+        """Lift a :meth:`disable`."""
+        with self._atomic():
+            self._delete_hold(KEY_PREFIX + key)
+
+    def unblock(self, pool: str) -> None:
+        """Lift a :meth:`block`."""
+        with self._atomic():
+            self._delete_hold(POOL_PREFIX + pool)
+
+    def holds(self, now: float) -> list[Hold]:
+        """Every block and disabled key in force at ``now``."""
+        with self._atomic():
+            return [h for h in self._all_holds() if h.active(now)]
+
+    def usage(self, pool: str, limits: Sequence[Limit], now: float) -> list[LimitUsage]:
+        """What each of ``limits`` has spent in ``pool`` at ``now``."""
+        report = []
+        with self._atomic():
+            for limit in limits:
+                lo, hi = limit.window.bucket_range(now)
+                used = self._sum(pool, limit.series, lo, hi)
+                if limit.window.kind == "sliding" and used:
+                    buckets = self._buckets(pool, limit.series, lo, hi)
+                    resets = limit.window.frees_at(now, buckets, used)
+                else:
+                    resets = limit.window.frees_at(now, [], 0)
+                report.append(LimitUsage(pool, limit, used, resets))
+        return report
+
+    def reset(self, pool: str) -> None:
+        """Forget everything counted in ``pool`` and lift its block."""
+        with self._atomic():
+            self._delete_pool(pool)
+            self._delete_hold(POOL_PREFIX + pool)
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        """Release connections; the ledger reopens them if used again."""
+
+    def _maybe_prune(self, pool: str, limits: Sequence[Limit], now: float) -> None:
+        for limit in limits:
+            if limit.window.kind == "once":
+                continue
+            mark = (pool, limit.series)
+            if now - self._last_prune.get(mark, -math.inf) < self.prune_interval:
+                continue
+            self._last_prune[mark] = now
+            self._prune(pool, limit.series, limit.window.bucket_range(now)[0])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    # ------------------------------------------------------- storage primitives
+
+    @abstractmethod
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """Run the enclosed primitives as one atomic, isolated step."""
+
+    @abstractmethod
+    def _sum(self, pool: str, series: str, lo: int, hi: int) -> int:
+        """Total of the buckets ``lo..hi`` (inclusive) of a series."""
+
+    @abstractmethod
+    def _buckets(
+        self, pool: str, series: str, lo: int, hi: int
+    ) -> list[tuple[int, int]]:
+        """``(bucket, amount)`` of the non-empty buckets ``lo..hi``."""
+
+    @abstractmethod
+    def _add(self, pool: str, series: str, bucket: int, amount: int) -> None:
+        """Add ``amount`` (may be negative) to a bucket, never below zero."""
+
+    @abstractmethod
+    def _prune(self, pool: str, series: str, below: int) -> None:
+        """Drop the buckets of a series older than ``below``."""
+
+    @abstractmethod
+    def _delete_pool(self, pool: str) -> None:
+        """Drop every counter of a pool."""
+
+    @abstractmethod
+    def _holds(self, subjects: Sequence[str]) -> list[Hold]:
+        """The holds recorded for these subjects (active or not)."""
+
+    @abstractmethod
+    def _all_holds(self) -> list[Hold]:
+        """Every hold recorded."""
+
+    @abstractmethod
+    def _set_hold(self, hold: Hold) -> None:
+        """Record or replace a hold."""
+
+    @abstractmethod
+    def _delete_hold(self, subject: str) -> None:
+        """Remove a hold if there is one."""

@@ -1,0 +1,69 @@
+"""A ledger in this process's memory: for tests, notebooks and throwaway scripts."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from langchain_quota_router.ledger.base import Hold, Ledger
+
+
+class MemoryLedger(Ledger):
+    """Counts in dictionaries under one lock; forgotten when the process ends.
+
+    URL: ``memory://``.
+    """
+
+    scheme = "memory"
+
+    def __init__(self, url: str = "memory://") -> None:
+        super().__init__()
+        self.url = url
+        self._lock = threading.RLock()
+        self._counters: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+        self._hold_map: dict[str, Hold] = {}
+
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    def _sum(self, pool: str, series: str, lo: int, hi: int) -> int:
+        buckets = self._counters.get((pool, series))
+        if not buckets:
+            return 0
+        return sum(v for b, v in buckets.items() if lo <= b <= hi)
+
+    def _buckets(
+        self, pool: str, series: str, lo: int, hi: int
+    ) -> list[tuple[int, int]]:
+        buckets = self._counters.get((pool, series), {})
+        return sorted((b, v) for b, v in buckets.items() if lo <= b <= hi and v)
+
+    def _add(self, pool: str, series: str, bucket: int, amount: int) -> None:
+        buckets = self._counters[(pool, series)]
+        buckets[bucket] = max(0, buckets.get(bucket, 0) + amount)
+
+    def _prune(self, pool: str, series: str, below: int) -> None:
+        buckets = self._counters.get((pool, series))
+        if buckets:
+            for b in [b for b in buckets if b < below]:
+                del buckets[b]
+
+    def _delete_pool(self, pool: str) -> None:
+        for mark in [m for m in self._counters if m[0] == pool]:
+            del self._counters[mark]
+
+    def _holds(self, subjects: Sequence[str]) -> list[Hold]:
+        return [self._hold_map[s] for s in subjects if s in self._hold_map]
+
+    def _all_holds(self) -> list[Hold]:
+        return list(self._hold_map.values())
+
+    def _set_hold(self, hold: Hold) -> None:
+        self._hold_map[hold.subject] = hold
+
+    def _delete_hold(self, subject: str) -> None:
+        self._hold_map.pop(subject, None)
