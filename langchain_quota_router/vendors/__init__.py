@@ -1,0 +1,1 @@
+"""Vendor knowledge: how each LLM vendor reports failures and remaining quota."""

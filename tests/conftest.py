@@ -1,0 +1,69 @@
+"""Fixtures shared by the whole suite: an isolated environment, a fake clock, ledgers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.ledger import Ledger
+from langchain_quota_router.ledger.memory import MemoryLedger
+from langchain_quota_router.ledger.sqlite import SQLiteLedger
+
+try:  # the Redis fixtures arrive with the Redis ledger
+    from redis_fixture import redis_server, redis_url  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
+BACKENDS = ["memory", "sqlite", "redis"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing a test does may touch the user's real cache directory or keys."""
+    monkeypatch.setenv("QUOTA_ROUTER_LEDGER", f"sqlite:///{tmp_path}/default-ledger.db")
+    monkeypatch.setenv("QUOTA_ROUTER_CACHE_DIR", str(tmp_path / "default-cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    for name in ("OPENAI_API_KEY", "GROQ_API_KEY", "GOOGLE_API_KEY", "COHERE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that starts at 2026-01-01T00:00:00Z and moves only when told."""
+    return FakeClock()
+
+
+@pytest.fixture
+def make_ledger(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[str], Ledger]]:
+    """Build a fresh ledger of a named backend (``memory``, ``sqlite``, ``redis``)."""
+    made: list[Ledger] = []
+
+    def make(backend: str) -> Ledger:
+        ledger: Ledger
+        if backend == "memory":
+            ledger = MemoryLedger()
+        elif backend == "sqlite":
+            ledger = SQLiteLedger(f"sqlite:///{tmp_path}/ledger-{len(made)}.db")
+        elif backend == "redis":
+            from langchain_quota_router.ledger import open_ledger
+
+            ledger = open_ledger(request.getfixturevalue("redis_url"))
+        else:  # pragma: no cover
+            raise ValueError(backend)
+        made.append(ledger)
+        return ledger
+
+    yield make
+    for ledger in made:
+        ledger.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def ledger(request: pytest.FixtureRequest, make_ledger: Callable[[str], Ledger]) -> Ledger:
+    """Each ledger backend in turn: every contract test runs against all of them."""
+    return make_ledger(request.param)

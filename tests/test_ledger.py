@@ -1,0 +1,208 @@
+"""The ledger contract: every backend (memory, SQLite, Redis) passes these tests."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from langchain_quota_router import Limit
+from langchain_quota_router.ledger import Demand, Ledger, Refusal, Reservation
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a Thursday
+ONE = Demand(1, 0, 0)
+
+
+def limits(*texts: str) -> list[Limit]:
+    return [Limit.parse(t) for t in texts]
+
+
+def admitted(ledger: Ledger, pool: str, lims: list[Limit], n: int, now: float) -> int:
+    return sum(
+        isinstance(ledger.reserve(pool, lims, ONE, now), Reservation) for _ in range(n)
+    )
+
+
+def test_admits_up_to_the_limit_then_refuses_with_when(ledger: Ledger) -> None:
+    lims = limits("3/minute")
+    assert admitted(ledger, "p", lims, 5, T0) == 3
+    refusal = ledger.reserve("p", lims, ONE, T0 + 10)
+    assert isinstance(refusal, Refusal)
+    assert "3/minute" in refusal.reason
+    assert refusal.retry_at == pytest.approx(T0 + 61)
+
+
+def test_sliding_minute_never_admits_twice_the_limit_across_a_boundary(
+    ledger: Ledger,
+) -> None:
+    lims = limits("10/minute")
+    assert admitted(ledger, "p", lims, 10, T0 + 55) == 10
+    # A fixed-window counter would reset at T0+60 and admit 10 more.
+    assert admitted(ledger, "p", lims, 10, T0 + 61) == 0
+    assert admitted(ledger, "p", lims, 10, T0 + 114) == 0
+    assert admitted(ledger, "p", lims, 10, T0 + 116.5) == 10
+
+
+def test_rolling_window_frees_what_left_it(ledger: Ledger) -> None:
+    lims = limits("4/24h")
+    assert admitted(ledger, "p", lims, 2, T0) == 2
+    assert admitted(ledger, "p", lims, 2, T0 + 12 * 3600) == 2
+    assert admitted(ledger, "p", lims, 1, T0 + 23 * 3600) == 0
+    # The first two leave the window a day (plus one bucket) after they came.
+    assert admitted(ledger, "p", lims, 3, T0 + 24 * 3600 + 1500) == 2
+
+
+def test_calendar_day_resets_at_utc_midnight(ledger: Ledger) -> None:
+    lims = limits("2/day")
+    assert admitted(ledger, "p", lims, 3, T0 + 23.9 * 3600) == 2
+    refusal = ledger.reserve("p", lims, ONE, T0 + 23.95 * 3600)
+    assert isinstance(refusal, Refusal)
+    assert refusal.retry_at == T0 + 86_400
+    assert admitted(ledger, "p", lims, 3, T0 + 86_400) == 2
+
+
+def test_day_in_a_zone_resets_at_that_zones_midnight(ledger: Ledger) -> None:
+    lims = limits("1/day@America/Los_Angeles")
+    # 2026-01-01 07:00 UTC is still Dec 31 in California (UTC-8).
+    assert admitted(ledger, "p", lims, 2, T0 + 7 * 3600) == 1
+    assert admitted(ledger, "p", lims, 1, T0 + 7.9 * 3600) == 0
+    assert admitted(ledger, "p", lims, 1, T0 + 8 * 3600) == 1
+
+
+def test_month_resets_on_the_first(ledger: Ledger) -> None:
+    lims = limits("2/month")
+    assert admitted(ledger, "p", lims, 3, T0 + 30 * 86_400) == 2  # Jan 31
+    assert admitted(ledger, "p", lims, 1, T0 + 31 * 86_400) == 1  # Feb 1
+
+
+def test_one_time_credit_never_resets(ledger: Ledger) -> None:
+    lims = limits("100 tokens/once")
+    assert isinstance(ledger.reserve("p", lims, Demand(1, 60, 30), T0), Reservation)
+    refusal = ledger.reserve("p", lims, Demand(1, 10, 10), T0 + 400 * 86_400)
+    assert isinstance(refusal, Refusal)
+    assert refusal.retry_at is None
+
+
+def test_demand_larger_than_a_limit_is_refused_for_good(ledger: Ledger) -> None:
+    refusal = ledger.reserve("p", limits("100 tokens/minute"), Demand(1, 80, 40), T0)
+    assert isinstance(refusal, Refusal)
+    assert refusal.retry_at is None
+    assert "more than 100 tokens/minute allows" in refusal.reason
+
+
+def test_token_kinds_count_what_they_say(ledger: Ledger) -> None:
+    lims = limits("100 tokens/minute", "50 input tokens/minute")
+    assert isinstance(ledger.reserve("p", lims, Demand(1, 40, 50), T0), Reservation)
+    used = {u.limit.metric: u.used for u in ledger.usage("p", lims, T0)}
+    assert used == {"tokens": 90, "input_tokens": 40}
+    # 20 more input tokens would break the input limit though total tokens fit.
+    assert isinstance(ledger.reserve("p", lims, Demand(1, 20, 0), T0), Refusal)
+
+
+def test_refusal_counts_nothing_anywhere(ledger: Ledger) -> None:
+    lims = limits("10/minute", "100 tokens/minute")
+    ledger.reserve("p", lims, Demand(1, 90, 0), T0)
+    assert isinstance(ledger.reserve("p", lims, Demand(1, 20, 0), T0), Refusal)
+    used = [u.used for u in ledger.usage("p", lims, T0)]
+    assert used == [1, 90]
+
+
+def test_settle_replaces_the_estimate_with_real_usage(ledger: Ledger) -> None:
+    lims = limits("1000 tokens/minute", "5/minute")
+    res = ledger.reserve("p", lims, Demand(1, 100, 400), T0)
+    assert isinstance(res, Reservation)
+    ledger.settle(res, Demand(1, 100, 20), T0 + 1)
+    assert [u.used for u in ledger.usage("p", lims, T0 + 1)] == [120, 1]
+    res2 = ledger.reserve("p", lims, Demand(1, 10, 10), T0 + 2)
+    assert isinstance(res2, Reservation)
+    ledger.settle(res2, Demand(1, 10, 900), T0 + 3)  # more than estimated: counted
+    assert ledger.usage("p", lims, T0 + 3)[0].used == 1030
+
+
+def test_observe_lowers_room_to_what_the_vendor_says_but_never_raises_it(
+    ledger: Ledger,
+) -> None:
+    lim = Limit.parse("100/day")
+    ledger.reserve("p", [lim], ONE, T0)
+    ledger.observe("p", lim, 10, T0 + 1)
+    assert ledger.usage("p", [lim], T0 + 1)[0].remaining == 10
+    ledger.observe("p", lim, 50, T0 + 2)
+    assert ledger.usage("p", [lim], T0 + 2)[0].remaining == 10
+    assert admitted(ledger, "p", [lim], 20, T0 + 3) == 10
+
+
+def test_block_refuses_until_it_ends(ledger: Ledger) -> None:
+    lims = limits("100/minute")
+    ledger.block("p", T0 + 30, "rate_limit: slow down")
+    refusal = ledger.reserve("p", lims, ONE, T0 + 10)
+    assert isinstance(refusal, Refusal)
+    assert refusal.reason == "rate_limit: slow down"
+    assert refusal.retry_at == T0 + 30
+    assert [h.subject for h in ledger.holds(T0 + 10)] == ["pool:p"]
+    assert isinstance(ledger.reserve("p", lims, ONE, T0 + 30), Reservation)
+    assert ledger.holds(T0 + 30) == []
+
+
+def test_unblock_lifts_a_block(ledger: Ledger) -> None:
+    ledger.block("p", T0 + 3600, "cooling down")
+    ledger.unblock("p")
+    assert isinstance(ledger.reserve("p", [], ONE, T0), Reservation)
+
+
+def test_disabled_key_is_refused_until_enabled(ledger: Ledger) -> None:
+    ledger.disable("groq-key-1", "disabled: bad key")
+    refusal = ledger.reserve("p", [], ONE, T0 + 10**6, key="groq-key-1")
+    assert isinstance(refusal, Refusal)
+    assert refusal.retry_at is None
+    # Other keys on the same pool are unaffected.
+    assert isinstance(ledger.reserve("p", [], ONE, T0, key="groq-key-2"), Reservation)
+    ledger.enable("groq-key-1")
+    assert isinstance(ledger.reserve("p", [], ONE, T0, key="groq-key-1"), Reservation)
+
+
+def test_reset_forgets_a_pool_and_lifts_its_block(ledger: Ledger) -> None:
+    lims = limits("1/day")
+    ledger.reserve("p", lims, ONE, T0)
+    ledger.reserve("q", lims, ONE, T0)
+    ledger.block("p", T0 + 3600, "x")
+    ledger.reset("p")
+    assert isinstance(ledger.reserve("p", lims, ONE, T0), Reservation)
+    assert isinstance(ledger.reserve("q", lims, ONE, T0), Refusal)
+
+
+def test_usage_reports_used_remaining_percent_and_reset(ledger: Ledger) -> None:
+    lims = limits("4/day", "10/minute")
+    admitted(ledger, "p", lims, 3, T0 + 100)
+    day, minute = ledger.usage("p", lims, T0 + 100)
+    assert (day.used, day.remaining, day.percent) == (3, 1, 75.0)
+    assert day.resets_at == T0 + 86_400
+    assert minute.resets_at == pytest.approx(T0 + 161)
+    assert ledger.usage("empty", lims, T0)[1].resets_at is not None
+
+
+def test_pools_are_independent(ledger: Ledger) -> None:
+    lims = limits("1/minute")
+    assert admitted(ledger, "a", lims, 2, T0) == 1
+    assert admitted(ledger, "b", lims, 2, T0) == 1
+
+
+def test_a_hundred_threads_admit_exactly_the_limit(ledger: Ledger) -> None:
+    lims = limits("300/day", "100000 tokens/minute")
+    counts: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        n = sum(
+            isinstance(ledger.reserve("p", lims, Demand(1, 5, 5), T0), Reservation)
+            for _ in range(6)
+        )
+        with lock:
+            counts.append(n)
+
+    threads = [threading.Thread(target=worker) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(counts) == 300
+    assert ledger.usage("p", lims, T0)[1].used == 3000

@@ -1,0 +1,175 @@
+"""The SQLite ledger across processes, crashes and files that are not ledgers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from langchain_quota_router import ConfigurationError, LedgerError, Limit
+from langchain_quota_router.ledger import (
+    Demand,
+    Reservation,
+    default_ledger_url,
+    open_ledger,
+)
+from langchain_quota_router.ledger.memory import MemoryLedger
+from langchain_quota_router.ledger.sqlite import SQLiteLedger
+
+T0 = 1_767_225_600.0
+LIMITS = [Limit.parse("200/day")]
+
+
+def _spend_until_refused(url: str, threads: int, out: multiprocessing.Queue[int]) -> None:
+    ledger = open_ledger(url)
+    counts: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        n = 0
+        for _ in range(10):
+            if isinstance(ledger.reserve("shared", LIMITS, Demand(1, 1, 1), T0), Reservation):
+                n += 1
+        with lock:
+            counts.append(n)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    out.put(sum(counts))
+
+
+@pytest.mark.slow
+def test_eight_processes_of_eight_threads_admit_exactly_the_daily_limit(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+    SQLiteLedger(url).usage("shared", LIMITS, T0)  # create the file once
+    ctx = multiprocessing.get_context("spawn")
+    out: multiprocessing.Queue[int] = ctx.Queue()
+    procs = [ctx.Process(target=_spend_until_refused, args=(url, 8, out)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    totals = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    # 8 x 8 x 10 = 640 attempts on a limit of 200.
+    assert sum(totals) == 200
+    assert SQLiteLedger(url).usage("shared", LIMITS, T0)[0].used == 200
+
+
+def test_a_committed_reservation_survives_kill_9(tmp_path: Path) -> None:
+    db = tmp_path / "crash.db"
+    child = textwrap.dedent(
+        f"""
+        import sys, time
+        from langchain_quota_router import Limit
+        from langchain_quota_router.ledger import Demand
+        from langchain_quota_router.ledger.sqlite import SQLiteLedger
+        ledger = SQLiteLedger({str(db)!r})
+        ledger.reserve("p", [Limit.parse("10/day")], Demand(1, 0, 0), {T0})
+        print("committed", flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "committed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    assert SQLiteLedger(db).usage("p", [Limit.parse("10/day")], T0)[0].used == 1
+
+
+def test_a_forked_child_gets_its_own_connection(tmp_path: Path) -> None:
+    ledger = SQLiteLedger(tmp_path / "fork.db")
+    ledger.reserve("p", LIMITS, Demand(), T0)
+    pid = os.fork()
+    if pid == 0:  # child: must not reuse the parent's connection
+        code = 0
+        try:
+            ledger.reserve("p", LIMITS, Demand(), T0)
+        except BaseException:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ledger.reserve("p", LIMITS, Demand(), T0)
+    assert ledger.usage("p", LIMITS, T0)[0].used == 3
+
+
+def test_a_file_that_is_not_a_database_is_refused_by_name(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list: milk, eggs, bread, coffee, more coffee\n" * 50)
+    with pytest.raises(LedgerError, match=r"notes\.txt.*not a langchain-quota-router ledger"):
+        SQLiteLedger(notes).usage("p", LIMITS, T0)
+    assert notes.read_text().startswith("shopping list")
+
+
+def test_another_programs_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    other = tmp_path / "app.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    with pytest.raises(LedgerError, match=r"app\.db.*another program"):
+        SQLiteLedger(other).reserve("p", LIMITS, Demand(), T0)
+    with sqlite3.connect(other) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert tables == {"users"}
+
+
+def test_a_ledger_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    SQLiteLedger(path).usage("p", LIMITS, T0)
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version=99")
+    with pytest.raises(LedgerError, match="newer"):
+        SQLiteLedger(path).usage("p", LIMITS, T0)
+
+
+def test_urls_name_relative_and_absolute_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert SQLiteLedger("sqlite:///rel/ledger.db").path == Path("rel/ledger.db")
+    absolute = open_ledger(f"sqlite:///{tmp_path}/abs.db")
+    assert isinstance(absolute, SQLiteLedger)
+    assert absolute.path == tmp_path / "abs.db"
+    absolute.reserve("p", LIMITS, Demand(), T0)
+    assert (tmp_path / "abs.db").exists()
+    with pytest.raises(ConfigurationError, match="names no file"):
+        SQLiteLedger("sqlite:///")
+
+
+def test_unknown_scheme_is_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match=r"'postgres://db/x'.*memory://, sqlite://"):
+        open_ledger("postgres://db/x")
+
+
+def test_default_ledger_is_env_var_else_user_cache_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUOTA_ROUTER_LEDGER", "memory://")
+    assert isinstance(open_ledger(None), MemoryLedger)
+    monkeypatch.delenv("QUOTA_ROUTER_LEDGER")
+    url = default_ledger_url()
+    assert url.startswith("sqlite:///") and url.endswith("ledger.db")
+    assert str(tmp_path / "xdg-cache") in url  # platformdirs honours XDG_CACHE_HOME
+
+
+def test_ledger_in_an_unwritable_place_names_the_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(LedgerError, match="cannot open ledger file"):
+        SQLiteLedger(blocker / "ledger.db").usage("p", LIMITS, T0)
