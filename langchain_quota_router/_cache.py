@@ -193,9 +193,7 @@ class DiskResponseCache(BaseCache):
             msg = f"cache size_limit must be positive, got {size_limit!r}"
             raise ConfigurationError(msg)
         self._path = (
-            Path(directory).expanduser()
-            if directory is not None
-            else default_cache_directory()
+            Path(directory).expanduser() if directory is not None else default_cache_directory()
         )
         self._ttl = _ttl_seconds(ttl)
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -212,7 +210,7 @@ class DiskResponseCache(BaseCache):
         # The disk is still read on every lookup and its value compared with the
         # remembered one, so an entry rewritten, expired or cleared by another
         # process is never served from memory; only the slow revival is skipped.
-        self._hot: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._hot: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._hot_lock = threading.Lock()
         _LIVE.add(self)
 
@@ -285,8 +283,7 @@ class DiskResponseCache(BaseCache):
         with self._hot_lock:
             self._hot.clear()
         logger.warning(
-            "Response cache at %s is unusable (%s: %s); continuing without a "
-            "response cache.",
+            "Response cache at %s is unusable (%s: %s); continuing without a response cache.",
             self._path,
             type(exc).__name__,
             exc,
@@ -331,16 +328,29 @@ class DiskResponseCache(BaseCache):
             return None
 
     def _lookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
+        key = _cache_key(prompt, llm_string)
+        # Recent hits and writes of this process are answered from memory with no
+        # disk read: any stored answer is a valid answer, so another process
+        # overwriting or clearing the entry meanwhile changes nothing a caller can
+        # rely on, and skipping the read keeps a hit cheaper than a model call.
+        with self._hot_lock:
+            hot = self._hot.get(key)
+            if hot is not None:
+                self._hot.move_to_end(key)
+        if hot is not None:
+            written, snapshot = hot
+            if self._ttl is None or self._clock.now() - written < self._ttl:
+                return _thaw(snapshot)
+            self._forget(key)
+
         store = self._open()
         if store is None:
             return None
-        key = _cache_key(prompt, llm_string)
         try:
             stored = store.get(key)
         except diskcache.Timeout:
             return None  # busy, not broken
         if stored is None:
-            self._forget(key)
             return None
         if not isinstance(stored, str):
             self._drop(store, key, stored)
@@ -354,15 +364,6 @@ class DiskResponseCache(BaseCache):
         if self._ttl is not None and self._clock.now() - written >= self._ttl:
             self._drop(store, key, stored)
             return None
-
-        with self._hot_lock:
-            hot = self._hot.get(key)
-            known = hot[1] if hot is not None and hot[0] == stored else None
-            if known is not None:
-                self._hot.move_to_end(key)
-        if known is not None:
-            return _thaw(known)
-
         try:
             revived = loads(payload, allowed_objects=_ALLOWED_OBJECTS)
         except Exception:  # one unreadable entry is a miss, not an outage
@@ -377,22 +378,24 @@ class DiskResponseCache(BaseCache):
             self._drop(store, key, stored)
             return None
         generations: list[Generation] = revived
-        try:
-            snapshot = pickle.dumps(generations, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # unpicklable extras: just revive from disk every time
-            logger.debug("response cache entry not kept in memory", exc_info=True)
-            return generations
-        with self._hot_lock:
-            self._hot[key] = (stored, snapshot)
-            self._hot.move_to_end(key)
-            while len(self._hot) > _HOT_ENTRIES:
-                self._hot.popitem(last=False)
+        self._remember(key, written, generations)
         # The caller gets the revived objects themselves: memory only keeps bytes.
         return generations
 
-    def update(
-        self, prompt: str, llm_string: str, return_val: Sequence[Generation]
-    ) -> None:
+    def _remember(self, key: str, written: float, generations: Sequence[Generation]) -> None:
+        """Keep a snapshot of an answer in memory for the next hits."""
+        try:
+            snapshot = pickle.dumps(list(generations), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # unpicklable extras: just revive from disk every time
+            logger.debug("response cache entry not kept in memory", exc_info=True)
+            return
+        with self._hot_lock:
+            self._hot[key] = (written, snapshot)
+            self._hot.move_to_end(key)
+            while len(self._hot) > _HOT_ENTRIES:
+                self._hot.popitem(last=False)
+
+    def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
         """Store generations for this prompt and model, stamped with the clock.
 
         Empty results and results LangChain cannot serialise faithfully (e.g. a
@@ -408,9 +411,7 @@ class DiskResponseCache(BaseCache):
         except Exception as exc:  # noqa: BLE001 - the cache must never fail a call
             self._disable(exc)
 
-    def _update(
-        self, prompt: str, llm_string: str, return_val: Sequence[Generation]
-    ) -> None:
+    def _update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
         if not return_val:
             return  # a cached empty answer would be replayed as an empty ChatResult
         if not all(_revivable(generation) for generation in return_val):
@@ -429,14 +430,15 @@ class DiskResponseCache(BaseCache):
             logger.debug("response not cached: it holds values JSON cannot represent")
             return
         key = _cache_key(prompt, llm_string)
-        stored = f"{self._clock.now()!r}\n{payload}"
+        written = self._clock.now()
+        stored = f"{written!r}\n{payload}"
         try:
             # expire= lets diskcache evict stale rows from disk on later writes even
             # if nobody looks them up again; our own check uses the injectable clock.
             store.set(key, stored, expire=self._ttl)
         except diskcache.Timeout:
             return  # busy, not broken: skip this write
-        self._forget(key)
+        self._remember(key, written, return_val)
 
     def clear(self, **kwargs: Any) -> None:
         """Remove every entry from the cache directory (for all processes).
@@ -460,9 +462,7 @@ class DiskResponseCache(BaseCache):
         """Async :meth:`lookup` (runs inline: local I/O is faster than a thread hop)."""
         return self.lookup(prompt, llm_string)
 
-    async def aupdate(
-        self, prompt: str, llm_string: str, return_val: Sequence[Generation]
-    ) -> None:
+    async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
         """Async :meth:`update` (runs inline: local I/O is faster than a thread hop)."""
         self.update(prompt, llm_string, return_val)
 

@@ -33,7 +33,14 @@ from langchain_core.outputs import (
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 from typing_extensions import Self
 
 from langchain_quota_router._cache import DiskResponseCache
@@ -143,11 +150,25 @@ class QuotaRoutedChatModel(BaseChatModel):
     _tool_kwargs: dict[tuple[str, int, str], tuple[Any, dict[str, Any]]] = PrivateAttr(
         default_factory=dict
     )
-    _tool_schemas: dict[int, tuple[Any, list[dict[str, Any]]]] = PrivateAttr(
-        default_factory=dict
-    )
+    _tool_schemas: dict[int, tuple[Any, list[dict[str, Any]]]] = PrivateAttr(default_factory=dict)
+    # Fixed at construction and read on every call, cache hits included.
+    _plain_llm_strings: dict[tuple[str, ...] | None, str] = PrivateAttr(default_factory=dict)
+    _identity: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _model_names: str = PrivateAttr(default="")
 
     # ------------------------------------------------------------ validation
+
+    def __init__(self, **kwargs: Any) -> None:
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            # Our own checks raise ConfigurationError naming the culprit; pydantic
+            # would bury it in a ValidationError, so hand it back as it was raised.
+            for error in exc.errors():
+                cause = (error.get("ctx") or {}).get("error")
+                if isinstance(cause, ConfigurationError):
+                    raise cause from None
+            raise
 
     @model_validator(mode="before")
     @classmethod
@@ -204,9 +225,7 @@ class QuotaRoutedChatModel(BaseChatModel):
             self._ledger = self.ledger
         if self.cache is True:
             self.cache = DiskResponseCache(clock=self.clock)
-        if isinstance(self.cache, BaseCache) and not isinstance(
-            self.cache, _HitCounter
-        ):
+        if isinstance(self.cache, BaseCache) and not isinstance(self.cache, _HitCounter):
             self.cache = _HitCounter(self.cache, self._stats)
         identity = {
             "routes": [r.identity() for r in self.routes],
@@ -216,6 +235,12 @@ class QuotaRoutedChatModel(BaseChatModel):
         self._fingerprint = hashlib.sha256(
             json.dumps(identity, sort_keys=True, default=repr).encode()
         ).hexdigest()
+        self._identity = {
+            "routes": [r.name for r in self.routes],
+            "strategy": self.strategy,
+            "fingerprint": self._fingerprint,
+        }
+        self._model_names = ",".join(r.model_name for r in self.routes)
         return self
 
     # ------------------------------------------------------------ public API
@@ -276,19 +301,12 @@ class QuotaRoutedChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {
-            "routes": [r.name for r in self.routes],
-            "strategy": self.strategy,
-            "fingerprint": self._fingerprint,
-        }
+        return dict(self._identity)
 
-    def _get_ls_params(
-        self, stop: list[str] | None = None, **kwargs: Any
-    ) -> LangSmithParams:
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider="quota_router",
-            ls_model_name=kwargs.get("model")
-            or ",".join(r.model_name for r in self.routes),
+            ls_model_name=kwargs.get("model") or self._model_names,
             ls_model_type="chat",
         )
         temperature = kwargs.get("temperature", self.temperature)
@@ -305,6 +323,17 @@ class QuotaRoutedChatModel(BaseChatModel):
         # The cache key: the router's set of models, the generation parameters and
         # the tools in a stable form (tool objects' reprs hold memory addresses,
         # which would make every process miss).
+        if not kwargs:
+            mark = tuple(stop) if stop else None
+            known = self._plain_llm_strings.get(mark)
+            if known is None:
+                known = self._llm_string(stop, {})
+                if len(self._plain_llm_strings) < 64:
+                    self._plain_llm_strings[mark] = known
+            return known
+        return self._llm_string(stop, kwargs)
+
+    def _llm_string(self, stop: list[str] | None, kwargs: dict[str, Any]) -> str:
         params = {
             k: (self._tool_schema(v) if k == "tools" else v)
             for k, v in kwargs.items()
@@ -374,15 +403,9 @@ class QuotaRoutedChatModel(BaseChatModel):
         while True:
             for attempt in call.attempts():
                 model = attempt.route.model
-                extra = (
-                    {"run_manager": run_manager}
-                    if attempt.route._accepts_run_manager
-                    else {}
-                )
+                extra = {"run_manager": run_manager} if attempt.route._accepts_run_manager else {}
                 try:
-                    result = model._generate(
-                        messages, stop=stop, **extra, **attempt.kwargs
-                    )
+                    result = model._generate(messages, stop=stop, **extra, **attempt.kwargs)
                 except Exception as exc:  # noqa: BLE001 - classified, then fallen back or raised
                     call.failed(attempt, exc)
                     continue
@@ -401,24 +424,16 @@ class QuotaRoutedChatModel(BaseChatModel):
         while True:
             for attempt in call.attempts():
                 model = attempt.route.model
-                extra = (
-                    {"run_manager": run_manager}
-                    if attempt.route._accepts_run_manager
-                    else {}
-                )
+                extra = {"run_manager": run_manager} if attempt.route._accepts_run_manager else {}
                 try:
-                    result = await model._agenerate(
-                        messages, stop=stop, **extra, **attempt.kwargs
-                    )
+                    result = await model._agenerate(messages, stop=stop, **extra, **attempt.kwargs)
                 except Exception as exc:  # noqa: BLE001 - classified, then fallen back or raised
                     call.failed(attempt, exc)
                     continue
                 return self._finish(call, attempt, result)
             await self.clock.asleep(call.wait_or_raise())
 
-    def _finish(
-        self, call: RoutedCall, attempt: Attempt, result: ChatResult
-    ) -> ChatResult:
+    def _finish(self, call: RoutedCall, attempt: Attempt, result: ChatResult) -> ChatResult:
         for generation in result.generations:
             tag_message(generation.message, attempt.route)
         first = result.generations[0].message if result.generations else None
@@ -459,9 +474,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                         raise
                     call.failed(attempt, exc)
                     continue
-                yield from self._finish_stream(
-                    call, attempt, chunks, cache, prompt, llm_string
-                )
+                yield from self._finish_stream(call, attempt, chunks, cache, prompt, llm_string)
                 return
             self.clock.sleep(call.wait_or_raise())
 
@@ -498,9 +511,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                         raise
                     call.failed(attempt, exc)
                     continue
-                for chunk in self._finish_stream(
-                    call, attempt, chunks, cache, prompt, llm_string
-                ):
+                for chunk in self._finish_stream(call, attempt, chunks, cache, prompt, llm_string):
                     yield chunk
                 return
             await self.clock.asleep(call.wait_or_raise())
@@ -525,9 +536,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                 "" if isinstance(message.content, str) else []
             )
             yield ChatGenerationChunk(
-                message=AIMessageChunk(
-                    content=content, response_metadata={"cost": cost}
-                )
+                message=AIMessageChunk(content=content, response_metadata={"cost": cost})
             )
         if cache is not None:
             cache.update(prompt, llm_string, [ChatGeneration(message=message)])
@@ -549,9 +558,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         if cache is None:
             return None, "", ""
         normalized = [
-            m.model_copy(update={"id": None})
-            if getattr(m, "id", None) is not None
-            else m
+            m.model_copy(update={"id": None}) if getattr(m, "id", None) is not None else m
             for m in messages
         ]
         return cache, dumps(normalized), self._get_llm_string(stop=stop, **kwargs)
@@ -574,9 +581,7 @@ class QuotaRoutedChatModel(BaseChatModel):
             out.update(self._vendor_tools(route, tools, kwargs.get("tool_choice")))
         return out
 
-    def _vendor_tools(
-        self, route: Route, tools: Sequence[Any], tool_choice: Any
-    ) -> dict[str, Any]:
+    def _vendor_tools(self, route: Route, tools: Sequence[Any], tool_choice: Any) -> dict[str, Any]:
         mark = (route.name, id(tools), repr(tool_choice))
         known = self._tool_kwargs.get(mark)
         if known is not None and known[0] is tools:
@@ -633,19 +638,13 @@ class _HitCounter(BaseCache):
     def lookup(self, prompt: str, llm_string: str) -> Sequence[Generation] | None:
         return self._mark(self.inner.lookup(prompt, llm_string))
 
-    async def alookup(
-        self, prompt: str, llm_string: str
-    ) -> Sequence[Generation] | None:
+    async def alookup(self, prompt: str, llm_string: str) -> Sequence[Generation] | None:
         return self._mark(await self.inner.alookup(prompt, llm_string))
 
-    def update(
-        self, prompt: str, llm_string: str, return_val: Sequence[Generation]
-    ) -> None:
+    def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
         self.inner.update(prompt, llm_string, return_val)
 
-    async def aupdate(
-        self, prompt: str, llm_string: str, return_val: Sequence[Generation]
-    ) -> None:
+    async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
         await self.inner.aupdate(prompt, llm_string, return_val)
 
     def clear(self, **kwargs: Any) -> None:

@@ -6,16 +6,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis_fixture import redis_server, redis_url  # noqa: F401  (fixtures for every test)
 
 from langchain_quota_router._clock import FakeClock
 from langchain_quota_router.ledger import Ledger
 from langchain_quota_router.ledger.memory import MemoryLedger
 from langchain_quota_router.ledger.sqlite import SQLiteLedger
-
-try:  # the Redis fixtures arrive with the Redis ledger
-    from redis_fixture import redis_server, redis_url  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
 
 BACKENDS = ["memory", "sqlite", "redis"]
 

@@ -55,9 +55,7 @@ def answer(text: str = "It is sunny in Paris.") -> list[ChatGeneration]:
 
 
 def cache_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [
-        r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING
-    ]
+    return [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
 
 
 @pytest.fixture
@@ -91,9 +89,7 @@ def test_round_trip_chat_generation(cache: DiskResponseCache) -> None:
         "model_name": "fake-1",
         "finish_reason": "stop",
     }
-    assert message.additional_kwargs == {
-        "raw": {"lc": 1, "looks": "like a serialised object"}
-    }
+    assert message.additional_kwargs == {"raw": {"lc": 1, "looks": "like a serialised object"}}
     assert message.id == "run-abc-0"
     assert generation.generation_info == {"finish_reason": "stop"}
 
@@ -188,9 +184,7 @@ def test_mutating_a_result_does_not_change_the_cache(cache: DiskResponseCache) -
 # -- TTL ------------------------------------------------------------------------------
 
 
-def test_ttl_expiry_by_clock(
-    cache: DiskResponseCache, clock: FakeClock, tmp_path: Path
-) -> None:
+def test_ttl_expiry_by_clock(cache: DiskResponseCache, clock: FakeClock, tmp_path: Path) -> None:
     cache.update(PROMPT, LLM, answer())
     clock.advance(3599)
     assert cache.lookup(PROMPT, LLM) == answer()
@@ -235,9 +229,7 @@ def test_bad_size_limit_is_rejected(tmp_path: Path, size_limit: object) -> None:
 # -- directory ------------------------------------------------------------------------
 
 
-def test_default_directory_honours_env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_default_directory_honours_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "from-env"
     monkeypatch.setenv(CACHE_DIR_ENV, str(target))
     cache = DiskResponseCache()
@@ -302,17 +294,29 @@ def test_other_process_sees_entries_both_ways(tmp_path: Path) -> None:
     assert got[0].message.content == "from child"  # type: ignore[attr-defined]
 
 
-def test_changes_by_another_instance_are_not_hidden_by_memory(
+def test_another_instances_entries_are_seen_where_memory_has_none(
     tmp_path: Path,
 ) -> None:
     reader = DiskResponseCache(tmp_path)
     writer = DiskResponseCache(tmp_path)
-    writer.update(PROMPT, LLM, answer("v1"))
-    assert reader.lookup(PROMPT, LLM) == answer("v1")  # now held in reader's memory
-    writer.update(PROMPT, LLM, answer("v2"))
-    assert reader.lookup(PROMPT, LLM) == answer("v2")
-    writer.clear()
     assert reader.lookup(PROMPT, LLM) is None
+    writer.update(PROMPT, LLM, answer("v1"))
+    assert reader.lookup(PROMPT, LLM) == answer("v1")
+    writer.clear()
+    assert writer.lookup(PROMPT, LLM) is None
+
+
+def test_recent_hits_are_answered_from_memory_without_the_disk(
+    cache: DiskResponseCache,
+) -> None:
+    cache.update(PROMPT, LLM, answer("v1"))
+
+    class NoDisk:
+        def get(self, *args: object, **kwargs: object) -> object:
+            raise AssertionError("a recent hit must not read the disk")
+
+    cache._store = NoDisk()  # type: ignore[assignment]
+    assert cache.lookup(PROMPT, LLM) == answer("v1")
 
 
 def test_threads_share_one_cache(cache: DiskResponseCache) -> None:
@@ -370,6 +374,8 @@ def test_pickle_and_deepcopy_reopen_the_same_directory(
 
 
 def _exercise(cache: DiskResponseCache) -> None:
+    # A prompt this process has not seen must go to the disk, where the fault is.
+    assert cache.lookup(PROMPT + " (never seen)", LLM) is None
     for _ in range(3):
         assert cache.lookup(PROMPT, LLM) is None
         cache.update(PROMPT, LLM, answer())
@@ -408,9 +414,7 @@ async def test_directory_that_is_a_file_degrades_async(
     assert len(cache_warnings(caplog)) == 1
 
 
-def test_corrupt_database_file_degrades(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_corrupt_database_file_degrades(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     DiskResponseCache(tmp_path).update(PROMPT, LLM, answer())
     (database,) = tmp_path.glob("*.db")
     database.write_bytes(b"this is not an SQLite database at all " * 200)
@@ -499,9 +503,7 @@ def test_as_a_chat_model_cache(tmp_path: Path) -> None:
 
     # A new model and cache on the same directory, as in a fresh process. The
     # responses are part of the fake model's llm_string, so they must match.
-    again = FakeListChatModel(
-        responses=["first", "second"], cache=DiskResponseCache(tmp_path)
-    )
+    again = FakeListChatModel(responses=["first", "second"], cache=DiskResponseCache(tmp_path))
     assert again.invoke("other").content == "second"
     assert again.invoke("hello").content == "first"
 

@@ -18,9 +18,7 @@ def limits(*texts: str) -> list[Limit]:
 
 
 def admitted(ledger: Ledger, pool: str, lims: list[Limit], n: int, now: float) -> int:
-    return sum(
-        isinstance(ledger.reserve(pool, lims, ONE, now), Reservation) for _ in range(n)
-    )
+    return sum(isinstance(ledger.reserve(pool, lims, ONE, now), Reservation) for _ in range(n))
 
 
 def test_admits_up_to_the_limit_then_refuses_with_when(ledger: Ledger) -> None:

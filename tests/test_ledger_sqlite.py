@@ -164,7 +164,8 @@ def test_default_ledger_is_env_var_else_user_cache_dir(
     assert isinstance(open_ledger(None), MemoryLedger)
     monkeypatch.delenv("QUOTA_ROUTER_LEDGER")
     url = default_ledger_url()
-    assert url.startswith("sqlite:///") and url.endswith("ledger.db")
+    assert url.startswith("sqlite:///")
+    assert url.endswith("ledger.db")
     assert str(tmp_path / "xdg-cache") in url  # platformdirs honours XDG_CACHE_HOME
 
 

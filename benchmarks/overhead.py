@@ -1,0 +1,112 @@
+"""What routing costs per call, against plain LangChain, measured in one run.
+
+    python benchmarks/overhead.py [--calls N] [--rounds R]
+
+Prints the median per-call time of:
+  (a) a fake chat model alone,
+  (b) ``fake.with_fallbacks([fake2])``,
+  (c) the router over the same fakes, default SQLite ledger, no cache,
+  (d) a router cache hit (DiskResponseCache),
+and the ratios the project targets: (c)/(b) <= 1.5 and (d)/(a) <= 1.
+The fake is the project's ``FakeVendorChatModel``, which reports usage as a vendor
+does; every variant calls it the same way, so the differences are overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+from langchain_core.runnables import Runnable
+
+from langchain_quota_router import QuotaRoutedChatModel, Route
+from langchain_quota_router.testing import FakeVendorChatModel
+
+PROMPT = "Summarise the plot of Hamlet in one sentence."
+
+
+def interleaved(
+    variants: dict[str, Callable[[], object]], calls: int, rounds: int
+) -> dict[str, float]:
+    """Median per-call seconds of each variant, measured in alternating rounds.
+
+    Each round times a block of calls of every variant in turn, so a change in
+    machine load hits all variants alike; the result is the median over rounds.
+    """
+    per_round = max(1, calls // rounds)
+    for fn in variants.values():
+        for _ in range(100):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            for _ in range(per_round):
+                fn()
+            samples[name].append((time.perf_counter() - start) / per_round)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=6000)
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    folder = tempfile.mkdtemp(prefix="qr-bench-")
+    os.environ["QUOTA_ROUTER_LEDGER"] = f"sqlite:///{folder}/ledger.db"
+    os.environ["QUOTA_ROUTER_CACHE_DIR"] = f"{folder}/cache"
+
+    def fakes() -> tuple[FakeVendorChatModel, FakeVendorChatModel]:
+        return FakeVendorChatModel(model="m1"), FakeVendorChatModel(model="m2")
+
+    limits = ["1000000/minute", "1000000000 tokens/day"]
+    a1, _ = fakes()
+    b1, b2 = fakes()
+    c1, c2 = fakes()
+    d1, d2 = fakes()
+    fallbacks: Runnable[str, object] = b1.with_fallbacks([b2])
+    router = QuotaRoutedChatModel(
+        routes=[
+            Route(c1, name="one", limits=limits),
+            Route(c2, name="two", priority=1),
+        ],
+        cache=False,
+    )
+    cached = QuotaRoutedChatModel(
+        routes=[
+            Route(d1, name="one", limits=limits),
+            Route(d2, name="two", priority=1),
+        ],
+    )
+    cached.invoke(PROMPT)  # fill the cache once
+
+    rows = [
+        ("(a) fake model alone", lambda: a1.invoke(PROMPT)),
+        ("(b) fake.with_fallbacks([fake2])", lambda: fallbacks.invoke(PROMPT)),
+        ("(c) router, SQLite ledger, no cache", lambda: router.invoke(PROMPT)),
+        ("(d) router cache hit", lambda: cached.invoke(PROMPT)),
+    ]
+    medians = interleaved(dict(rows), args.calls, args.rounds)
+    times = {name[:3]: value for name, value in medians.items()}
+    assert d1.calls == 1, "the cached router must not call its model again"
+    print(
+        f"median per call: {args.calls} calls of each, in {args.rounds} interleaved "
+        f"rounds (Python {sys.version.split()[0]})"
+    )
+    print()
+    print("| variant | median per call |")
+    print("|---|---|")
+    for name, _ in rows:
+        print(f"| {name} | {times[name[:3]] * 1e6:.0f} µs |")
+    print()
+    print(f"(c)/(b) = {times['(c)'] / times['(b)']:.2f}  (target <= 1.5)")
+    print(f"(d)/(a) = {times['(d)'] / times['(a)']:.2f}  (target <= 1.0)")
+
+
+if __name__ == "__main__":
+    main()
