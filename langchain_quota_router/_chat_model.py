@@ -462,7 +462,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                     # The router's own stream() reports each token to callbacks;
                     # the vendor model must not report them a second time.
                     for chunk in _route_stream(attempt, messages, stop):
-                        tag_message(chunk.message, attempt.route, first=not chunks)
+                        _tag_chunk(chunk, attempt.route, first=not chunks)
                         chunks.append(chunk)
                         yield chunk
                 except GeneratorExit:
@@ -499,7 +499,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                 chunks: list[ChatGenerationChunk] = []
                 try:
                     async for chunk in _route_astream(attempt, messages, stop):
-                        tag_message(chunk.message, attempt.route, first=not chunks)
+                        _tag_chunk(chunk, attempt.route, first=not chunks)
                         chunks.append(chunk)
                         yield chunk
                 except GeneratorExit:
@@ -719,6 +719,19 @@ def _replay(found: Sequence[Generation]) -> Iterator[ChatGenerationChunk]:
             yield ChatGenerationChunk(message=_as_chunk(message))
         else:
             yield ChatGenerationChunk(message=AIMessageChunk(content=generation.text))
+
+
+def _tag_chunk(chunk: ChatGenerationChunk, route: Route, *, first: bool) -> None:
+    """Tag a stream chunk with its route; later chunks lose those keys everywhere.
+
+    LangChain folds a chunk's ``generation_info`` into its ``response_metadata``
+    after ``_stream`` yields it, and ChatOpenAI reports ``model_name`` there, so the
+    keys must go from both places or the merged name comes out doubled.
+    """
+    tag_message(chunk.message, route, first=first)
+    if not first and chunk.generation_info:
+        for key in ("route", "model_name", "model_provider"):
+            chunk.generation_info.pop(key, None)
 
 
 def _merged(chunks: list[ChatGenerationChunk]) -> AIMessage | None:
