@@ -628,12 +628,22 @@ class _HitCounter(BaseCache):
         if not found:
             return found
         self._stats.record(cache_hits=1)
+        # DiskResponseCache hands out fresh copies; other caches (InMemoryCache) may
+        # return the very objects the first caller received, which must not change.
+        fresh = isinstance(self.inner, DiskResponseCache)
+        marked: list[Generation] = []
         for generation in found:
             message = getattr(generation, "message", None)
             if isinstance(message, BaseMessage):
-                message.response_metadata["cache_hit"] = True
-                message.response_metadata.pop("cost", None)
-        return found
+                metadata = {k: v for k, v in message.response_metadata.items() if k != "cost"}
+                metadata["cache_hit"] = True
+                if fresh:
+                    message.response_metadata = metadata
+                else:
+                    copy = message.model_copy(update={"response_metadata": metadata})
+                    generation = generation.model_copy(update={"message": copy})
+            marked.append(generation)
+        return marked
 
     def lookup(self, prompt: str, llm_string: str) -> Sequence[Generation] | None:
         return self._mark(self.inner.lookup(prompt, llm_string))
