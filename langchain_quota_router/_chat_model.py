@@ -404,8 +404,9 @@ class QuotaRoutedChatModel(BaseChatModel):
             for attempt in call.attempts():
                 model = attempt.route.model
                 extra = {"run_manager": run_manager} if attempt.route._accepts_run_manager else {}
+                shaped = attempt.route.adapter.messages(messages)
                 try:
-                    result = model._generate(messages, stop=stop, **extra, **attempt.kwargs)
+                    result = model._generate(shaped, stop=stop, **extra, **attempt.kwargs)
                 except Exception as exc:  # noqa: BLE001 - classified, then fallen back or raised
                     call.failed(attempt, exc)
                     continue
@@ -571,7 +572,8 @@ class QuotaRoutedChatModel(BaseChatModel):
 
     def route_kwargs(self, route: Route, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Call kwargs in the route's own vendor form (tools converted by its model)."""
-        out = {k: v for k, v in kwargs.items() if k not in ("tools", "tool_choice")}
+        out = route.adapter.call_kwargs()
+        out.update((k, v) for k, v in kwargs.items() if k not in ("tools", "tool_choice"))
         if self.max_tokens is not None:
             out.setdefault("max_tokens", self.max_tokens)
         if self.temperature is not None:
@@ -586,14 +588,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         known = self._tool_kwargs.get(mark)
         if known is not None and known[0] is tools:
             return known[1]
-        if tool_choice is None:
-            bound = route.model.bind_tools(tools)
-        else:
-            bound = route.model.bind_tools(tools, tool_choice=tool_choice)
-        vendor_kwargs = getattr(bound, "kwargs", None)
-        if not isinstance(vendor_kwargs, dict):
-            msg = f"{type(route.model).__name__}.bind_tools returned no call kwargs"
-            raise TypeError(msg)
+        vendor_kwargs = route.adapter.bind_tools(route.model, tools, tool_choice)
         if len(self._tool_kwargs) > 256:
             self._tool_kwargs.clear()
         # Keep the tools list referenced so its id() is not reused while cached.
@@ -679,6 +674,7 @@ def _route_stream(
     attempt: Attempt, messages: list[BaseMessage], stop: list[str] | None
 ) -> Iterator[ChatGenerationChunk]:
     model = attempt.route.model
+    messages = attempt.route.adapter.messages(messages)
     if _streams(model):
         yield from model._stream(messages, stop=stop, **attempt.kwargs)
         return
@@ -691,6 +687,7 @@ async def _route_astream(
     attempt: Attempt, messages: list[BaseMessage], stop: list[str] | None
 ) -> AsyncIterator[ChatGenerationChunk]:
     model = attempt.route.model
+    messages = attempt.route.adapter.messages(messages)
     if _astreams(model):
         async for chunk in model._astream(messages, stop=stop, **attempt.kwargs):
             yield chunk

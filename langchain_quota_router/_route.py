@@ -10,6 +10,7 @@ from langchain_core.language_models import BaseChatModel
 
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router._limits import Limit, parse_limits
+from langchain_quota_router.vendors.adapters import VendorAdapter, adapter_for
 
 _SECRET_MARKS = ("api_key", "secret", "password", "credential", "access_token", "auth")
 
@@ -38,7 +39,7 @@ class Route:
 
     Args:
         model: any LangChain chat model (``ChatGroq(...)``, ``ChatOpenAI(...)``, a
-            fake in tests).
+            fake in tests). The router calls a copy whose SDK retries are off.
         name: what reports, errors and ``response_metadata["route"]`` call this
             route; unique within a router. Defaults to ``provider:model``.
         limits: the key's limits for this model, as strings (``"30/minute"``,
@@ -59,6 +60,7 @@ class Route:
 
     __slots__ = (
         "_accepts_run_manager",
+        "adapter",
         "context_window",
         "key",
         "limits",
@@ -90,15 +92,16 @@ class Route:
                 f"{type(model).__name__}"
             )
             raise ConfigurationError(msg)
-        self.model = model
+        self.adapter: VendorAdapter = adapter_for(model)
+        # A copy with the vendor SDK's own retries off: a 429 must reach the router
+        # at once, not after seconds of silent retries.
+        self.model = self.adapter.prepare(model)
         self.provider, self.model_name = _describe_model(model)
         self.name = name or f"{self.provider}:{self.model_name}"
         if not isinstance(self.name, str) or not self.name.strip():
             msg = f"route name must be a non-empty string, got {name!r}"
             raise ConfigurationError(msg)
-        self.limits: tuple[Limit, ...] = parse_limits(
-            limits, owner=f"route {self.name!r}"
-        )
+        self.limits: tuple[Limit, ...] = parse_limits(limits, owner=f"route {self.name!r}")
         if isinstance(priority, bool) or not isinstance(priority, int):
             msg = f"route {self.name!r}: priority must be an int, got {priority!r}"
             raise ConfigurationError(msg)
@@ -116,9 +119,7 @@ class Route:
             msg = f"route {self.name!r}: context_window must be positive"
             raise ConfigurationError(msg)
         self.context_window = context_window
-        self._accepts_run_manager = (
-            "run_manager" in inspect.signature(model._generate).parameters
-        )
+        self._accepts_run_manager = "run_manager" in inspect.signature(model._generate).parameters
 
     def cost(self, input_tokens: int, output_tokens: int) -> float | None:
         """USD for that many tokens on this route, if its prices are known."""

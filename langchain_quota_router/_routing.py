@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_quota_router._errors import QuotaExhaustedError
 from langchain_quota_router._limits import Limit
 from langchain_quota_router.ledger import Demand, Refusal, Reservation
+from langchain_quota_router.vendors.adapters import take_captured_headers
 from langchain_quota_router.vendors.failures import Failure, FailureKind, classify
 from langchain_quota_router.vendors.headers import read_rate_limit_headers
 
@@ -96,9 +97,7 @@ def usage_demand(message: BaseMessage | None, fallback_input: int) -> Demand:
     """What a vendor's answer says it spent (estimated when it says nothing)."""
     usage = getattr(message, "usage_metadata", None) if message is not None else None
     if usage:
-        return Demand(
-            1, int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-        )
+        return Demand(1, int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))
     output = count_tokens_approximately([message]) if message is not None else 0
     return Demand(1, fallback_input, output)
 
@@ -140,9 +139,7 @@ class RoutedCall:
             raise ValueError(msg)
         self.kwargs = kwargs
         self.tools: Sequence[Any] | None = kwargs.get("tools")
-        self.input_tokens = count_tokens_approximately(messages) + _tool_tokens(
-            self.tools
-        )
+        self.input_tokens = count_tokens_approximately(messages) + _tool_tokens(self.tools)
         self.reasons: dict[str, str] = {}
         self.retry_ats: list[float] = []
         self.first_error: BaseException | None = None
@@ -169,9 +166,7 @@ class RoutedCall:
             except Exception as exc:  # noqa: BLE001 - the route's own bind_tools refused
                 self.reasons[route.name] = f"cannot take these tools ({exc})"
                 continue
-            demand = Demand(
-                1, self.input_tokens, self._output_budget(route, route_kwargs)
-            )
+            demand = Demand(1, self.input_tokens, self._output_budget(route, route_kwargs))
             now = self.clock.now()
             admitted = self.ledger.reserve(
                 route.pool,
@@ -186,6 +181,7 @@ class RoutedCall:
                     self.retry_ats.append(admitted.retry_at)
                 continue
             self.tried += 1
+            take_captured_headers()  # forget any stale headers from an earlier call
             yield Attempt(route, admitted, route_kwargs)
 
     def _ordered(self) -> list[Route]:
@@ -204,17 +200,12 @@ class RoutedCall:
         if not limits:
             return 1.0
         usage = self.ledger.usage(route.pool, limits, self.clock.now())
-        return min(
-            (u.remaining / u.limit.amount if u.limit.amount else 0.0) for u in usage
-        )
+        return min((u.remaining / u.limit.amount if u.limit.amount else 0.0) for u in usage)
 
     def _cannot_take(self, route: Route) -> str | None:
         if self.tools and not self.router.can_bind_tools(route):
             return "cannot call tools"
-        if (
-            route.context_window is not None
-            and self.input_tokens > route.context_window
-        ):
+        if route.context_window is not None and self.input_tokens > route.context_window:
             return (
                 f"prompt of ~{self.input_tokens} tokens exceeds its context window "
                 f"of {route.context_window}"
@@ -241,9 +232,7 @@ class RoutedCall:
         """Settle the reservation with real usage and note the route's headers."""
         route = attempt.route
         now = self.clock.now()
-        self.ledger.settle(
-            attempt.reservation, usage_demand(message, self.input_tokens), now
-        )
+        self.ledger.settle(attempt.reservation, usage_demand(message, self.input_tokens), now)
         if message is not None:
             self._observe_headers(route, message, now)
             cost = _message_cost(route, message)
@@ -332,14 +321,12 @@ class RoutedCall:
             return Limit.parse(f"1/{failure.period}").window.bounds(now)[1]
         if failure.retry_after:
             return now + failure.retry_after
-        calendar = [
-            lim.window.bounds(now)[1] for lim in limits if lim.window.kind == "calendar"
-        ]
+        calendar = [lim.window.bounds(now)[1] for lim in limits if lim.window.kind == "calendar"]
         return max(calendar) if calendar else now + 86_400
 
     def _observe_headers(self, route: Route, message: BaseMessage, now: float) -> None:
-        headers = message.response_metadata.get("headers")
-        if not isinstance(headers, dict) or not headers:
+        headers = take_captured_headers() or message.response_metadata.get("headers")
+        if not isinstance(headers, Mapping) or not headers:
             return
         limits = self.router.pool_limits[route.pool]
         for seen in read_rate_limit_headers(headers):
@@ -388,9 +375,7 @@ def _message_cost(route: Route, message: BaseMessage) -> float | None:
     usage = getattr(message, "usage_metadata", None)
     if not usage or route.prices is None:
         return None
-    return route.cost(
-        int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-    )
+    return route.cost(int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))
 
 
 def _match_limit(
@@ -409,9 +394,7 @@ def _match_limit(
             for lim in same
             if lim.window.kind != "once"
         ]
-        fitting = sorted(
-            (s, i, lim) for i, (s, lim) in enumerate(spans) if s >= reset_after
-        )
+        fitting = sorted((s, i, lim) for i, (s, lim) in enumerate(spans) if s >= reset_after)
         if fitting:
             return fitting[0][2]
     return None

@@ -1,0 +1,44 @@
+"""A local simulator of the OpenAI, Groq, Gemini and Cohere chat APIs, for tests.
+
+It lets the real LangChain vendor classes (``ChatOpenAI``, ``ChatGroq``,
+``ChatGoogleGenerativeAI``, ``ChatCohere``) run over real HTTP on 127.0.0.1, with
+per-key limits enforced in each vendor's windows, each vendor's 429 format,
+deterministic or scripted answers, tool calls, streaming, usage, and faults::
+
+    from langchain_quota_router.simulator import SimKey, Simulator, vendor_model
+
+    with Simulator([SimKey("gsk-test", "groq", rpm=30, tpm=12000)]) as sim:
+        llm = vendor_model(sim, "groq", "gsk-test", "llama-3.3-70b-versatile")
+        llm.invoke("hello")
+        sim.stats("gsk-test").served  # 1
+
+Tokens are counted as ``ceil(characters / 4)`` of the request (every message and
+tool definition) and of the answer; what is reported as usage is exactly what is
+counted against the limits.
+"""
+
+from ._cli import main
+from ._clients import vendor_model
+from ._server import Simulator
+from ._types import (
+    Fault,
+    KeyStats,
+    RecordedRequest,
+    Reply,
+    SimKey,
+    ToolCall,
+    Vendor,
+)
+
+__all__ = [
+    "Fault",
+    "KeyStats",
+    "RecordedRequest",
+    "Reply",
+    "SimKey",
+    "Simulator",
+    "ToolCall",
+    "Vendor",
+    "main",
+    "vendor_model",
+]

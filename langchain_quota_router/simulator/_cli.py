@@ -1,0 +1,99 @@
+"""Run the simulator as its own process (``python -m ...simulator``): the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ._server import Simulator
+from ._types import SimKey
+
+_KEY_FIELDS = {"key", "vendor", "rpm", "rpd", "tpm", "tpd"}
+
+
+def load_keys(path: Path) -> list[SimKey]:
+    """Read keys from a JSON config file.
+
+    The file holds ``{"keys": [{"key": "...", "vendor": "groq", "rpm": 30,
+    "rpd": 1000, "tpm": 12000, "tpd": 100000}, ...]}``; limits are optional.
+
+    Args:
+        path: the JSON file.
+
+    Returns:
+        The keys, in file order.
+
+    Raises:
+        ValueError: the file is not such a document (the message names the file).
+    """
+    try:
+        document: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        msg = f"{path}: cannot read simulator config: {exc}"
+        raise ValueError(msg) from exc
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        msg = f'{path}: expected an object with a "keys" list'
+        raise ValueError(msg)
+    keys: list[SimKey] = []
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or not _KEY_FIELDS.issuperset(entry):
+            fields = sorted(_KEY_FIELDS)
+            msg = f"{path}: key #{number} must be an object with fields {fields}"
+            raise ValueError(msg)
+        try:
+            keys.append(SimKey(**entry))
+        except (TypeError, ValueError) as exc:
+            msg = f"{path}: key #{number}: {exc}"
+            raise ValueError(msg) from exc
+    return keys
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the simulator until SIGINT/SIGTERM; print its URL as the first line.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit code: 0 after a clean stop, 2 on a bad config.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m langchain_quota_router.simulator",
+        description="Local simulator of the OpenAI, Groq, Gemini and Cohere chat APIs.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind")
+    parser.add_argument("--port", type=int, default=0, help="port (0: pick a free one)")
+    parser.add_argument("--config", type=Path, help='JSON file: {"keys": [...]}')
+    args = parser.parse_args(argv)
+    try:
+        keys = load_keys(args.config) if args.config else []
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        # Signal handlers can only be installed from the main thread.
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    with Simulator(keys, host=args.host, port=args.port) as sim:
+        sys.stdout.write(f"{sim.url}\n")
+        sys.stdout.flush()
+        aliases = ", ".join(f"{k.vendor}:{k.alias}" for k in keys) or "none"
+        sys.stderr.write(f"simulator serving keys: {aliases}\n")
+        sys.stderr.flush()
+        while not stop.wait(0.5):
+            pass
+    return 0

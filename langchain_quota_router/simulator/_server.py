@@ -1,0 +1,618 @@
+"""The simulator's HTTP server and its state: keys, quotas, scripts, faults, stats."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .._clock import Clock, SystemClock
+from ._cohere import CohereWire
+from ._engine import BadRequest, Completion, ParsedRequest, complete
+from ._gemini import GeminiWire
+from ._openai import OpenAIWire
+from ._quota import KeyQuota
+from ._types import (
+    Fault,
+    KeyStats,
+    RecordedRequest,
+    Reply,
+    SimKey,
+    Vendor,
+    fingerprint,
+)
+from ._wire import HttpAnswer, StreamEvent, Wire
+
+logger = logging.getLogger("langchain_quota_router.simulator")
+
+_GEMINI_PATH = re.compile(
+    r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$"
+)
+_MAX_BODY = 32 * 1024 * 1024
+_LOG_LIMIT = 10_000
+
+
+@dataclass
+class _PendingFault:
+    fault: Fault
+    times: int
+    delay: float
+    after_chunks: int
+    status: int | None
+
+
+@dataclass
+class _Outcome:
+    """What the simulator decided for one request, ready to be written."""
+
+    answer: HttpAnswer | None = None
+    events: list[StreamEvent] | None = None
+    headers: Mapping[str, str] | None = None
+    cut_after: int | None = None  # content chunks to send before dropping the link
+
+
+class Simulator:
+    """A local HTTP server that speaks the OpenAI, Groq, Gemini and Cohere chat APIs.
+
+    It enforces each configured key's limits with the vendor's own windows and
+    refusals, answers deterministically (or from a script), and can inject faults,
+    so the real LangChain vendor classes can be tested over real HTTP on loopback.
+
+    Use it as a context manager (``with Simulator([...]) as sim: sim.url``) or call
+    ``start()`` / ``stop()``. Time for quota windows comes from ``clock``; pass a
+    ``FakeClock`` and ``advance`` it instead of sleeping.
+
+    Args:
+        keys: the keys to accept, with their limits.
+        clock: time source for quota windows (default: the system clock).
+        port: TCP port on 127.0.0.1; 0 picks a free one.
+        host: the address to bind (keep the default: loopback only).
+    """
+
+    def __init__(
+        self,
+        keys: Iterable[SimKey] = (),
+        *,
+        clock: Clock | None = None,
+        port: int = 0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._host = host
+        self._port = port
+        self._lock = threading.RLock()
+        self._keys: dict[str, SimKey] = {}
+        self._quotas: dict[str, KeyQuota] = {}
+        self._disabled: set[str] = set()
+        self._scripts: dict[str, collections.deque[Reply]] = {}
+        self._faults: dict[str, collections.deque[_PendingFault]] = {}
+        self._stats: dict[str, KeyStats] = {}
+        # Bounded so a long-running simulator process does not grow forever.
+        self._log: collections.deque[tuple[str, RecordedRequest]] = collections.deque(
+            maxlen=_LOG_LIMIT
+        )
+        self._counter = 0
+        self._server: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        for key in keys:
+            self.add_key(key)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> Simulator:
+        """Bind the port and serve in a background thread; return self."""
+        if self._server is not None:
+            return self
+        server = _HTTPServer((self._host, self._port), _Handler)
+        server.simulator = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"simulator:{server.server_address[1]}",
+            daemon=True,
+        )
+        self._thread.start()
+        logger.debug("simulator listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close open connections and release the port."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------------- URLs
+
+    @property
+    def port(self) -> int:
+        """The TCP port the simulator listens on (after ``start``)."""
+        if self._server is None:
+            msg = "the simulator is not running: call start() or use it in a with block"
+            raise RuntimeError(msg)
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The root URL, e.g. ``http://127.0.0.1:40123``."""
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """``base_url`` for ``ChatOpenAI`` / the ``openai`` SDK."""
+        return f"{self.url}/v1"
+
+    @property
+    def groq_base_url(self) -> str:
+        """``base_url`` for ``ChatGroq`` (the groq SDK appends ``/openai/v1/...``)."""
+        return self.url
+
+    @property
+    def gemini_base_url(self) -> str:
+        """``base_url`` for ``ChatGoogleGenerativeAI`` (the SDK appends ``v1beta/``)."""
+        return self.url
+
+    @property
+    def cohere_base_url(self) -> str:
+        """``base_url`` for ``ChatCohere`` (the SDK appends ``v2/chat``)."""
+        return self.url
+
+    # ------------------------------------------------------------ configuration
+
+    def add_key(self, key: SimKey) -> None:
+        """Accept ``key`` (replacing an earlier key with the same secret)."""
+        with self._lock:
+            self._keys[key.key] = key
+            self._quotas[key.key] = KeyQuota(key)
+            self._disabled.discard(key.key)
+
+    def disable(self, key: str) -> None:
+        """Answer 401 to ``key`` until ``enable`` is called."""
+        with self._lock:
+            self._disabled.add(key)
+
+    def enable(self, key: str) -> None:
+        """Accept ``key`` again after ``disable``."""
+        with self._lock:
+            self._disabled.discard(key)
+
+    def script(self, key: str, replies: Sequence[Reply]) -> None:
+        """Queue ``replies`` for ``key``: each served request takes the next one.
+
+        Faulted and refused requests do not consume a reply.
+        """
+        with self._lock:
+            self._scripts.setdefault(key, collections.deque()).extend(replies)
+
+    def inject(
+        self,
+        key: str,
+        fault: Fault,
+        *,
+        times: int = 1,
+        delay: float = 0.2,
+        after_chunks: int = 0,
+        status: int | None = None,
+    ) -> None:
+        """Make the next ``times`` requests with ``key`` fail with ``fault``.
+
+        Args:
+            key: the key whose requests fail.
+            fault: what goes wrong.
+            times: how many requests it hits.
+            delay: for ``Fault.SLOW``, real seconds to wait before answering.
+            after_chunks: for ``Fault.CUT_STREAM``, content chunks sent before the
+                connection drops.
+            status: for ``SERVER_ERROR``/``OVERLOADED``, the status to send instead
+                of 500/503 (e.g. 529).
+        """
+        if times < 1:
+            msg = "times must be at least 1"
+            raise ValueError(msg)
+        with self._lock:
+            self._faults.setdefault(key, collections.deque()).append(
+                _PendingFault(fault, times, delay, after_chunks, status)
+            )
+
+    def reset(self) -> None:
+        """Forget usage, stats, scripts, faults and the request log; keep the keys."""
+        with self._lock:
+            self._quotas = {k: KeyQuota(spec) for k, spec in self._keys.items()}
+            self._disabled.clear()
+            self._scripts.clear()
+            self._faults.clear()
+            self._stats.clear()
+            self._log.clear()
+
+    # -------------------------------------------------------------- inspection
+
+    def stats(self, key: str) -> KeyStats:
+        """Return what happened so far to requests that carried ``key``."""
+        with self._lock:
+            return self._stats.get(key, KeyStats())
+
+    def requests(self, key: str | None = None) -> list[RecordedRequest]:
+        """Return the requests received (for ``key`` only, if given), oldest first.
+
+        Only the last 10,000 requests are kept.
+        """
+        with self._lock:
+            return [r for k, r in self._log if key is None or k == key]
+
+    # ---------------------------------------------------------------- handling
+
+    def _bump(self, key: str, **changes: int) -> None:
+        current = self._stats.get(key, KeyStats())
+        self._stats[key] = replace(
+            current, **{name: getattr(current, name) + n for name, n in changes.items()}
+        )
+
+    def _record(
+        self,
+        key: str,
+        wire: Wire,
+        model: str,
+        stream: bool,
+        status: int,
+        body: Mapping[str, Any],
+        completion: Completion | None = None,
+    ) -> None:
+        self._log.append(
+            (
+                key,
+                RecordedRequest(
+                    key_alias=fingerprint(key),
+                    vendor=wire.vendor,
+                    model=model,
+                    stream=stream,
+                    status=status,
+                    input_tokens=completion.input_tokens if completion else 0,
+                    output_tokens=completion.output_tokens if completion else 0,
+                    body=body,
+                ),
+            )
+        )
+
+    def _take_fault(self, key: str) -> _PendingFault | None:
+        queue = self._faults.get(key)
+        if not queue:
+            return None
+        pending = queue[0]
+        pending.times -= 1
+        if pending.times <= 0:
+            queue.popleft()
+        return pending
+
+    def _handle(
+        self,
+        wire: Wire,
+        path_model: str,
+        path_stream: bool,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        raw_body: bytes,
+    ) -> _Outcome:
+        """Decide the answer to one request (called by the HTTP handler)."""
+        key = wire.api_key(headers, query)
+        try:
+            loaded = json.loads(raw_body or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            loaded = None
+        body: Mapping[str, Any] = loaded if isinstance(loaded, Mapping) else {}
+        model = path_model or str(body.get("model", ""))
+        stream = path_stream or bool(body.get("stream", False))
+
+        with self._lock:
+            self._bump(key, received=1)
+            spec = self._keys.get(key)
+            if spec is None or spec.vendor != wire.vendor or key in self._disabled:
+                self._bump(key, unauthorized=1)
+                self._record(key, wire, model, stream, 401, body)
+                logger.info("%s %s: 401 unknown/disabled key", wire.vendor, fingerprint(key))
+                return _Outcome(wire.unauthorized(fingerprint(key)))
+            pending = self._take_fault(key)
+            if pending is not None:
+                self._bump(key, faults=1)
+
+        if pending is not None:
+            outcome = self._fault_outcome(key, wire, model, stream, body, pending)
+            if outcome is not None:
+                return outcome
+
+        if loaded is None or not isinstance(loaded, Mapping):
+            with self._lock:
+                self._record(key, wire, model, stream, 400, body)
+            return _Outcome(wire.bad_request("request body is not a JSON object"))
+        try:
+            request = wire.parse(body, path_model, path_stream)
+        except BadRequest as exc:
+            with self._lock:
+                self._record(key, wire, model, stream, 400, body)
+            return _Outcome(wire.bad_request(str(exc)))
+
+        with self._lock:
+            now = self.clock.now()
+            quota = self._quotas[key]
+            if pending is not None and pending.fault is Fault.CUT_STREAM:
+                # A cut answer is never delivered: do not count it or use the script.
+                completion = complete(request, self._peek_script(key))
+                self._record(key, wire, model, stream, 0, body)
+                return self._render(wire, request, completion, now, {}, pending.after_chunks)
+            counted = request.input_tokens
+            script = self._peek_script(key)
+            if script is not None and script.input_tokens is not None:
+                counted = script.input_tokens
+            refusal = quota.check(now, counted)
+            if refusal is not None:
+                self._bump(key, refused=1)
+                self._record(key, wire, model, stream, 429, body)
+                logger.info(
+                    "%s %s: 429 on %s (retry in %.1fs)",
+                    wire.vendor,
+                    fingerprint(key),
+                    refusal.limit_name,
+                    refusal.retry_after,
+                )
+                return _Outcome(wire.rate_limited(spec, request.model, refusal, quota.usage(now)))
+            completion = complete(request, self._pop_script(key))
+            spent = completion.input_tokens
+            if spec.vendor != "gemini":  # Gemini's token quota counts input only.
+                spent += completion.output_tokens
+            quota.record(now, spent)
+            self._bump(
+                key,
+                served=1,
+                input_tokens=completion.input_tokens,
+                output_tokens=completion.output_tokens,
+            )
+            self._record(key, wire, model, stream, 200, body, completion)
+            headers_out = wire.success_headers(spec, quota.usage(now))
+            return self._render(wire, request, completion, now, headers_out, None)
+
+    def _fault_outcome(
+        self,
+        key: str,
+        wire: Wire,
+        model: str,
+        stream: bool,
+        body: Mapping[str, Any],
+        pending: _PendingFault,
+    ) -> _Outcome | None:
+        fault = pending.fault
+        logger.info("%s %s: injected fault %s", wire.vendor, fingerprint(key), fault.name)
+        if fault is Fault.SLOW:
+            # Real time on purpose: the client's timeout is real time too.
+            time.sleep(max(0.0, pending.delay))
+            return None
+        if fault is Fault.CUT_STREAM:
+            return None
+        with self._lock:
+            if fault is Fault.UNAUTHORIZED:
+                self._bump(key, unauthorized=1)
+                self._record(key, wire, model, stream, 401, body)
+                return _Outcome(wire.unauthorized(fingerprint(key)))
+            status = pending.status or (500 if fault is Fault.SERVER_ERROR else 503)
+            self._record(key, wire, model, stream, status, body)
+            return _Outcome(wire.server_error(status))
+
+    def _peek_script(self, key: str) -> Reply | None:
+        queue = self._scripts.get(key)
+        return queue[0] if queue else None
+
+    def _pop_script(self, key: str) -> Reply | None:
+        queue = self._scripts.get(key)
+        return queue.popleft() if queue else None
+
+    def _render(
+        self,
+        wire: Wire,
+        request: ParsedRequest,
+        completion: Completion,
+        now: float,
+        headers: Mapping[str, str],
+        cut_after: int | None,
+    ) -> _Outcome:
+        self._counter += 1
+        rid = f"sim{self._counter:06d}"
+        if request.stream:
+            events = wire.stream(request, completion, rid, now)
+            return _Outcome(events=events, headers=headers, cut_after=cut_after)
+        answer = wire.answer(request, completion, rid, now)
+        answer = HttpAnswer(answer.status, answer.body, {**answer.headers, **headers})
+        return _Outcome(answer=answer, cut_after=cut_after)
+
+    def _route(self, method: str, path: str) -> tuple[Wire, str, bool] | None:
+        """Map a request line to (wire, model from the path, stream from the path)."""
+        if method != "POST":
+            return None
+        if path == "/v1/chat/completions":
+            return _WIRES["openai"], "", False
+        if path == "/openai/v1/chat/completions":
+            return _WIRES["groq"], "", False
+        if path == "/v2/chat":
+            return _WIRES["cohere"], "", False
+        match = _GEMINI_PATH.match(path)
+        if match:
+            return (
+                _WIRES["gemini"],
+                match["model"],
+                match["method"].startswith("stream"),
+            )
+        return None
+
+
+_WIRES: dict[Vendor, Wire] = {
+    "openai": OpenAIWire("openai"),
+    "groq": OpenAIWire("groq"),
+    "gemini": GeminiWire(),
+    "cohere": CohereWire(),
+}
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """A threading server that remembers its simulator and open connections."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    simulator: Simulator
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def track(self, sock: socket.socket, *, add: bool) -> None:
+        with self._open_lock:
+            if add:
+                self._open.add(sock)
+            else:
+                self._open.discard(sock)
+
+    def close_connections(self) -> None:
+        """Drop kept-alive client connections so their threads end now."""
+        with self._open_lock:
+            sockets, self._open = list(self._open), set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):  # already closed by the client
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Reads one request, asks the simulator, writes the answer (or cuts it)."""
+
+    # HTTP/1.1 so streams are chunked: a dropped connection is then visibly
+    # incomplete to the client instead of looking like a normal end of body.
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+    timeout = 30  # idle keep-alive connections give up their thread after this
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without NODELAY, Nagle plus
+        # the client's delayed ACK adds ~40 ms to every answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, add=True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, add=False)
+        with contextlib.suppress(OSError):  # the client may have gone already
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The default writes every request line to stderr; keys can sit in a
+        # Gemini "?key=" query, so stay quiet and log our own redacted lines.
+        return
+
+    def do_GET(self) -> None:
+        """Health check for the CLI: ``GET /_sim/health``."""
+        if urlsplit(self.path).path == "/_sim/health":
+            self._send_json(HttpAnswer(200, {"ok": True}))
+        else:
+            self._not_found()
+
+    def do_POST(self) -> None:
+        """Answer a chat request on any of the vendors' paths."""
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("content-length") or 0)
+        if length < 0 or length > _MAX_BODY:
+            self._send_json(HttpAnswer(413, {"error": {"message": "body too large"}}))
+            return
+        raw = self.rfile.read(length) if length else b""
+        routed = self.server.simulator._route("POST", parts.path)
+        if routed is None:
+            self._not_found()
+            return
+        wire, model, stream = routed
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        query = dict(parse_qsl(parts.query))
+        outcome = self.server.simulator._handle(wire, model, stream, headers, query, raw)
+        try:
+            self._write(outcome)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _not_found(self) -> None:
+        self._send_json(
+            HttpAnswer(404, {"error": {"message": f"no such endpoint: {self.command}"}})
+        )
+
+    def _write(self, outcome: _Outcome) -> None:
+        if outcome.events is not None:
+            self._send_stream(outcome.events, outcome.headers or {}, outcome.cut_after)
+        elif outcome.cut_after is not None:
+            self._drop()
+        elif outcome.answer is not None:
+            self._send_json(outcome.answer)
+
+    def _send_json(self, answer: HttpAnswer) -> None:
+        data = json.dumps(answer.body).encode()
+        self.send_response(answer.status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _send_stream(
+        self,
+        events: list[StreamEvent],
+        headers: Mapping[str, str],
+        cut_after: int | None,
+    ) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.flush()
+        sent = 0
+        for event in events:
+            if event.content and cut_after is not None and sent >= cut_after:
+                self._drop()
+                return
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event.data), event.data))
+            self.wfile.flush()
+            sent += event.content
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _drop(self) -> None:
+        """Close the connection mid-answer, as a crashed upstream would."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
