@@ -458,24 +458,23 @@ class QuotaRoutedChatModel(BaseChatModel):
         call = RoutedCall(self, messages, kwargs)
         while True:
             for attempt in call.attempts():
-                chunks: list[ChatGenerationChunk] = []
+                relay = _StreamRelay(attempt.route)
                 try:
                     # The router's own stream() reports each token to callbacks;
                     # the vendor model must not report them a second time.
                     for chunk in _route_stream(attempt, messages, stop):
-                        _tag_chunk(chunk, attempt.route, first=not chunks)
-                        chunks.append(chunk)
-                        yield chunk
+                        yield from relay.take(chunk)
+                    yield from relay.rest()
                 except GeneratorExit:
-                    call.settle_partial(attempt, _merged(chunks), error=False)
+                    call.settle_partial(attempt, relay.merged(), error=False)
                     raise
                 except Exception as exc:
-                    if chunks:
-                        call.settle_partial(attempt, _merged(chunks))
+                    if relay.shown:
+                        call.settle_partial(attempt, relay.merged())
                         raise
                     call.failed(attempt, exc)
                     continue
-                yield from self._finish_stream(call, attempt, chunks, cache, prompt, llm_string)
+                yield from self._finish_stream(call, attempt, relay, cache, prompt, llm_string)
                 return
             self.clock.sleep(call.wait_or_raise())
 
@@ -497,22 +496,23 @@ class QuotaRoutedChatModel(BaseChatModel):
         call = RoutedCall(self, messages, kwargs)
         while True:
             for attempt in call.attempts():
-                chunks: list[ChatGenerationChunk] = []
+                relay = _StreamRelay(attempt.route)
                 try:
                     async for chunk in _route_astream(attempt, messages, stop):
-                        _tag_chunk(chunk, attempt.route, first=not chunks)
-                        chunks.append(chunk)
-                        yield chunk
+                        for shown in relay.take(chunk):
+                            yield shown
+                    for shown in relay.rest():
+                        yield shown
                 except GeneratorExit:
-                    call.settle_partial(attempt, _merged(chunks), error=False)
+                    call.settle_partial(attempt, relay.merged(), error=False)
                     raise
                 except Exception as exc:
-                    if chunks:
-                        call.settle_partial(attempt, _merged(chunks))
+                    if relay.shown:
+                        call.settle_partial(attempt, relay.merged())
                         raise
                     call.failed(attempt, exc)
                     continue
-                for chunk in self._finish_stream(call, attempt, chunks, cache, prompt, llm_string):
+                for chunk in self._finish_stream(call, attempt, relay, cache, prompt, llm_string):
                     yield chunk
                 return
             await self.clock.asleep(call.wait_or_raise())
@@ -521,12 +521,12 @@ class QuotaRoutedChatModel(BaseChatModel):
         self,
         call: RoutedCall,
         attempt: Attempt,
-        chunks: list[ChatGenerationChunk],
+        relay: _StreamRelay,
         cache: BaseCache | None,
         prompt: str,
         llm_string: str,
     ) -> Iterator[ChatGenerationChunk]:
-        message = _merged(chunks)
+        message = relay.merged()
         call.succeeded(attempt, message)
         if message is None:
             return
@@ -726,6 +726,42 @@ def _replay(found: Sequence[Generation]) -> Iterator[ChatGenerationChunk]:
             yield ChatGenerationChunk(message=_as_chunk(message))
         else:
             yield ChatGenerationChunk(message=AIMessageChunk(content=generation.text))
+
+
+class _StreamRelay:
+    """Passes a route's stream on, holding back chunks that carry nothing yet.
+
+    Some vendors open a stream with an empty chunk (the assistant role) before the
+    connection can still drop. Until a chunk with text or a tool call has gone out,
+    the caller has seen nothing, so the router may still fall back.
+    """
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.received: list[ChatGenerationChunk] = []
+        self._held: list[ChatGenerationChunk] = []
+        self.shown = False
+
+    def take(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
+        """The chunks to pass on now that ``chunk`` arrived (maybe none yet)."""
+        self.received.append(chunk)
+        self._held.append(chunk)
+        message = chunk.message
+        if self.shown or message.content or getattr(message, "tool_call_chunks", None):
+            return self.rest()
+        return []
+
+    def rest(self) -> list[ChatGenerationChunk]:
+        """Everything held back, tagged with the route, to pass on now."""
+        out, self._held = self._held, []
+        for chunk in out:
+            _tag_chunk(chunk, self.route, first=not self.shown)
+            self.shown = True
+        return out
+
+    def merged(self) -> AIMessage | None:
+        """Everything the route sent, as one message."""
+        return _merged(self.received)
 
 
 def _tag_chunk(chunk: ChatGenerationChunk, route: Route, *, first: bool) -> None:

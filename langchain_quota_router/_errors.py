@@ -3,7 +3,7 @@
 The hierarchy::
 
     QuotaRouterError                      base of everything raised here
-    ├── ConfigurationError (ValueError)   bad routes, limits, URLs, files: names the culprit
+    ├── ConfigurationError (ValueError)   bad routes, limits, URLs, files
     ├── LedgerError                       the ledger's storage failed or is not ours
     └── QuotaExhaustedError               no route can serve the call right now
 

@@ -135,9 +135,7 @@ class Window:
             end = dt.datetime(local.year + year, month + 1, 1, tzinfo=self._tz)
         return start.timestamp(), end.timestamp()
 
-    def frees_at(
-        self, now: float, buckets: list[tuple[int, int]], excess: int
-    ) -> float | None:
+    def frees_at(self, now: float, buckets: list[tuple[int, int]], excess: int) -> float | None:
         """When at least ``excess`` of what is counted now will have left the window.
 
         Args:

@@ -74,9 +74,7 @@ class FakeVendorChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.model, "script": [repr(s) for s in self.script]}
 
-    def _get_ls_params(
-        self, stop: list[str] | None = None, **kwargs: Any
-    ) -> LangSmithParams:
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return LangSmithParams(
             ls_provider=self.provider,
             ls_model_name=kwargs.get("model", self.model),
@@ -138,9 +136,7 @@ class FakeVendorChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return ChatResult(
-            generations=[ChatGeneration(message=self._next(messages, kwargs))]
-        )
+        return ChatResult(generations=[ChatGeneration(message=self._next(messages, kwargs))])
 
     def _stream(
         self,
@@ -163,16 +159,12 @@ class FakeVendorChatModel(BaseChatModel):
                 raise ConnectionError(msg)
             chunk = AIMessageChunk(content=piece)
             if run_manager:
-                run_manager.on_llm_new_token(
-                    piece, chunk=ChatGenerationChunk(message=chunk)
-                )
+                run_manager.on_llm_new_token(piece, chunk=ChatGenerationChunk(message=chunk))
             yield ChatGenerationChunk(message=chunk)
         last = AIMessageChunk(
             content="",
             tool_call_chunks=[
-                tool_call_chunk(
-                    name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i
-                )
+                tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
                 for i, c in enumerate(message.tool_calls)
             ],
             usage_metadata=message.usage_metadata,

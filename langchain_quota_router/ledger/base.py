@@ -160,9 +160,7 @@ class Ledger(ABC):
                 if refusal is not None:
                     return refusal
                 series = limit.series
-                entries.setdefault(
-                    series, (series, limit.window.bucket(now), limit.metric)
-                )
+                entries.setdefault(series, (series, limit.window.bucket(now), limit.metric))
             for series, bucket, metric in entries.values():
                 amount = demand.amount(metric)
                 if amount:
@@ -207,9 +205,7 @@ class Ledger(ABC):
             lo, hi = limit.window.bucket_range(now)
             local = limit.amount - self._sum(pool, limit.series, lo, hi)
             if remaining < local:
-                self._add(
-                    pool, limit.series, limit.window.bucket(now), local - remaining
-                )
+                self._add(pool, limit.series, limit.window.bucket(now), local - remaining)
 
     def block(self, pool: str, until: float, reason: str) -> None:
         """Refuse every demand on ``pool`` until ``until`` (epoch seconds)."""
@@ -285,9 +281,7 @@ class Ledger(ABC):
         """Total of the buckets ``lo..hi`` (inclusive) of a series."""
 
     @abstractmethod
-    def _buckets(
-        self, pool: str, series: str, lo: int, hi: int
-    ) -> list[tuple[int, int]]:
+    def _buckets(self, pool: str, series: str, lo: int, hi: int) -> list[tuple[int, int]]:
         """``(bucket, amount)`` of the non-empty buckets ``lo..hi``."""
 
     @abstractmethod

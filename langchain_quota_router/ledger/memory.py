@@ -36,9 +36,7 @@ class MemoryLedger(Ledger):
             return 0
         return sum(v for b, v in buckets.items() if lo <= b <= hi)
 
-    def _buckets(
-        self, pool: str, series: str, lo: int, hi: int
-    ) -> list[tuple[int, int]]:
+    def _buckets(self, pool: str, series: str, lo: int, hi: int) -> list[tuple[int, int]]:
         buckets = self._counters.get((pool, series), {})
         return sorted((b, v) for b, v in buckets.items() if lo <= b <= hi and v)
 

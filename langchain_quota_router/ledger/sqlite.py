@@ -203,9 +203,7 @@ class SQLiteLedger(Ledger):
         ).fetchone()
         return int(row[0])
 
-    def _buckets(
-        self, pool: str, series: str, lo: int, hi: int
-    ) -> list[tuple[int, int]]:
+    def _buckets(self, pool: str, series: str, lo: int, hi: int) -> list[tuple[int, int]]:
         rows = self._local.conn.execute(
             "SELECT bucket, amount FROM counters WHERE pool = ? AND series = ? "
             "AND bucket BETWEEN ? AND ? AND amount > 0 ORDER BY bucket",

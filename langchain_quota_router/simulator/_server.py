@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -488,6 +489,13 @@ class _HTTPServer(ThreadingHTTPServer):
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up (timeouts, cut streams, test teardown) are routine for
+        # a simulator of failing vendors, not errors worth a traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
     def track(self, sock: socket.socket, *, add: bool) -> None:
         with self._open_lock:

@@ -83,11 +83,37 @@ class _HeaderCapture:
         _last_headers.set(dict(raw.headers))
         return raw.parse()
 
+    @property
+    def with_raw_response(self) -> Any:
+        # ChatOpenAI's non-streaming path asks for the raw response itself.
+        return _RawCapture(self._completions.with_raw_response)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._completions, name)
 
 
+class _RawCapture:
+    def __init__(self, raw_resource: Any) -> None:
+        self._raw_resource = raw_resource
+
+    def create(self, **kwargs: Any) -> Any:
+        raw = self._raw_resource.create(**kwargs)
+        _last_headers.set(dict(raw.headers))
+        return raw
+
+
+class _AsyncRawCapture(_RawCapture):
+    async def create(self, **kwargs: Any) -> Any:
+        raw = await self._raw_resource.create(**kwargs)
+        _last_headers.set(dict(raw.headers))
+        return raw
+
+
 class _AsyncHeaderCapture(_HeaderCapture):
+    @property
+    def with_raw_response(self) -> Any:
+        return _AsyncRawCapture(self._completions.with_raw_response)
+
     async def create(self, **kwargs: Any) -> Any:
         raw = await self._completions.with_raw_response.create(**kwargs)
         _last_headers.set(dict(raw.headers))

@@ -450,8 +450,7 @@ def _message(
             (
                 message
                 for error in chain
-                if isinstance(message := _attr(error, "message"), str)
-                and message.strip()
+                if isinstance(message := _attr(error, "message"), str) and message.strip()
             ),
             None,
         )

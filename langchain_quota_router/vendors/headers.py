@@ -85,9 +85,7 @@ def parse_duration(text: str) -> float | None:
         return float(value)
     if not _DURATION_RE.fullmatch(value):
         return None
-    return sum(
-        float(amount) * _UNIT_SECONDS[unit] for amount, unit in _PART_RE.findall(value)
-    )
+    return sum(float(amount) * _UNIT_SECONDS[unit] for amount, unit in _PART_RE.findall(value))
 
 
 def read_rate_limit_headers(

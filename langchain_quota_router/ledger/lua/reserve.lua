@@ -1,0 +1,106 @@
+-- Admit a demand if the pool is not on hold and every limit has room, and count it:
+-- the check and the count are one atomic step, so no two callers share the last unit.
+--
+-- KEYS[1]    the holds hash: subject -> "<until>|<reason>" (empty until: forever)
+-- KEYS[2]    the pool's index set: names of its counter hashes (for reset)
+-- KEYS[2+i]  the counter hash of series i: bucket -> amount
+-- ARGV[1]    now, epoch seconds
+-- ARGV[2..3] hold subjects to check ("pool:<pool>", "key:<key>" or "")
+-- ARGV[4]    n, the number of distinct series; then 5 values per series:
+--            first bucket counted, last bucket counted, bucket to add to,
+--            amount to add, expiry in ms (0: the series never expires)
+-- then       m, the number of limits; then 3 values per limit:
+--            its series (1-based), what the demand needs of it, the limit's amount
+--
+-- Returns {"ok"}, {"hold", subject, hold value}, {"big", limit} (the demand
+-- exceeds the limit at all) or {"full", limit, used, bucket, amount, ...} with the
+-- non-empty buckets in the window, from which Python computes when room frees up.
+-- Window arithmetic (calendars, time zones) stays in Python: this script only
+-- compares bucket numbers it is given.
+
+local now = tonumber(ARGV[1])
+
+for i = 2, 3 do
+    local subject = ARGV[i]
+    if subject ~= '' then
+        local hold = redis.call('HGET', KEYS[1], subject)
+        if hold then
+            local cut = string.find(hold, '|', 1, true)
+            local untl = string.sub(hold, 1, cut - 1)
+            if untl == '' or tonumber(untl) > now then
+                return {'hold', subject, hold}
+            end
+        end
+    end
+end
+
+-- Sum one series over lo..hi, dropping buckets that slid out of every window.
+local function window(key, lo, hi)
+    local flat = redis.call('HGETALL', key)
+    local used, buckets, stale = 0, {}, {}
+    for j = 1, #flat, 2 do
+        local bucket = tonumber(flat[j])
+        if bucket < lo then
+            stale[#stale + 1] = flat[j]
+        elseif bucket <= hi then
+            local amount = tonumber(flat[j + 1])
+            used = used + amount
+            buckets[#buckets + 1] = bucket
+            buckets[#buckets + 1] = amount
+        end
+    end
+    -- In slices: unpack() of a long list would overflow Lua's stack.
+    for j = 1, #stale, 500 do
+        redis.call('HDEL', key, unpack(stale, j, math.min(j + 499, #stale)))
+    end
+    return used, buckets
+end
+
+local n = tonumber(ARGV[4])
+local used, buckets = {}, {}
+for i = 1, n do
+    local at = 4 + (i - 1) * 5
+    used[i], buckets[i] = window(KEYS[2 + i], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]))
+end
+
+local at = 5 + n * 5
+local m = tonumber(ARGV[at])
+for k = 1, m do
+    local series = tonumber(ARGV[at + (k - 1) * 3 + 1])
+    local need = tonumber(ARGV[at + (k - 1) * 3 + 2])
+    local amount = tonumber(ARGV[at + (k - 1) * 3 + 3])
+    if need > amount then
+        return {'big', k}
+    end
+    if used[series] + need > amount then
+        local reply = {'full', k, used[series]}
+        for _, value in ipairs(buckets[series]) do
+            reply[#reply + 1] = value
+        end
+        return reply
+    end
+end
+
+for i = 1, n do
+    local at5 = 4 + (i - 1) * 5
+    local key = KEYS[2 + i]
+    local bucket = ARGV[at5 + 3]
+    local amount = ARGV[at5 + 4]
+    local ttl = ARGV[at5 + 5]
+    -- Amounts go to Redis as the strings Python sent: Lua would print a large
+    -- number as 1e+14, which HINCRBY refuses.
+    if tonumber(amount) ~= 0 then
+        local total = redis.call('HINCRBY', key, bucket, amount)
+        if total <= 0 then
+            -- Counters never go below zero; an empty bucket is no bucket.
+            redis.call('HDEL', key, bucket)
+        else
+            redis.call('SADD', KEYS[2], key)
+            -- Only ever lengthen the expiry (-1, no expiry yet, is shorter than any).
+            if tonumber(ttl) > 0 and redis.call('PTTL', key) < tonumber(ttl) then
+                redis.call('PEXPIRE', key, ttl)
+            end
+        end
+    end
+end
+return {'ok'}
