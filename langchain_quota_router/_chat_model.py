@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
+)
+from langchain_core.callbacks.manager import (
+    adispatch_custom_event,
+    ahandle_event,
+    dispatch_custom_event,
+    handle_event,
 )
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -54,6 +62,13 @@ from langchain_quota_router._routing import (
     RoutedCall,
     RouterStats,
     tag_message,
+)
+from langchain_quota_router._watch import (
+    ALERT_EVENT,
+    AlertTracker,
+    Lifespan,
+    QuotaAlert,
+    estimate_lifespan,
 )
 from langchain_quota_router.ledger import Ledger, LimitUsage, open_ledger
 
@@ -138,6 +153,11 @@ class QuotaRoutedChatModel(BaseChatModel):
     streaming: bool = False
     """Stream from the routes even for ``invoke`` (tokens reach callbacks)."""
 
+    alert_thresholds: tuple[float, ...] = (75.0, 90.0, 95.0)
+    """Percentages of any limit at which a pool raises an alert: a logged warning
+    and a LangChain custom event named ``"quota_alert"``, once per crossing per
+    window."""
+
     clock: Clock = Field(default_factory=SystemClock, exclude=True)
     """Where time comes from; tests pass a ``FakeClock``."""
 
@@ -154,6 +174,7 @@ class QuotaRoutedChatModel(BaseChatModel):
     # Fixed at construction and read on every call, cache hits included.
     _plain_llm_strings: dict[tuple[str, ...] | None, str] = PrivateAttr(default_factory=dict)
     _identity: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _alerts: AlertTracker = PrivateAttr(default_factory=lambda: AlertTracker(()))
     _model_names: str = PrivateAttr(default="")
 
     # ------------------------------------------------------------ validation
@@ -241,7 +262,40 @@ class QuotaRoutedChatModel(BaseChatModel):
             "fingerprint": self._fingerprint,
         }
         self._model_names = ",".join(r.model_name for r in self.routes)
+        if any(not 0 < t <= 100 for t in self.alert_thresholds):
+            msg = f"alert_thresholds must be percentages in (0, 100], got {self.alert_thresholds}"
+            raise ConfigurationError(msg)
+        self._alerts = AlertTracker(self.alert_thresholds)
         return self
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        dotenv: str | os.PathLike[str] | None = ".env",
+        **kwargs: Any,
+    ) -> QuotaRoutedChatModel:
+        """A router over every key found in the environment (and a ``.env`` file).
+
+        Reads the conventions people already use: ``GROQ_API_KEY``,
+        ``GROQ_API_KEY_1..N``, ``OPENAI_API_KEYS=k1,k2``, per-key overrides such as
+        ``OPENAI_MODEL_0`` and ``OPENAI_MAX_TOKENS_PER_DAY_0``, for every vendor of
+        the built-in catalog. ``kwargs`` go to the constructor.
+        """
+        from langchain_quota_router._config import routes_from_env
+
+        return cls(routes=routes_from_env(environ, dotenv=dotenv), **kwargs)
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], **kwargs: Any) -> QuotaRoutedChatModel:
+        """A router described by a TOML file (routes, pools, limits, strategy, ledger).
+
+        ``kwargs`` override what the file says.
+        """
+        from langchain_quota_router._config import router_kwargs_from_config
+
+        return cls(**{**router_kwargs_from_config(path), **kwargs})
 
     # ------------------------------------------------------------ public API
 
@@ -262,6 +316,11 @@ class QuotaRoutedChatModel(BaseChatModel):
         return self._pool_limits
 
     @property
+    def alert_tracker(self) -> AlertTracker:
+        """Which alerts have fired, so each fires once per crossing per window."""
+        return self._alerts
+
+    @property
     def stats(self) -> RouterStats:
         """Live counters; see :meth:`get_stats` for a snapshot."""
         return self._stats
@@ -277,6 +336,15 @@ class QuotaRoutedChatModel(BaseChatModel):
         for pool, limits in self._pool_limits.items():
             report.extend(self.ledger_backend.usage(pool, limits, now))
         return report
+
+    def lifespan(self, tokens_per_day: int) -> Lifespan:
+        """How many days each pool, and the whole set, last at ``tokens_per_day``.
+
+        One-time credits run out; daily and monthly limits renew.
+        """
+        return estimate_lifespan(
+            self.ledger_backend, self._pool_limits, tokens_per_day, self.clock.now()
+        )
 
     def enable(self, route: str) -> None:
         """Re-enable a route whose key was disabled after an authentication failure."""
@@ -410,7 +478,9 @@ class QuotaRoutedChatModel(BaseChatModel):
                 except Exception as exc:  # noqa: BLE001 - classified, then fallen back or raised
                     call.failed(attempt, exc)
                     continue
-                return self._finish(call, attempt, result)
+                finished = self._finish(call, attempt, result)
+                _dispatch_alerts(run_manager, call.alerts)
+                return finished
             self.clock.sleep(call.wait_or_raise())
 
     async def _agenerate(
@@ -431,7 +501,9 @@ class QuotaRoutedChatModel(BaseChatModel):
                 except Exception as exc:  # noqa: BLE001 - classified, then fallen back or raised
                     call.failed(attempt, exc)
                     continue
-                return self._finish(call, attempt, result)
+                finished = self._finish(call, attempt, result)
+                await _adispatch_alerts(run_manager, call.alerts)
+                return finished
             await self.clock.asleep(call.wait_or_raise())
 
     def _finish(self, call: RoutedCall, attempt: Attempt, result: ChatResult) -> ChatResult:
@@ -475,6 +547,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                     call.failed(attempt, exc)
                     continue
                 yield from self._finish_stream(call, attempt, relay, cache, prompt, llm_string)
+                _dispatch_alerts(run_manager, call.alerts)
                 return
             self.clock.sleep(call.wait_or_raise())
 
@@ -514,6 +587,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                     continue
                 for chunk in self._finish_stream(call, attempt, relay, cache, prompt, llm_string):
                     yield chunk
+                await _adispatch_alerts(run_manager, call.alerts)
                 return
             await self.clock.asleep(call.wait_or_raise())
 
@@ -606,6 +680,51 @@ class QuotaRoutedChatModel(BaseChatModel):
             self._tool_schemas.clear()
         self._tool_schemas[id(tools)] = (tools, schemas)
         return schemas
+
+
+def _dispatch_alerts(
+    run_manager: CallbackManagerForLLMRun | None, alerts: Sequence[QuotaAlert]
+) -> None:
+    # An LLM run has no child manager; its handlers get the event with its run id,
+    # as a callback manager's own on_custom_event would send it. Streams get no run
+    # manager from LangChain: there the enclosing run (a chain, a graph) gets it.
+    if run_manager is None:
+        for alert in alerts:
+            with contextlib.suppress(RuntimeError):  # no enclosing run: logged only
+                dispatch_custom_event(ALERT_EVENT, alert.as_event())
+    else:
+        for alert in alerts:
+            handle_event(
+                run_manager.handlers,
+                "on_custom_event",
+                "ignore_custom_event",
+                ALERT_EVENT,
+                alert.as_event(),
+                run_id=run_manager.run_id,
+                tags=run_manager.tags,
+                metadata=run_manager.metadata,
+            )
+
+
+async def _adispatch_alerts(
+    run_manager: AsyncCallbackManagerForLLMRun | None, alerts: Sequence[QuotaAlert]
+) -> None:
+    if run_manager is None:
+        for alert in alerts:
+            with contextlib.suppress(RuntimeError):  # no enclosing run: logged only
+                await adispatch_custom_event(ALERT_EVENT, alert.as_event())
+    else:
+        for alert in alerts:
+            await ahandle_event(
+                run_manager.handlers,
+                "on_custom_event",
+                "ignore_custom_event",
+                ALERT_EVENT,
+                alert.as_event(),
+                run_id=run_manager.run_id,
+                tags=run_manager.tags,
+                metadata=run_manager.metadata,
+            )
 
 
 class _HitCounter(BaseCache):

@@ -31,6 +31,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from langchain_quota_router._errors import QuotaExhaustedError
 from langchain_quota_router._limits import Limit
+from langchain_quota_router._watch import QuotaAlert
 from langchain_quota_router.ledger import Demand, Refusal, Reservation
 from langchain_quota_router.vendors.adapters import take_captured_headers
 from langchain_quota_router.vendors.failures import Failure, FailureKind, classify
@@ -147,6 +148,7 @@ class RoutedCall:
         self.bad_request_retries_left: int | None = None
         self.waited = 0.0
         self.tried = 0
+        self.alerts: list[QuotaAlert] = []
 
     # ------------------------------------------------------------ candidates
 
@@ -233,6 +235,9 @@ class RoutedCall:
         route = attempt.route
         now = self.clock.now()
         self.ledger.settle(attempt.reservation, usage_demand(message, self.input_tokens), now)
+        self.alerts = self.router.alert_tracker.check(
+            self.ledger, route.pool, self.router.pool_limits[route.pool], attempt.reservation, now
+        )
         if message is not None:
             self._observe_headers(route, message, now)
             cost = _message_cost(route, message)

@@ -19,6 +19,7 @@ import os
 import platformdirs
 
 from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router.ledger._url import redact_url
 from langchain_quota_router.ledger.base import (
     Demand,
     Hold,
@@ -65,14 +66,14 @@ def open_ledger(url: str | Ledger | None = None) -> Ledger:
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in _BACKENDS:
         known = ", ".join(f"{s}://" for s in _BACKENDS)
-        msg = f"unknown ledger URL {url!r}: the scheme must be one of {known}"
+        msg = f"unknown ledger URL {redact_url(url)!r}: the scheme must be one of {known}"
         raise ConfigurationError(msg)
     module_name, class_name, extra = _BACKENDS[scheme]
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         msg = (
-            f"ledger URL {url!r} needs the {extra!r} extra: "
+            f"ledger URL {redact_url(url)!r} needs the {extra!r} extra: "
             f"pip install 'langchain-quota-router[{extra}]' ({exc})"
         )
         raise ConfigurationError(msg) from exc

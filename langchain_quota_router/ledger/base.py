@@ -55,12 +55,16 @@ class Reservation:
         entries: ``(series, bucket, metric)`` for every counter it was added to,
             so :meth:`Ledger.settle` corrects the same buckets.
         at: when it was admitted.
+        levels: ``(limit, used)`` for each limit, counting this reservation; lets
+            the router notice a pool nearing a limit without another query.
+            Empty when a backend does not report them.
     """
 
     pool: str
     demand: Demand
     entries: tuple[tuple[str, int, Metric], ...]
     at: float
+    levels: tuple[tuple[Limit, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,10 +159,13 @@ class Ledger(ABC):
                 if hold.active(now):
                     return Refusal(pool, hold.reason, hold.until)
             entries: dict[str, tuple[str, int, Metric]] = {}
+            levels: list[tuple[Limit, int]] = []
             for limit in limits:
-                refusal = self._check(pool, limit, demand.amount(limit.metric), now)
+                need = demand.amount(limit.metric)
+                refusal, used = self._check(pool, limit, need, now)
                 if refusal is not None:
                     return refusal
+                levels.append((limit, used + need))
                 series = limit.series
                 entries.setdefault(series, (series, limit.window.bucket(now), limit.metric))
             for series, bucket, metric in entries.values():
@@ -166,23 +173,20 @@ class Ledger(ABC):
                 if amount:
                     self._add(pool, series, bucket, amount)
             self._maybe_prune(pool, limits, now)
-        return Reservation(pool, demand, tuple(entries.values()), now)
+        return Reservation(pool, demand, tuple(entries.values()), now, tuple(levels))
 
-    def _check(self, pool: str, limit: Limit, need: int, now: float) -> Refusal | None:
+    def _check(self, pool: str, limit: Limit, need: int, now: float) -> tuple[Refusal | None, int]:
+        """Whether ``need`` fits ``limit`` now, and what the limit has counted."""
         if need > limit.amount:
-            return Refusal(
-                pool,
-                f"needs {need} {limit.metric}, more than {limit} allows at all",
-                None,
-                limit,
-            )
+            why = f"needs {need} {limit.metric}, more than {limit} allows at all"
+            return Refusal(pool, why, None, limit), 0
         lo, hi = limit.window.bucket_range(now)
         used = self._sum(pool, limit.series, lo, hi)
         if used + need <= limit.amount:
-            return None
+            return None, used
         buckets = self._buckets(pool, limit.series, lo, hi)
         retry_at = limit.window.frees_at(now, buckets, used + need - limit.amount)
-        return Refusal(pool, f"{limit} is used up ({used} counted)", retry_at, limit)
+        return Refusal(pool, f"{limit} is used up ({used} counted)", retry_at, limit), used
 
     def settle(self, reservation: Reservation, used: Demand, now: float) -> None:
         """Replace a reservation's estimate with what the call really spent.

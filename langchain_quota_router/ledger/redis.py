@@ -59,6 +59,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from langchain_quota_router._errors import ConfigurationError, LedgerError
 from langchain_quota_router._limits import Limit, Metric, Window
+from langchain_quota_router.ledger._url import redact_url
 from langchain_quota_router.ledger.base import (
     KEY_PREFIX,
     POOL_PREFIX,
@@ -96,25 +97,6 @@ def _script_text(name: str) -> str:
     """The source of one of the package's Lua scripts."""
     folder = importlib.resources.files("langchain_quota_router.ledger") / "lua"
     return (folder / f"{name}.lua").read_text(encoding="utf-8")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any user name, password and ``password=`` option hidden."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-    except ValueError:
-        return "<unparsable Redis URL>"
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = [
-            (k, "***" if k.lower() in ("password", "username") else v)
-            for k, v in parse_qsl(query, keep_blank_values=True)
-        ]
-        query = urlencode(pairs, safe="*")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _password_of(url: str) -> str | None:
@@ -319,12 +301,12 @@ class RedisLedger(Ledger):
             return self._remote(operation, remote), False
         if self._next_try is not None:
             with self._lock:
-                # One caller at a time tries Redis again; the others stay local.
-                retry = self._next_try is not None and time.monotonic() >= self._next_try
-                if self._next_try is not None and not retry:
-                    return local(self._local()), True
-                if retry:
+                waiting = self._next_try is not None and time.monotonic() < self._next_try
+                if self._next_try is not None and not waiting:
+                    # This caller tries Redis again; the others stay local meanwhile.
                     self._next_try = time.monotonic() + self.retry_interval
+            if waiting:
+                return local(self._local()), True
         try:
             value = self._remote(operation, remote)
         except LedgerError as exc:
@@ -347,8 +329,11 @@ class RedisLedger(Ledger):
         return value, False
 
     def _local(self) -> MemoryLedger:
+        """The in-memory ledger that serves while Redis is away (fail open)."""
         if self._fallback is None:
-            self._fallback = MemoryLedger("memory://")
+            with self._lock:
+                if self._fallback is None:
+                    self._fallback = MemoryLedger("memory://")
         return self._fallback
 
     # ------------------------------------------------------------------- keys
@@ -431,7 +416,10 @@ class RedisLedger(Ledger):
         """The reservation or refusal a reply of ``reserve.lua`` means."""
         status = reply[0]
         if status == "ok":
-            return Reservation(pool, demand, tuple(entries.values()), now)
+            levels = tuple(
+                (limit, int(used)) for limit, used in zip(limits, reply[1:], strict=True)
+            )
+            return Reservation(pool, demand, tuple(entries.values()), now, levels)
         if status == "hold":
             hold = _decode_hold(reply[1], reply[2])
             return Refusal(pool, hold.reason, hold.until)

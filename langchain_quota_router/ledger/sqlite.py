@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS holds (
 """
 _BUSY_TIMEOUT_MS = 10_000
 _LOCKED_RETRIES = 5
+_OPEN_RETRIES = 40
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
 
 
 def path_from_url(url: str) -> Path:
@@ -102,9 +108,14 @@ class SQLiteLedger(Ledger):
             raise LedgerError(msg) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-            self._ensure_schema(conn)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            self._prepare(conn)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if _is_locked(exc):
+                msg = f"ledger {str(self.path)!r} stayed locked while opening: {exc}"
+                raise LedgerError(msg) from exc
+            msg = f"cannot open ledger file {str(self.path)!r}: {exc}"
+            raise LedgerError(msg) from exc
         except sqlite3.DatabaseError as exc:
             conn.close()
             msg = (
@@ -116,6 +127,24 @@ class SQLiteLedger(Ledger):
             conn.close()
             raise
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Create or check the schema and switch to WAL, riding out first-open races.
+
+        When many threads or processes open a new file at once, SQLite answers some
+        of the lock escalations involved (creating the schema, switching the
+        journal to WAL) with an immediate "database is locked" instead of waiting.
+        """
+        for attempt in range(_OPEN_RETRIES):
+            try:
+                self._ensure_schema(conn)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc) or attempt == _OPEN_RETRIES - 1:
+                    raise
+                time.sleep(0.005 * (attempt + 1))
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         if conn.execute("PRAGMA application_id").fetchone()[0] == _APPLICATION_ID:

@@ -65,6 +65,8 @@ end
 
 local at = 5 + n * 5
 local m = tonumber(ARGV[at])
+-- What each limit counts once this reservation is in: the router's alerts use it.
+local levels = {'ok'}
 for k = 1, m do
     local series = tonumber(ARGV[at + (k - 1) * 3 + 1])
     local need = tonumber(ARGV[at + (k - 1) * 3 + 2])
@@ -79,6 +81,7 @@ for k = 1, m do
         end
         return reply
     end
+    levels[#levels + 1] = used[series] + need
 end
 
 for i = 1, n do
@@ -103,4 +106,4 @@ for i = 1, n do
         end
     end
 end
-return {'ok'}
+return levels

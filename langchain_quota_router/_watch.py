@@ -1,0 +1,203 @@
+"""Watching quota: alerts as pools fill up, and how long the keys will last."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from langchain_quota_router._limits import Limit
+from langchain_quota_router.ledger import Ledger, LimitUsage, Reservation
+
+logger = logging.getLogger("langchain_quota_router")
+
+ALERT_EVENT = "quota_alert"
+"""The name of the LangChain custom event an alert is dispatched as."""
+
+
+@dataclass(frozen=True)
+class QuotaAlert:
+    """A pool crossed a share of one of its limits."""
+
+    pool: str
+    limit: str
+    threshold: float
+    percent: float
+    used: int
+    amount: int
+    resets_at: str | None
+
+    def as_event(self) -> dict[str, Any]:
+        """The alert as the data of a LangChain custom event."""
+        return asdict(self)
+
+
+class AlertTracker:
+    """Fires each threshold once per crossing per window, for every pool and limit.
+
+    A threshold that fired stays quiet until the window it fired in is over: the
+    next calendar day or month, or one window length later for sliding windows.
+    A one-time credit alerts once per threshold, ever (per process).
+    """
+
+    def __init__(self, thresholds: Sequence[float]) -> None:
+        self.thresholds = tuple(sorted(thresholds))
+        self._quiet_until: dict[tuple[str, str, float], float] = {}
+        self._lock = threading.Lock()
+
+    def check(
+        self,
+        ledger: Ledger,
+        pool: str,
+        limits: Sequence[Limit],
+        reservation: Reservation,
+        now: float,
+    ) -> list[QuotaAlert]:
+        """Alerts due after ``reservation`` was settled (cheap when far from any)."""
+        if not self.thresholds or not limits:
+            return []
+        lowest = self.thresholds[0]
+        if reservation.levels:
+            near = [
+                limit
+                for limit, used in reservation.levels
+                if limit.amount and 100.0 * used / limit.amount >= lowest
+            ]
+        else:  # the backend reports no levels: ask
+            near = list(limits)
+        if not near:
+            return []
+        return self._due(ledger.usage(pool, near, now), now)
+
+    def _due(self, usages: Sequence[LimitUsage], now: float) -> list[QuotaAlert]:
+        alerts = []
+        with self._lock:
+            for usage in usages:
+                crossed = [t for t in self.thresholds if usage.percent >= t]
+                fresh = [
+                    t
+                    for t in crossed
+                    if self._quiet_until.get((usage.pool, usage.limit.series, t), -1.0) <= now
+                ]
+                if not fresh:
+                    continue
+                quiet = _window_end(usage.limit, now)
+                for t in crossed:
+                    self._quiet_until[(usage.pool, usage.limit.series, t)] = quiet
+                # One alert per crossing: the highest share newly crossed.
+                alerts.append(_alert(usage, max(fresh)))
+        for alert in alerts:
+            logger.warning(
+                "quota alert: pool %s has used %.0f%% of %s (%d of %d)%s",
+                alert.pool,
+                alert.percent,
+                alert.limit,
+                alert.used,
+                alert.amount,
+                f"; resets {alert.resets_at}" if alert.resets_at else "",
+            )
+        return alerts
+
+
+def _window_end(limit: Limit, now: float) -> float:
+    window = limit.window
+    if window.kind == "calendar":
+        return window.bounds(now)[1]
+    if window.kind == "sliding":
+        return now + window.seconds
+    return math.inf
+
+
+def _alert(usage: LimitUsage, threshold: float) -> QuotaAlert:
+    resets = (
+        dt.datetime.fromtimestamp(usage.resets_at, dt.timezone.utc).isoformat()
+        if usage.resets_at is not None
+        else None
+    )
+    return QuotaAlert(
+        pool=usage.pool,
+        limit=str(usage.limit),
+        threshold=threshold,
+        percent=round(usage.percent, 1),
+        used=usage.used,
+        amount=usage.limit.amount,
+        resets_at=resets,
+    )
+
+
+@dataclass(frozen=True)
+class Lifespan:
+    """How long each pool, and the whole set, lasts at a given daily demand.
+
+    Attributes:
+        tokens_per_day: the demand the estimate is for.
+        pools: days each pool lasts if it alone served the whole demand
+            (``math.inf``: its renewing limits cover the demand for good).
+        total: days the whole set lasts with every pool serving together.
+    """
+
+    tokens_per_day: int
+    pools: Mapping[str, float]
+    total: float
+
+
+def estimate_lifespan(
+    ledger: Ledger,
+    pool_limits: Mapping[str, Sequence[Limit]],
+    tokens_per_day: int,
+    now: float,
+) -> Lifespan:
+    """Days of service at ``tokens_per_day``: credits run out, daily limits renew.
+
+    Each pool has a renewing capacity (tokens per day its renewing token limits
+    allow: a day limit counts whole, a month limit a thirtieth, a sliding window as
+    many times as it fits in a day; the tightest wins) and maybe a one-time credit
+    (what is left of its ``/once`` token limits). Alone, a pool lasts forever if its
+    capacity covers the demand and it has no credit, else as long as its credit or
+    today's room holds out. Together, renewing capacity is used first and credits
+    cover the rest: ``total = credits / (demand - capacity)`` when capacity falls
+    short, forever otherwise.
+    """
+    if tokens_per_day <= 0:
+        msg = f"tokens_per_day must be positive, got {tokens_per_day}"
+        raise ValueError(msg)
+    demand = float(tokens_per_day)
+    pools: dict[str, float] = {}
+    capacity_total = 0.0
+    credit_total = 0.0
+    for pool, limits in pool_limits.items():
+        token_limits = [lim for lim in limits if lim.metric in ("tokens", "input_tokens")]
+        if not token_limits:
+            pools[pool] = math.inf  # nothing it counts in tokens runs out
+            capacity_total = math.inf
+            continue
+        usage = {u.limit: u for u in ledger.usage(pool, token_limits, now)}
+        credits = [usage[lim].remaining for lim in token_limits if lim.window.kind == "once"]
+        renewing = [_per_day(lim) for lim in token_limits if lim.window.kind != "once"]
+        capacity = min(renewing) if renewing else math.inf
+        if credits:
+            credit = float(min(credits))
+            pools[pool] = credit / min(demand, capacity)
+            credit_total += credit
+        else:
+            pools[pool] = math.inf if capacity >= demand else _today(usage, demand)
+            capacity_total += capacity
+    shortfall = demand - capacity_total
+    total = math.inf if shortfall <= 0 else credit_total / shortfall
+    return Lifespan(tokens_per_day, pools, total)
+
+
+def _per_day(limit: Limit) -> float:
+    window = limit.window
+    if window.kind == "calendar":
+        return float(limit.amount) if window.unit == "day" else limit.amount / 30.0
+    return limit.amount * 86_400 / window.seconds
+
+
+def _today(usage: Mapping[Limit, LimitUsage], demand: float) -> float:
+    """A renewing pool too small for the demand lasts for what it has left now."""
+    return min(u.remaining for u in usage.values()) / demand
