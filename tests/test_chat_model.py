@@ -188,7 +188,7 @@ def test_negative_limit_object_is_an_error() -> None:
 
 def test_a_model_that_is_not_a_chat_model_is_an_error() -> None:
     with pytest.raises(ConfigurationError, match=r"route 'x'.*must be a LangChain chat model"):
-        Route("not a model", name="x")  # type: ignore[arg-type]
+        Route(object(), name="x")  # type: ignore[arg-type]
 
 
 def test_unknown_ledger_scheme_is_an_error() -> None:
