@@ -655,7 +655,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         tools = kwargs.get("tools")
         if tools:
             out.update(self._vendor_tools(route, tools, kwargs.get("tool_choice")))
-        return out
+        return route.adapter.generation_kwargs(out)
 
     def _vendor_tools(self, route: Route, tools: Sequence[Any], tool_choice: Any) -> dict[str, Any]:
         mark = (route.name, id(tools), repr(tool_choice))

@@ -221,3 +221,15 @@ def test_agent_conversation_moves_groq_to_gemini_to_cohere(
     assert answers[-1].text == "Paris and Rome are both sunny."
     tool_results = [m.content for m in result["messages"] if m.type == "tool"]
     assert tool_results == ["sunny in Paris", "sunny in Rome"]
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_max_tokens_reaches_every_vendor_in_its_own_words(
+    sim: Simulator, clock: FakeClock, vendor: str
+) -> None:
+    # Gemini rejects max_tokens (its name is max_output_tokens): the router renames it.
+    llm = pair(sim, clock, vendor)
+    message = llm.invoke("Write a long essay about the sea and the sky and the land.", max_tokens=5)
+    assert message.response_metadata["route"] == "first"
+    assert message.usage_metadata is not None
+    assert message.usage_metadata["output_tokens"] <= 5

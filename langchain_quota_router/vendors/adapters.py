@@ -52,6 +52,10 @@ class VendorAdapter:
         """Keyword arguments every call to this vendor gets."""
         return {}
 
+    def generation_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Call kwargs renamed to what this vendor's class calls them."""
+        return kwargs
+
     def bind_tools(
         self, model: BaseChatModel, tools: Sequence[Any], tool_choice: Any
     ) -> dict[str, Any]:
@@ -170,6 +174,13 @@ class GeminiAdapter(VendorAdapter):
 
     def call_kwargs(self) -> dict[str, Any]:
         return {"max_retries": 1}
+
+    def generation_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # Gemini's request config rejects max_tokens; its name is max_output_tokens.
+        if "max_tokens" in kwargs:
+            kwargs = dict(kwargs)
+            kwargs.setdefault("max_output_tokens", kwargs.pop("max_tokens"))
+        return kwargs
 
 
 class CohereAdapter(VendorAdapter):
