@@ -82,6 +82,8 @@ class Window:
     unit: Literal["day", "month", ""] = ""
     zone: str = "UTC"
     _tz: ZoneInfo | None = field(default=None, init=False, repr=False, compare=False)
+    # The calendar window last computed: every call in it reuses it.
+    _span: tuple[float, float] = field(default=(0.0, 0.0), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind == "calendar":
@@ -123,6 +125,14 @@ class Window:
 
     def bounds(self, now: float) -> tuple[float, float]:
         """Start and end (epoch seconds) of the calendar window holding ``now``."""
+        span = self._span
+        if span[0] <= now < span[1]:
+            return span
+        span = self._compute_bounds(now)
+        object.__setattr__(self, "_span", span)
+        return span
+
+    def _compute_bounds(self, now: float) -> tuple[float, float]:
         assert self._tz is not None
         local = dt.datetime.fromtimestamp(now, self._tz)
         if self.unit == "day":

@@ -129,8 +129,11 @@ class RoutedCall:
         kwargs: dict[str, Any],
     ) -> None:
         self.router = router
+        # Read once: pydantic's private attributes are slow to reach on every use.
         self.ledger = router.ledger_backend
         self.clock = router.clock
+        self.pool_limits = router.pool_limits
+        self.stats = router.stats
         self.preferred: str | None = kwargs.pop("preferred", None)
         if self.preferred is not None and self.preferred not in router.route_map:
             msg = (
@@ -172,7 +175,7 @@ class RoutedCall:
             now = self.clock.now()
             admitted = self.ledger.reserve(
                 route.pool,
-                self.router.pool_limits[route.pool],
+                self.pool_limits[route.pool],
                 demand,
                 now,
                 key=route.key,
@@ -198,7 +201,7 @@ class RoutedCall:
         return routes
 
     def _room(self, route: Route) -> float:
-        limits = self.router.pool_limits[route.pool]
+        limits = self.pool_limits[route.pool]
         if not limits:
             return 1.0
         usage = self.ledger.usage(route.pool, limits, self.clock.now())
@@ -236,7 +239,7 @@ class RoutedCall:
         now = self.clock.now()
         self.ledger.settle(attempt.reservation, usage_demand(message, self.input_tokens), now)
         self.alerts = self.router.alert_tracker.check(
-            self.ledger, route.pool, self.router.pool_limits[route.pool], attempt.reservation, now
+            self.ledger, route.pool, self.pool_limits[route.pool], attempt.reservation, now
         )
         if message is not None:
             self._observe_headers(route, message, now)
@@ -244,7 +247,7 @@ class RoutedCall:
             if cost is not None:
                 message.response_metadata["cost"] = cost
         # Served by anyone but the first choice (full, skipped or failed): a fallback.
-        self.router.stats.record(
+        self.stats.record(
             total_calls=1,
             calls_per_route=route.name,
             last_route=route.name,
@@ -261,9 +264,9 @@ class RoutedCall:
             self.clock.now(),
         )
         if error:
-            self.router.stats.record(errors=1, errors_per_route=attempt.route.name)
+            self.stats.record(errors=1, errors_per_route=attempt.route.name)
         else:
-            self.router.stats.record(
+            self.stats.record(
                 total_calls=1,
                 calls_per_route=attempt.route.name,
                 last_route=attempt.route.name,
@@ -274,7 +277,7 @@ class RoutedCall:
         route = attempt.route
         failure = classify(exc)
         now = self.clock.now()
-        self.router.stats.record(errors=1, errors_per_route=route.name)
+        self.stats.record(errors=1, errors_per_route=route.name)
         self.last_vendor_error = exc
         # The vendor refused or never answered: it spent no tokens. Requests stay
         # counted for failures the vendor may have counted (5xx, timeouts).
@@ -317,7 +320,7 @@ class RoutedCall:
 
     def _period_end(self, route: Route, failure: Failure, now: float) -> float:
         """When the window a quota wall names resets (the vendor's own clock)."""
-        limits = self.router.pool_limits[route.pool]
+        limits = self.pool_limits[route.pool]
         if failure.period in ("day", "month"):
             for limit in limits:
                 window = limit.window
@@ -333,7 +336,7 @@ class RoutedCall:
         headers = take_captured_headers() or message.response_metadata.get("headers")
         if not isinstance(headers, Mapping) or not headers:
             return
-        limits = self.router.pool_limits[route.pool]
+        limits = self.pool_limits[route.pool]
         for seen in read_rate_limit_headers(headers):
             limit = _match_limit(limits, seen.metric, seen.limit, seen.reset_after)
             if limit is not None:

@@ -193,11 +193,16 @@ class Ledger(ABC):
 
         Real usage may exceed the estimate; the window then stays full longer.
         """
+        deltas = [
+            (series, bucket, used.amount(metric) - reservation.demand.amount(metric))
+            for series, bucket, metric in reservation.entries
+        ]
+        deltas = [d for d in deltas if d[2]]
+        if not deltas:
+            return  # the estimate was exact: nothing to write
         with self._atomic():
-            for series, bucket, metric in reservation.entries:
-                delta = used.amount(metric) - reservation.demand.amount(metric)
-                if delta:
-                    self._add(reservation.pool, series, bucket, delta)
+            for series, bucket, delta in deltas:
+                self._add(reservation.pool, series, bucket, delta)
 
     def observe(self, pool: str, limit: Limit, remaining: int, now: float) -> None:
         """Lower the room ``limit`` has in ``pool`` to what the vendor says remains.
