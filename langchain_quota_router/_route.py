@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from pydantic import SecretStr
 
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router._limits import Limit, parse_limits
+from langchain_quota_router._secrets import alias
 from langchain_quota_router.vendors.adapters import VendorAdapter, adapter_for
+from langchain_quota_router.vendors.catalog import (
+    build_chat_model,
+    default_api_key,
+    is_known,
+    lookup,
+)
 
 _SECRET_MARKS = ("api_key", "secret", "password", "credential", "access_token", "auth")
 
@@ -39,7 +48,16 @@ class Route:
 
     Args:
         model: any LangChain chat model (``ChatGroq(...)``, ``ChatOpenAI(...)``, a
-            fake in tests). The router calls a copy whose SDK retries are off.
+            fake in tests), or a catalog spec (``"groq:llama-3.3-70b-versatile"``,
+            ``"gemini"`` for the vendor's default model; see
+            :mod:`langchain_quota_router.vendors.catalog`). A spec builds the vendor's
+            chat model and takes its limits, prices and context window from the
+            catalog unless given here. The router calls a copy whose SDK retries
+            are off.
+        api_key: with a spec only: the key (default: the vendor's environment
+            variable, e.g. ``GROQ_API_KEY``). It lives only in the vendor model, as
+            a ``SecretStr``; the route knows it by its fingerprint (``…a1f3``).
+        base_url: with a spec only: another address for the vendor's API.
         name: what reports, errors and ``response_metadata["route"]`` call this
             route; unique within a router. Defaults to ``provider:model``.
         limits: the key's limits for this model, as strings (``"30/minute"``,
@@ -49,13 +67,23 @@ class Route:
         pool: the quota this route spends. Routes naming the same pool share it
             (a Gemini project, a Groq organisation); defaults to the route's name.
             The pool's limits are those given by the routes that name it; two
-            routes may not give it different limits.
+            routes may not give it different limits. With a spec it defaults to
+            the key's quota as the vendor counts it: ``"groq …a1f3:model"`` where
+            each model has its own quota, ``"cohere …a1f3"`` where all share one.
         key: who to disable when the vendor rejects the credentials; routes
-            sharing one API key should share it. Defaults to the route's name.
-            Never put the API key itself here.
+            sharing one API key should share it. Defaults to the route's name
+            (with a spec: the key's alias ``"groq …a1f3"``, so a bad key disables
+            every route using it). Never put the API key itself here.
         prices: USD per million input and output tokens, for cost reports.
         context_window: the model's context size in tokens; a prompt that does
             not fit skips this route.
+        **model_kwargs: with a spec only: more arguments for the vendor class
+            (``timeout=30``, ``temperature=0``; ``account_id=`` for Cloudflare).
+
+    Raises:
+        ConfigurationError: a bad model, spec, limit or argument; a spec whose key
+            is neither given nor in the environment (the message names the
+            variable).
     """
 
     __slots__ = (
@@ -75,8 +103,10 @@ class Route:
 
     def __init__(
         self,
-        model: BaseChatModel,
+        model: BaseChatModel | str,
         *,
+        api_key: str | SecretStr | None = None,
+        base_url: str | None = None,
         name: str | None = None,
         limits: Sequence[str | Limit] | str | Limit | None = None,
         priority: int = 0,
@@ -84,7 +114,28 @@ class Route:
         key: str | None = None,
         prices: tuple[float, float] | None = None,
         context_window: int | None = None,
+        **model_kwargs: Any,
     ) -> None:
+        if isinstance(model, str):
+            spec = _from_catalog(model, api_key, base_url, model_kwargs)
+            model = spec.model
+            name = name or spec.name
+            limits = spec.limits if limits is None else limits
+            pool = pool or spec.pool
+            key = key or spec.key
+            prices = spec.prices if prices is None else prices
+            context_window = spec.context_window if context_window is None else context_window
+        elif api_key is not None or base_url is not None or model_kwargs:
+            given = sorted(
+                [n for n, v in (("api_key", api_key), ("base_url", base_url)) if v is not None]
+                + list(model_kwargs)
+            )
+            msg = (
+                f"route {name or '<unnamed>'!r}: {', '.join(given)} may only be given with a "
+                "catalog spec such as Route('groq:llama-3.3-70b-versatile', api_key=...); "
+                "set them on the chat model you pass instead"
+            )
+            raise ConfigurationError(msg)
         if not isinstance(model, BaseChatModel):
             msg = (
                 f"route {name or '<unnamed>'!r}: model must be a LangChain chat model "
@@ -147,6 +198,56 @@ class Route:
             f"Route(name={self.name!r}, model={self.provider}:{self.model_name}, "
             f"pool={self.pool!r}, priority={self.priority}, limits=[{limits}])"
         )
+
+
+@dataclass(frozen=True)
+class _CatalogRoute:
+    """What a catalog spec fills in for a route; never the key itself."""
+
+    model: BaseChatModel
+    name: str
+    limits: tuple[str, ...]
+    pool: str
+    key: str
+    prices: tuple[float, float] | None
+    context_window: int | None
+
+
+def _from_catalog(
+    spec: str,
+    api_key: str | SecretStr | None,
+    base_url: str | None,
+    model_kwargs: dict[str, Any],
+) -> _CatalogRoute:
+    """Build a route's vendor model and defaults from a catalog spec."""
+    vendor, info = lookup(spec)
+    secret = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+    if secret is not None and not secret.strip():
+        secret = None
+    if secret is None:
+        secret = default_api_key(vendor)
+    if secret is None and vendor.requires_key:
+        msg = (
+            f"route {spec!r} needs an API key: pass api_key=... or set "
+            f"{' or '.join(vendor.key_env)}"
+        )
+        raise ConfigurationError(msg)
+    chat = build_chat_model(vendor.name, info.model, secret, base_url=base_url, **model_kwargs)
+    key_alias = alias(vendor.name, None, secret) if secret is not None else vendor.name
+    # Where a vendor counts all of a key's models together (Cohere trial keys,
+    # OpenRouter's free models) one pool per key; elsewhere one per key and model.
+    # A model the catalog does not know may be billed differently (a paid OpenRouter
+    # model): it gets a pool of its own rather than eating the free quota.
+    shared = not vendor.per_model and is_known(vendor, info.model)
+    return _CatalogRoute(
+        model=chat,
+        name=f"{vendor.name}:{info.model}",
+        limits=info.limits,
+        pool=key_alias if shared else f"{key_alias}:{info.model}",
+        key=key_alias,
+        prices=info.prices,
+        context_window=info.context_window,
+    )
 
 
 def model_params(model: BaseChatModel) -> dict[str, Any]:
