@@ -246,12 +246,8 @@ def test_openai_network_errors_are_transient(error: BaseException) -> None:
 
 
 def test_langchain_openai_rate_limit_wrapper() -> None:
-    inner = openai_error(
-        openai.RateLimitError, 429, {"message": "slow down"}, {"retry-after": "3"}
-    )
-    outer = OpenAIRateLimitError(
-        message=inner.message, response=inner.response, body=inner.body
-    )
+    inner = openai_error(openai.RateLimitError, 429, {"message": "slow down"}, {"retry-after": "3"})
+    outer = OpenAIRateLimitError(message=inner.message, response=inner.response, body=inner.body)
     failure = classify(wrapped(outer, inner), now=NOW)
     assert isinstance(outer, ModelRateLimitError)
     assert (failure.kind, failure.retry_after) == (FailureKind.RATE_LIMIT, 3.0)
@@ -329,9 +325,7 @@ def test_bare_langchain_core_errors(
     ],
     ids=["tpm", "tpd", "rpd"],
 )
-def test_groq_rate_limits(
-    message: str, kind: FailureKind, period: str, retry_after: float
-) -> None:
+def test_groq_rate_limits(message: str, kind: FailureKind, period: str, retry_after: float) -> None:
     failure = classify(groq_error(groq.RateLimitError, 429, message), now=NOW)
     assert (failure.kind, failure.period) == (kind, period)
     assert failure.retry_after == pytest.approx(retry_after)
@@ -445,17 +439,14 @@ def test_gemini_invalid_key_is_authentication() -> None:
             "details": [{"reason": "API_KEY_INVALID"}],
         }
     }
-    assert classify(genai_errors.ClientError(400, body)).kind is (
-        FailureKind.AUTHENTICATION
-    )
+    assert classify(genai_errors.ClientError(400, body)).kind is (FailureKind.AUTHENTICATION)
 
 
 def test_gemini_context_overflow() -> None:
     body = {
         "error": {
             "code": 400,
-            "message": "The input token count exceeds the "
-            "maximum number of tokens allowed",
+            "message": "The input token count exceeds the maximum number of tokens allowed",
             "status": "INVALID_ARGUMENT",
         }
     }
@@ -547,9 +538,7 @@ def test_network_errors_are_transient(error: BaseException) -> None:
 def httpx_status_error(status: int, message: str) -> httpx.HTTPStatusError:
     """Build what ``response.raise_for_status()`` raises for an OpenRouter reply."""
     request = httpx.Request("POST", "https://openrouter.ai/api/v1/chat/completions")
-    response = httpx.Response(
-        status, json={"error": {"message": message}}, request=request
-    )
+    response = httpx.Response(status, json={"error": {"message": message}}, request=request)
     return httpx.HTTPStatusError("failed", request=request, response=response)
 
 

@@ -54,9 +54,7 @@ def test_openai_headers_in_any_case_via_httpx() -> None:
 
 def test_only_remaining_is_required() -> None:
     headers = {"x-ratelimit-remaining-tokens": "42"}
-    assert read_rate_limit_headers(headers) == [
-        RateLimitHeader("tokens", None, 42, None)
-    ]
+    assert read_rate_limit_headers(headers) == [RateLimitHeader("tokens", None, 42, None)]
 
 
 def test_mistral_headers_carry_their_window() -> None:
@@ -121,9 +119,7 @@ def test_malformed_limit_and_reset_become_none() -> None:
         "x-ratelimit-remaining-requests": "7",
         "x-ratelimit-reset-requests": "soon",
     }
-    assert read_rate_limit_headers(headers) == [
-        RateLimitHeader("requests", None, 7, None)
-    ]
+    assert read_rate_limit_headers(headers) == [RateLimitHeader("requests", None, 7, None)]
 
 
 def test_fractional_and_negative_counts() -> None:

@@ -1,0 +1,345 @@
+"""The ``quota-router`` command line.
+
+==========================================  ==========================================
+``quota-router status``                     one line per route: tightest limit, bar,
+                                            reset time, state
+``quota-router report [--json|--csv]``      every pool and limit, holds, lifespan;
+``[--export FILE] [--avg-tokens N]``        ``--export`` picks the format by extension
+``quota-router reset ROUTE_OR_POOL``        forget a pool's usage and lift its block
+``quota-router enable ROUTE``               re-enable a key disabled after a 401/403
+``quota-router chat "prompt" [--route R]``  one real call; says which route answered
+``quota-router simulate --port N``          the local vendor simulator
+``quota-router demo [--seconds S]``         a simulated day over four vendors
+``quota-router serve [--port N]``           the status page
+==========================================  ==========================================
+
+Every command that needs a router builds it from ``--config FILE`` (TOML), else the
+file named by ``$QUOTA_ROUTER_CONFIG``, else the environment (``GROQ_API_KEY``, ...),
+and reads the same ledger the library writes. Mistakes print one line on stderr and
+exit 2 (configuration) or 1 (runtime); API keys are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from langchain_quota_router._errors import (
+    ConfigurationError,
+    LedgerError,
+    QuotaExhaustedError,
+    QuotaRouterError,
+)
+from langchain_quota_router.cli import _format as fmt
+from langchain_quota_router.cli import _report
+
+if TYPE_CHECKING:
+    from langchain_quota_router._chat_model import QuotaRoutedChatModel
+
+__all__ = ["CONFIG_ENV", "main"]
+
+CONFIG_ENV = "QUOTA_ROUTER_CONFIG"
+"""The environment variable naming a TOML config file when ``--config`` is not given."""
+
+_EXPORT_FORMATS = {".json": "json", ".csv": "csv", ".txt": "text"}
+
+
+class CliError(Exception):
+    """A mistake to report in one line, with the exit code to leave with."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _load_router(config: str | None) -> QuotaRoutedChatModel:
+    """The router a command works on: ``--config``, ``$QUOTA_ROUTER_CONFIG``, else env.
+
+    Tests replace this function to hand commands a router of their own.
+    """
+    from langchain_quota_router._chat_model import QuotaRoutedChatModel
+
+    path = config or os.environ.get(CONFIG_ENV)
+    if path:
+        if not Path(path).is_file():
+            source = "--config" if config else f"${CONFIG_ENV}"
+            msg = f"config file {path} ({source}) does not exist"
+            raise ConfigurationError(msg)
+        from_config = getattr(QuotaRoutedChatModel, "from_config", None)
+        if from_config is None:
+            msg = "this version cannot read config files (QuotaRoutedChatModel.from_config)"
+            raise CliError(msg)
+        return cast("QuotaRoutedChatModel", from_config(path))
+    from_env = getattr(QuotaRoutedChatModel, "from_env", None)
+    if from_env is None:
+        msg = "this version cannot read keys from the environment; pass --config FILE"
+        raise CliError(msg)
+    return cast("QuotaRoutedChatModel", from_env())
+
+
+def _router(args: argparse.Namespace) -> QuotaRoutedChatModel:
+    # Looked up through the module so a test's replacement of _load_router is used.
+    return _load_router(args.config)
+
+
+class _Output:
+    """Writes to stdout with every known secret and key-shaped string masked."""
+
+    def __init__(self, secrets: Sequence[str] = ()) -> None:
+        self.secrets = list(secrets)
+
+    def __call__(self, text: str = "", *, err: bool = False) -> None:
+        stream = sys.stderr if err else sys.stdout
+        stream.write(fmt.redact(text, self.secrets) + "\n")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    router = _router(args)
+    _Output(_report.secrets_of(router))(_report.status_text(router))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    if args.avg_tokens is not None and args.avg_tokens <= 0:
+        msg = f"--avg-tokens must be a positive number of tokens per day, got {args.avg_tokens}"
+        raise CliError(msg)
+    kind = "json" if args.json else "csv" if args.csv else "text"
+    if args.export is not None:
+        suffix = Path(args.export).suffix.lower()
+        if suffix not in _EXPORT_FORMATS:
+            known = ", ".join(_EXPORT_FORMATS)
+            msg = f"--export {args.export}: the extension must be one of {known}"
+            raise CliError(msg)
+        kind = _EXPORT_FORMATS[suffix]
+    router = _router(args)
+    data = _report.report_data(router, args.avg_tokens)
+    secrets = _report.secrets_of(router)
+    render: dict[str, Callable[[dict[str, Any]], str]] = {
+        "json": _report.report_json,
+        "csv": _report.report_csv,
+        "text": _report.report_text,
+    }
+    text = fmt.redact(render[kind](data), secrets)
+    if args.export is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return 0
+    try:
+        Path(args.export).write_text(text if text.endswith("\n") else text + "\n", "utf-8")
+    except OSError as exc:
+        msg = f"cannot write {args.export}: {exc.strerror or exc}"
+        raise CliError(msg, 1) from None
+    _Output()(f"report written to {args.export} ({kind})")
+    return 0
+
+
+def _cmd_reset(args: argparse.Namespace) -> int:
+    router = _router(args)
+    name = args.name
+    if name in router.route_map:
+        pool = router.route_map[name].pool
+    elif name in router.pool_limits:
+        pool = name
+    else:
+        msg = (
+            f"no route or pool named {name!r}; routes: {', '.join(router.route_map)}; "
+            f"pools: {', '.join(router.pool_limits)}"
+        )
+        raise CliError(msg)
+    router.ledger_backend.reset(pool)
+    routes = ", ".join(r.name for r in router.routes if r.pool == pool)
+    _Output(_report.secrets_of(router))(
+        f"reset pool {pool} (routes: {routes}): its usage is forgotten and any block lifted"
+    )
+    return 0
+
+
+def _cmd_enable(args: argparse.Namespace) -> int:
+    router = _router(args)
+    router.enable(args.route)  # ConfigurationError names the routes when unknown
+    _Output(_report.secrets_of(router))(f"enabled route {args.route}: its key may be used again")
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    router = _router(args)
+    out = _Output(_report.secrets_of(router))
+    if args.route is not None and args.route not in router.route_map:
+        msg = f"no route named {args.route!r}; routes: {', '.join(router.route_map)}"
+        raise CliError(msg)
+    kwargs: dict[str, Any] = {} if args.route is None else {"preferred": args.route}
+    try:
+        message = router.invoke(args.prompt, **kwargs)
+    except QuotaRouterError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a vendor's own error, reported in one line
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        msg = f"the vendor refused the call: {type(exc).__name__}: {text}"
+        raise CliError(fmt.redact(msg, out.secrets), 1) from None
+    out(message.text)
+    meta = message.response_metadata
+    served = f"served by {meta.get('route', '?')} ({meta.get('model_name', '?')})"
+    if meta.get("cache_hit"):
+        served += ", from the cache"
+    out(f"-- {served}", err=True)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from langchain_quota_router.simulator import main as simulator_main
+
+    argv = ["--host", args.host, "--port", str(args.port)]
+    if args.config is not None:
+        argv += ["--config", args.config]
+    return simulator_main(argv)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from langchain_quota_router.demo import run_demo
+
+    if args.seconds <= 0:
+        msg = f"--seconds must be positive, got {args.seconds}"
+        raise CliError(msg)
+    result = run_demo(seconds=args.seconds, out=sys.stdout, quiet=args.quiet)
+    return 0 if result.failed == 0 else 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from langchain_quota_router import web
+    except ImportError as exc:
+        msg = f"the status page is not available in this installation ({exc})"
+        raise CliError(msg) from None
+    serve = getattr(web, "serve", None)
+    if serve is None:
+        msg = "the status page is not available in this installation (web.serve is missing)"
+        raise CliError(msg)
+    router = _router(args)
+    serve(router, host=args.host, port=args.port)
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quota-router",
+        description="See and manage the quota of a QuotaRoutedChatModel; run its demo.",
+        epilog=(
+            f"The router comes from --config FILE (TOML), else ${CONFIG_ENV}, else the "
+            "environment (GROQ_API_KEY, GEMINI_API_KEY, OPENAI_API_KEY, ...)."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], text: str) -> Any:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(run=run)
+        return sub
+
+    def config_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config",
+            metavar="FILE",
+            help=f"the router's TOML file (default: ${CONFIG_ENV}, else the environment)",
+        )
+
+    sub = command("status", _cmd_status, "Compact table: each route's tightest limit and state.")
+    config_option(sub)
+
+    sub = command("report", _cmd_report, "Full report: every pool and limit, holds, lifespan.")
+    config_option(sub)
+    kind = sub.add_mutually_exclusive_group()
+    kind.add_argument("--json", action="store_true", help="print JSON")
+    kind.add_argument("--csv", action="store_true", help="print CSV (one row per pool and limit)")
+    sub.add_argument(
+        "--export",
+        metavar="FILE",
+        help="write the report to FILE; .json, .csv or .txt picks the format",
+    )
+    sub.add_argument(
+        "--avg-tokens",
+        type=int,
+        metavar="N",
+        help="estimate how many days each pool lasts at N tokens a day",
+    )
+
+    sub = command("reset", _cmd_reset, "Forget what a route's pool has spent; lift its block.")
+    sub.add_argument("name", metavar="ROUTE_OR_POOL", help="a route name or a pool name")
+    config_option(sub)
+
+    sub = command("enable", _cmd_enable, "Re-enable a route whose key was rejected (401/403).")
+    sub.add_argument("route", metavar="ROUTE", help="the route's name")
+    config_option(sub)
+
+    sub = command("chat", _cmd_chat, "Send one prompt through the router; print the answer.")
+    sub.add_argument("prompt", help="the prompt")
+    sub.add_argument("--route", metavar="NAME", help="try this route first (still falls back)")
+    config_option(sub)
+
+    sub = command("simulate", _cmd_simulate, "Run the local vendor simulator until Ctrl+C.")
+    sub.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    sub.add_argument(
+        "--config", metavar="JSON", help='simulator keys: {"keys": [{"key": ..., "vendor": ...}]}'
+    )
+
+    sub = command("demo", _cmd_demo, "A simulated day over four vendors: no keys, no network.")
+    sub.add_argument(
+        "--seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="wall-clock budget; the workload stops early past it (default: 30)",
+    )
+    sub.add_argument("--quiet", action="store_true", help="print only the closing summary")
+
+    sub = command("serve", _cmd_serve, "Serve the status page (usage bars, reset, enable).")
+    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    sub.add_argument("--port", type=int, default=8765, help="TCP port (default: 8765)")
+    config_option(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``quota-router`` command line.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 on success, 1 when the command failed at run time (ledger,
+        quota, vendor), 2 for a mistake in the command or the configuration.
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and usage errors: argparse already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command is None:
+        parser.print_help()
+        return 2
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except CliError as exc:
+        return _fail(str(exc), exc.code)
+    except ConfigurationError as exc:
+        return _fail(str(exc), 2)
+    except (LedgerError, QuotaExhaustedError, QuotaRouterError) as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str, code: int) -> int:
+    line = " ".join(fmt.redact(message).split())
+    sys.stderr.write(f"quota-router: error: {line}\n")
+    return code
