@@ -741,7 +741,7 @@ class _HitCounter(BaseCache):
     def _mark(self, found: Sequence[Generation] | None) -> Sequence[Generation] | None:
         if not found:
             return found
-        self._stats.record(cache_hits=1)
+        self._stats.hit()
         # DiskResponseCache hands out fresh copies; other caches (InMemoryCache) may
         # return the very objects the first caller received, which must not change.
         fresh = isinstance(self.inner, DiskResponseCache)

@@ -95,6 +95,7 @@ class Route:
         "model",
         "model_name",
         "name",
+        "output_budget",
         "pool",
         "prices",
         "priority",
@@ -171,6 +172,19 @@ class Route:
             raise ConfigurationError(msg)
         self.context_window = context_window
         self._accepts_run_manager = "run_manager" in inspect.signature(model._generate).parameters
+        # Read once: probing a pydantic model for attributes it lacks is slow, and
+        # the router needs this on every call.
+        self.output_budget: int | None = next(
+            (
+                value
+                for value in (
+                    getattr(self.model, name, None)
+                    for name in ("max_tokens", "max_output_tokens", "max_completion_tokens")
+                )
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0
+            ),
+            None,
+        )
 
     def cost(self, input_tokens: int, output_tokens: int) -> float | None:
         """USD for that many tokens on this route, if its prices are known."""

@@ -60,16 +60,25 @@ class RouterStats:
     last_route: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, **changes: Any) -> None:
-        """Apply increments (ints) and per-route bumps atomically."""
+    def served(self, route: str, *, fallback: bool) -> None:
+        """Count a call a route answered (after others could not, if ``fallback``)."""
         with self._lock:
-            for name, value in changes.items():
-                if name in ("calls_per_route", "errors_per_route"):
-                    getattr(self, name)[value] += 1
-                elif name == "last_route":
-                    self.last_route = value
-                else:
-                    setattr(self, name, getattr(self, name) + value)
+            self.total_calls += 1
+            self.calls_per_route[route] += 1
+            self.last_route = route
+            if fallback:
+                self.fallbacks += 1
+
+    def failed(self, route: str) -> None:
+        """Count a route's failure."""
+        with self._lock:
+            self.errors += 1
+            self.errors_per_route[route] += 1
+
+    def hit(self) -> None:
+        """Count an answer from the cache."""
+        with self._lock:
+            self.cache_hits += 1
 
     def snapshot(self) -> dict[str, Any]:
         """A plain-dict copy, safe to print or serialise."""
@@ -225,11 +234,7 @@ class RoutedCall:
                     return value
         if self.router.max_tokens:
             return self.router.max_tokens
-        for name in ("max_tokens", "max_output_tokens", "max_completion_tokens"):
-            value = getattr(route.model, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return self.router.default_output_tokens
+        return route.output_budget or self.router.default_output_tokens
 
     # -------------------------------------------------------------- outcomes
 
@@ -247,12 +252,7 @@ class RoutedCall:
             if cost is not None:
                 message.response_metadata["cost"] = cost
         # Served by anyone but the first choice (full, skipped or failed): a fallback.
-        self.stats.record(
-            total_calls=1,
-            calls_per_route=route.name,
-            last_route=route.name,
-            fallbacks=1 if self.reasons else 0,
-        )
+        self.stats.served(route.name, fallback=bool(self.reasons))
 
     def settle_partial(
         self, attempt: Attempt, message: BaseMessage | None, *, error: bool = True
@@ -264,20 +264,16 @@ class RoutedCall:
             self.clock.now(),
         )
         if error:
-            self.stats.record(errors=1, errors_per_route=attempt.route.name)
+            self.stats.failed(attempt.route.name)
         else:
-            self.stats.record(
-                total_calls=1,
-                calls_per_route=attempt.route.name,
-                last_route=attempt.route.name,
-            )
+            self.stats.served(attempt.route.name, fallback=bool(self.reasons))
 
     def failed(self, attempt: Attempt, exc: BaseException) -> None:
         """Act on a vendor failure; return to try the next route, or raise."""
         route = attempt.route
         failure = classify(exc)
         now = self.clock.now()
-        self.stats.record(errors=1, errors_per_route=route.name)
+        self.stats.failed(route.name)
         self.last_vendor_error = exc
         # The vendor refused or never answered: it spent no tokens. Requests stay
         # counted for failures the vendor may have counted (5xx, timeouts).
@@ -380,8 +376,10 @@ def _tool_tokens(tools: Sequence[Any] | None) -> int:
 
 
 def _message_cost(route: Route, message: BaseMessage) -> float | None:
+    if route.prices is None:
+        return None
     usage = getattr(message, "usage_metadata", None)
-    if not usage or route.prices is None:
+    if not usage:
         return None
     return route.cost(int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))
 

@@ -154,39 +154,42 @@ class Ledger(ABC):
         increased or none is.
         """
         subjects = [POOL_PREFIX + pool] + ([KEY_PREFIX + key] if key else [])
+        ranges = [(limit.series, *limit.window.bucket_range(now)) for limit in limits]
         with self._atomic():
-            for hold in self._holds(subjects):
+            holds, sums = self._read(pool, subjects, ranges)
+            for hold in holds:
                 if hold.active(now):
                     return Refusal(pool, hold.reason, hold.until)
             entries: dict[str, tuple[str, int, Metric]] = {}
             levels: list[tuple[Limit, int]] = []
-            for limit in limits:
+            for limit, used in zip(limits, sums, strict=True):
                 need = demand.amount(limit.metric)
-                refusal, used = self._check(pool, limit, need, now)
+                refusal = self._check(pool, limit, need, used, now)
                 if refusal is not None:
                     return refusal
                 levels.append((limit, used + need))
                 series = limit.series
                 entries.setdefault(series, (series, limit.window.bucket(now), limit.metric))
-            for series, bucket, metric in entries.values():
-                amount = demand.amount(metric)
-                if amount:
-                    self._add(pool, series, bucket, amount)
+            adds = [
+                (series, bucket, demand.amount(metric))
+                for series, bucket, metric in entries.values()
+                if demand.amount(metric)
+            ]
+            self._add_many(pool, adds)
             self._maybe_prune(pool, limits, now)
         return Reservation(pool, demand, tuple(entries.values()), now, tuple(levels))
 
-    def _check(self, pool: str, limit: Limit, need: int, now: float) -> tuple[Refusal | None, int]:
-        """Whether ``need`` fits ``limit`` now, and what the limit has counted."""
+    def _check(self, pool: str, limit: Limit, need: int, used: int, now: float) -> Refusal | None:
+        """Why ``need`` does not fit ``limit`` with ``used`` counted, if it does not."""
         if need > limit.amount:
             why = f"needs {need} {limit.metric}, more than {limit} allows at all"
-            return Refusal(pool, why, None, limit), 0
-        lo, hi = limit.window.bucket_range(now)
-        used = self._sum(pool, limit.series, lo, hi)
+            return Refusal(pool, why, None, limit)
         if used + need <= limit.amount:
-            return None, used
+            return None
+        lo, hi = limit.window.bucket_range(now)
         buckets = self._buckets(pool, limit.series, lo, hi)
         retry_at = limit.window.frees_at(now, buckets, used + need - limit.amount)
-        return Refusal(pool, f"{limit} is used up ({used} counted)", retry_at, limit), used
+        return Refusal(pool, f"{limit} is used up ({used} counted)", retry_at, limit)
 
     def settle(self, reservation: Reservation, used: Demand, now: float) -> None:
         """Replace a reservation's estimate with what the call really spent.
@@ -201,8 +204,7 @@ class Ledger(ABC):
         if not deltas:
             return  # the estimate was exact: nothing to write
         with self._atomic():
-            for series, bucket, delta in deltas:
-                self._add(reservation.pool, series, bucket, delta)
+            self._add_many(reservation.pool, deltas)
 
     def observe(self, pool: str, limit: Limit, remaining: int, now: float) -> None:
         """Lower the room ``limit`` has in ``pool`` to what the vendor says remains.
@@ -296,6 +298,20 @@ class Ledger(ABC):
     @abstractmethod
     def _add(self, pool: str, series: str, bucket: int, amount: int) -> None:
         """Add ``amount`` (may be negative) to a bucket, never below zero."""
+
+    def _add_many(self, pool: str, adds: Sequence[tuple[str, int, int]]) -> None:
+        """:meth:`_add` for each ``(series, bucket, amount)``; backends may batch it."""
+        for series, bucket, amount in adds:
+            self._add(pool, series, bucket, amount)
+
+    def _read(
+        self, pool: str, subjects: Sequence[str], ranges: Sequence[tuple[str, int, int]]
+    ) -> tuple[list[Hold], list[int]]:
+        """The holds on ``subjects`` and the sum of each ``(series, lo, hi)`` range.
+
+        Everything a reservation must read, so a backend can fetch it at once.
+        """
+        return self._holds(subjects), [self._sum(pool, *r) for r in ranges]
 
     @abstractmethod
     def _prune(self, pool: str, series: str, below: int) -> None:

@@ -249,6 +249,39 @@ class SQLiteLedger(Ledger):
             {"pool": pool, "series": series, "bucket": bucket, "amount": amount},
         )
 
+    def _add_many(self, pool: str, adds: Sequence[tuple[str, int, int]]) -> None:
+        self._local.conn.executemany(
+            "INSERT INTO counters (pool, series, bucket, amount) "
+            "VALUES (?1, ?2, ?3, MAX(0, ?4)) "
+            "ON CONFLICT (pool, series, bucket) DO UPDATE SET amount = MAX(0, amount + ?4)",
+            [(pool, series, bucket, amount) for series, bucket, amount in adds],
+        )
+
+    def _read(
+        self, pool: str, subjects: Sequence[str], ranges: Sequence[tuple[str, int, int]]
+    ) -> tuple[list[Hold], list[int]]:
+        # One statement for the holds and every range: a reservation is on the hot
+        # path of every call, and each statement costs as much as the work in it.
+        parts = [
+            "SELECT 0, subject, until, reason FROM holds WHERE subject IN "  # noqa: S608
+            f"({','.join('?' * len(subjects))})"  # only placeholders are interpolated
+        ]
+        params: list[object] = list(subjects)
+        for i, (series, lo, hi) in enumerate(ranges):
+            parts.append(
+                f"SELECT 1, {i}, TOTAL(amount), NULL FROM counters "  # noqa: S608 - an int
+                "WHERE pool = ? AND series = ? AND bucket BETWEEN ? AND ?"
+            )
+            params += [pool, series, lo, hi]
+        holds: list[Hold] = []
+        sums = [0] * len(ranges)
+        for kind, a, b, c in self._local.conn.execute(" UNION ALL ".join(parts), params):
+            if kind == 0:
+                holds.append(Hold(a, b, c))
+            else:
+                sums[a] = int(b)
+        return holds, sums
+
     def _prune(self, pool: str, series: str, below: int) -> None:
         self._local.conn.execute(
             "DELETE FROM counters WHERE pool = ? AND series = ? AND bucket < ?",
