@@ -203,8 +203,12 @@ class Ledger(ABC):
         deltas = [d for d in deltas if d[2]]
         if not deltas:
             return  # the estimate was exact: nothing to write
+        self._settle(reservation.pool, deltas)
+
+    def _settle(self, pool: str, deltas: Sequence[tuple[str, int, int]]) -> None:
+        """Apply a settlement's corrections atomically."""
         with self._atomic():
-            self._add_many(reservation.pool, deltas)
+            self._add_many(pool, deltas)
 
     def observe(self, pool: str, limit: Limit, remaining: int, now: float) -> None:
         """Lower the room ``limit`` has in ``pool`` to what the vendor says remains.

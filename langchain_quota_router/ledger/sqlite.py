@@ -257,6 +257,18 @@ class SQLiteLedger(Ledger):
             [(pool, series, bucket, amount) for series, bucket, amount in adds],
         )
 
+    def _settle(self, pool: str, deltas: Sequence[tuple[str, int, int]]) -> None:
+        if len(deltas) != 1:
+            super()._settle(pool, deltas)
+            return
+        # One statement is atomic on its own: no BEGIN/COMMIT round on the hot path.
+        self._connection()
+        try:
+            self._add_many(pool, deltas)
+        except sqlite3.Error as exc:
+            msg = f"ledger {str(self.path)!r} failed: {exc}"
+            raise LedgerError(msg) from exc
+
     def _read(
         self, pool: str, subjects: Sequence[str], ranges: Sequence[tuple[str, int, int]]
     ) -> tuple[list[Hold], list[int]]:
