@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import groq
 import httpx
+import httpx2
 import openai
 import pytest
 from langchain_core.exceptions import ModelRateLimitError
@@ -47,8 +48,14 @@ MODELS: dict[Vendor, str] = {
 }
 VENDORS: list[Vendor] = list(MODELS)
 # What a dropped connection surfaces as: the OpenAI SDK wraps it (also mid-stream),
-# the groq SDK only before the body, the others let httpx's error through.
-CUT_ERRORS = (openai.APIConnectionError, groq.APIConnectionError, httpx.TransportError)
+# the groq SDK only before the body, the others let their HTTP library's error through
+# (httpx, or httpx2 for the current google-genai and openai SDKs).
+CUT_ERRORS = (
+    openai.APIConnectionError,
+    groq.APIConnectionError,
+    httpx.TransportError,
+    httpx2.TransportError,
+)
 # 2026-01-15 12:00:00 UTC: far from both UTC and Pacific midnight.
 NOON_UTC = dt.datetime(2026, 1, 15, 12, tzinfo=dt.timezone.utc).timestamp()
 

@@ -38,7 +38,7 @@ from ._wire import HttpAnswer, StreamEvent, Wire
 logger = logging.getLogger("langchain_quota_router.simulator")
 
 _GEMINI_PATH = re.compile(
-    r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$"
+    r"^/v1(?:beta)?/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$"
 )
 _MAX_BODY = 32 * 1024 * 1024
 _LOG_LIMIT = 10_000
