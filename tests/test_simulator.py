@@ -390,6 +390,35 @@ def test_groq_headers_requests_per_day_tokens_per_minute(clock: FakeClock) -> No
     assert raw.headers["x-ratelimit-remaining-tokens"] == str(12_000 - usage["total_tokens"])
 
 
+@pytest.mark.parametrize("vendor", ["openai", "groq"])
+def test_429_carries_rate_limit_headers_and_retry_after(clock: FakeClock, vendor: Vendor) -> None:
+    key = SimKey("k", vendor, rpm=2, rpd=1000, tpm=12_000)
+    with Simulator([key], clock=clock) as sim:
+        llm = model_for(sim, vendor, "k")
+        llm.invoke("one")
+        clock.advance(10)
+        llm.invoke("two")
+        with pytest.raises((openai.RateLimitError, groq.RateLimitError)) as caught:
+            llm.invoke("three")
+        used = sum(r.input_tokens + r.output_tokens for r in sim.requests("k"))
+    error = caught.value
+    assert isinstance(error, (openai.RateLimitError, groq.RateLimitError))
+    headers = error.response.headers
+    assert headers["retry-after"] == "50"  # the first request slides out in 50 s
+    if vendor == "groq":  # requests per day
+        assert headers["x-ratelimit-limit-requests"] == "1000"
+        assert headers["x-ratelimit-remaining-requests"] == "998"
+        assert headers["x-ratelimit-reset-requests"] == "11h59m50s"  # to UTC midnight
+    else:  # requests per minute
+        assert headers["x-ratelimit-limit-requests"] == "2"
+        assert headers["x-ratelimit-remaining-requests"] == "0"
+        assert headers["x-ratelimit-reset-requests"] == "50s"
+    # Tokens per minute for both.
+    assert headers["x-ratelimit-limit-tokens"] == "12000"
+    assert headers["x-ratelimit-remaining-tokens"] == str(12_000 - used)
+    assert headers["x-ratelimit-reset-tokens"] == "50s"
+
+
 def test_openai_raw_stream_puts_usage_on_a_last_empty_chunk(sim: Simulator) -> None:
     body = {
         "model": "gpt-4o-mini",
@@ -626,4 +655,21 @@ def test_bad_config_is_reported(tmp_path: Path) -> None:
 
     config = tmp_path / "bad.json"
     config.write_text(json.dumps({"keys": [{"key": "k", "vendor": "nobody"}]}))
+    assert main(["--config", str(config)]) == 2
+
+
+def test_config_may_hold_models(tmp_path: Path) -> None:
+    from langchain_quota_router.simulator import SimModel, main
+    from langchain_quota_router.simulator._cli import load_models
+
+    config = tmp_path / "sim.json"
+    retired = {"id": "llama-3.3-70b-versatile", "retired": True, "successor": "m"}
+    config.write_text(json.dumps({"keys": [], "models": {"groq": ["m", retired]}}))
+    assert load_models(config) == {
+        "groq": ["m", SimModel("llama-3.3-70b-versatile", retired=True, successor="m")]
+    }
+    config.write_text(json.dumps({"keys": []}))
+    assert load_models(config) is None
+    bad = {"keys": [], "models": {"cohere": [{"id": "c", "retired_style": "decommissioned"}]}}
+    config.write_text(json.dumps(bad))
     assert main(["--config", str(config)]) == 2

@@ -8,13 +8,19 @@ deterministic or scripted answers, tool calls, streaming, usage, and faults::
     from langchain_quota_router.simulator import SimKey, Simulator, vendor_model
 
     with Simulator([SimKey("gsk-test", "groq", rpm=30, tpm=12000)]) as sim:
-        llm = vendor_model(sim, "groq", "gsk-test", "llama-3.3-70b-versatile")
+        llm = vendor_model(sim, "groq", "gsk-test", "openai/gpt-oss-120b")
         llm.invoke("hello")
         sim.stats("gsk-test").served  # 1
 
 Tokens are counted as ``ceil(characters / 4)`` of the request (every message and
 tool definition) and of the answer; what is reported as usage is exactly what is
 counted against the limits.
+
+Models: ``Simulator(keys, models={"groq": ["openai/gpt-oss-120b", ...]})`` serves
+exactly those on that vendor's wire (a vendor not given serves every name), each
+vendor's list-models endpoint answers from them, and
+``sim.retire("llama-3.3-70b-versatile", vendor="groq")`` makes a model answer as
+the vendor does after a shutdown; ``sim.model_stats(model)`` counts its requests.
 """
 
 from ._cli import main
@@ -25,7 +31,9 @@ from ._types import (
     KeyStats,
     RecordedRequest,
     Reply,
+    RetireStyle,
     SimKey,
+    SimModel,
     ToolCall,
     Vendor,
 )
@@ -35,7 +43,9 @@ __all__ = [
     "KeyStats",
     "RecordedRequest",
     "Reply",
+    "RetireStyle",
     "SimKey",
+    "SimModel",
     "Simulator",
     "ToolCall",
     "Vendor",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -13,16 +14,73 @@ from types import FrameType
 from typing import Any
 
 from ._server import Simulator
-from ._types import SimKey
+from ._types import VENDORS, SimKey, SimModel, Vendor
 
 _KEY_FIELDS = {"key", "vendor", "rpm", "rpd", "tpm", "tpd"}
+_MODEL_FIELDS = {f.name for f in dataclasses.fields(SimModel)}
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        msg = f"{path}: cannot read simulator config: {exc}"
+        raise ValueError(msg) from exc
+
+
+def load_models(path: Path) -> dict[Vendor, list[str | SimModel]] | None:
+    """Read the optional ``"models"`` table of a JSON config file.
+
+    It maps a vendor to its models, each a name or an object with ``SimModel``'s
+    fields: ``{"models": {"groq": ["openai/gpt-oss-120b", {"id":
+    "llama-3.3-70b-versatile", "retired": true, "successor":
+    "openai/gpt-oss-120b"}]}}``. Vendors left out serve every model name.
+
+    Args:
+        path: the JSON file.
+
+    Returns:
+        The models per vendor, or ``None`` when the file has no ``"models"``.
+
+    Raises:
+        ValueError: the table is malformed (the message names the file).
+    """
+    document = _read(path)
+    table = document.get("models") if isinstance(document, dict) else None
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        msg = f'{path}: "models" must be an object of vendor: [models]'
+        raise ValueError(msg)
+    models: dict[Vendor, list[str | SimModel]] = {}
+    for vendor, entries in table.items():
+        if vendor not in VENDORS or not isinstance(entries, list):
+            msg = f'{path}: "models" keys must be among {VENDORS}, each with a list'
+            raise ValueError(msg)
+        parsed: list[str | SimModel] = []
+        for entry in entries:
+            if isinstance(entry, str):
+                parsed.append(entry)
+                continue
+            if not isinstance(entry, dict) or not _MODEL_FIELDS.issuperset(entry):
+                fields = sorted(_MODEL_FIELDS)
+                msg = f"{path}: {vendor} model {entry!r}: expected a name or fields {fields}"
+                raise ValueError(msg)
+            try:
+                parsed.append(SimModel(**entry))
+            except (TypeError, ValueError) as exc:
+                msg = f"{path}: {vendor} model {entry!r}: {exc}"
+                raise ValueError(msg) from exc
+        models[vendor] = parsed
+    return models
 
 
 def load_keys(path: Path) -> list[SimKey]:
     """Read keys from a JSON config file.
 
     The file holds ``{"keys": [{"key": "...", "vendor": "groq", "rpm": 30,
-    "rpd": 1000, "tpm": 12000, "tpd": 100000}, ...]}``; limits are optional.
+    "rpd": 1000, "tpm": 12000, "tpd": 100000}, ...]}``; limits are optional
+    (and so is a ``"models"`` table: see ``load_models``).
 
     Args:
         path: the JSON file.
@@ -33,11 +91,7 @@ def load_keys(path: Path) -> list[SimKey]:
     Raises:
         ValueError: the file is not such a document (the message names the file).
     """
-    try:
-        document: Any = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        msg = f"{path}: cannot read simulator config: {exc}"
-        raise ValueError(msg) from exc
+    document = _read(path)
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         msg = f'{path}: expected an object with a "keys" list'
@@ -71,10 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind")
     parser.add_argument("--port", type=int, default=0, help="port (0: pick a free one)")
-    parser.add_argument("--config", type=Path, help='JSON file: {"keys": [...]}')
+    parser.add_argument("--config", type=Path, help='JSON file: {"keys": [...], "models": {...}}')
     args = parser.parse_args(argv)
     try:
         keys = load_keys(args.config) if args.config else []
+        models = load_models(args.config) if args.config else None
+        sim = Simulator(keys, models=models, host=args.host, port=args.port)
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -88,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Signal handlers can only be installed from the main thread.
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    with Simulator(keys, host=args.host, port=args.port) as sim:
+    with sim:
         sys.stdout.write(f"{sim.url}\n")
         sys.stdout.flush()
         aliases = ", ".join(f"{k.vendor}:{k.alias}" for k in keys) or "none"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._engine import (
@@ -17,8 +17,8 @@ from ._engine import (
     text_of,
 )
 from ._quota import Refusal, Usage
-from ._types import SimKey, ToolCall, Vendor
-from ._wire import HttpAnswer, StreamEvent, Wire, sse
+from ._types import RetireStyle, SimKey, SimModel, ToolCall, Vendor
+from ._wire import HttpAnswer, StreamEvent, Wire, gone, page, sse
 
 _FINISH = {"stop": "COMPLETE", "length": "MAX_TOKENS", "tool_calls": "TOOL_CALL"}
 _LIMIT_UNITS = {
@@ -224,3 +224,44 @@ class CohereWire(Wire):
 
     def bad_request(self, message: str) -> HttpAnswer:
         return HttpAnswer(400, {"message": message})
+
+    def model_unavailable(
+        self,
+        model: str,
+        style: RetireStyle,
+        successor: str | None,
+        *,
+        api_version: str = "v1beta",
+        method: str = "generateContent",
+    ) -> HttpAnswer:
+        if style == "gone":
+            return gone(model, successor)
+        message = (
+            f"model '{model}' not found, make sure the correct model ID was used and "
+            "that you have access to the model."
+        )
+        return HttpAnswer(404, {"message": message})
+
+    def _model_object(self, model: SimModel) -> dict[str, Any]:
+        return {
+            "name": model.id,
+            "endpoints": ["chat"],
+            "finetuned": False,
+            "context_length": float(model.context_window),  # Cohere sends a number
+            "tokenizer_url": None,
+            "default_endpoints": [],
+            "features": ["tools", "strict_tools", "json_mode", "json_schema"],
+        }
+
+    def model_list(self, models: Sequence[SimModel], query: Mapping[str, str]) -> HttpAnswer:
+        endpoint = query.get("endpoint")
+        if endpoint and endpoint != "chat":
+            models = []  # the simulator's models are chat models only
+        chosen, token = page(models, query.get("page_size"), query.get("page_token"), default=20)
+        body: dict[str, Any] = {"models": [self._model_object(m) for m in chosen]}
+        if token is not None:
+            body["next_page_token"] = token
+        return HttpAnswer(200, body)
+
+    def model_info(self, model: SimModel) -> HttpAnswer:
+        return HttpAnswer(200, self._model_object(model))

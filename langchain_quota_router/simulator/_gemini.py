@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._engine import (
@@ -18,8 +18,8 @@ from ._engine import (
     text_of,
 )
 from ._quota import Refusal, Usage
-from ._types import SimKey, ToolCall, Vendor
-from ._wire import HttpAnswer, StreamEvent, Wire, sse
+from ._types import RetireStyle, SimKey, SimModel, ToolCall, Vendor
+from ._wire import HttpAnswer, StreamEvent, Wire, gone, page, sse
 
 _REQUESTS_METRIC = "generativelanguage.googleapis.com/generate_content_free_tier_requests"
 _TOKENS_METRIC = "generativelanguage.googleapis.com/generate_content_free_tier_input_token_count"
@@ -30,6 +30,8 @@ _QUOTA = {
     "tpd": (_TOKENS_METRIC, "GenerateContentInputTokensPerModelPerDay-FreeTier"),
 }
 _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
+# What ListModels says a chat model supports (streaming is not listed separately).
+_METHODS = ["generateContent", "countTokens", "createCachedContent", "batchGenerateContent"]
 
 
 def _status_body(code: int, status: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -268,3 +270,47 @@ class GeminiWire(Wire):
 
     def bad_request(self, message: str) -> HttpAnswer:
         return HttpAnswer(400, _status_body(400, "INVALID_ARGUMENT", message))
+
+    def model_unavailable(
+        self,
+        model: str,
+        style: RetireStyle,
+        successor: str | None,
+        *,
+        api_version: str = "v1beta",
+        method: str = "generateContent",
+    ) -> HttpAnswer:
+        if style == "gone":
+            return gone(model, successor)
+        message = (
+            f"models/{model} is not found for API version {api_version}, or is not "
+            f"supported for {method}. Call ListModels to see the list of available "
+            "models and their supported methods."
+        )
+        return HttpAnswer(404, _status_body(404, "NOT_FOUND", message))
+
+    def _model_object(self, model: SimModel) -> dict[str, Any]:
+        return {
+            "name": f"models/{model.id}",
+            "version": "001",
+            "displayName": model.display_name or model.id,
+            "description": f"Simulated {model.id}",
+            "inputTokenLimit": model.context_window,
+            "outputTokenLimit": model.max_output_tokens,
+            "supportedGenerationMethods": list(_METHODS),
+            "temperature": 1,
+            "topP": 0.95,
+            "topK": 64,
+            "maxTemperature": 2,
+            "thinking": True,
+        }
+
+    def model_list(self, models: Sequence[SimModel], query: Mapping[str, str]) -> HttpAnswer:
+        chosen, token = page(models, query.get("pageSize"), query.get("pageToken"), default=50)
+        body: dict[str, Any] = {"models": [self._model_object(m) for m in chosen]}
+        if token is not None:
+            body["nextPageToken"] = token
+        return HttpAnswer(200, body)
+
+    def model_info(self, model: SimModel) -> HttpAnswer:
+        return HttpAnswer(200, self._model_object(model))

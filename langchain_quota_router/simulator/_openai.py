@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._engine import (
@@ -18,8 +18,8 @@ from ._engine import (
     text_of,
 )
 from ._quota import Refusal, Usage, go_duration
-from ._types import SimKey, ToolCall, Vendor
-from ._wire import HttpAnswer, StreamEvent, Wire, sse
+from ._types import RetireStyle, SimKey, SimModel, ToolCall, Vendor
+from ._wire import HttpAnswer, StreamEvent, Wire, gone, sse
 
 _LIMIT_WORDS = {
     "rpm": ("requests per minute (RPM)", "requests"),
@@ -311,3 +311,58 @@ class OpenAIWire(Wire):
                 }
             },
         )
+
+    def model_unavailable(
+        self,
+        model: str,
+        style: RetireStyle,
+        successor: str | None,
+        *,
+        api_version: str = "v1beta",
+        method: str = "generateContent",
+    ) -> HttpAnswer:
+        if style == "gone":
+            return gone(model, successor)
+        if style == "decommissioned":
+            message = (
+                f"The model `{model}` has been decommissioned and is no longer supported. "
+                "Please refer to https://console.groq.com/docs/deprecations for a "
+                "recommendation on which model to use instead."
+            )
+            status, code = 400, "model_decommissioned"
+        else:
+            message = f"The model `{model}` does not exist or you do not have access to it."
+            status, code = 404, "model_not_found"
+        error: dict[str, Any] = {"message": message, "type": "invalid_request_error"}
+        if self.vendor == "openai":
+            error["param"] = None  # OpenAI sends the key with null; Groq leaves it out
+        error["code"] = code
+        return HttpAnswer(status, {"error": error})
+
+    def _model_object(self, model: SimModel) -> dict[str, Any]:
+        if self.vendor == "groq":
+            owner = model.owned_by or (model.id.split("/")[0] if "/" in model.id else "Groq")
+        else:
+            owner = model.owned_by or "system"
+        body: dict[str, Any] = {
+            "id": model.id,
+            "object": "model",
+            "created": model.created,
+            "owned_by": owner,
+        }
+        if self.vendor == "groq":
+            # Groq's extra fields, as its /openai/v1/models answers them.
+            body.update(
+                active=True,
+                context_window=model.context_window,
+                public_apps=None,
+                max_completion_tokens=model.max_output_tokens,
+            )
+        return body
+
+    def model_list(self, models: Sequence[SimModel], query: Mapping[str, str]) -> HttpAnswer:
+        # Neither vendor pages this list.
+        return HttpAnswer(200, {"object": "list", "data": [self._model_object(m) for m in models]})
+
+    def model_info(self, model: SimModel) -> HttpAnswer:
+        return HttpAnswer(200, self._model_object(model))

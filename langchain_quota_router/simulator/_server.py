@@ -12,24 +12,28 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .._clock import Clock, SystemClock
 from ._cohere import CohereWire
 from ._engine import BadRequest, Completion, ParsedRequest, complete
 from ._gemini import GeminiWire
+from ._models import ModelTable, check_style, style_of
 from ._openai import OpenAIWire
 from ._quota import KeyQuota
 from ._types import (
+    VENDORS,
     Fault,
     KeyStats,
     RecordedRequest,
     Reply,
+    RetireStyle,
     SimKey,
+    SimModel,
     Vendor,
     fingerprint,
 )
@@ -38,8 +42,11 @@ from ._wire import HttpAnswer, StreamEvent, Wire
 logger = logging.getLogger("langchain_quota_router.simulator")
 
 _GEMINI_PATH = re.compile(
-    r"^/v1(?:beta)?/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$"
+    r"^/(?P<version>v1(?:beta)?)/models/(?P<model>[^/:]+)"
+    r":(?P<method>generateContent|streamGenerateContent)$"
 )
+# GET list-models / get-model paths: OpenAI, Cohere and Gemini (3.x) share /v1/models.
+_MODELS_PATH = re.compile(r"^(?P<prefix>/openai)?/(?P<version>v1(?:beta)?)/models(?:/(?P<id>.+))?$")
 _MAX_BODY = 32 * 1024 * 1024
 _LOG_LIMIT = 10_000
 
@@ -51,6 +58,20 @@ class _PendingFault:
     delay: float
     after_chunks: int
     status: int | None
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Where a request line leads: which wire, which endpoint, which model."""
+
+    wire: Wire
+    kind: Literal["chat", "list", "get"] = "chat"
+    model: str = ""  # from the path (Gemini chat, get-model)
+    stream: bool = False  # from the path (Gemini's streamGenerateContent)
+    api_version: str = "v1"
+    # What a Gemini 404 says is not supported; "generateContent" for both chat
+    # methods, as Gemini words it.
+    method: str = "generateContent"
 
 
 @dataclass
@@ -74,17 +95,32 @@ class Simulator:
     ``start()`` / ``stop()``. Time for quota windows comes from ``clock``; pass a
     ``FakeClock`` and ``advance`` it instead of sleeping.
 
+    Models: a vendor given in ``models`` serves exactly those models (any other
+    name gets that vendor's 404 for an unknown model); a vendor not given serves
+    every model name and lists a few defaults. ``retire`` makes a model answer as
+    the vendor does after a shutdown. The list-models endpoints (OpenAI
+    ``GET /v1/models``, Groq ``GET /openai/v1/models``, Gemini
+    ``GET /v1beta/models`` and ``/v1/models``, Cohere ``GET /v1/models``, and
+    the get-model endpoints below them) answer from the same table; they check
+    the key like chat does but count against no limit.
+
     Args:
         keys: the keys to accept, with their limits.
+        models: the models to serve per vendor: names or ``SimModel``s.
         clock: time source for quota windows (default: the system clock).
         port: TCP port on 127.0.0.1; 0 picks a free one.
         host: the address to bind (keep the default: loopback only).
+
+    Raises:
+        ValueError: ``models`` names an unknown vendor or a retirement style the
+            vendor never answers with.
     """
 
     def __init__(
         self,
         keys: Iterable[SimKey] = (),
         *,
+        models: Mapping[Vendor, Iterable[str | SimModel]] | None = None,
         clock: Clock | None = None,
         port: int = 0,
         host: str = "127.0.0.1",
@@ -99,6 +135,8 @@ class Simulator:
         self._scripts: dict[str, collections.deque[Reply]] = {}
         self._faults: dict[str, collections.deque[_PendingFault]] = {}
         self._stats: dict[str, KeyStats] = {}
+        self._models = ModelTable(models)
+        self._model_stats: dict[tuple[Vendor, str], KeyStats] = {}
         # Bounded so a long-running simulator process does not grow forever.
         self._log: collections.deque[tuple[str, RecordedRequest]] = collections.deque(
             maxlen=_LOG_LIMIT
@@ -243,14 +281,67 @@ class Simulator:
                 _PendingFault(fault, times, delay, after_chunks, status)
             )
 
+    def set_models(self, vendor: Vendor, models: Iterable[str | SimModel] | None) -> None:
+        """Serve exactly ``models`` on ``vendor``'s wire; ``None``: every name again.
+
+        Like ``add_key``, this is configuration: ``reset`` keeps it.
+
+        Args:
+            vendor: the vendor whose models these are.
+            models: names or ``SimModel``s, in list-models order.
+
+        Raises:
+            ValueError: unknown vendor, or a retirement style it never answers with.
+        """
+        with self._lock:
+            self._models.configure(vendor, models)
+
+    def retire(
+        self,
+        model: str,
+        *,
+        vendor: Vendor | None = None,
+        successor: str | None = None,
+        style: RetireStyle | None = None,
+    ) -> None:
+        """Make chat requests for ``model`` answer as for a retired model.
+
+        The model also leaves list-models. It need not be configured: a vendor
+        serving every name then serves every name but this one. ``reset`` undoes
+        it (a ``SimModel(retired=True)`` given as configuration stays retired).
+
+        Args:
+            model: the model's name.
+            vendor: the wire it is retired on; ``None``: every vendor's.
+            successor: the model to name instead (in the ``"gone"`` answer).
+            style: ``"not_found"``, ``"decommissioned"`` (Groq only) or ``"gone"``;
+                ``None``: the vendor's own (Groq ``"decommissioned"``, others
+                ``"not_found"``).
+
+        Raises:
+            ValueError: ``style`` is not one the vendor answers with
+                (``"decommissioned"`` needs ``vendor="groq"``).
+        """
+        vendors = VENDORS if vendor is None else (vendor,)
+        for each in vendors:
+            check_style(each, style)  # all or nothing
+        with self._lock:
+            for each in vendors:
+                self._models.retire(each, model, successor, style)
+
     def reset(self) -> None:
-        """Forget usage, stats, scripts, faults and the request log; keep the keys."""
+        """Forget usage, stats, scripts, faults, retirements and the request log.
+
+        Keys and configured models stay.
+        """
         with self._lock:
             self._quotas = {k: KeyQuota(spec) for k, spec in self._keys.items()}
             self._disabled.clear()
             self._scripts.clear()
             self._faults.clear()
             self._stats.clear()
+            self._model_stats.clear()
+            self._models.forget_retirements()
             self._log.clear()
 
     # -------------------------------------------------------------- inspection
@@ -259,6 +350,37 @@ class Simulator:
         """Return what happened so far to requests that carried ``key``."""
         with self._lock:
             return self._stats.get(key, KeyStats())
+
+    def model_stats(self, model: str, *, vendor: Vendor | None = None) -> KeyStats:
+        """Return what happened so far to chat requests for ``model``.
+
+        Every chat request naming the model counts, whatever the answer (401,
+        429, fault, retired, served), so a test can tell how often a retired
+        route was still called.
+
+        Args:
+            model: the model name the requests carried.
+            vendor: only requests on this vendor's wire; ``None``: every wire.
+        """
+        with self._lock:
+            found = [
+                stats
+                for (wire_vendor, name), stats in self._model_stats.items()
+                if name == model and vendor in (None, wire_vendor)
+            ]
+        total = KeyStats()
+        for stats in found:
+            total = _added(total, {f.name: getattr(stats, f.name) for f in fields(KeyStats)})
+        return total
+
+    def requests_for_model(self, model: str, *, vendor: Vendor | None = None) -> int:
+        """Return how many chat requests named ``model`` (``model_stats().received``)."""
+        return self.model_stats(model, vendor=vendor).received
+
+    def models(self, vendor: Vendor) -> list[SimModel]:
+        """Return the models ``vendor``'s list-models endpoint answers with now."""
+        with self._lock:
+            return self._models.listed(vendor)
 
     def requests(self, key: str | None = None) -> list[RecordedRequest]:
         """Return the requests received (for ``key`` only, if given), oldest first.
@@ -271,10 +393,13 @@ class Simulator:
     # ---------------------------------------------------------------- handling
 
     def _bump(self, key: str, **changes: int) -> None:
-        current = self._stats.get(key, KeyStats())
-        self._stats[key] = replace(
-            current, **{name: getattr(current, name) + n for name, n in changes.items()}
-        )
+        self._stats[key] = _added(self._stats.get(key), changes)
+
+    def _count(self, key: str, wire: Wire, model: str, **changes: int) -> None:
+        """Count a chat request's outcome for its key and for its model."""
+        self._bump(key, **changes)
+        where = (wire.vendor, model)
+        self._model_stats[where] = _added(self._model_stats.get(where), changes)
 
     def _record(
         self,
@@ -314,14 +439,13 @@ class Simulator:
 
     def _handle(
         self,
-        wire: Wire,
-        path_model: str,
-        path_stream: bool,
+        route: _Route,
         headers: Mapping[str, str],
         query: Mapping[str, str],
         raw_body: bytes,
     ) -> _Outcome:
-        """Decide the answer to one request (called by the HTTP handler)."""
+        """Decide the answer to one chat request (called by the HTTP handler)."""
+        wire, path_model, path_stream = route.wire, route.model, route.stream
         key = wire.api_key(headers, query)
         try:
             loaded = json.loads(raw_body or b"{}")
@@ -332,16 +456,16 @@ class Simulator:
         stream = path_stream or bool(body.get("stream", False))
 
         with self._lock:
-            self._bump(key, received=1)
-            spec = self._keys.get(key)
-            if spec is None or spec.vendor != wire.vendor or key in self._disabled:
-                self._bump(key, unauthorized=1)
+            self._count(key, wire, model, received=1)
+            spec = self._authorized(wire, key)
+            if spec is None:
+                self._count(key, wire, model, unauthorized=1)
                 self._record(key, wire, model, stream, 401, body)
                 logger.info("%s %s: 401 unknown/disabled key", wire.vendor, fingerprint(key))
                 return _Outcome(wire.unauthorized(fingerprint(key)))
             pending = self._take_fault(key)
             if pending is not None:
-                self._bump(key, faults=1)
+                self._count(key, wire, model, faults=1)
 
         if pending is not None:
             outcome = self._fault_outcome(key, wire, model, stream, body, pending)
@@ -352,6 +476,33 @@ class Simulator:
             with self._lock:
                 self._record(key, wire, model, stream, 400, body)
             return _Outcome(wire.bad_request("request body is not a JSON object"))
+        # Before the body is validated and before any quota: a vendor has no
+        # quota for a model it does not serve. An empty name is left to parse();
+        # a connection about to be cut answers nothing at all.
+        cut = pending is not None and pending.fault is Fault.CUT_STREAM
+        if model and not cut:
+            with self._lock:
+                found = self._models.lookup(wire.vendor, model)
+                if found is None or found.retired:
+                    style = "not_found" if found is None else style_of(wire.vendor, found)
+                    answer = wire.model_unavailable(
+                        model,
+                        style,
+                        found.successor if found else None,
+                        api_version=route.api_version,
+                        method=route.method,
+                    )
+                    self._count(key, wire, model, model_unavailable=1)
+                    self._record(key, wire, model, stream, answer.status, body)
+                    logger.info(
+                        "%s %s: %d for model %s (%s)",
+                        wire.vendor,
+                        fingerprint(key),
+                        answer.status,
+                        model,
+                        "unknown" if found is None else "retired",
+                    )
+                    return _Outcome(answer)
         try:
             request = wire.parse(body, path_model, path_stream)
         except BadRequest as exc:
@@ -373,7 +524,7 @@ class Simulator:
                 counted = script.input_tokens
             refusal = quota.check(now, counted)
             if refusal is not None:
-                self._bump(key, refused=1)
+                self._count(key, wire, model, refused=1)
                 self._record(key, wire, model, stream, 429, body)
                 logger.info(
                     "%s %s: 429 on %s (retry in %.1fs)",
@@ -388,8 +539,10 @@ class Simulator:
             if spec.vendor != "gemini":  # Gemini's token quota counts input only.
                 spent += completion.output_tokens
             quota.record(now, spent)
-            self._bump(
+            self._count(
                 key,
+                wire,
+                model,
                 served=1,
                 input_tokens=completion.input_tokens,
                 output_tokens=completion.output_tokens,
@@ -417,7 +570,7 @@ class Simulator:
             return None
         with self._lock:
             if fault is Fault.UNAUTHORIZED:
-                self._bump(key, unauthorized=1)
+                self._count(key, wire, model, unauthorized=1)
                 self._record(key, wire, model, stream, 401, body)
                 return _Outcome(wire.unauthorized(fingerprint(key)))
             status = pending.status or (500 if fault is Fault.SERVER_ERROR else 503)
@@ -450,24 +603,110 @@ class Simulator:
         answer = HttpAnswer(answer.status, answer.body, {**answer.headers, **headers})
         return _Outcome(answer=answer, cut_after=cut_after)
 
-    def _route(self, method: str, path: str) -> tuple[Wire, str, bool] | None:
-        """Map a request line to (wire, model from the path, stream from the path)."""
+    def _authorized(self, wire: Wire, key: str) -> SimKey | None:
+        """The key's spec if ``key`` may call ``wire`` now (caller holds the lock)."""
+        spec = self._keys.get(key)
+        if spec is None or spec.vendor != wire.vendor or key in self._disabled:
+            return None
+        return spec
+
+    def _handle_models(
+        self, route: _Route, headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> HttpAnswer:
+        """Answer a list-models or get-model request: auth as for chat, no quota."""
+        wire = route.wire
+        key = wire.api_key(headers, query)
+        with self._lock:
+            self._bump(key, listed=1)
+            if self._authorized(wire, key) is None:
+                logger.info("%s %s: 401 listing models", wire.vendor, fingerprint(key))
+                return wire.unauthorized(fingerprint(key))
+            if route.kind == "list":
+                try:
+                    return wire.model_list(self._models.listed(wire.vendor), query)
+                except BadRequest as exc:
+                    return wire.bad_request(str(exc))
+            found = self._models.lookup(wire.vendor, route.model)
+            if found is not None and not found.retired:
+                return wire.model_info(found)
+            # Getting a retired model's details is "not found" (Groq's
+            # "decommissioned" is a chat answer), unless the whole API is gone.
+            gone = found is not None and style_of(wire.vendor, found) == "gone"
+            return wire.model_unavailable(
+                route.model,
+                "gone" if gone else "not_found",
+                found.successor if found else None,
+                api_version=route.api_version,
+                method="getModel",
+            )
+
+    def _route(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+    ) -> _Route | None:
+        """Map a request line to the endpoint and vendor wire it addresses."""
+        if method == "GET":
+            match = _MODELS_PATH.match(path)
+            if match is None:
+                return None
+            kind: Literal["list", "get"] = "get" if match["id"] else "list"
+            model = unquote(match["id"] or "")
+            version = match["version"]
+            if match["prefix"]:
+                wire = _WIRES["groq"] if version == "v1" else None
+            elif version == "v1beta":
+                wire = _WIRES["gemini"]
+            else:
+                wire = self._models_wire(headers, query)
+            if wire is None:
+                return None
+            if wire.vendor == "gemini":
+                model = model.removeprefix("models/")
+            return _Route(wire, kind, model, api_version=version)
         if method != "POST":
             return None
         if path == "/v1/chat/completions":
-            return _WIRES["openai"], "", False
+            return _Route(_WIRES["openai"])
         if path == "/openai/v1/chat/completions":
-            return _WIRES["groq"], "", False
+            return _Route(_WIRES["groq"])
         if path == "/v2/chat":
-            return _WIRES["cohere"], "", False
+            return _Route(_WIRES["cohere"])
         match = _GEMINI_PATH.match(path)
         if match:
-            return (
+            return _Route(
                 _WIRES["gemini"],
+                "chat",
                 match["model"],
                 match["method"].startswith("stream"),
+                api_version=match["version"],
             )
         return None
+
+    def _models_wire(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Wire:
+        """Tell whose ``GET /v1/models`` this is: OpenAI, Cohere and Gemini share it.
+
+        Gemini sends its key as ``x-goog-api-key`` or ``?key=``; OpenAI and Cohere
+        both send a bearer token, so a known key decides by its vendor, and an
+        unknown one by the Cohere SDK's ``x-fern-sdk-name`` header (so its 401
+        comes in Cohere's shape).
+        """
+        if "x-goog-api-key" in headers or "key" in query:
+            return _WIRES["gemini"]
+        with self._lock:
+            spec = self._keys.get(_WIRES["openai"].api_key(headers, query))
+        if spec is not None and spec.vendor in ("openai", "cohere"):
+            return _WIRES[spec.vendor]
+        if "cohere" in headers.get("x-fern-sdk-name", "").lower():
+            return _WIRES["cohere"]
+        return _WIRES["openai"]
+
+
+def _added(stats: KeyStats | None, changes: Mapping[str, int]) -> KeyStats:
+    current = stats or KeyStats()
+    return replace(current, **{name: getattr(current, name) + n for name, n in changes.items()})
 
 
 _WIRES: dict[Vendor, Wire] = {
@@ -540,11 +779,22 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def do_GET(self) -> None:
-        """Health check for the CLI: ``GET /_sim/health``."""
-        if urlsplit(self.path).path == "/_sim/health":
+        """List or get models, or the CLI's health check ``GET /_sim/health``."""
+        parts = urlsplit(self.path)
+        if parts.path == "/_sim/health":
             self._send_json(HttpAnswer(200, {"ok": True}))
-        else:
+            return
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        query = dict(parse_qsl(parts.query))
+        route = self.server.simulator._route("GET", parts.path, headers, query)
+        if route is None:
             self._not_found()
+            return
+        answer = self.server.simulator._handle_models(route, headers, query)
+        try:
+            self._send_json(answer)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def do_POST(self) -> None:
         """Answer a chat request on any of the vendors' paths."""
@@ -554,14 +804,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(HttpAnswer(413, {"error": {"message": "body too large"}}))
             return
         raw = self.rfile.read(length) if length else b""
-        routed = self.server.simulator._route("POST", parts.path)
-        if routed is None:
-            self._not_found()
-            return
-        wire, model, stream = routed
         headers = {k.lower(): v for k, v in self.headers.items()}
         query = dict(parse_qsl(parts.query))
-        outcome = self.server.simulator._handle(wire, model, stream, headers, query, raw)
+        route = self.server.simulator._route("POST", parts.path, headers, query)
+        if route is None:
+            self._not_found()
+            return
+        outcome = self.server.simulator._handle(route, headers, query, raw)
         try:
             self._write(outcome)
         except (BrokenPipeError, ConnectionResetError):

@@ -13,6 +13,18 @@ Vendor = Literal["openai", "groq", "gemini", "cohere"]
 
 VENDORS: tuple[Vendor, ...] = get_args(Vendor)
 
+RetireStyle = Literal["not_found", "decommissioned", "gone"]
+"""How a retired model's chat requests are answered.
+
+- ``"not_found"``: the vendor's own 404 for an unknown model (OpenAI and Groq
+  ``model_not_found``, Gemini ``NOT_FOUND``, Cohere ``model '...' not found``).
+- ``"decommissioned"``: Groq's 400 ``model_decommissioned`` (Groq only).
+- ``"gone"``: 410 with ``{"error": {"code": "gone", ...}}``, as GitHub Models
+  answered after its retirement (any vendor's wire).
+"""
+
+RETIRE_STYLES: tuple[RetireStyle, ...] = get_args(RetireStyle)
+
 
 def fingerprint(key: str) -> str:
     """Return a short, stable alias for an API key, safe to print or log.
@@ -72,6 +84,58 @@ class SimKey:
 
 
 @dataclass(frozen=True)
+class SimModel:
+    """A model the simulator serves on one vendor's wire, or has retired.
+
+    The limits below are only reported by the list-models endpoints (Gemini
+    ``inputTokenLimit``/``outputTokenLimit``, Cohere ``context_length``, Groq
+    ``context_window``/``max_completion_tokens``); chat requests are not checked
+    against them.
+
+    Attributes:
+        id: the name clients send (``gpt-4o-mini``; for Gemini without the
+            ``models/`` prefix, which is dropped if given).
+        context_window: input token limit to report.
+        max_output_tokens: output token limit to report.
+        display_name: Gemini's ``displayName`` (default: the id).
+        owned_by: OpenAI/Groq ``owned_by`` (default: ``"system"`` on OpenAI; on
+            Groq the id's prefix before ``/``, else ``"Groq"``).
+        created: Unix time reported as ``created`` (OpenAI/Groq).
+        retired: chat requests are refused as for a retired model and it is
+            left out of list-models.
+        successor: the model the vendor names instead (named in the ``"gone"``
+            answer; kept for tests to read).
+        retired_style: how a retired model is refused; ``None``: the vendor's
+            default (``"decommissioned"`` for Groq, ``"not_found"`` otherwise).
+    """
+
+    id: str
+    context_window: int = 128_000
+    max_output_tokens: int = 8_192
+    display_name: str | None = None
+    owned_by: str | None = None
+    created: int = 1_700_000_000
+    retired: bool = False
+    successor: str | None = None
+    retired_style: RetireStyle | None = None
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            msg = "SimModel.id must not be empty"
+            raise ValueError(msg)
+        for name in ("context_window", "max_output_tokens", "created"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                msg = f"SimModel.{name} must be a non-negative int, got {value!r}"
+                raise ValueError(msg)
+        if self.retired_style is not None and self.retired_style not in RETIRE_STYLES:
+            msg = (
+                f"SimModel.retired_style must be one of {RETIRE_STYLES}, got {self.retired_style!r}"
+            )
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True)
 class ToolCall:
     """A tool call the simulated model makes.
 
@@ -127,16 +191,22 @@ class Fault(enum.Enum):
 
 @dataclass(frozen=True)
 class KeyStats:
-    """What happened to the requests that named one key.
+    """What happened to the chat requests that named one key (``Simulator.stats``)
+    or one model (``Simulator.model_stats``).
 
     Attributes:
-        received: requests that arrived with this key.
+        received: chat requests that arrived with this key (or for this model).
         served: requests answered with 200 (a cut stream is a fault, not served).
         refused: requests refused with 429 because a limit was reached.
         faults: requests that hit an injected fault (SLOW ones may also be served).
         unauthorized: requests answered 401 (unknown or disabled key, or fault).
         input_tokens: input tokens counted for served requests.
         output_tokens: output tokens counted for served requests.
+        model_unavailable: requests refused because the model is retired, or not
+            among the configured models (404, Groq's 400, or 410).
+        listed: list-models and get-model requests with this key (any answer);
+            they are not chat requests: not in ``received``, never counted
+            against a limit. Always 0 in ``model_stats``.
     """
 
     received: int = 0
@@ -146,6 +216,8 @@ class KeyStats:
     unauthorized: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    model_unavailable: int = 0
+    listed: int = 0
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from ._engine import Completion, ParsedRequest
+from ._engine import BadRequest, Completion, ParsedRequest
 from ._quota import Refusal, Usage
-from ._types import SimKey, Vendor
+from ._types import RetireStyle, SimKey, SimModel, Vendor
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,54 @@ def sse(payload: Mapping[str, Any] | str, event: str | None = None) -> bytes:
     data = payload if isinstance(payload, str) else json.dumps(payload)
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {data}\n\n".encode()
+
+
+def gone(model: str, successor: str | None) -> HttpAnswer:
+    """The 410 a retired endpoint answers (GitHub Models' shape), on any wire."""
+    message = f"The model `{model}` has been retired and is no longer available."
+    if successor:
+        message += f" Use `{successor}` instead."
+    return HttpAnswer(410, {"error": {"code": "gone", "message": message}})
+
+
+def page(
+    items: Sequence[T],
+    size: str | None,
+    token: str | None,
+    *,
+    default: int,
+    maximum: int = 1000,
+) -> tuple[list[T], str | None]:
+    """Cut one page out of ``items`` for a paged list endpoint.
+
+    The page token is the offset of the page's first item, as text: opaque
+    enough for clients, which only hand it back.
+
+    Args:
+        items: everything there is to list, in order.
+        size: the page size the client asked for (``None``/empty: ``default``);
+            sizes above ``maximum`` are cut to it, as Gemini and Cohere do.
+        token: the token from the previous page (``None``/empty: the first).
+        default: the page size when none is asked for.
+        maximum: the largest page served.
+
+    Returns:
+        The page and the next page's token (``None`` on the last page).
+
+    Raises:
+        BadRequest: the size or token is not one this endpoint handed out.
+    """
+    try:
+        wanted = int(float(size)) if size else default
+        start = int(token) if token else 0
+    except ValueError as exc:
+        msg = f"invalid page size or page token: {exc}"
+        raise BadRequest(msg) from exc
+    if wanted < 1 or start < 0 or start > len(items):
+        msg = "invalid page size or page token"
+        raise BadRequest(msg)
+    end = start + min(wanted, maximum)
+    return list(items[start:end]), (str(end) if end < len(items) else None)
 
 
 class Wire(ABC):
@@ -87,3 +137,35 @@ class Wire(ABC):
     @abstractmethod
     def bad_request(self, message: str) -> HttpAnswer:
         """A 400 answer."""
+
+    @abstractmethod
+    def model_unavailable(
+        self,
+        model: str,
+        style: RetireStyle,
+        successor: str | None,
+        *,
+        api_version: str = "v1beta",
+        method: str = "generateContent",
+    ) -> HttpAnswer:
+        """The answer for a retired or unknown ``model``.
+
+        Args:
+            model: the model the request named.
+            style: which answer (see ``RetireStyle``).
+            successor: the model to name instead, where the answer names one.
+            api_version: the API version in the request's path (Gemini names it).
+            method: the method asked for (Gemini names it).
+        """
+
+    @abstractmethod
+    def model_list(self, models: Sequence[SimModel], query: Mapping[str, str]) -> HttpAnswer:
+        """The 200 answer of the list-models endpoint (``query``: paging options).
+
+        Raises:
+            BadRequest: bad paging options.
+        """
+
+    @abstractmethod
+    def model_info(self, model: SimModel) -> HttpAnswer:
+        """The 200 answer of the get-model endpoint."""
