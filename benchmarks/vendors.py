@@ -33,14 +33,14 @@ from langchain_quota_router.simulator import SimKey, Simulator, vendor_model
 # midnight Pacific (08:00 UTC), as the vendors count them.
 VENDORS: dict[str, tuple[str, SimKey, list[str]]] = {
     "groq": (
-        "llama-3.3-70b-versatile",
-        SimKey("groq-key", "groq", rpm=30, rpd=1000, tpm=12_000, tpd=100_000),
-        ["30/minute", "1000/day", "12000 tokens/minute", "100000 tokens/day"],
+        "openai/gpt-oss-120b",
+        SimKey("groq-key", "groq", rpm=30, rpd=1000, tpm=8_000, tpd=200_000),
+        ["30/minute", "1000/day", "8000 tokens/minute", "200000 tokens/day"],
     ),
     "gemini": (
-        "gemini-2.5-flash",
-        SimKey("gemini-key", "gemini", rpm=5, rpd=20),
-        ["5/minute", "20/day@America/Los_Angeles"],
+        "gemini-3.5-flash",
+        SimKey("gemini-key", "gemini", rpm=10, rpd=20),
+        ["10/minute", "20/day@America/Los_Angeles"],
     ),
     "openai": (
         "gpt-4o-mini",
@@ -48,7 +48,7 @@ VENDORS: dict[str, tuple[str, SimKey, list[str]]] = {
         ["3/minute", "200/day"],
     ),
     "cohere": (
-        "command-r",
+        "command-r-08-2024",
         SimKey("cohere-key", "cohere", rpm=20, rpd=1000),
         ["20/minute", "1000/day"],
     ),

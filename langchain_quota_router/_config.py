@@ -1,11 +1,12 @@
 """Routes from the environment (and ``.env``) and router settings from a TOML file.
 
 Environment conventions, for every catalog vendor (``P`` is its prefix: ``GROQ``,
-``GEMINI``, ``COHERE``, ``OPENROUTER``, ``MISTRAL``, ``CLOUDFLARE``, ``OLLAMA``,
-``TOGETHER``, ``OPENAI``)::
+``GEMINI``, ``COHERE``, ``OPENROUTER``, ``MISTRAL``, ``CEREBRAS``, ``SAMBANOVA``,
+``CLOUDFLARE``, ``OLLAMA``, ``AI21``, ``HF``, ``TOGETHER``, ``OPENAI``)::
 
     P_API_KEY=k                      one key (Gemini also reads GOOGLE_API_KEY, Cohere
-                                     CO_API_KEY, Cloudflare CLOUDFLARE_API_TOKEN)
+                                     CO_API_KEY, Cloudflare CLOUDFLARE_API_TOKEN,
+                                     Hugging Face HF_TOKEN)
     P_API_KEY_1=k1, P_API_KEY_2=k2   numbered keys (0 too)
     P_API_KEYS=k0,k1                 a comma list; its keys are numbered 0, 1, ...
     P_MODEL=m  /  P_MODEL_1=m1,m2    the model(s) for every key / for key 1; a comma
@@ -20,7 +21,8 @@ Environment conventions, for every catalog vendor (``P`` is its prefix: ``GROQ``
 
 A per-key setting wins over the vendor-wide one. A ``MAX_*`` override replaces the
 catalog limit of the same kind and window (keeping its time zone or rolling span)
-and otherwise adds a limit (``N/day`` is the UTC calendar day).
+and otherwise adds a limit (``N/day`` is the UTC calendar day). A model the catalog
+lists as retired is an error naming the variable and the successor.
 """
 
 from __future__ import annotations
@@ -376,7 +378,8 @@ def routes_from_env(
     model (``P_MODEL``, default the catalog's default model), named by the key's
     alias (``"groq#1 …a1f3"``; ``"groq#1 …a1f3:model"`` when a key has several
     models) and placed in line by the catalog's vendor order, free first: groq,
-    gemini, cohere, openrouter, mistral, cloudflare, ollama, together, openai.
+    gemini, cohere, openrouter, mistral, cerebras, sambanova, cloudflare, ollama,
+    ai21, huggingface, together, openai.
 
     Args:
         environ: the variables to read; default ``os.environ``.
@@ -502,11 +505,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on Python 3.10 only
-        try:
-            import tomli as tomllib
-        except ImportError:
-            msg = f"{path}: reading TOML needs Python 3.11 or later, or `pip install tomli`"
-            raise ConfigurationError(msg) from None
+        import tomli as tomllib  # a dependency on Python 3.10
     try:
         with path.open("rb") as handle:
             data: dict[str, Any] = tomllib.load(handle)
@@ -542,7 +541,7 @@ def router_kwargs_from_config(
         default_output_tokens = 256
 
         [[routes]]
-        model = "groq:llama-3.3-70b-versatile"
+        model = "groq:openai/gpt-oss-120b"
         api_key_env = "GROQ_API_KEY_2"   # default: the vendor's variable (GROQ_API_KEY)
         limits = ["30/minute", "1000/day"]
         pool = "my-org"
@@ -564,7 +563,8 @@ def router_kwargs_from_config(
 
     Raises:
         ConfigurationError: naming the file and the line (syntax) or the setting,
-            e.g. ``routes[2] ('fast').limits`` (meaning).
+            e.g. ``routes[2] ('fast').limits`` (meaning); a retired model names its
+            successor.
     """
     file = Path(path)
     data = _load_toml(file)
@@ -676,7 +676,7 @@ def _toml_route(
         raise ConfigurationError(msg)
     spec = raw.get("model")
     if not isinstance(spec, str) or not spec.strip():
-        msg = f"{where}: model must be a catalog spec such as 'groq:llama-3.3-70b-versatile'"
+        msg = f"{where}: model must be a catalog spec such as 'groq:openai/gpt-oss-120b'"
         raise ConfigurationError(msg)
     try:
         vendor, _ = lookup(spec, warn=False)  # Route warns once for an unknown model.

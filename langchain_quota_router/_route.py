@@ -13,13 +13,13 @@ from pydantic import SecretStr
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router._limits import Limit, parse_limits
 from langchain_quota_router._secrets import alias
-from langchain_quota_router.vendors.adapters import VendorAdapter, adapter_for
 from langchain_quota_router.vendors.catalog import (
     build_chat_model,
     default_api_key,
     is_known,
     lookup,
 )
+from langchain_quota_router.vendors.kinds import VendorKind, kind_for
 
 _SECRET_MARKS = ("api_key", "secret", "password", "credential", "access_token", "auth")
 
@@ -48,12 +48,13 @@ class Route:
 
     Args:
         model: any LangChain chat model (``ChatGroq(...)``, ``ChatOpenAI(...)``, a
-            fake in tests), or a catalog spec (``"groq:llama-3.3-70b-versatile"``,
+            fake in tests), or a catalog spec (``"groq:openai/gpt-oss-120b"``,
             ``"gemini"`` for the vendor's default model; see
             :mod:`langchain_quota_router.vendors.catalog`). A spec builds the vendor's
             chat model and takes its limits, prices and context window from the
-            catalog unless given here. The router calls a copy whose SDK retries
-            are off.
+            catalog unless given here; a model the catalog lists as retired is an
+            error naming its successor, a deprecated or retiring one a logged
+            warning. The router calls a copy whose SDK retries are off.
         api_key: with a spec only: the key (default: the vendor's environment
             variable, e.g. ``GROQ_API_KEY``). It lives only in the vendor model, as
             a ``SecretStr``; the route knows it by its fingerprint (``…a1f3``).
@@ -81,9 +82,9 @@ class Route:
             (``timeout=30``, ``temperature=0``; ``account_id=`` for Cloudflare).
 
     Raises:
-        ConfigurationError: a bad model, spec, limit or argument; a spec whose key
-            is neither given nor in the environment (the message names the
-            variable).
+        ConfigurationError: a bad model, spec, limit or argument; a spec naming a
+            retired model (the message names its successor); a spec whose key is
+            neither given nor in the environment (the message names the variable).
     """
 
     __slots__ = (
@@ -133,7 +134,7 @@ class Route:
             )
             msg = (
                 f"route {name or '<unnamed>'!r}: {', '.join(given)} may only be given with a "
-                "catalog spec such as Route('groq:llama-3.3-70b-versatile', api_key=...); "
+                "catalog spec such as Route('groq:openai/gpt-oss-120b', api_key=...); "
                 "set them on the chat model you pass instead"
             )
             raise ConfigurationError(msg)
@@ -144,7 +145,7 @@ class Route:
                 f"{type(model).__name__}"
             )
             raise ConfigurationError(msg)
-        self.adapter: VendorAdapter = adapter_for(model)
+        self.adapter: VendorKind = kind_for(model)
         # A copy with the vendor SDK's own retries off: a 429 must reach the router
         # at once, not after seconds of silent retries.
         self.model = self.adapter.prepare(model)

@@ -15,6 +15,8 @@ from langchain_quota_router._config import read_dotenv, router_kwargs_from_confi
 from langchain_quota_router._route import Route
 from langchain_quota_router._secrets import alias, fingerprint
 from langchain_quota_router.simulator import SimKey, Simulator
+from langchain_quota_router.vendors import catalog
+from langchain_quota_router.vendors.catalog import CATALOG
 
 G1, G2, G3 = "gsk-one-1111", "gsk-two-2222", "gsk-three-3333"
 
@@ -34,7 +36,7 @@ def test_single_key_uses_the_catalog() -> None:
     (route,) = env_routes(GROQ_API_KEY=G1)
     assert route.name == alias("groq", None, G1) == f"groq {fingerprint(G1)}"
     assert isinstance(route.model, ChatGroq)
-    assert route.model_name == "llama-3.3-70b-versatile"
+    assert route.model_name == "openai/gpt-oss-120b"
     assert "1000/24h" in limits(route)
     assert route.priority == 0
     assert route.key == f"groq {fingerprint(G1)}"
@@ -66,13 +68,13 @@ def test_models_per_key_and_per_vendor() -> None:
     routes = env_routes(
         GROQ_API_KEY_1=G1,
         GROQ_API_KEY_2=G2,
-        GROQ_MODEL="llama-3.1-8b-instant",
-        GROQ_MODEL_2="llama-3.3-70b-versatile, llama-3.1-8b-instant",
+        GROQ_MODEL="openai/gpt-oss-20b",
+        GROQ_MODEL_2="openai/gpt-oss-120b, openai/gpt-oss-20b",
     )
     assert [(r.name, r.model_name) for r in routes] == [
-        (alias("groq", 1, G1), "llama-3.1-8b-instant"),
-        (f"{alias('groq', 2, G2)}:llama-3.3-70b-versatile", "llama-3.3-70b-versatile"),
-        (f"{alias('groq', 2, G2)}:llama-3.1-8b-instant", "llama-3.1-8b-instant"),
+        (alias("groq", 1, G1), "openai/gpt-oss-20b"),
+        (f"{alias('groq', 2, G2)}:openai/gpt-oss-120b", "openai/gpt-oss-120b"),
+        (f"{alias('groq', 2, G2)}:openai/gpt-oss-20b", "openai/gpt-oss-20b"),
     ]
     # Two models of one key: one key alias (a bad key disables both), two pools.
     assert routes[1].key == routes[2].key == f"groq {fingerprint(G2)}"
@@ -98,14 +100,14 @@ def test_limit_overrides_per_vendor_and_per_key() -> None:
     assert limits(first) == [
         "10/minute",
         "1000/24h",
-        "12000 tokens/minute",
-        "100000 tokens/24h",
+        "8000 tokens/minute",
+        "200000 tokens/24h",
         "900/month",
     ]
     assert limits(second) == [
         "10/minute",
         "1000/24h",
-        "12000 tokens/minute",
+        "8000 tokens/minute",
         "50000 tokens/24h",
         "900/month",
     ]
@@ -117,8 +119,9 @@ def test_token_override_replaces_geminis_input_token_limit_and_keeps_its_zone() 
         GEMINI_MAX_TOKENS_PER_MINUTE="100000",
         GEMINI_MAX_REQUESTS_PER_DAY="15",
     )
+    assert route.model_name == "gemini-3.5-flash-lite"
     assert limits(route) == [
-        "5/minute",
+        "15/minute",
         "15/day@America/Los_Angeles",
         "100000 input tokens/minute",
     ]
@@ -171,6 +174,45 @@ def test_ollama_by_model_and_cloudflare_account() -> None:
     assert ollama.model_name == "qwen2.5"
     assert isinstance(cloudflare.model, ChatOpenAI)
     assert "accounts/acc42/" in str(cloudflare.model.openai_api_base)
+
+
+def test_new_openai_compatible_vendors_from_their_usual_variables() -> None:
+    routes = env_routes(
+        CEREBRAS_API_KEY=G1,
+        SAMBANOVA_API_KEY=G2,
+        AI21_API_KEY=G3,
+        HF_API_KEY="hf-four-4444",
+    )
+    urls = {r.name.split(" ")[0]: str(getattr(r.model, "openai_api_base", "")) for r in routes}
+    assert urls == {
+        "cerebras": "https://api.cerebras.ai/v1",
+        "sambanova": "https://api.sambanova.ai/v1",
+        "ai21": "https://api.ai21.com/studio/v1",
+        "huggingface": "https://router.huggingface.co/v1",
+    }
+    assert all(isinstance(r.model, ChatOpenAI) and r.model.max_retries == 0 for r in routes)
+
+
+def test_a_retired_model_in_the_environment_names_the_variable_and_successor() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        env_routes(GROQ_API_KEY=G1, GROQ_MODEL="llama-3.1-8b-instant")
+    text = str(info.value)
+    assert text.startswith("GROQ_MODEL ")
+    assert "retired" in text
+    assert "'groq:openai/gpt-oss-20b'" in text
+    assert G1 not in text
+
+
+def test_a_deprecated_model_in_the_environment_warns_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger="langchain_quota_router"):
+        routes = env_routes(COHERE_API_KEYS=f"{G1},{G2}", COHERE_MODEL="command-r")
+    assert len(routes) == 2
+    warnings = [r.getMessage() for r in caplog.records if "cohere:command-r " in r.getMessage()]
+    assert len(warnings) == 1
+    assert "'cohere:command-r-08-2024'" in warnings[0]
 
 
 def test_unrelated_variables_are_ignored() -> None:
@@ -298,13 +340,13 @@ max_wait = 2
 default_output_tokens = 128
 
 [[routes]]
-model = "groq:llama-3.3-70b-versatile"
+model = "groq:openai/gpt-oss-120b"
 name = "groq-a"
 api_key_env = "MY_GROQ"
 pool = "org"
 
 [[routes]]
-model = "groq:llama-3.3-70b-versatile"
+model = "groq:openai/gpt-oss-120b"
 name = "groq-b"
 api_key = "{G2}"
 pool = "org"
@@ -341,7 +383,8 @@ limits = ["30/minute", "12000 tokens/minute"]
     assert isinstance(b.model, ChatGroq)
     assert b.model.request_timeout == 9
     assert paid.name == "openai:gpt-4o-mini"
-    assert paid.priority == 8  # the catalog's place for OpenAI: last
+    # The catalog's place for OpenAI: last.
+    assert paid.priority == CATALOG["openai"].priority == max(v.priority for v in CATALOG.values())
     assert paid.prices == (1.0, 2.5)
     assert paid.context_window == 1000
     assert paid.key == "paid"
@@ -398,6 +441,15 @@ def test_toml_errors_name_the_file_and_place(tmp_path: Path, text: str, message:
     assert "router.toml" in str(info.value)
 
 
+def test_toml_retired_model_names_the_route_and_the_successor(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[routes]]\nmodel = "groq:llama-3.3-70b-versatile"\n')
+    with pytest.raises(ConfigurationError) as info:
+        router_kwargs_from_config(path, environ=ENV)
+    text = str(info.value)
+    assert text.startswith(f"{path}: routes[0].model: ")
+    assert "'groq:openai/gpt-oss-120b'" in text
+
+
 def test_toml_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"cannot read .*nothing\.toml"):
         router_kwargs_from_config(tmp_path / "nothing.toml")
@@ -411,7 +463,7 @@ def test_toml_route_through_the_simulator(tmp_path: Path) -> None:
 ledger = "memory://"
 cache = false
 [[routes]]
-model = "groq:llama-3.1-8b-instant"
+model = "groq:openai/gpt-oss-20b"
 base_url = "{sim.groq_base_url}"
 """,
         )

@@ -94,11 +94,11 @@ def test_limits_are_the_catalogs_scaled_and_the_simulator_enforces_the_same() ->
     assert [str(limit) for limit in groq.limits] == [
         "30/minute",
         "50/24h",
-        "600 tokens/minute",
-        "5000 tokens/24h",
+        "400 tokens/minute",
+        "10000 tokens/24h",
     ]
     key = sim_key("k", groq)
-    assert (key.rpm, key.rpd, key.tpm, key.tpd) == (30, 50, 600, 5000)
+    assert (key.rpm, key.rpd, key.tpm, key.tpd) == (30, 50, 400, 10000)
     assert scale_limit(Limit.parse("20/day")) == Limit.parse("20/day")
 
 

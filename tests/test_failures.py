@@ -104,7 +104,7 @@ def gemini_429(quota_id: str, retry_delay: str | None = "47s") -> dict[str, Any]
             "message": "You exceeded your current quota, please check your plan and "
             "billing details. * Quota exceeded for metric: "
             "generativelanguage.googleapis.com/generate_content_free_tier_requests, "
-            "limit: 20, model: gemini-2.5-flash",
+            "limit: 20, model: gemini-3.5-flash",
             "status": "RESOURCE_EXHAUSTED",
             "details": details,
         }
@@ -297,7 +297,7 @@ def test_bare_langchain_core_errors(
     ("message", "kind", "period", "retry_after"),
     [
         (
-            "Rate limit reached for model `llama-3.3-70b-versatile` in organization "
+            "Rate limit reached for model `openai/gpt-oss-120b` in organization "
             "`org_01abc` service tier `on_demand` on tokens per minute (TPM): Limit "
             "12000, Used 11500, Requested 900. Please try again in 2.01s. Need more "
             "tokens? Upgrade to Dev Tier today at https://console.groq.com/settings/"
@@ -307,7 +307,7 @@ def test_bare_langchain_core_errors(
             2.01,
         ),
         (
-            "Rate limit reached for model `llama-3.3-70b-versatile` in organization "
+            "Rate limit reached for model `openai/gpt-oss-120b` in organization "
             "`org_01abc` service tier `on_demand` on tokens per day (TPD): Limit "
             "100000, Used 99800, Requested 900. Please try again in 7m12.5s.",
             FailureKind.QUOTA_EXHAUSTED,
@@ -315,7 +315,7 @@ def test_bare_langchain_core_errors(
             432.5,
         ),
         (
-            "Rate limit reached for model `llama-3.3-70b-versatile` in organization "
+            "Rate limit reached for model `openai/gpt-oss-120b` in organization "
             "`org_01abc` service tier `on_demand` on requests per day (RPD): Limit "
             "1000, Used 1000, Requested 1. Please try again in 7.66s.",
             FailureKind.QUOTA_EXHAUSTED,
@@ -346,7 +346,7 @@ def test_groq_request_too_large_is_context_too_long() -> None:
     error = groq_error(
         groq.APIStatusError,
         413,
-        "Request too large for model `llama-3.1-8b-instant` on tokens per minute "
+        "Request too large for model `openai/gpt-oss-20b` on tokens per minute "
         "(TPM): Limit 6000, Requested 7000.",
     )
     assert classify(error).kind is FailureKind.CONTEXT_TOO_LONG
@@ -402,7 +402,7 @@ def test_gemini_wrapped_by_langchain() -> None:
         429, gemini_429("GenerateRequestsPerDayPerProjectPerModel-FreeTier", "3.5s")
     )
     outer = GoogleRateLimitError(
-        f"Error calling model 'gemini-2.5-flash' ({inner.status}): {inner}"
+        f"Error calling model 'gemini-3.5-flash' ({inner.status}): {inner}"
     )
     failure = classify(wrapped(outer, inner), now=NOW)
     assert (failure.kind, failure.period) == (FailureKind.QUOTA_EXHAUSTED, "day")

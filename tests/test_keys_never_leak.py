@@ -25,10 +25,10 @@ KEYS = {
 }
 REVOKED = "sk-proj-SECRETrevokedkey000111222333444"
 MODELS = {
-    "groq": "groq:llama-3.3-70b-versatile",
-    "gemini": "gemini:gemini-2.5-flash",
+    "groq": "groq:openai/gpt-oss-120b",
+    "gemini": "gemini:gemini-3.5-flash",
     "openai": "openai:gpt-4o-mini",
-    "cohere": "cohere:command-r",
+    "cohere": "cohere:command-r-08-2024",
 }
 
 

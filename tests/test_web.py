@@ -34,19 +34,19 @@ def make_router(clock: FakeClock, ledger: str = "memory://") -> QuotaRoutedChatM
     return QuotaRoutedChatModel(
         routes=[
             Route(
-                FakeVendorChatModel(model="llama-3.3-70b", provider="groq"),
+                FakeVendorChatModel(model="openai/gpt-oss-120b", provider="groq"),
                 name="groq",
                 limits=["3/minute", "2000 tokens/minute", "100/day"],
                 priority=1,
             ),
             Route(
-                FakeVendorChatModel(model="gemini-2.5-flash", provider="google_genai"),
+                FakeVendorChatModel(model="gemini-3.5-flash", provider="google_genai"),
                 name="gemini",
                 limits=["5/minute", "20/day@America/Los_Angeles"],
                 priority=2,
             ),
             Route(
-                ChatGroq(model="llama-3.1-8b-instant", api_key=SECRET),
+                ChatGroq(model="openai/gpt-oss-20b", api_key=SECRET),
                 name="groq-small",
                 limits=["1000 tokens/once"],
                 priority=3,
