@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
+import logging
+import math
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -63,6 +66,7 @@ from langchain_quota_router._routing import (
     RouterStats,
     tag_message,
 )
+from langchain_quota_router._status import model_subject
 from langchain_quota_router._watch import (
     ALERT_EVENT,
     AlertTracker,
@@ -70,7 +74,10 @@ from langchain_quota_router._watch import (
     QuotaAlert,
     estimate_lifespan,
 )
-from langchain_quota_router.ledger import Ledger, LimitUsage, open_ledger
+from langchain_quota_router.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
+from langchain_quota_router.vendors.headers import RateLimitHeader, header_window
+
+logger = logging.getLogger("langchain_quota_router")
 
 
 class QuotaRoutedChatModel(BaseChatModel):
@@ -90,12 +97,12 @@ class QuotaRoutedChatModel(BaseChatModel):
 
         llm = QuotaRoutedChatModel(
             routes=[
-                Route(ChatGroq(model="llama-3.3-70b-versatile", max_retries=0),
+                Route(ChatGroq(model="openai/gpt-oss-120b", max_retries=0),
                       name="groq", priority=1,
-                      limits=["30/minute", "1000/day", "12000 tokens/minute"]),
-                Route(ChatGoogleGenerativeAI(model="gemini-2.5-flash", max_retries=1),
+                      limits=["30/minute", "1000/24h", "8000 tokens/minute"]),
+                Route(ChatGoogleGenerativeAI(model="gemini-3.5-flash-lite", max_retries=1),
                       name="gemini", priority=2,
-                      limits=["5/minute", "20/day@America/Los_Angeles"]),
+                      limits=["15/minute", "500/day@America/Los_Angeles"]),
             ],
         )
         llm.invoke("Hello")
@@ -131,6 +138,11 @@ class QuotaRoutedChatModel(BaseChatModel):
     rate_limit_cooldown: float = 60.0
     """Seconds a pool is blocked after a 429 that says no retry-after."""
 
+    model_recheck: float = 3600.0
+    """Seconds a route whose model the vendor no longer serves (404 model not found,
+    Groq's ``model_decommissioned``, 410) is skipped before the vendor is asked
+    again, in case it was a glitch. ``router.enable(route)`` lifts it at once."""
+
     default_output_tokens: int = 256
     """Output tokens to reserve when neither the call nor the model sets max_tokens."""
 
@@ -165,6 +177,8 @@ class QuotaRoutedChatModel(BaseChatModel):
     _ledger_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _route_map: dict[str, Route] = PrivateAttr(default_factory=dict)
     _pool_limits: dict[str, tuple[Limit, ...]] = PrivateAttr(default_factory=dict)
+    _configured_limits: dict[str, tuple[Limit, ...]] = PrivateAttr(default_factory=dict)
+    _learned_read_at: float = PrivateAttr(default=-math.inf)
     _stats: RouterStats = PrivateAttr(default_factory=RouterStats)
     _fingerprint: str = PrivateAttr(default="")
     _tool_kwargs: dict[tuple[str, int, str], tuple[Any, dict[str, Any]]] = PrivateAttr(
@@ -229,13 +243,15 @@ class QuotaRoutedChatModel(BaseChatModel):
                 pool_owner[route.pool] = route.name
         self._route_map = names
         self._pool_limits = pools
+        self._configured_limits = dict(pools)
         for name, value in (
             ("max_wait", self.max_wait),
             ("transient_cooldown", self.transient_cooldown),
             ("rate_limit_cooldown", self.rate_limit_cooldown),
+            ("model_recheck", self.model_recheck),
         ):
-            if value < 0:
-                msg = f"{name} must not be negative, got {value}"
+            if not math.isfinite(value) or value < 0:
+                msg = f"{name} must be a finite number of seconds, not negative; got {value}"
                 raise ConfigurationError(msg)
         if self.default_output_tokens < 0:
             msg = "default_output_tokens must not be negative"
@@ -330,11 +346,20 @@ class QuotaRoutedChatModel(BaseChatModel):
         return self._stats.snapshot()
 
     def usage(self) -> list[LimitUsage]:
-        """Per pool and limit: used, remaining, percent and when it resets."""
+        """Per pool and limit: used, remaining, percent and when it resets.
+
+        Limits learned from the vendor's headers say when (``learned_at``).
+        """
         now = self.clock.now()
+        self.refresh_learned_limits(now, every=0.0)
+        learned = {(x.pool, x.limit): x.learned_at for x in self.ledger_backend.learned()}
         report: list[LimitUsage] = []
         for pool, limits in self._pool_limits.items():
-            report.extend(self.ledger_backend.usage(pool, limits, now))
+            for usage in self.ledger_backend.usage(pool, limits, now):
+                when = learned.get((pool, usage.limit))
+                if when is not None and usage.limit not in self._configured_limits[pool]:
+                    usage = dataclasses.replace(usage, learned_at=when)
+                report.append(usage)
         return report
 
     def lifespan(self, tokens_per_day: int) -> Lifespan:
@@ -346,9 +371,63 @@ class QuotaRoutedChatModel(BaseChatModel):
             self.ledger_backend, self._pool_limits, tokens_per_day, self.clock.now()
         )
 
+    def learned_limits(self) -> list[LearnedLimit]:
+        """Limits the vendors' headers stated for this router's pools, and when.
+
+        They are enforced beside the configured ones; a configured limit of the
+        same metric and window always wins.
+        """
+        return [x for x in self.ledger_backend.learned() if x.pool in self._configured_limits]
+
+    def refresh_learned_limits(self, now: float, *, every: float = 60.0) -> None:
+        """Take in limits other processes learned, at most once per ``every`` s."""
+        if now - self._learned_read_at < every:
+            return
+        self._learned_read_at = now
+        for learned in self.learned_limits():
+            self._adopt(learned.pool, learned.limit)
+
+    def learn_limit(self, route: Route, seen: RateLimitHeader, now: float) -> Limit | None:
+        """Turn a vendor's rate-limit header into a limit of the route's pool.
+
+        Returns the limit to observe the header against: a configured limit of the
+        same metric and window when there is one (it wins over what the vendor
+        says), else the learned limit, now recorded in the ledger.
+        """
+        if seen.limit is None:
+            return None
+        window = header_window(seen, route.provider)
+        noun = "" if seen.metric == "requests" else " tokens"
+        try:
+            limit = Limit.parse(f"{seen.limit}{noun}/{window}")
+        except ConfigurationError:
+            return None
+        for configured in self._configured_limits.get(route.pool, ()):
+            if configured.series == limit.series:
+                return configured
+        if limit not in self._pool_limits.get(route.pool, ()):
+            self.ledger_backend.learn(route.pool, limit, now)
+            logger.info("route %s: learned %s from the vendor's headers", route.name, limit)
+        self._adopt(route.pool, limit)
+        return limit
+
+    def _adopt(self, pool: str, limit: Limit) -> None:
+        """Enforce a learned limit in ``pool``, replacing an older learned one."""
+        configured = self._configured_limits.get(pool)
+        if configured is None or any(c.series == limit.series for c in configured):
+            return
+        current = self._pool_limits.get(pool, ())
+        kept = tuple(c for c in current if c in configured or c.series != limit.series)
+        if limit in kept:
+            return
+        self._pool_limits[pool] = (*kept, limit)
+
     def enable(self, route: str) -> None:
-        """Re-enable a route whose key was disabled after an authentication failure."""
-        self.ledger_backend.enable(self._named(route).key)
+        """Use a route again: lift its key's disable (after an authentication
+        failure) and its model's unavailable mark (after a model-not-found)."""
+        found = self._named(route)
+        self.ledger_backend.enable(found.key)
+        self.ledger_backend.make_available(model_subject(found))
 
     def reset(self, route: str) -> None:
         """Forget what a route's pool has spent and lift its block."""

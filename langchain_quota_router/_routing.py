@@ -31,8 +31,10 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from langchain_quota_router._errors import QuotaExhaustedError
 from langchain_quota_router._limits import Limit
+from langchain_quota_router._status import model_subject
 from langchain_quota_router._watch import QuotaAlert
 from langchain_quota_router.ledger import Demand, Refusal, Reservation
+from langchain_quota_router.vendors import catalog
 from langchain_quota_router.vendors.adapters import take_captured_headers
 from langchain_quota_router.vendors.failures import Failure, FailureKind, classify
 from langchain_quota_router.vendors.headers import read_rate_limit_headers
@@ -151,6 +153,7 @@ class RoutedCall:
             )
             raise ValueError(msg)
         self.kwargs = kwargs
+        router.refresh_learned_limits(self.clock.now())
         self.tools: Sequence[Any] | None = kwargs.get("tools")
         self.input_tokens = count_tokens_approximately(messages) + _tool_tokens(self.tools)
         self.reasons: dict[str, str] = {}
@@ -167,10 +170,6 @@ class RoutedCall:
     def attempts(self) -> Iterator[Attempt]:
         """Admitted routes, best first; each must end in succeeded() or failed()."""
         for route in self._ordered():
-            if self.bad_request_retries_left is not None:
-                if self.bad_request_retries_left <= 0:
-                    return
-                self.bad_request_retries_left -= 1
             skip = self._cannot_take(route)
             if skip is not None:
                 self.reasons[route.name] = skip
@@ -182,18 +181,25 @@ class RoutedCall:
                 continue
             demand = Demand(1, self.input_tokens, self._output_budget(route, route_kwargs))
             now = self.clock.now()
+            if self.bad_request_retries_left is not None and self.bad_request_retries_left <= 0:
+                return
             admitted = self.ledger.reserve(
                 route.pool,
                 self.pool_limits[route.pool],
                 demand,
                 now,
                 key=route.key,
+                model=model_subject(route),
             )
             if isinstance(admitted, Refusal):
                 self.reasons[route.name] = admitted.reason
                 if admitted.retry_at is not None:
                     self.retry_ats.append(admitted.retry_at)
                 continue
+            # After a bad request, one more route is tried: one that is called, not
+            # one the ledger turned away without sending anything.
+            if self.bad_request_retries_left is not None:
+                self.bad_request_retries_left -= 1
             self.tried += 1
             take_captured_headers()  # forget any stale headers from an earlier call
             yield Attempt(route, admitted, route_kwargs)
@@ -280,6 +286,9 @@ class RoutedCall:
         spent = 1 if failure.kind == FailureKind.TRANSIENT else 0
         self.ledger.settle(attempt.reservation, Demand(spent, 0, 0), now)
         self.reasons[route.name] = f"{failure.kind.value}: {failure.message}"
+        if failure.headers:
+            # A 429 states the limits as plainly as a success does.
+            self._observe(route, failure.headers, now)
         until = self._act(route, failure, now)
         if until is not None:
             self.retry_ats.append(until)
@@ -302,6 +311,16 @@ class RoutedCall:
         kind = failure.kind
         if kind == FailureKind.AUTHENTICATION:
             self.ledger.disable(route.key, f"disabled: {failure.message}")
+            return None
+        if kind == FailureKind.MODEL_UNAVAILABLE:
+            successor = successor_of(route)
+            hint = f"; the catalog names {successor!r} as its successor" if successor else ""
+            self.ledger.mark_unavailable(
+                model_subject(route),
+                now + router.model_recheck,
+                f"model {route.model_name!r} unavailable{hint}: {failure.message}",
+            )
+            _warn_unavailable_once(route, successor, router.model_recheck)
             return None
         if kind == FailureKind.RATE_LIMIT:
             until = now + (failure.retry_after or router.rate_limit_cooldown)
@@ -330,13 +349,29 @@ class RoutedCall:
 
     def _observe_headers(self, route: Route, message: BaseMessage, now: float) -> None:
         headers = take_captured_headers() or message.response_metadata.get("headers")
-        if not isinstance(headers, Mapping) or not headers:
-            return
+        if isinstance(headers, Mapping) and headers:
+            self._observe(route, headers, now)
+
+    def _observe(self, route: Route, headers: Mapping[str, str], now: float) -> None:
+        """Bring the pool in line with what the vendor's headers say.
+
+        A counter that matches one of the pool's limits lowers its room. A counter
+        with a size the pool has no limit for becomes a learned limit (kept in the
+        ledger, so every process enforces it), unless a configured limit covers
+        that metric and window. A counter at 0 with no size still blocks the pool
+        until its reset: the vendor said no more.
+        """
         limits = self.pool_limits[route.pool]
-        for seen in read_rate_limit_headers(headers):
+        for seen in read_rate_limit_headers(headers, now=now):
             limit = _match_limit(limits, seen.metric, seen.limit, seen.reset_after)
+            if limit is None and seen.limit is not None and seen.limit > 0:
+                limit = self.router.learn_limit(route, seen, now)
             if limit is not None:
                 self.ledger.observe(route.pool, limit, seen.remaining, now)
+            elif seen.remaining == 0:
+                wait = seen.reset_after if seen.reset_after is not None else None
+                until = now + (wait if wait is not None else self.router.rate_limit_cooldown)
+                self.ledger.block(route.pool, until, f"the vendor reports no {seen.metric} left")
 
     # ------------------------------------------------------------ giving up
 
@@ -361,6 +396,38 @@ class RoutedCall:
         if self.last_vendor_error is not None:
             raise error from self.last_vendor_error
         raise error
+
+
+def successor_of(route: Route) -> str | None:
+    """The model the catalog names as the successor of a route's retired model."""
+    return catalog.successor_of(route.provider, route.model_name) or catalog.successor_of(
+        None, route.model_name
+    )
+
+
+_warned_unavailable: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_unavailable_once(route: Route, successor: str | None, recheck: float) -> None:
+    """Say once per process that a route's model is gone, and what replaces it."""
+    with _warned_lock:
+        mark = (route.name, route.model_name)
+        if mark in _warned_unavailable:
+            return
+        _warned_unavailable.add(mark)
+    hint = f" The catalog names {successor!r} as its successor." if successor else ""
+    logger.warning(
+        "route %s: the vendor no longer serves model %r on this key; the route is "
+        "skipped and asked again in %.0f s (router.enable(%r) or `quota-router "
+        "enable %s` to try it now).%s",
+        route.name,
+        route.model_name,
+        recheck,
+        route.name,
+        route.name,
+        hint,
+    )
 
 
 def _tool_tokens(tools: Sequence[Any] | None) -> int:

@@ -84,7 +84,9 @@ class DemoVendor:
     @property
     def entry(self) -> tuple[VendorInfo, ModelInfo]:
         """The vendor's and the model's entries in the built-in catalog."""
-        return lookup(f"{self.vendor}:{self.model}")
+        # Read for its figures only: the demo's simulator serves every model, so a
+        # catalog warning (gpt-4o-mini is retiring) would only be noise here.
+        return lookup(f"{self.vendor}:{self.model}", warn=False)
 
     @property
     def free_tier(self) -> tuple[str, ...]:
@@ -110,9 +112,9 @@ class DemoVendor:
 # OpenAI has no free tier; the catalog carries its most conservative (trial) limits,
 # and as the one paid vendor it goes last in line.
 DEMO_VENDORS: tuple[DemoVendor, ...] = (
-    DemoVendor("groq", "groq", "llama-3.3-70b-versatile"),
-    DemoVendor("gemini", "gemini", "gemini-2.5-flash"),
-    DemoVendor("cohere", "cohere", "command-r"),
+    DemoVendor("groq", "groq", "openai/gpt-oss-120b"),
+    DemoVendor("gemini", "gemini", "gemini-3.5-flash"),
+    DemoVendor("cohere", "cohere", "command-r-08-2024"),
     DemoVendor("openai", "openai", "gpt-4o-mini"),
 )
 
@@ -223,8 +225,9 @@ class _CountingLedger(SQLiteLedger):
         now: float,
         *,
         key: str | None = None,
+        model: str | None = None,
     ) -> Reservation | Refusal:
-        result = super().reserve(pool, limits, demand, now, key=key)
+        result = super().reserve(pool, limits, demand, now, key=key, model=model)
         if isinstance(result, Refusal):
             (self.full if result.limit is not None else self.held)[pool] += 1
         return result

@@ -46,7 +46,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pydantic import SecretStr
 
-from langchain_quota_router.ledger.base import KEY_PREFIX, POOL_PREFIX
+from langchain_quota_router._status import model_subject, route_states
+from langchain_quota_router.ledger.base import KEY_PREFIX, MODEL_PREFIX, POOL_PREFIX
 from langchain_quota_router.vendors.failures import redact
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ def _limit_entry(usage: LimitUsage) -> dict[str, Any]:
         "percent": round(usage.percent, 2),
         "resets_at": _iso(usage.resets_at),
         "resets_at_epoch": usage.resets_at,
+        "learned_at": _iso(usage.learned_at),
+        "learned_at_epoch": usage.learned_at,
     }
 
 
@@ -126,7 +129,8 @@ def status_snapshot(router: QuotaRoutedChatModel) -> dict[str, Any]:
         ``percent`` and ``resets_at`` (ISO 8601, UTC); each route has a ``state``:
         ``"ok"``, ``"full"`` (a limit is used up; ``until`` is when every used-up
         limit has fully reset, a sliding window may take a call sooner), ``"blocked"``
-        (the vendor said no until ``until``) or ``"disabled"`` (until enabled).
+        (the vendor said no until ``until``), ``"unavailable"`` (the vendor no longer
+        serves the model; asked again at ``until``) or ``"disabled"`` (until enabled).
         Times are also given as epoch seconds (``*_epoch``).
     """
     now = router.clock.now()
@@ -136,10 +140,7 @@ def status_snapshot(router: QuotaRoutedChatModel) -> dict[str, Any]:
     usages = router.usage()
     holds = ledger.holds(now)
     routes = list(router.route_map.values())
-    pool_holds = {
-        h.subject[len(POOL_PREFIX) :]: h for h in holds if h.subject.startswith(POOL_PREFIX)
-    }
-    key_holds = {h.subject[len(KEY_PREFIX) :]: h for h in holds if h.subject.startswith(KEY_PREFIX)}
+    states = route_states(routes, usages, holds)
 
     pools: dict[str, dict[str, Any]] = {}
     for pool in router.pool_limits:
@@ -154,21 +155,7 @@ def status_snapshot(router: QuotaRoutedChatModel) -> dict[str, Any]:
     stats = router.get_stats()
     route_entries = []
     for route in routes:
-        state, until, reason = "ok", None, None
-        key_hold = key_holds.get(route.key)
-        pool_hold = pool_holds.get(route.pool)
-        full = [u for u in usages if u.pool == route.pool and u.remaining == 0]
-        if key_hold is not None:
-            state, until, reason = "disabled", key_hold.until, key_hold.reason
-        elif pool_hold is not None:
-            state, until, reason = "blocked", pool_hold.until, pool_hold.reason
-        elif full:
-            # Room comes back when every used-up limit has freed some; a one-time
-            # credit never does (None).
-            ends = [u.resets_at for u in full]
-            state = "full"
-            until = None if None in ends else max(e for e in ends if e is not None)
-            reason = ", ".join(f"{u.limit} is used up" for u in full)
+        state = states[route.name]
         route_entries.append(
             {
                 "name": route.name,
@@ -177,10 +164,10 @@ def status_snapshot(router: QuotaRoutedChatModel) -> dict[str, Any]:
                 "pool": route.pool,
                 "priority": route.priority,
                 "limits": [str(limit) for limit in route.limits],
-                "state": state,
-                "until": _iso(until),
-                "until_epoch": until,
-                "reason": _mask(reason, secrets) if reason else None,
+                "state": state.kind,
+                "until": _iso(state.until),
+                "until_epoch": state.until,
+                "reason": _mask(state.reason, secrets) if state.reason else None,
                 "calls": stats["calls_per_route"].get(route.name, 0),
                 "errors": stats["errors_per_route"].get(route.name, 0),
             }
@@ -195,6 +182,12 @@ def status_snapshot(router: QuotaRoutedChatModel) -> dict[str, Any]:
             if pool not in pools:
                 continue
             entry = {"kind": "pool", "pool": pool, "routes": pools[pool]["routes"]}
+        elif hold.subject.startswith(MODEL_PREFIX):
+            subject = hold.subject[len(MODEL_PREFIX) :]
+            names = [r.name for r in routes if model_subject(r) == subject]
+            if not names:
+                continue
+            entry = {"kind": "model", "pool": None, "routes": names}
         else:
             key = hold.subject[len(KEY_PREFIX) :]
             names = [r.name for r in routes if r.key == key]
@@ -276,6 +269,7 @@ th { background: var(--bg); font-weight: 600; }
 .state-full { background: var(--mid); }
 .state-blocked { background: var(--high); }
 .state-disabled { background: #6e7781; }
+.state-unavailable { background: #6e7781; }
 .reason { font-size: 12px; color: var(--muted); max-width: 360px; }
 .pools { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr));
          gap: 12px; }
@@ -382,6 +376,8 @@ def render_page(snapshot: dict[str, Any], notice: str | None = None) -> str:
         action = ""
         if state == "disabled":
             action = _button("enable", route["name"], "Enable", "Use this route's key again")
+        elif state == "unavailable":
+            action = _button("enable", route["name"], "Enable", "Try this route's model again")
         cells.append(f"<td>{action}</td>")
         parts.append(
             f'<tr data-route="{e(route["name"])}" data-state="{state}">{"".join(cells)}</tr>'
@@ -409,9 +405,15 @@ def render_page(snapshot: dict[str, Any], notice: str | None = None) -> str:
             level = _level(percent)
             resets = limit["resets_at_epoch"]
             reset_text = "never resets" if resets is None else f"resets {_when(resets, now)}"
+            learned = ""
+            if limit["learned_at_epoch"] is not None:
+                learned = (
+                    ' <span class="muted" title="stated by the vendor\'s rate-limit '
+                    f'headers">learned {_ago(now - limit["learned_at_epoch"])} ago</span>'
+                )
             parts.append(
                 f'<div class="limit" data-limit="{e(limit["limit"])}">'
-                f'<div class="row"><span><b>{e(limit["limit"])}</b></span>'
+                f'<div class="row"><span><b>{e(limit["limit"])}</b>{learned}</span>'
                 f"<span>{limit['used']} / {limit['limit_amount']} used · "
                 f"{limit['remaining']} left · {reset_text}</span></div>"
                 f'<div class="bar" role="progressbar" aria-label="{e(limit["limit"])}" '

@@ -16,6 +16,13 @@ from langchain_quota_router.ledger.sqlite import SQLiteLedger
 BACKENDS = ["memory", "sqlite", "redis"]
 
 
+@pytest.fixture(params=["invoke", "ainvoke", "stream", "astream"])
+def how(request: pytest.FixtureRequest) -> str:
+    """Each call path in turn (use with ``call_paths.ask``): a routing behaviour holds
+    on all four or it does not hold."""
+    return str(request.param)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing a test does may touch the user's real cache directory or keys."""

@@ -218,6 +218,7 @@ def test_report_json_has_used_limit_remaining_percent_and_resets(
         "remaining": 0,
         "percent": 100.0,
         "resets_at": "2026-01-02T00:00:00+00:00",
+        "learned_at": None,
     }
     assert [r["state"] for r in data["routes"]] == ["full", "ok", "ok"]
     assert data["holds"] == []

@@ -98,3 +98,56 @@ _OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 
 def _openai_response(status: int, headers: dict[str, str]) -> httpx2.Response:
     return httpx2.Response(status, headers=headers, request=httpx2.Request("POST", _OPENAI_URL))
+
+
+def openai_model_not_found(model: str = "gpt-4o-mini") -> openai.NotFoundError:
+    """OpenAI's 404 for a model that is gone or never was (OpenAI-style vendors too)."""
+    body = {
+        "message": f"The model `{model}` does not exist or you do not have access to it.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "model_not_found",
+    }
+    return openai.NotFoundError("Error code: 404", response=_openai_response(404, {}), body=body)
+
+
+def groq_model_decommissioned(model: str = "llama-3.3-70b-versatile") -> groq.BadRequestError:
+    """Groq's 400 for a model it has shut down."""
+    body = {
+        "error": {
+            "message": f"The model `{model}` has been decommissioned and is no longer "
+            "supported. Please refer to https://console.groq.com/docs/deprecations for a "
+            "recommendation on which model to use instead.",
+            "type": "invalid_request_error",
+            "code": "model_decommissioned",
+        }
+    }
+    request = httpx.Request("POST", "https://api.groq.com/openai/v1/chat/completions")
+    response = httpx.Response(400, request=request)
+    return groq.BadRequestError("Error code: 400", response=response, body=body)
+
+
+def gemini_model_not_found(model: str = "gemini-2.5-flash") -> genai_errors.ClientError:
+    """Gemini's 404 NOT_FOUND for a model it does not serve."""
+    body: dict[str, Any] = {
+        "error": {
+            "code": 404,
+            "message": f"models/{model} is not found for API version v1beta, or is not "
+            "supported for generateContent. Call ListModels to see the list of available "
+            "models and their supported methods.",
+            "status": "NOT_FOUND",
+        }
+    }
+    return genai_errors.ClientError(404, body)
+
+
+def gone_410() -> openai.APIStatusError:
+    """A 410 Gone, as a retired endpoint (GitHub Models) answers."""
+    body = {"code": "gone", "message": "This endpoint has been retired."}
+    return openai.APIStatusError("Error code: 410", response=_openai_response(410, {}), body=body)
+
+
+def wrong_endpoint_404() -> openai.NotFoundError:
+    """A 404 from a wrong base URL: the user's configuration, not a retired model."""
+    body = {"message": "no such endpoint: POST /v2/chat/completions"}
+    return openai.NotFoundError("Error code: 404", response=_openai_response(404, {}), body=body)

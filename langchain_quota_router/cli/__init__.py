@@ -6,7 +6,10 @@
 ``quota-router report [--json|--csv]``      every pool and limit, holds, lifespan;
 ``[--export FILE] [--avg-tokens N]``        ``--export`` picks the format by extension
 ``quota-router reset ROUTE_OR_POOL``        forget a pool's usage and lift its block
-``quota-router enable ROUTE``               re-enable a key disabled after a 401/403
+``quota-router enable ROUTE``               use a route again: its key after a 401/403,
+                                            its model after a model-not-found
+``quota-router doctor [--json]``            is every route usable? key, model served,
+                                            catalog age, learned limits; no completion
 ``quota-router chat "prompt" [--route R]``  one real call; says which route answered
 ``quota-router simulate --port N``          the local vendor simulator
 ``quota-router demo [--seconds S]``         a simulated day over four vendors
@@ -22,6 +25,7 @@ exit 2 (configuration) or 1 (runtime); API keys are never printed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -139,6 +143,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from langchain_quota_router._doctor import check_router, doctor_table
+
+    if args.max_age_days < 0:
+        msg = f"--max-age-days must not be negative, got {args.max_age_days}"
+        raise CliError(msg)
+    router = _router(args)
+    checks = check_router(router, max_age_days=args.max_age_days)
+    out = _Output(_report.secrets_of(router))
+    if args.json:
+        out(json.dumps([check.as_dict() for check in checks], indent=2))
+    else:
+        out(doctor_table(checks))
+    return 0 if all(check.usable for check in checks) else 1
+
+
 def _cmd_reset(args: argparse.Namespace) -> int:
     router = _router(args)
     name = args.name
@@ -163,7 +183,9 @@ def _cmd_reset(args: argparse.Namespace) -> int:
 def _cmd_enable(args: argparse.Namespace) -> int:
     router = _router(args)
     router.enable(args.route)  # ConfigurationError names the routes when unknown
-    _Output(_report.secrets_of(router))(f"enabled route {args.route}: its key may be used again")
+    _Output(_report.secrets_of(router))(
+        f"enabled route {args.route}: its key and model may be used again"
+    )
     return 0
 
 
@@ -275,8 +297,28 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("name", metavar="ROUTE_OR_POOL", help="a route name or a pool name")
     config_option(sub)
 
-    sub = command("enable", _cmd_enable, "Re-enable a route whose key was rejected (401/403).")
+    sub = command(
+        "enable",
+        _cmd_enable,
+        "Use a route again: its key after a 401/403, its model after a model-not-found.",
+    )
     sub.add_argument("route", metavar="ROUTE", help="the route's name")
+    config_option(sub)
+
+    sub = command(
+        "doctor",
+        _cmd_doctor,
+        "Check every route without spending a completion: key accepted, model served, "
+        "catalog entry current, learned limits in line. Exit 1 if a route is unusable.",
+    )
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_argument(
+        "--max-age-days",
+        type=int,
+        default=90,
+        metavar="N",
+        help="a catalog entry read more than N days ago is stale (default: 90)",
+    )
     config_option(sub)
 
     sub = command("chat", _cmd_chat, "Send one prompt through the router; print the answer.")

@@ -11,35 +11,18 @@ import datetime as dt
 import io
 import json
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr
 
+from langchain_quota_router._status import RouteState, model_subject, route_states
 from langchain_quota_router.cli import _format as fmt
 from langchain_quota_router.ledger import Hold, LimitUsage
-from langchain_quota_router.ledger.base import KEY_PREFIX, POOL_PREFIX
+from langchain_quota_router.ledger.base import KEY_PREFIX, MODEL_PREFIX, POOL_PREFIX
 
 if TYPE_CHECKING:
     from langchain_quota_router._chat_model import QuotaRoutedChatModel
     from langchain_quota_router._route import Route
-
-
-@dataclass(frozen=True)
-class RouteState:
-    """Whether a route can take calls now, and if not, why and until when.
-
-    Attributes:
-        kind: ``"ok"``, ``"full"`` (a limit is used up), ``"blocked"`` (resting
-            after a vendor error or quota wall) or ``"disabled"`` (its key was
-            rejected; ``quota-router enable`` lifts it).
-        until: when a block ends (epoch seconds), else ``None``.
-        reason: the ledger's reason for a hold, redacted.
-    """
-
-    kind: str
-    until: float | None = None
-    reason: str = ""
 
 
 def secrets_of(router: QuotaRoutedChatModel) -> list[str]:
@@ -54,27 +37,6 @@ def secrets_of(router: QuotaRoutedChatModel) -> list[str]:
             if isinstance(value, SecretStr) and value.get_secret_value():
                 found.append(value.get_secret_value())
     return found
-
-
-def route_states(
-    router: QuotaRoutedChatModel, usage: list[LimitUsage], holds: list[Hold]
-) -> dict[str, RouteState]:
-    """Each route's state: a disabled key wins, then a block, then a full limit."""
-    by_subject = {hold.subject: hold for hold in holds}
-    full = {u.pool for u in usage if u.remaining <= 0}
-    states: dict[str, RouteState] = {}
-    for route in router.routes:
-        key_hold = by_subject.get(KEY_PREFIX + route.key)
-        pool_hold = by_subject.get(POOL_PREFIX + route.pool)
-        if key_hold is not None:
-            states[route.name] = RouteState("disabled", None, key_hold.reason)
-        elif pool_hold is not None:
-            states[route.name] = RouteState("blocked", pool_hold.until, pool_hold.reason)
-        elif route.pool in full:
-            states[route.name] = RouteState("full")
-        else:
-            states[route.name] = RouteState("ok")
-    return states
 
 
 def tightest(usage: list[LimitUsage], pool: str) -> LimitUsage | None:
@@ -132,7 +94,7 @@ def status_text(router: QuotaRoutedChatModel) -> str:
     """One line per route: its pool's tightest limit, a bar, reset time and state."""
     now = router.clock.now()
     usage = router.usage()
-    states = route_states(router, usage, router.ledger_backend.holds(now))
+    states = route_states(router.routes, usage, router.ledger_backend.holds(now))
     rows: list[list[str]] = []
     legend = False
     for route in router.routes:
@@ -141,6 +103,8 @@ def status_text(router: QuotaRoutedChatModel) -> str:
         if state.kind == "blocked" and state.until is not None:
             shown = f"blocked {_local_time(state.until, now)}"
             legend = True
+        elif state.kind == "unavailable":
+            shown = "unavailable (model gone)"
         else:
             shown = state.kind
         if top is None:
@@ -188,7 +152,7 @@ def report_data(router: QuotaRoutedChatModel, tokens_per_day: int | None = None)
     now = router.clock.now()
     usage = router.usage()
     holds = router.ledger_backend.holds(now)
-    states = route_states(router, usage, holds)
+    states = route_states(router.routes, usage, holds)
     secrets = secrets_of(router)
     routes_of: dict[str, list[str]] = {}
     for route in router.routes:
@@ -240,6 +204,7 @@ def _limit_entry(usage: LimitUsage) -> dict[str, Any]:
         "remaining": usage.remaining,
         "percent": round(usage.percent, 1),
         "resets_at": fmt.iso(usage.resets_at) or None,
+        "learned_at": fmt.iso(usage.learned_at) or None,
     }
 
 
@@ -247,12 +212,15 @@ def _hold_entry(router: QuotaRoutedChatModel, hold: Hold, secrets: list[str]) ->
     if hold.subject.startswith(KEY_PREFIX):
         kind, name = "disabled", hold.subject[len(KEY_PREFIX) :]
         routes = [r.name for r in router.routes if r.key == name]
+    elif hold.subject.startswith(MODEL_PREFIX):
+        kind, name = "unavailable", hold.subject[len(MODEL_PREFIX) :]
+        routes = [r.name for r in router.routes if model_subject(r) == name]
     else:
         kind, name = "blocked", hold.subject.removeprefix(POOL_PREFIX)
         routes = [r.name for r in router.routes if r.pool == name]
     return {
         "kind": kind,
-        "pool" if kind == "blocked" else "key": fmt.redact(name, secrets),
+        {"blocked": "pool", "disabled": "key"}.get(kind, "model"): fmt.redact(name, secrets),
         "routes": routes,
         "until": fmt.iso(hold.until) or None,
         "reason": fmt.redact(hold.reason, secrets),

@@ -23,6 +23,7 @@ from langchain_quota_router.ledger._url import redact_url
 from langchain_quota_router.ledger.base import (
     Demand,
     Hold,
+    LearnedLimit,
     Ledger,
     LimitUsage,
     Refusal,
@@ -85,6 +86,7 @@ __all__ = [
     "LEDGER_ENV",
     "Demand",
     "Hold",
+    "LearnedLimit",
     "Ledger",
     "LimitUsage",
     "Refusal",

@@ -24,6 +24,12 @@ from langchain_quota_router._limits import Limit, Metric
 
 POOL_PREFIX = "pool:"
 KEY_PREFIX = "key:"
+#: A model on one key that the vendor no longer serves (retired, unknown, gone).
+MODEL_PREFIX = "model:"
+#: Not a hold: a limit a vendor's headers stated, kept beside the holds so every
+#: process sees it. ``holds()`` never lists these.
+LEARNED_PREFIX = "learned:"
+_LEARNED_SEP = "\x1f"
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,21 @@ class Hold:
 
 
 @dataclass(frozen=True)
+class LearnedLimit:
+    """A limit a vendor's rate-limit headers stated for a pool.
+
+    Attributes:
+        pool: the pool it applies to.
+        limit: the limit, as the vendor stated it.
+        learned_at: when it was last seen (epoch seconds).
+    """
+
+    pool: str
+    limit: Limit
+    learned_at: float
+
+
+@dataclass(frozen=True)
 class LimitUsage:
     """How much of one limit of one pool is spent."""
 
@@ -107,6 +128,8 @@ class LimitUsage:
     limit: Limit
     used: int
     resets_at: float | None
+    learned_at: float | None = None
+    """When the vendor's headers stated this limit; ``None`` for a configured one."""
 
     @property
     def remaining(self) -> int:
@@ -147,13 +170,19 @@ class Ledger(ABC):
         now: float,
         *,
         key: str | None = None,
+        model: str | None = None,
     ) -> Reservation | Refusal:
         """Count ``demand`` against every limit of ``pool`` if all have room.
 
-        Checks holds on the pool and on ``key`` first. Either every counter is
-        increased or none is.
+        Checks holds on the pool, on ``key`` and on ``model`` (a model on one key,
+        see :meth:`mark_unavailable`) first. Either every counter is increased or
+        none is.
         """
-        subjects = [POOL_PREFIX + pool] + ([KEY_PREFIX + key] if key else [])
+        subjects = [POOL_PREFIX + pool]
+        if key:
+            subjects.append(KEY_PREFIX + key)
+        if model:
+            subjects.append(MODEL_PREFIX + model)
         ranges = [(limit.series, *limit.window.bucket_range(now)) for limit in limits]
         with self._atomic():
             holds, sums = self._read(pool, subjects, ranges)
@@ -242,10 +271,49 @@ class Ledger(ABC):
         with self._atomic():
             self._delete_hold(POOL_PREFIX + pool)
 
-    def holds(self, now: float) -> list[Hold]:
-        """Every block and disabled key in force at ``now``."""
+    def mark_unavailable(self, model: str, until: float, reason: str) -> None:
+        """Refuse every demand for ``model`` (a model on one key) until ``until``.
+
+        A retired or unknown model fails every call; ``until`` is when it is worth
+        asking the vendor again, in case the refusal was a glitch.
+        """
         with self._atomic():
-            return [h for h in self._all_holds() if h.active(now)]
+            self._set_hold(Hold(MODEL_PREFIX + model, until, reason))
+
+    def make_available(self, model: str) -> None:
+        """Lift a :meth:`mark_unavailable`."""
+        with self._atomic():
+            self._delete_hold(MODEL_PREFIX + model)
+
+    def holds(self, now: float) -> list[Hold]:
+        """Every block, disabled key and unavailable model in force at ``now``."""
+        with self._atomic():
+            return [
+                h
+                for h in self._all_holds()
+                if h.active(now) and not h.subject.startswith(LEARNED_PREFIX)
+            ]
+
+    def learn(self, pool: str, limit: Limit, now: float) -> None:
+        """Record a limit the vendor stated for ``pool``, replacing one of the same
+        metric and window, so every process sharing this ledger enforces it."""
+        subject = f"{LEARNED_PREFIX}{pool}{_LEARNED_SEP}{limit.series}"
+        with self._atomic():
+            self._set_hold(Hold(subject, now, str(limit)))
+
+    def learned(self) -> list[LearnedLimit]:
+        """Every limit learned from vendors' headers, in every pool."""
+        with self._atomic():
+            records = [h for h in self._all_holds() if h.subject.startswith(LEARNED_PREFIX)]
+        found = []
+        for record in records:
+            pool, _, _ = record.subject[len(LEARNED_PREFIX) :].rpartition(_LEARNED_SEP)
+            try:
+                limit = Limit.parse(record.reason)
+            except ValueError:
+                continue  # written by a newer version with a grammar this one lacks
+            found.append(LearnedLimit(pool, limit, record.until or 0.0))
+        return found
 
     def usage(self, pool: str, limits: Sequence[Limit], now: float) -> list[LimitUsage]:
         """What each of ``limits`` has spent in ``pool`` at ``now``."""

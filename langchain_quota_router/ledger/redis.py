@@ -62,6 +62,8 @@ from langchain_quota_router._limits import Limit, Metric, Window
 from langchain_quota_router.ledger._url import redact_url
 from langchain_quota_router.ledger.base import (
     KEY_PREFIX,
+    LEARNED_PREFIX,
+    MODEL_PREFIX,
     POOL_PREFIX,
     Demand,
     Hold,
@@ -355,11 +357,12 @@ class RedisLedger(Ledger):
         now: float,
         *,
         key: str | None = None,
+        model: str | None = None,
     ) -> Reservation | Refusal:
         """Count ``demand`` against every limit of ``pool`` if all have room.
 
-        One Lua script checks the holds on the pool and on ``key``, then every
-        limit, and adds to every counter, or to none.
+        One Lua script checks the holds on the pool, on ``key`` and on ``model``,
+        then every limit, and adds to every counter, or to none.
         """
         # Distinct series in order of first appearance, as the base class does.
         entries: dict[str, tuple[str, int, Metric]] = {}
@@ -375,6 +378,7 @@ class RedisLedger(Ledger):
             repr(float(now)),
             POOL_PREFIX + pool,
             KEY_PREFIX + key if key else "",
+            MODEL_PREFIX + model if model else "",
             len(order),
         ]
         for series in order:
@@ -397,7 +401,7 @@ class RedisLedger(Ledger):
             return self._decode_reserve(reply, pool, limits, demand, now, entries)
 
         def local(ledger: MemoryLedger) -> Reservation | Refusal:
-            return ledger.reserve(pool, limits, demand, now, key=key)
+            return ledger.reserve(pool, limits, demand, now, key=key, model=model)
 
         result, served_locally = self._run(f"reserve in pool {pool!r}", remote, local)
         if served_locally and isinstance(result, Reservation):
@@ -530,7 +534,11 @@ class RedisLedger(Ledger):
         """Every block and disabled key in force at ``now``, ordered by subject."""
 
         def remote(client: Redis) -> list[Hold]:
-            return [h for h in self._all_holds() if h.active(now)]
+            return [
+                h
+                for h in self._all_holds()
+                if h.active(now) and not h.subject.startswith(LEARNED_PREFIX)
+            ]
 
         found, _ = self._run("list holds", remote, lambda m: m.holds(now))
         return sorted(found, key=lambda h: h.subject)

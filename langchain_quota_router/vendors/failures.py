@@ -51,6 +51,9 @@ class FailureKind(str, Enum):
     """Timeout, connection error, 5xx, 529 overloaded: a short cooldown will do."""
     CONTEXT_TOO_LONG = "context_too_long"
     """The prompt does not fit this model: a model with a larger window may take it."""
+    MODEL_UNAVAILABLE = "model_unavailable"
+    """The model is retired, unknown or gone on this key (404 model not found, Groq's
+    ``model_decommissioned``, 410, Gemini ``NOT_FOUND``): every call to it would fail."""
     BAD_REQUEST = "bad_request"
     """Any other 400/404/422: the request itself is wrong for this vendor."""
     UNKNOWN = "unknown"
@@ -111,6 +114,7 @@ _TYPE_TABLE: dict[str, tuple[FailureKind, int | None]] = {
     "UnprocessableEntityError": (FailureKind.BAD_REQUEST, 422),
     "ModelNotFoundError": (FailureKind.BAD_REQUEST, 404),
     "NotFoundError": (FailureKind.BAD_REQUEST, 404),
+    "GoneError": (FailureKind.MODEL_UNAVAILABLE, 410),
 }
 
 # Statuses that are not "other 4xx = bad request". 498 is Cohere's invalid token, 499
@@ -121,6 +125,7 @@ _STATUS_KINDS: dict[int, FailureKind] = {
     403: FailureKind.AUTHENTICATION,
     408: FailureKind.TRANSIENT,
     409: FailureKind.TRANSIENT,
+    410: FailureKind.MODEL_UNAVAILABLE,
     413: FailureKind.CONTEXT_TOO_LONG,
     425: FailureKind.TRANSIENT,
     429: FailureKind.RATE_LIMIT,
@@ -142,6 +147,13 @@ _BILLING_RE = re.compile(
 # Gemini says "You exceeded your current quota" even for per-minute limits, so this
 # wording only means a quota wall when nothing names a shorter window.
 _QUOTA_WORDING_RE = re.compile(r"exceeded (?:your|the) current quota|quota exceeded")
+# A model the vendor no longer (or never) serves on this key. A 404 alone is not enough:
+# a wrong base URL answers 404 too, and that is the user's configuration, not the model.
+_MODEL_GONE_RE = re.compile(
+    r"model_not_found|model_decommissioned|has been decommissioned|no longer supported"
+    r"|model[^.]{0,80}(?:does not exist|not found|is not supported for generatecontent)"
+    r"|models/[^ ]+ is not found|not_found"
+)
 _AUTH_WORDING_RE = re.compile(
     r"api[ _]key not valid|invalid[ _]api[ _]key|api_key_invalid|incorrect api key"
 )
@@ -226,6 +238,14 @@ def _decide(
     else:
         return FailureKind.UNKNOWN, None
 
+    if (
+        kind is FailureKind.BAD_REQUEST
+        and status in (None, 400, 404)
+        and _MODEL_GONE_RE.search(text)
+    ):
+        # Groq answers a shut-down model with 400 model_decommissioned, OpenAI-style
+        # vendors with 404 model_not_found, Gemini with 404 NOT_FOUND.
+        return FailureKind.MODEL_UNAVAILABLE, None
     if kind is FailureKind.BAD_REQUEST and _CONTEXT_RE.search(text):
         return FailureKind.CONTEXT_TOO_LONG, None
     if kind is FailureKind.BAD_REQUEST and _AUTH_WORDING_RE.search(text):

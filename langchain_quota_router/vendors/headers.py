@@ -6,7 +6,10 @@ Vendors covered:
   a Go-style duration (``2m59.56s``). Groq's requests headers count per day and its
   tokens headers per minute; OpenAI's both count per minute. The headers do not say
   which, so ``window`` stays ``None`` and the route's own limits decide.
-* Mistral: ``x-ratelimitbysize-{limit,remaining}-{minute,month}``, counted in tokens.
+* Cerebras and Mistral name the window in the header:
+  ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}-{minute,hour,day,month}``
+  (Cerebras' reset in seconds). Older Mistral answers send
+  ``x-ratelimitbysize-{limit,remaining}-{minute,month}``, counted in tokens.
 * OpenRouter: ``x-ratelimit-{limit,remaining,reset}`` counted in requests, the reset
   in epoch milliseconds.
 """
@@ -20,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["RateLimitHeader", "parse_duration", "read_rate_limit_headers"]
+__all__ = ["RateLimitHeader", "header_window", "parse_duration", "read_rate_limit_headers"]
 
 Metric = Literal["requests", "tokens"]
 Window = Literal["second", "minute", "hour", "day", "month"]
@@ -108,6 +111,22 @@ def read_rate_limit_headers(
     lowered = _lower_keys(headers)
     found: list[RateLimitHeader] = []
     metrics: tuple[Metric, ...] = ("requests", "tokens")
+    named: tuple[Window, ...] = ("minute", "hour", "day", "month")
+    for metric in metrics:
+        for window in named:
+            remaining = _to_int(lowered.get(f"x-ratelimit-remaining-{metric}-{window}"))
+            if remaining is None:
+                continue
+            reset = lowered.get(f"x-ratelimit-reset-{metric}-{window}")
+            found.append(
+                RateLimitHeader(
+                    metric=metric,
+                    limit=_to_int(lowered.get(f"x-ratelimit-limit-{metric}-{window}")),
+                    remaining=remaining,
+                    reset_after=parse_duration(reset) if reset is not None else None,
+                    window=window,
+                )
+            )
     for metric in metrics:
         remaining = _to_int(lowered.get(f"x-ratelimit-remaining-{metric}"))
         if remaining is not None:
@@ -144,6 +163,40 @@ def read_rate_limit_headers(
             )
         )
     return found
+
+
+# What Groq's unnamed headers count: requests per day (its daily budget refills
+# continuously, hence a rolling 24 h), tokens per minute. OpenAI's both count per minute.
+_UNNAMED_WINDOWS: dict[str, dict[Metric, str]] = {
+    "groq": {"requests": "24h", "tokens": "minute"},
+    "openai": {"requests": "minute", "tokens": "minute"},
+}
+
+
+def header_window(header: RateLimitHeader, provider: str | None) -> str:
+    """The window (as a limit string writes it) a header's counter covers.
+
+    The header's own name says it for Cerebras and Mistral; the vendor's habit for
+    Groq and OpenAI; otherwise the reset time tells the smallest window that fits.
+
+    Args:
+        header: the counter read from the headers.
+        provider: the vendor (``"groq"``, ``"openai"``, ...), when known.
+
+    Returns:
+        ``"minute"``, ``"hour"``, ``"24h"``, ``"day"`` or ``"month"``.
+    """
+    if header.window is not None:
+        return header.window
+    known = _UNNAMED_WINDOWS.get(provider or "")
+    if known is not None:
+        return known[header.metric]
+    reset = header.reset_after
+    if reset is None or reset <= 60:
+        return "minute"
+    if reset <= 3600:
+        return "hour"
+    return "24h"
 
 
 def _lower_keys(headers: Mapping[str, str]) -> dict[str, str]:

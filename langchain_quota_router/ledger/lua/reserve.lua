@@ -5,8 +5,8 @@
 -- KEYS[2]    the pool's index set: names of its counter hashes (for reset)
 -- KEYS[2+i]  the counter hash of series i: bucket -> amount
 -- ARGV[1]    now, epoch seconds
--- ARGV[2..3] hold subjects to check ("pool:<pool>", "key:<key>" or "")
--- ARGV[4]    n, the number of distinct series; then 5 values per series:
+-- ARGV[2..4] hold subjects to check ("pool:<pool>", "key:<key>", "model:<model>" or "")
+-- ARGV[5]    n, the number of distinct series; then 5 values per series:
 --            first bucket counted, last bucket counted, bucket to add to,
 --            amount to add, expiry in ms (0: the series never expires)
 -- then       m, the number of limits; then 3 values per limit:
@@ -20,7 +20,7 @@
 
 local now = tonumber(ARGV[1])
 
-for i = 2, 3 do
+for i = 2, 4 do
     local subject = ARGV[i]
     if subject ~= '' then
         local hold = redis.call('HGET', KEYS[1], subject)
@@ -56,14 +56,14 @@ local function window(key, lo, hi)
     return used, buckets
 end
 
-local n = tonumber(ARGV[4])
+local n = tonumber(ARGV[5])
 local used, buckets = {}, {}
 for i = 1, n do
-    local at = 4 + (i - 1) * 5
+    local at = 5 + (i - 1) * 5
     used[i], buckets[i] = window(KEYS[2 + i], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]))
 end
 
-local at = 5 + n * 5
+local at = 6 + n * 5
 local m = tonumber(ARGV[at])
 -- What each limit counts once this reservation is in: the router's alerts use it.
 local levels = {'ok'}
@@ -85,7 +85,7 @@ for k = 1, m do
 end
 
 for i = 1, n do
-    local at5 = 4 + (i - 1) * 5
+    local at5 = 5 + (i - 1) * 5
     local key = KEYS[2 + i]
     local bucket = ARGV[at5 + 3]
     local amount = ARGV[at5 + 4]
