@@ -243,7 +243,11 @@ class QuotaRoutedChatModel(BaseChatModel):
                 pool_owner[route.pool] = route.name
         self._route_map = names
         self._pool_limits = pools
-        self._configured_limits = dict(pools)
+        # What the user gave explicitly; catalog figures give way to learned limits.
+        self._configured_limits = {pool: () for pool in pools}
+        for route in self.routes:
+            if not route.catalog_limits and route.limits:
+                self._configured_limits[route.pool] = route.limits
         for name, value in (
             ("max_wait", self.max_wait),
             ("transient_cooldown", self.transient_cooldown),
@@ -411,14 +415,20 @@ class QuotaRoutedChatModel(BaseChatModel):
         self._adopt(route.pool, limit)
         return limit
 
+    def is_configured(self, pool: str, limit: Limit) -> bool:
+        """Whether ``limit`` was given explicitly for ``pool`` (not from the catalog,
+        not learned): such a limit always wins over what a vendor's headers say."""
+        return limit in self._configured_limits.get(pool, ())
+
     def _adopt(self, pool: str, limit: Limit) -> None:
-        """Enforce a learned limit in ``pool``, replacing an older learned one."""
+        """Enforce a learned limit in ``pool``, replacing an older learned one or a
+        catalog figure of the same metric and window."""
         configured = self._configured_limits.get(pool)
         if configured is None or any(c.series == limit.series for c in configured):
             return
         current = self._pool_limits.get(pool, ())
-        kept = tuple(c for c in current if c in configured or c.series != limit.series)
-        if limit in kept:
+        kept = tuple(c for c in current if c.series != limit.series)
+        if limit in current:
             return
         self._pool_limits[pool] = (*kept, limit)
 

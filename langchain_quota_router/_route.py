@@ -89,6 +89,7 @@ class Route:
 
     __slots__ = (
         "_accepts_run_manager",
+        "catalog_limits",
         "adapter",
         "context_window",
         "key",
@@ -118,10 +119,12 @@ class Route:
         context_window: int | None = None,
         **model_kwargs: Any,
     ) -> None:
+        from_catalog = False
         if isinstance(model, str):
             spec = _from_catalog(model, api_key, base_url, model_kwargs)
             model = spec.model
             name = name or spec.name
+            from_catalog = limits is None
             limits = spec.limits if limits is None else limits
             pool = pool or spec.pool
             key = key or spec.key
@@ -155,6 +158,9 @@ class Route:
             msg = f"route name must be a non-empty string, got {name!r}"
             raise ConfigurationError(msg)
         self.limits: tuple[Limit, ...] = parse_limits(limits, owner=f"route {self.name!r}")
+        #: The limits are the catalog's figures, not the user's: a limit the vendor's
+        #: headers state replaces a catalog figure, never a configured one.
+        self.catalog_limits = from_catalog
         if isinstance(priority, bool) or not isinstance(priority, int):
             msg = f"route {self.name!r}: priority must be an int, got {priority!r}"
             raise ConfigurationError(msg)

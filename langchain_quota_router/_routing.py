@@ -364,8 +364,14 @@ class RoutedCall:
         limits = self.pool_limits[route.pool]
         for seen in read_rate_limit_headers(headers, now=now):
             limit = _match_limit(limits, seen.metric, seen.limit, seen.reset_after)
-            if limit is None and seen.limit is not None and seen.limit > 0:
-                limit = self.router.learn_limit(route, seen, now)
+            stated = seen.limit is not None and seen.limit > 0
+            if stated and (
+                limit is None
+                or (limit.amount != seen.limit and not self.router.is_configured(route.pool, limit))
+            ):
+                # The vendor states a limit the pool lacks, or one a catalog figure
+                # got wrong: the vendor is the better authority than the catalog.
+                limit = self.router.learn_limit(route, seen, now) or limit
             if limit is not None:
                 self.ledger.observe(route.pool, limit, seen.remaining, now)
             elif seen.remaining == 0:

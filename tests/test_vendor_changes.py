@@ -191,3 +191,27 @@ def test_the_doctor_command_exits_0_when_every_route_is_usable(
 
     assert cli.main(["doctor"]) == 0
     assert "cohere" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_a_limit_the_vendor_states_replaces_the_catalogs_figure_not_a_configured_one(
+    sim: Simulator, clock: FakeClock, configured: bool
+) -> None:
+    # The catalog says Groq allows 1,000 requests a day; this organisation has 500.
+    sim.add_key(SimKey("groq-small", "groq", rpd=500))
+    limits = {"limits": ["1000/24h"]} if configured else {}
+    route = Route(
+        "groq:openai/gpt-oss-120b", api_key="groq-small", base_url=sim.groq_base_url, **limits
+    )
+    router = QuotaRoutedChatModel(routes=[route], ledger="memory://", cache=False, clock=clock)
+
+    router.invoke("hi")
+
+    requests = [str(x) for x in router.pool_limits[route.pool] if x.metric == "requests"]
+    if configured:
+        assert requests == ["1000/24h"]
+        assert router.learned_limits() == []
+    else:
+        assert "1000/24h" not in requests
+        assert "500/24h" in requests
+        assert [str(x.limit) for x in router.learned_limits()] == ["500/24h"]
