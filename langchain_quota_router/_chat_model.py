@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, Literal
 
 from langchain_core.caches import BaseCache
@@ -32,16 +32,15 @@ from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
-    message_chunk_to_message,
 )
-from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import (
     ChatGeneration,
     ChatGenerationChunk,
     ChatResult,
     Generation,
 )
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import (
@@ -54,19 +53,22 @@ from pydantic import (
 )
 from typing_extensions import Self
 
+from langchain_quota_router import _streaming as vendor
 from langchain_quota_router._cache import DiskResponseCache
 from langchain_quota_router._clock import Clock, SystemClock
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router._limits import Limit
 from langchain_quota_router._route import Route
 from langchain_quota_router._routing import (
-    ROUTER_KWARGS,
+    TOOL_OPTIONS,
     Attempt,
+    PoolLimits,
     RoutedCall,
     RouterStats,
-    tag_message,
+    Settings,
 )
 from langchain_quota_router._status import model_subject
+from langchain_quota_router._streaming import StreamRelay, replay, tag_message
 from langchain_quota_router._watch import (
     ALERT_EVENT,
     AlertTracker,
@@ -75,7 +77,6 @@ from langchain_quota_router._watch import (
     estimate_lifespan,
 )
 from langchain_quota_router.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
-from langchain_quota_router.vendors.headers import RateLimitHeader, header_window
 
 logger = logging.getLogger("langchain_quota_router")
 
@@ -176,20 +177,12 @@ class QuotaRoutedChatModel(BaseChatModel):
     _ledger: Ledger | None = PrivateAttr(default=None)
     _ledger_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _route_map: dict[str, Route] = PrivateAttr(default_factory=dict)
-    _pool_limits: dict[str, tuple[Limit, ...]] = PrivateAttr(default_factory=dict)
-    _configured_limits: dict[str, tuple[Limit, ...]] = PrivateAttr(default_factory=dict)
-    _learned_read_at: float = PrivateAttr(default=-math.inf)
+    _pools: PoolLimits | None = PrivateAttr(default=None)
+    _settings: tuple[tuple[Any, ...], Settings] | None = PrivateAttr(default=None)
     _stats: RouterStats = PrivateAttr(default_factory=RouterStats)
-    _fingerprint: str = PrivateAttr(default="")
-    _tool_kwargs: dict[tuple[str, int, str], tuple[Any, dict[str, Any]]] = PrivateAttr(
-        default_factory=dict
-    )
     _tool_schemas: dict[int, tuple[Any, list[dict[str, Any]]]] = PrivateAttr(default_factory=dict)
-    # Fixed at construction and read on every call, cache hits included.
-    _plain_llm_strings: dict[tuple[str, ...] | None, str] = PrivateAttr(default_factory=dict)
-    _identity: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _route_identities: list[dict[str, Any]] = PrivateAttr(default_factory=list)
     _alerts: AlertTracker = PrivateAttr(default_factory=lambda: AlertTracker(()))
-    _model_names: str = PrivateAttr(default="")
 
     # ------------------------------------------------------------ validation
 
@@ -242,12 +235,11 @@ class QuotaRoutedChatModel(BaseChatModel):
                 pools[route.pool] = route.limits
                 pool_owner[route.pool] = route.name
         self._route_map = names
-        self._pool_limits = pools
         # What the user gave explicitly; catalog figures give way to learned limits.
-        self._configured_limits = {pool: () for pool in pools}
+        configured: dict[str, tuple[Limit, ...]] = {}
         for route in self.routes:
             if not route.catalog_limits and route.limits:
-                self._configured_limits[route.pool] = route.limits
+                configured[route.pool] = route.limits
         for name, value in (
             ("max_wait", self.max_wait),
             ("transient_cooldown", self.transient_cooldown),
@@ -264,24 +256,16 @@ class QuotaRoutedChatModel(BaseChatModel):
             self._ledger = open_ledger(self.ledger)
         else:
             self._ledger = self.ledger
+        self._pools = PoolLimits(self._ledger, pools, configured)
         if self.cache is True:
             self.cache = DiskResponseCache(clock=self.clock)
+        elif self.cache is None:
+            # LangChain's global cache, looked up at each call as LangChain does, so
+            # its hits are marked and counted like any other cache's.
+            self.cache = _GlobalCache()
         if isinstance(self.cache, BaseCache) and not isinstance(self.cache, _HitCounter):
             self.cache = _HitCounter(self.cache, self._stats)
-        identity = {
-            "routes": [r.identity() for r in self.routes],
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
-        self._fingerprint = hashlib.sha256(
-            json.dumps(identity, sort_keys=True, default=repr).encode()
-        ).hexdigest()
-        self._identity = {
-            "routes": [r.name for r in self.routes],
-            "strategy": self.strategy,
-            "fingerprint": self._fingerprint,
-        }
-        self._model_names = ",".join(r.model_name for r in self.routes)
+        self._route_identities = [r.identity() for r in self.routes]
         if any(not 0 < t <= 100 for t in self.alert_thresholds):
             msg = f"alert_thresholds must be percentages in (0, 100], got {self.alert_thresholds}"
             raise ConfigurationError(msg)
@@ -332,8 +316,50 @@ class QuotaRoutedChatModel(BaseChatModel):
 
     @property
     def pool_limits(self) -> dict[str, tuple[Limit, ...]]:
-        """Each pool's limits."""
-        return self._pool_limits
+        """Each pool's limits: configured, learned from the vendor, or the catalog's."""
+        return self._pool_table.current
+
+    @property
+    def _pool_table(self) -> PoolLimits:
+        assert self._pools is not None
+        return self._pools
+
+    def settings(self) -> Settings:
+        """What the routing core works with, rebuilt when a field it reads changed
+        (``model_copy(update=...)`` does not run validators)."""
+        mark = (
+            self.strategy,
+            self.max_wait,
+            self.transient_cooldown,
+            self.rate_limit_cooldown,
+            self.model_recheck,
+            self.default_output_tokens,
+            self.max_tokens,
+            self.temperature,
+            id(self.clock),
+        )
+        known = self._settings
+        if known is not None and known[0] == mark:
+            return known[1]
+        settings = Settings(
+            routes=tuple(self.routes),
+            route_map=self._route_map,
+            pools=self._pool_table,
+            ledger=self.ledger_backend,
+            clock=self.clock,
+            stats=self._stats,
+            alerts=self._alerts,
+            strategy=self.strategy,
+            max_wait=self.max_wait,
+            transient_cooldown=self.transient_cooldown,
+            rate_limit_cooldown=self.rate_limit_cooldown,
+            model_recheck=self.model_recheck,
+            default_output_tokens=self.default_output_tokens,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+        )
+        self._settings = (mark, settings)
+        return settings
 
     @property
     def alert_tracker(self) -> AlertTracker:
@@ -355,13 +381,14 @@ class QuotaRoutedChatModel(BaseChatModel):
         Limits learned from the vendor's headers say when (``learned_at``).
         """
         now = self.clock.now()
-        self.refresh_learned_limits(now, every=0.0)
-        learned = {(x.pool, x.limit): x.learned_at for x in self.ledger_backend.learned()}
+        pools = self._pool_table
+        pools.refresh(now, every=0.0)
+        learned = {(x.pool, x.limit): x.learned_at for x in pools.learned()}
         report: list[LimitUsage] = []
-        for pool, limits in self._pool_limits.items():
+        for pool, limits in pools.current.items():
             for usage in self.ledger_backend.usage(pool, limits, now):
                 when = learned.get((pool, usage.limit))
-                if when is not None and usage.limit not in self._configured_limits[pool]:
+                if when is not None and not pools.is_configured(pool, usage.limit):
                     usage = dataclasses.replace(usage, learned_at=when)
                 report.append(usage)
         return report
@@ -372,7 +399,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         One-time credits run out; daily and monthly limits renew.
         """
         return estimate_lifespan(
-            self.ledger_backend, self._pool_limits, tokens_per_day, self.clock.now()
+            self.ledger_backend, self.pool_limits, tokens_per_day, self.clock.now()
         )
 
     def learned_limits(self) -> list[LearnedLimit]:
@@ -381,62 +408,13 @@ class QuotaRoutedChatModel(BaseChatModel):
         They are enforced beside the configured ones; a configured limit of the
         same metric and window always wins.
         """
-        return [x for x in self.ledger_backend.learned() if x.pool in self._configured_limits]
-
-    def refresh_learned_limits(self, now: float, *, every: float = 60.0) -> None:
-        """Take in limits other processes learned, at most once per ``every`` s."""
-        if now - self._learned_read_at < every:
-            return
-        self._learned_read_at = now
-        for learned in self.learned_limits():
-            self._adopt(learned.pool, learned.limit)
-
-    def learn_limit(self, route: Route, seen: RateLimitHeader, now: float) -> Limit | None:
-        """Turn a vendor's rate-limit header into a limit of the route's pool.
-
-        Returns the limit to observe the header against: a configured limit of the
-        same metric and window when there is one (it wins over what the vendor
-        says), else the learned limit, now recorded in the ledger.
-        """
-        if seen.limit is None:
-            return None
-        window = header_window(seen, route.provider)
-        noun = "" if seen.metric == "requests" else " tokens"
-        try:
-            limit = Limit.parse(f"{seen.limit}{noun}/{window}")
-        except ConfigurationError:
-            return None
-        for configured in self._configured_limits.get(route.pool, ()):
-            if configured.series == limit.series:
-                return configured
-        if limit not in self._pool_limits.get(route.pool, ()):
-            self.ledger_backend.learn(route.pool, limit, now)
-            logger.info("route %s: learned %s from the vendor's headers", route.name, limit)
-        self._adopt(route.pool, limit)
-        return limit
-
-    def is_configured(self, pool: str, limit: Limit) -> bool:
-        """Whether ``limit`` was given explicitly for ``pool`` (not from the catalog,
-        not learned): such a limit always wins over what a vendor's headers say."""
-        return limit in self._configured_limits.get(pool, ())
-
-    def _adopt(self, pool: str, limit: Limit) -> None:
-        """Enforce a learned limit in ``pool``, replacing an older learned one or a
-        catalog figure of the same metric and window."""
-        configured = self._configured_limits.get(pool)
-        if configured is None or any(c.series == limit.series for c in configured):
-            return
-        current = self._pool_limits.get(pool, ())
-        kept = tuple(c for c in current if c.series != limit.series)
-        if limit in current:
-            return
-        self._pool_limits[pool] = (*kept, limit)
+        return self._pool_table.learned()
 
     def enable(self, route: str) -> None:
         """Use a route again: lift its key's disable (after an authentication
         failure) and its model's unavailable mark (after a model-not-found)."""
         found = self._named(route)
-        self.ledger_backend.enable(found.key)
+        self.ledger_backend.enable(found.credential)
         self.ledger_backend.make_available(model_subject(found))
 
     def reset(self, route: str) -> None:
@@ -458,12 +436,26 @@ class QuotaRoutedChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return dict(self._identity)
+        return {
+            "routes": [r.name for r in self.routes],
+            "strategy": self.strategy,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+
+    def _first_route(self, preferred: str | None = None) -> Route:
+        """The route a call goes to first when every route has room."""
+        if preferred in self._route_map:
+            return self._route_map[preferred]
+        return min(self.routes, key=lambda r: r.priority)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        # One model, never a list: tracers price a run by its model. The model that
+        # answered is in the output's response_metadata and llm_output.
+        first = self._first_route(kwargs.get("preferred"))
         params = LangSmithParams(
-            ls_provider="quota_router",
-            ls_model_name=kwargs.get("model") or self._model_names,
+            ls_provider=first.provider,
+            ls_model_name=kwargs.get("model") or first.model_name,
             ls_model_type="chat",
         )
         temperature = kwargs.get("temperature", self.temperature)
@@ -477,27 +469,26 @@ class QuotaRoutedChatModel(BaseChatModel):
         return params
 
     def _get_llm_string(self, stop: list[str] | None = None, **kwargs: Any) -> str:
-        # The cache key: the router's set of models, the generation parameters and
-        # the tools in a stable form (tool objects' reprs hold memory addresses,
-        # which would make every process miss).
-        if not kwargs:
-            mark = tuple(stop) if stop else None
-            known = self._plain_llm_strings.get(mark)
-            if known is None:
-                known = self._llm_string(stop, {})
-                if len(self._plain_llm_strings) < 64:
-                    self._plain_llm_strings[mark] = known
-            return known
-        return self._llm_string(stop, kwargs)
-
-    def _llm_string(self, stop: list[str] | None, kwargs: dict[str, Any]) -> str:
-        params = {
-            k: (self._tool_schema(v) if k == "tools" else v)
-            for k, v in kwargs.items()
-            if k not in ROUTER_KWARGS
-        }
+        # The cache key, from what the call really is: the routes and the router's
+        # current settings (a model_copy(update=...) must not share answers), the
+        # call's arguments (preferred= included) and the tools in a stable form
+        # (tool objects' reprs hold memory addresses, which would make every
+        # process miss).
+        routes = self.routes
+        if len(self._route_identities) != len(routes) or any(
+            known["name"] != r.name for known, r in zip(self._route_identities, routes, strict=True)
+        ):
+            self._route_identities = [r.identity() for r in routes]
+        params = {k: (self._tool_schema(v) if k == "tools" else v) for k, v in kwargs.items()}
         return json.dumps(
-            {"router": self._fingerprint, "stop": stop or self.stop, "params": params},
+            {
+                "routes": self._route_identities,
+                "strategy": self.strategy,
+                "temperature": self.temperature,
+                "max_tokens": self.max_tokens,
+                "stop": stop or self.stop,
+                "params": params,
+            },
             sort_keys=True,
             default=repr,
         )
@@ -516,37 +507,57 @@ class QuotaRoutedChatModel(BaseChatModel):
                 pydantic classes, OpenAI-format dicts).
             tool_choice: ``"auto"``, ``"any"``, ``"none"``, a tool name, or
                 ``True``; passed to each route's own ``bind_tools``.
-            **kwargs: further arguments for every call.
+            **kwargs: ``strict=``, ``parallel_tool_calls=`` (given to each route's
+                own ``bind_tools``; a route that cannot honour one is skipped, and
+                when none can the error names the option and the routes); further
+                arguments for every call.
         """
         tools = list(tools)
         for item in tools:
             convert_to_openai_tool(item)  # fail now, naming the tool, not mid-call
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
+        # Options of the tools themselves go through each vendor's own bind_tools
+        # (which knows how its API spells them), not to the call as raw arguments.
+        options = {k: kwargs.pop(k) for k in TOOL_OPTIONS if k in kwargs}
+        if options:
+            kwargs["tool_options"] = options
         return super().bind(tools=tools, **kwargs)
 
     def with_structured_output(
         self,
-        schema: dict[str, Any] | type,
+        schema: dict[str, Any] | type | None = None,
         *,
         include_raw: bool = False,
         method: Literal["function_calling", "json_mode", "json_schema"] | None = None,
         strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
-        """Answers shaped by ``schema``, through tool calling on every route.
+        """Answers shaped by ``schema``.
 
-        Every method is served by tool calling, which every tool-capable vendor
-        supports, so a structured call can fall back from one vendor to another.
-        ``strict`` is accepted for compatibility and not forwarded.
+        ``method="json_mode"`` asks each route for a JSON object in its vendor's own
+        words (``response_format`` for OpenAI-style vendors and Cohere,
+        ``response_mime_type`` for Gemini) and parses it (into ``schema`` when it is
+        a pydantic class; ``schema`` may be ``None``). Every other method is served by
+        tool calling, which every tool-capable vendor supports, so a structured call
+        can fall back from one vendor to another. ``strict`` is accepted for
+        compatibility and not forwarded.
         """
         if method not in (None, "function_calling", "json_mode", "json_schema"):
             msg = f"unknown structured output method {method!r}"
             raise ValueError(msg)
         del strict
+        if method == "json_mode":
+            return _json_mode(self.bind(json_mode=True), schema, include_raw=include_raw)
+        if schema is None:
+            msg = f"with_structured_output(method={method!r}) needs a schema"
+            raise ValueError(msg)
         return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
 
     # ------------------------------------------------------------ call paths
+    # Each path only calls the vendor and reports the outcome; every decision is
+    # the routing core's (RoutedCall), and every vendor call is made the same way
+    # (_streaming), so the four paths cannot drift apart.
 
     def _generate(
         self,
@@ -555,19 +566,18 @@ class QuotaRoutedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = RoutedCall(self, messages, kwargs)
-        stop = stop or self.stop
+        call = RoutedCall(self.settings(), messages, kwargs, stop or self.stop)
         while True:
             for attempt in call.attempts():
-                model = attempt.route.model
-                extra = {"run_manager": run_manager} if attempt.route._accepts_run_manager else {}
-                shaped = attempt.route.adapter.messages(messages)
                 try:
-                    result = model._generate(shaped, stop=stop, **extra, **attempt.kwargs)
+                    result = vendor.generate(attempt, run_manager)
                 except Exception as exc:  # noqa: BLE001 - classified, then fallen back or raised
                     call.failed(attempt, exc)
                     continue
-                finished = self._finish(call, attempt, result)
+                except BaseException:
+                    call.abandoned(attempt, None)
+                    raise
+                finished = _finish(call, attempt, result)
                 _dispatch_alerts(run_manager, call.alerts)
                 return finished
             self.clock.sleep(call.wait_or_raise())
@@ -579,28 +589,21 @@ class QuotaRoutedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = RoutedCall(self, messages, kwargs)
-        stop = stop or self.stop
+        call = RoutedCall(self.settings(), messages, kwargs, stop or self.stop)
         while True:
             for attempt in call.attempts():
-                model = attempt.route.model
-                extra = {"run_manager": run_manager} if attempt.route._accepts_run_manager else {}
                 try:
-                    result = await model._agenerate(messages, stop=stop, **extra, **attempt.kwargs)
+                    result = await vendor.agenerate(attempt, run_manager)
                 except Exception as exc:  # noqa: BLE001 - classified, then fallen back or raised
                     call.failed(attempt, exc)
                     continue
-                finished = self._finish(call, attempt, result)
+                except BaseException:  # cancelled: settle what was reserved
+                    call.abandoned(attempt, None)
+                    raise
+                finished = _finish(call, attempt, result)
                 await _adispatch_alerts(run_manager, call.alerts)
                 return finished
             await self.clock.asleep(call.wait_or_raise())
-
-    def _finish(self, call: RoutedCall, attempt: Attempt, result: ChatResult) -> ChatResult:
-        for generation in result.generations:
-            tag_message(generation.message, attempt.route)
-        first = result.generations[0].message if result.generations else None
-        call.succeeded(attempt, first)
-        return result
 
     def _stream(
         self,
@@ -614,28 +617,28 @@ class QuotaRoutedChatModel(BaseChatModel):
         if cache is not None:
             hit = cache.lookup(prompt, llm_string)
             if hit:
-                yield from _replay(hit)
+                yield from replay(hit)
                 return
-        call = RoutedCall(self, messages, kwargs)
+        call = RoutedCall(self.settings(), messages, kwargs, stop)
         while True:
             for attempt in call.attempts():
-                relay = _StreamRelay(attempt.route)
+                relay = StreamRelay(attempt.route)
                 try:
                     # The router's own stream() reports each token to callbacks;
                     # the vendor model must not report them a second time.
-                    for chunk in _route_stream(attempt, messages, stop):
+                    for chunk in vendor.stream(attempt):
                         yield from relay.take(chunk)
                     yield from relay.rest()
-                except GeneratorExit:
-                    call.settle_partial(attempt, relay.merged(), error=False)
-                    raise
                 except Exception as exc:
                     if relay.shown:
-                        call.settle_partial(attempt, relay.merged())
+                        call.abandoned(attempt, relay.merged())
                         raise
                     call.failed(attempt, exc)
                     continue
-                yield from self._finish_stream(call, attempt, relay, cache, prompt, llm_string)
+                except BaseException:  # the caller stopped reading, or was cancelled
+                    call.abandoned(attempt, relay.merged(), error=False)
+                    raise
+                yield from _finish_stream(call, attempt, relay, cache, prompt, llm_string)
                 _dispatch_alerts(run_manager, call.alerts)
                 return
             self.clock.sleep(call.wait_or_raise())
@@ -652,58 +655,33 @@ class QuotaRoutedChatModel(BaseChatModel):
         if cache is not None:
             hit = await cache.alookup(prompt, llm_string)
             if hit:
-                for chunk in _replay(hit):
+                for chunk in replay(hit):
                     yield chunk
                 return
-        call = RoutedCall(self, messages, kwargs)
+        call = RoutedCall(self.settings(), messages, kwargs, stop)
         while True:
             for attempt in call.attempts():
-                relay = _StreamRelay(attempt.route)
+                relay = StreamRelay(attempt.route)
                 try:
-                    async for chunk in _route_astream(attempt, messages, stop):
+                    async for chunk in vendor.astream(attempt):
                         for shown in relay.take(chunk):
                             yield shown
                     for shown in relay.rest():
                         yield shown
-                except GeneratorExit:
-                    call.settle_partial(attempt, relay.merged(), error=False)
-                    raise
                 except Exception as exc:
                     if relay.shown:
-                        call.settle_partial(attempt, relay.merged())
+                        call.abandoned(attempt, relay.merged())
                         raise
                     call.failed(attempt, exc)
                     continue
-                for chunk in self._finish_stream(call, attempt, relay, cache, prompt, llm_string):
+                except BaseException:  # the caller stopped reading, or was cancelled
+                    call.abandoned(attempt, relay.merged(), error=False)
+                    raise
+                for chunk in _finish_stream(call, attempt, relay, cache, prompt, llm_string):
                     yield chunk
                 await _adispatch_alerts(run_manager, call.alerts)
                 return
             await self.clock.asleep(call.wait_or_raise())
-
-    def _finish_stream(
-        self,
-        call: RoutedCall,
-        attempt: Attempt,
-        relay: _StreamRelay,
-        cache: BaseCache | None,
-        prompt: str,
-        llm_string: str,
-    ) -> Iterator[ChatGenerationChunk]:
-        message = relay.merged()
-        call.succeeded(attempt, message)
-        if message is None:
-            return
-        cost = message.response_metadata.get("cost")
-        if cost is not None:
-            # Stream chunks merge by adding values; a float can only appear once.
-            content: str | list[str | dict[str, Any]] = (
-                "" if isinstance(message.content, str) else []
-            )
-            yield ChatGenerationChunk(
-                message=AIMessageChunk(content=content, response_metadata={"cost": cost})
-            )
-        if cache is not None:
-            cache.update(prompt, llm_string, [ChatGeneration(message=message)])
 
     def _stream_cache(
         self,
@@ -727,37 +705,6 @@ class QuotaRoutedChatModel(BaseChatModel):
         ]
         return cache, dumps(normalized), self._get_llm_string(stop=stop, **kwargs)
 
-    # ------------------------------------------------------- per-route kwargs
-
-    def can_bind_tools(self, route: Route) -> bool:
-        """Whether the route's model implements ``bind_tools``."""
-        return type(route.model).bind_tools is not BaseChatModel.bind_tools
-
-    def route_kwargs(self, route: Route, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Call kwargs in the route's own vendor form (tools converted by its model)."""
-        out = route.adapter.call_kwargs()
-        out.update((k, v) for k, v in kwargs.items() if k not in ("tools", "tool_choice"))
-        if self.max_tokens is not None:
-            out.setdefault("max_tokens", self.max_tokens)
-        if self.temperature is not None:
-            out.setdefault("temperature", self.temperature)
-        tools = kwargs.get("tools")
-        if tools:
-            out.update(self._vendor_tools(route, tools, kwargs.get("tool_choice")))
-        return route.adapter.generation_kwargs(out)
-
-    def _vendor_tools(self, route: Route, tools: Sequence[Any], tool_choice: Any) -> dict[str, Any]:
-        mark = (route.name, id(tools), repr(tool_choice))
-        known = self._tool_kwargs.get(mark)
-        if known is not None and known[0] is tools:
-            return known[1]
-        vendor_kwargs = route.adapter.bind_tools(route.model, tools, tool_choice)
-        if len(self._tool_kwargs) > 256:
-            self._tool_kwargs.clear()
-        # Keep the tools list referenced so its id() is not reused while cached.
-        self._tool_kwargs[mark] = (tools, vendor_kwargs)
-        return vendor_kwargs
-
     def _tool_schema(self, tools: Any) -> Any:
         if not isinstance(tools, (list, tuple)):
             return tools
@@ -769,6 +716,99 @@ class QuotaRoutedChatModel(BaseChatModel):
             self._tool_schemas.clear()
         self._tool_schemas[id(tools)] = (tools, schemas)
         return schemas
+
+
+def _finish(call: RoutedCall, attempt: Attempt, result: ChatResult) -> ChatResult:
+    """Tag an answer with its route, settle, and tell tracers who answered."""
+    route = attempt.route
+    for generation in result.generations:
+        tag_message(generation.message, route)
+    first = result.generations[0].message if result.generations else None
+    call.succeeded(attempt, first)
+    # LangChain tracers read llm_output: the model that answered, not the router.
+    vendor_output = result.llm_output or {}
+    result.llm_output = {
+        **vendor_output,
+        # The vendor's own name for what answered (a dated snapshot) wins.
+        "model_name": vendor_output.get("model_name") or route.model_name,
+        "model_provider": route.provider,
+        "route": route.name,
+    }
+    return result
+
+
+def _finish_stream(
+    call: RoutedCall,
+    attempt: Attempt,
+    relay: StreamRelay,
+    cache: BaseCache | None,
+    prompt: str,
+    llm_string: str,
+) -> Iterator[ChatGenerationChunk]:
+    message = relay.merged()
+    call.succeeded(attempt, message)
+    if message is None:
+        return
+    cost = message.response_metadata.get("cost")
+    if cost is not None:
+        # Stream chunks merge by adding values; a float can only appear once.
+        content: str | list[str | dict[str, Any]] = "" if isinstance(message.content, str) else []
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content=content, response_metadata={"cost": cost})
+        )
+    if cache is not None:
+        cache.update(prompt, llm_string, [ChatGeneration(message=message)])
+
+
+def _json_mode(
+    llm: Runnable[LanguageModelInput, AIMessage],
+    schema: dict[str, Any] | type | None,
+    *,
+    include_raw: bool,
+) -> Runnable[LanguageModelInput, Any]:
+    parser: Runnable[Any, Any] = (
+        PydanticOutputParser(pydantic_object=schema)
+        if isinstance(schema, type) and issubclass(schema, BaseModel)
+        else JsonOutputParser()
+    )
+    if not include_raw:
+        return llm | parser
+    parsed = RunnablePassthrough.assign(
+        parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+    )
+    failed = RunnablePassthrough.assign(parsed=lambda _: None)
+    return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
+
+
+class _GlobalCache(BaseCache):
+    """LangChain's global cache, looked up at each call (it may change after the
+    router is built); no global cache is a cache that never hits."""
+
+    def lookup(self, prompt: str, llm_string: str) -> Sequence[Generation] | None:
+        cache = get_llm_cache()
+        return cache.lookup(prompt, llm_string) if cache is not None else None
+
+    async def alookup(self, prompt: str, llm_string: str) -> Sequence[Generation] | None:
+        cache = get_llm_cache()
+        return await cache.alookup(prompt, llm_string) if cache is not None else None
+
+    def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+        cache = get_llm_cache()
+        if cache is not None:
+            cache.update(prompt, llm_string, return_val)
+
+    async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+        cache = get_llm_cache()
+        if cache is not None:
+            await cache.aupdate(prompt, llm_string, return_val)
+
+    def clear(self, **kwargs: Any) -> None:
+        cache = get_llm_cache()
+        if cache is not None:
+            cache.clear(**kwargs)
+
+    def __repr__(self) -> str:
+        return "LangChain's global cache"
 
 
 def _dispatch_alerts(
@@ -868,128 +908,3 @@ class _HitCounter(BaseCache):
 
     def __repr__(self) -> str:
         return repr(self.inner)
-
-
-def _streams(model: BaseChatModel) -> bool:
-    return type(model)._stream is not BaseChatModel._stream
-
-
-def _astreams(model: BaseChatModel) -> bool:
-    return _streams(model) or type(model)._astream is not BaseChatModel._astream
-
-
-def _route_stream(
-    attempt: Attempt, messages: list[BaseMessage], stop: list[str] | None
-) -> Iterator[ChatGenerationChunk]:
-    model = attempt.route.model
-    messages = attempt.route.adapter.messages(messages)
-    if _streams(model):
-        yield from model._stream(messages, stop=stop, **attempt.kwargs)
-        return
-    result = model._generate(messages, stop=stop, **attempt.kwargs)
-    for generation in result.generations:
-        yield ChatGenerationChunk(message=_as_chunk(generation.message))
-
-
-async def _route_astream(
-    attempt: Attempt, messages: list[BaseMessage], stop: list[str] | None
-) -> AsyncIterator[ChatGenerationChunk]:
-    model = attempt.route.model
-    messages = attempt.route.adapter.messages(messages)
-    if _astreams(model):
-        async for chunk in model._astream(messages, stop=stop, **attempt.kwargs):
-            yield chunk
-        return
-    result = await model._agenerate(messages, stop=stop, **attempt.kwargs)
-    for generation in result.generations:
-        yield ChatGenerationChunk(message=_as_chunk(generation.message))
-
-
-def _as_chunk(message: BaseMessage) -> AIMessageChunk:
-    """An answer as one stream chunk (for cache hits and models that cannot stream)."""
-    tool_calls = getattr(message, "tool_calls", None) or []
-    return AIMessageChunk(
-        content=message.content,
-        additional_kwargs=dict(message.additional_kwargs),
-        response_metadata=dict(message.response_metadata),
-        tool_call_chunks=[
-            tool_call_chunk(
-                name=call["name"],
-                args=json.dumps(call["args"]),
-                id=call.get("id"),
-                index=i,
-            )
-            for i, call in enumerate(tool_calls)
-        ],
-        usage_metadata=getattr(message, "usage_metadata", None),
-        id=message.id,
-        chunk_position="last",
-    )
-
-
-def _replay(found: Sequence[Generation]) -> Iterator[ChatGenerationChunk]:
-    for generation in found:
-        message = getattr(generation, "message", None)
-        if isinstance(message, BaseMessage):
-            yield ChatGenerationChunk(message=_as_chunk(message))
-        else:
-            yield ChatGenerationChunk(message=AIMessageChunk(content=generation.text))
-
-
-class _StreamRelay:
-    """Passes a route's stream on, holding back chunks that carry nothing yet.
-
-    Some vendors open a stream with an empty chunk (the assistant role) before the
-    connection can still drop. Until a chunk with text or a tool call has gone out,
-    the caller has seen nothing, so the router may still fall back.
-    """
-
-    def __init__(self, route: Route) -> None:
-        self.route = route
-        self.received: list[ChatGenerationChunk] = []
-        self._held: list[ChatGenerationChunk] = []
-        self.shown = False
-
-    def take(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
-        """The chunks to pass on now that ``chunk`` arrived (maybe none yet)."""
-        self.received.append(chunk)
-        self._held.append(chunk)
-        message = chunk.message
-        if self.shown or message.content or getattr(message, "tool_call_chunks", None):
-            return self.rest()
-        return []
-
-    def rest(self) -> list[ChatGenerationChunk]:
-        """Everything held back, tagged with the route, to pass on now."""
-        out, self._held = self._held, []
-        for chunk in out:
-            _tag_chunk(chunk, self.route, first=not self.shown)
-            self.shown = True
-        return out
-
-    def merged(self) -> AIMessage | None:
-        """Everything the route sent, as one message."""
-        return _merged(self.received)
-
-
-def _tag_chunk(chunk: ChatGenerationChunk, route: Route, *, first: bool) -> None:
-    """Tag a stream chunk with its route; later chunks lose those keys everywhere.
-
-    LangChain folds a chunk's ``generation_info`` into its ``response_metadata``
-    after ``_stream`` yields it, and ChatOpenAI reports ``model_name`` there, so the
-    keys must go from both places or the merged name comes out doubled.
-    """
-    tag_message(chunk.message, route, first=first)
-    if not first and chunk.generation_info:
-        for key in ("route", "model_name", "model_provider"):
-            chunk.generation_info.pop(key, None)
-
-
-def _merged(chunks: list[ChatGenerationChunk]) -> AIMessage | None:
-    if not chunks:
-        return None
-    total = chunks[0]
-    for chunk in chunks[1:]:
-        total = total + chunk
-    message = message_chunk_to_message(total.message)
-    return message if isinstance(message, AIMessage) else None

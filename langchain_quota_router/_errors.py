@@ -2,20 +2,41 @@
 
 The hierarchy::
 
-    QuotaRouterError                      base of everything raised here
-    ├── ConfigurationError (ValueError)   bad routes, limits, URLs, files
-    ├── LedgerError                       the ledger's storage failed or is not ours
-    └── QuotaExhaustedError               no route can serve the call right now
+    QuotaRouterError                       base of everything raised here
+    ├── ConfigurationError (ValueError)    bad routes, limits, URLs, files
+    ├── LedgerError                        the ledger's storage failed or is not ours
+    └── NoRouteError                       no route could serve the call; carries
+        │                                  ``reasons`` and ``resets_at``
+        ├── QuotaExhaustedError            quota is spent (a ModelRateLimitError)
+        ├── RoutesContextOverflowError     every route: prompt too long
+        │                                  (a ContextOverflowError)
+        ├── RoutesAuthenticationError      every route: key rejected
+        │                                  (a ModelAuthenticationError)
+        ├── RoutesModelNotFoundError       every route: model gone (a ModelNotFoundError)
+        ├── RoutesInvalidRequestError      no route can take this request (tools,
+        │                                  bind_tools options; a ModelInvalidRequestError)
+        └── RoutesUnavailableError         every route failed otherwise: 5xx, timeouts
+                                           (a ModelAPIError)
 
-Vendor errors (``openai.RateLimitError``, ``groq.AuthenticationError``, ...) are not
-wrapped: when the router gives up after a bad request it re-raises the vendor's own
-exception so callers keep catching what they already catch.
+Each ``NoRouteError`` is also the ``langchain_core.exceptions`` type its condition
+has, so ``with_retry``, agent middleware and callers that catch LangChain's typed
+errors see the router's failures as they see a single model's. When the router gives
+up after a bad request, it re-raises the vendor's own exception.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+
+from langchain_core.exceptions import (
+    ContextOverflowError,
+    ModelAPIError,
+    ModelAuthenticationError,
+    ModelInvalidRequestError,
+    ModelNotFoundError,
+    ModelRateLimitError,
+)
 
 
 class QuotaRouterError(Exception):
@@ -33,20 +54,18 @@ class LedgerError(QuotaRouterError):
     """The ledger could not be read or written, or its storage is not a ledger."""
 
 
-class QuotaExhaustedError(QuotaRouterError):
+class NoRouteError(QuotaRouterError):
     """No route could serve the call.
 
     Attributes:
         reasons: route name -> why that route could not serve, in the order tried.
         resets_at: the earliest moment (UTC) at which one of the routes frees up,
-            or ``None`` when none ever will (one-time credits spent, keys disabled).
+            or ``None`` when none will by itself.
     """
 
-    def __init__(
-        self,
-        reasons: Mapping[str, str],
-        resets_at: dt.datetime | None,
-    ) -> None:
+    summary = "no route can serve this call"
+
+    def __init__(self, reasons: Mapping[str, str], resets_at: dt.datetime | None) -> None:
         self.reasons = dict(reasons)
         self.resets_at = resets_at
         lines = "; ".join(f"{name}: {why}" for name, why in self.reasons.items())
@@ -55,4 +74,39 @@ class QuotaExhaustedError(QuotaRouterError):
             if resets_at is not None
             else "no route frees up by itself"
         )
-        super().__init__(f"no route can serve this call ({lines}); {when}")
+        super().__init__(f"{self.summary} ({lines}); {when}")
+
+
+class QuotaExhaustedError(NoRouteError, ModelRateLimitError):
+    """Every route's quota is spent, blocked or full for now; ``resets_at`` says when
+    one frees up. A ``ModelRateLimitError``: retrying later may succeed."""
+
+
+class RoutesContextOverflowError(NoRouteError, ContextOverflowError):
+    """The prompt does not fit any route's context window."""
+
+    summary = "the prompt is too long for every route"
+
+
+class RoutesAuthenticationError(NoRouteError, ModelAuthenticationError):
+    """Every route's key was rejected (or is disabled after a rejection)."""
+
+    summary = "every route's key was rejected"
+
+
+class RoutesModelNotFoundError(NoRouteError, ModelNotFoundError):
+    """Every route's model is retired or unknown to its vendor."""
+
+    summary = "no route's model is served by its vendor"
+
+
+class RoutesInvalidRequestError(NoRouteError, ModelInvalidRequestError):
+    """No route can take this request as asked (tools, ``bind_tools`` options)."""
+
+    summary = "no route can take this request"
+
+
+class RoutesUnavailableError(NoRouteError, ModelAPIError):
+    """Every route failed with a server error, a timeout or a dropped connection."""
+
+    summary = "every route failed"

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router._limits import Limit, parse_limits
-from langchain_quota_router._secrets import alias
+from langchain_quota_router._secrets import alias, fingerprint
+from langchain_quota_router.ledger._url import redact_url
 from langchain_quota_router.vendors.catalog import (
     build_chat_model,
     default_api_key,
@@ -71,10 +72,14 @@ class Route:
             routes may not give it different limits. With a spec it defaults to
             the key's quota as the vendor counts it: ``"groq …a1f3:model"`` where
             each model has its own quota, ``"cohere …a1f3"`` where all share one.
-        key: who to disable when the vendor rejects the credentials; routes
-            sharing one API key should share it. Defaults to the route's name
-            (with a spec: the key's alias ``"groq …a1f3"``, so a bad key disables
-            every route using it). Never put the API key itself here.
+        credential: the identity of the route's credentials, which the router
+            disables when the vendor rejects them. Defaults to the vendor, the base
+            URL and the API key's fingerprint (``"groq …a1f3"``), read from the
+            model's secret fields: every route using one key shares it, and a
+            fixed key in the configuration is a fresh credential, never one
+            disabled before. A model with no secret fields gets the route's name.
+            Never put the API key itself here.
+        key: the former name of ``credential``, still accepted.
         prices: USD per million input and output tokens, for cost reports.
         context_window: the model's context size in tokens; a prompt that does
             not fit skips this route.
@@ -89,10 +94,10 @@ class Route:
 
     __slots__ = (
         "_accepts_run_manager",
-        "catalog_limits",
         "adapter",
+        "catalog_limits",
         "context_window",
-        "key",
+        "credential",
         "limits",
         "model",
         "model_name",
@@ -114,6 +119,7 @@ class Route:
         limits: Sequence[str | Limit] | str | Limit | None = None,
         priority: int = 0,
         pool: str | None = None,
+        credential: str | None = None,
         key: str | None = None,
         prices: tuple[float, float] | None = None,
         context_window: int | None = None,
@@ -127,7 +133,7 @@ class Route:
             from_catalog = limits is None
             limits = spec.limits if limits is None else limits
             pool = pool or spec.pool
-            key = key or spec.key
+            credential = credential or key or spec.key
             prices = spec.prices if prices is None else prices
             context_window = spec.context_window if context_window is None else context_window
         elif api_key is not None or base_url is not None or model_kwargs:
@@ -166,7 +172,7 @@ class Route:
             raise ConfigurationError(msg)
         self.priority = priority
         self.pool = pool or self.name
-        self.key = key or self.name
+        self.credential = credential or key or _credential_of(model, self.provider) or self.name
         if prices is not None and (len(prices) != 2 or any(p < 0 for p in prices)):
             msg = (
                 f"route {self.name!r}: prices must be (input, output) USD per million "
@@ -192,6 +198,11 @@ class Route:
             ),
             None,
         )
+
+    @property
+    def key(self) -> str:
+        """The former name of :attr:`credential` (an identity, not an API key)."""
+        return self.credential
 
     def cost(self, input_tokens: int, output_tokens: int) -> float | None:
         """USD for that many tokens on this route, if its prices are known."""
@@ -269,6 +280,32 @@ def _from_catalog(
         prices=info.prices,
         context_window=info.context_window,
     )
+
+
+_BASE_URL_FIELDS = ("openai_api_base", "base_url", "groq_api_base", "api_base", "endpoint")
+
+
+def _credential_of(model: BaseChatModel, provider: str) -> str | None:
+    """``"<provider> …a1f3"`` (plus ``@base URL`` when set) from a model's API key.
+
+    ``None`` when the model holds no secret (a fake, a local server).
+    """
+    if not isinstance(model, BaseModel):
+        return None
+    secret = None
+    for name in type(model).model_fields:
+        value = getattr(model, name, None)
+        if isinstance(value, SecretStr) and value.get_secret_value().strip():
+            secret = value.get_secret_value().strip()
+            break
+    if secret is None:
+        return None
+    identity = f"{provider} {fingerprint(secret)}"
+    for name in _BASE_URL_FIELDS:
+        url = getattr(model, name, None)
+        if isinstance(url, str) and url:
+            return f"{identity}@{redact_url(url)}"
+    return identity
 
 
 def model_params(model: BaseChatModel) -> dict[str, Any]:

@@ -1,17 +1,19 @@
-"""The router's decisions for one call: who to try, in what order, what failures mean.
+"""The routing core: for one call, who to try, in what order, and what failures mean.
 
-:class:`RoutedCall` holds everything that does not depend on *how* the vendor model
-is called, so the four call paths of the chat model (sync and async, generate and
-stream) share one policy:
+It knows nothing of the chat model that drives it. :class:`Settings` is built once
+from the router's fields; :class:`RoutedCall` holds one call's state and yields
+:class:`Attempt` objects that carry everything the vendor call needs (the messages in
+that vendor's shape, vendor-shaped kwargs, stop words), so each of the four call paths
+of the chat model only calls the vendor and reports the outcome:
 
 1. estimate the demand (prompt tokens + the output budget);
 2. order the routes by the strategy, the caller's ``preferred`` route first;
-3. skip routes that cannot take the call (tools, context window), then ask the
-   ledger to reserve; a refused route is never called;
+3. skip routes that cannot take the call (tools, ``bind_tools`` options, context
+   window), then ask the ledger to reserve; a refused route is never called;
 4. after the call, settle the reservation with the vendor's usage, or classify the
-   failure and block, cool down or disable;
-5. when nobody is left, wait (bounded by ``max_wait``) or raise
-   :class:`QuotaExhaustedError`.
+   failure and block, cool down, disable or mark the model unavailable;
+5. when nobody is left, wait (bounded by ``max_wait``) or raise the LangChain-typed
+   error that says why (see :mod:`langchain_quota_router._errors`).
 """
 
 from __future__ import annotations
@@ -23,30 +25,77 @@ import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from langchain_quota_router._errors import QuotaExhaustedError
+from langchain_quota_router._errors import (
+    ConfigurationError,
+    NoRouteError,
+    QuotaExhaustedError,
+    RoutesAuthenticationError,
+    RoutesContextOverflowError,
+    RoutesInvalidRequestError,
+    RoutesModelNotFoundError,
+    RoutesUnavailableError,
+)
 from langchain_quota_router._limits import Limit
 from langchain_quota_router._status import model_subject
-from langchain_quota_router._watch import QuotaAlert
-from langchain_quota_router.ledger import Demand, Refusal, Reservation
+from langchain_quota_router._watch import AlertTracker, QuotaAlert
+from langchain_quota_router.ledger import Demand, LearnedLimit, Ledger, Refusal, Reservation
 from langchain_quota_router.vendors import catalog
 from langchain_quota_router.vendors.adapters import take_captured_headers
 from langchain_quota_router.vendors.failures import Failure, FailureKind, classify
-from langchain_quota_router.vendors.headers import read_rate_limit_headers
+from langchain_quota_router.vendors.headers import (
+    RateLimitHeader,
+    header_window,
+    read_rate_limit_headers,
+)
 
 if TYPE_CHECKING:
-    from langchain_quota_router._chat_model import QuotaRoutedChatModel
+    from langchain_quota_router._clock import Clock
     from langchain_quota_router._route import Route
 
 logger = logging.getLogger("langchain_quota_router")
 
 #: Call-time keyword arguments the router consumes itself.
-ROUTER_KWARGS = ("preferred",)
+ROUTER_KWARGS = ("preferred", "tool_options", "json_mode")
+
+#: ``bind_tools`` options that belong to the tools, not to the call: they go through
+#: each vendor model's own ``bind_tools``.
+TOOL_OPTIONS = ("strict", "parallel_tool_calls")
+
+# Why a route could not serve, in the words the final error is chosen by.
+Category = Literal[
+    "quota", "context", "auth", "unavailable", "transient", "tools", "argument", "other"
+]
+_HOLD_CATEGORIES: dict[str, Category] = {
+    FailureKind.RATE_LIMIT.value: "quota",
+    FailureKind.QUOTA_EXHAUSTED.value: "quota",
+    FailureKind.TRANSIENT.value: "transient",
+    "disabled": "auth",
+    "model": "unavailable",
+}
+_FAILURE_CATEGORIES: dict[FailureKind, Category] = {
+    FailureKind.RATE_LIMIT: "quota",
+    FailureKind.QUOTA_EXHAUSTED: "quota",
+    FailureKind.AUTHENTICATION: "auth",
+    FailureKind.TRANSIENT: "transient",
+    FailureKind.CONTEXT_TOO_LONG: "context",
+    FailureKind.MODEL_UNAVAILABLE: "unavailable",
+    FailureKind.BAD_REQUEST: "other",
+    FailureKind.UNKNOWN: "other",
+}
+_TYPED_ERRORS: dict[Category, type[NoRouteError]] = {
+    "context": RoutesContextOverflowError,
+    "auth": RoutesAuthenticationError,
+    "unavailable": RoutesModelNotFoundError,
+    "tools": RoutesInvalidRequestError,
+    "transient": RoutesUnavailableError,
+}
 
 
 @dataclass
@@ -96,13 +145,127 @@ class RouterStats:
             }
 
 
+class PoolLimits:
+    """Each pool's limits: configured, taken from the catalog, or learned from vendors.
+
+    The order of authority: what the user configured, then what the vendor's headers
+    state (learned limits, kept in the ledger so every process enforces them), then
+    the catalog's figures.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        pools: Mapping[str, tuple[Limit, ...]],
+        configured: Mapping[str, tuple[Limit, ...]],
+    ) -> None:
+        self.ledger = ledger
+        #: pool -> the limits enforced now; read on every call, replaced (not
+        #: mutated) when a limit is learned, so readers never see a half update.
+        self.current: dict[str, tuple[Limit, ...]] = dict(pools)
+        self._configured = {pool: configured.get(pool, ()) for pool in pools}
+        self._read_at = -math.inf
+        self._lock = threading.Lock()
+
+    def __getitem__(self, pool: str) -> tuple[Limit, ...]:
+        return self.current[pool]
+
+    def is_configured(self, pool: str, limit: Limit) -> bool:
+        """Whether ``limit`` was given explicitly for ``pool``: it always wins."""
+        return limit in self._configured.get(pool, ())
+
+    def learned(self) -> list[LearnedLimit]:
+        """The learned limits of these pools, as the ledger keeps them."""
+        return [x for x in self.ledger.learned() if x.pool in self._configured]
+
+    def refresh(self, now: float, *, every: float = 60.0) -> None:
+        """Take in limits other processes learned, at most once per ``every`` s."""
+        if now - self._read_at < every:
+            return
+        self._read_at = now
+        for learned in self.learned():
+            self._adopt(learned.pool, learned.limit)
+
+    def learn(self, route: Route, seen: RateLimitHeader, now: float) -> Limit | None:
+        """Turn a vendor's rate-limit header into a limit of the route's pool.
+
+        Returns the limit to observe the header against: a configured limit of the
+        same metric and window when there is one (it wins over what the vendor
+        says), else the learned limit, now recorded in the ledger.
+        """
+        if seen.limit is None:
+            return None
+        window = header_window(seen, route.provider)
+        noun = "" if seen.metric == "requests" else " tokens"
+        try:
+            limit = Limit.parse(f"{seen.limit}{noun}/{window}")
+        except ConfigurationError:
+            return None
+        for configured in self._configured.get(route.pool, ()):
+            if configured.series == limit.series:
+                return configured
+        if limit not in self.current.get(route.pool, ()):
+            self.ledger.learn(route.pool, limit, now)
+            logger.info("route %s: learned %s from the vendor's headers", route.name, limit)
+        self._adopt(route.pool, limit)
+        return limit
+
+    def _adopt(self, pool: str, limit: Limit) -> None:
+        """Enforce a learned limit in ``pool``, replacing an older learned one or a
+        catalog figure of the same metric and window."""
+        configured = self._configured.get(pool)
+        if configured is None or any(c.series == limit.series for c in configured):
+            return
+        with self._lock:
+            current = self.current.get(pool, ())
+            if limit in current:
+                return
+            kept = tuple(c for c in current if c.series != limit.series)
+            self.current[pool] = (*kept, limit)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the core needs from the router, taken once when it is built."""
+
+    routes: tuple[Route, ...]
+    route_map: Mapping[str, Route]
+    pools: PoolLimits
+    ledger: Ledger
+    clock: Clock
+    stats: RouterStats
+    alerts: AlertTracker
+    strategy: str
+    max_wait: float
+    transient_cooldown: float
+    rate_limit_cooldown: float
+    model_recheck: float
+    default_output_tokens: int
+    max_tokens: int | None
+    temperature: float | None
+    tool_kwargs: dict[tuple[str, int, str], tuple[Any, dict[str, Any]]] = field(
+        default_factory=dict, compare=False
+    )
+
+
 @dataclass(frozen=True)
 class Attempt:
-    """A route that admitted the call, with its reservation and vendor-shaped kwargs."""
+    """A route that admitted the call, with everything its vendor call needs.
+
+    Attributes:
+        route: the route.
+        reservation: what the ledger counted for it.
+        messages: the conversation in the shape this vendor accepts.
+        kwargs: the call's keyword arguments in this vendor's words (tools bound by
+            its own ``bind_tools``, ``max_tokens`` renamed, SDK retries off).
+        stop: stop sequences.
+    """
 
     route: Route
     reservation: Reservation
+    messages: list[BaseMessage]
     kwargs: dict[str, Any]
+    stop: list[str] | None
 
 
 def usage_demand(message: BaseMessage | None, fallback_input: int) -> Demand:
@@ -114,85 +277,81 @@ def usage_demand(message: BaseMessage | None, fallback_input: int) -> Demand:
     return Demand(1, fallback_input, output)
 
 
-def tag_message(message: BaseMessage, route: Route, *, first: bool = True) -> None:
-    """Say in ``response_metadata`` which route answered, with which model.
-
-    Stream chunks are merged by concatenating strings, so only the first chunk of a
-    stream carries these keys (``first=False`` removes them from the others).
-    """
-    meta = message.response_metadata
-    if not first:
-        for key in ("route", "model_name", "model_provider"):
-            meta.pop(key, None)
-        return
-    meta["route"] = route.name
-    meta.setdefault("model_name", route.model_name)
-    meta["model_provider"] = route.provider
-
-
 class RoutedCall:
     """The state and policy of one routed call; see the module docstring."""
 
     def __init__(
         self,
-        router: QuotaRoutedChatModel,
+        settings: Settings,
         messages: Sequence[BaseMessage],
         kwargs: dict[str, Any],
+        stop: list[str] | None,
     ) -> None:
-        self.router = router
-        # Read once: pydantic's private attributes are slow to reach on every use.
-        self.ledger = router.ledger_backend
-        self.clock = router.clock
-        self.pool_limits = router.pool_limits
-        self.stats = router.stats
+        self.settings = settings
+        self.ledger = settings.ledger
+        self.clock = settings.clock
+        self.pools = settings.pools
+        self.stats = settings.stats
+        kwargs = dict(kwargs)
         self.preferred: str | None = kwargs.pop("preferred", None)
-        if self.preferred is not None and self.preferred not in router.route_map:
+        if self.preferred is not None and self.preferred not in settings.route_map:
             msg = (
                 f"preferred route {self.preferred!r} is not one of this router's "
-                f"routes: {sorted(router.route_map)}"
+                f"routes: {sorted(settings.route_map)}"
             )
             raise ValueError(msg)
+        self.tool_options: dict[str, Any] = dict(kwargs.pop("tool_options", None) or {})
+        self.json_mode = bool(kwargs.pop("json_mode", False))
         self.kwargs = kwargs
-        router.refresh_learned_limits(self.clock.now())
+        self.messages = list(messages)
+        self.stop = stop
         self.tools: Sequence[Any] | None = kwargs.get("tools")
         self.input_tokens = count_tokens_approximately(messages) + _tool_tokens(self.tools)
         self.reasons: dict[str, str] = {}
+        self.categories: dict[str, Category] = {}
         self.retry_ats: list[float] = []
         self.first_error: BaseException | None = None
+        self.argument_error: TypeError | None = None
         self.last_vendor_error: BaseException | None = None
         self.bad_request_retries_left: int | None = None
         self.waited = 0.0
         self.tried = 0
         self.alerts: list[QuotaAlert] = []
+        self.pools.refresh(self.clock.now())
 
     # ------------------------------------------------------------ candidates
 
     def attempts(self) -> Iterator[Attempt]:
-        """Admitted routes, best first; each must end in succeeded() or failed()."""
+        """Admitted routes, best first; each must end in succeeded(), failed() or
+        abandoned()."""
         for route in self._ordered():
             skip = self._cannot_take(route)
             if skip is not None:
-                self.reasons[route.name] = skip
+                self._skip(route, *skip)
                 continue
             try:
-                route_kwargs = self.router.route_kwargs(route, self.kwargs)
+                route_kwargs = self._route_kwargs(route)
+            except TypeError as exc:
+                # The route's own bind_tools does not take an option (strict=...).
+                self._skip(route, f"cannot take these bind_tools options ({exc})", "tools")
+                continue
             except Exception as exc:  # noqa: BLE001 - the route's own bind_tools refused
-                self.reasons[route.name] = f"cannot take these tools ({exc})"
+                self._skip(route, f"cannot take these tools ({exc})", "tools")
                 continue
             demand = Demand(1, self.input_tokens, self._output_budget(route, route_kwargs))
-            now = self.clock.now()
             if self.bad_request_retries_left is not None and self.bad_request_retries_left <= 0:
                 return
             admitted = self.ledger.reserve(
                 route.pool,
-                self.pool_limits[route.pool],
+                self.pools[route.pool],
                 demand,
-                now,
-                key=route.key,
+                self.clock.now(),
+                key=route.credential,
                 model=model_subject(route),
             )
             if isinstance(admitted, Refusal):
-                self.reasons[route.name] = admitted.reason
+                category = "quota" if admitted.limit is not None else _hold_category(admitted)
+                self._skip(route, admitted.reason, category)
                 if admitted.retry_at is not None:
                     self.retry_ats.append(admitted.retry_at)
                 continue
@@ -202,11 +361,21 @@ class RoutedCall:
                 self.bad_request_retries_left -= 1
             self.tried += 1
             take_captured_headers()  # forget any stale headers from an earlier call
-            yield Attempt(route, admitted, route_kwargs)
+            yield Attempt(
+                route,
+                admitted,
+                route.adapter.messages(self.messages),
+                route_kwargs,
+                self.stop,
+            )
+
+    def _skip(self, route: Route, reason: str, category: Category) -> None:
+        self.reasons[route.name] = reason
+        self.categories[route.name] = category
 
     def _ordered(self) -> list[Route]:
-        routes = list(self.router.routes)
-        if self.router.strategy == "spread":
+        routes = list(self.settings.routes)
+        if self.settings.strategy == "spread":
             rooms = {r.pool: self._room(r) for r in routes}
             routes.sort(key=lambda r: (-rooms[r.pool], r.priority))
         else:
@@ -216,21 +385,54 @@ class RoutedCall:
         return routes
 
     def _room(self, route: Route) -> float:
-        limits = self.pool_limits[route.pool]
+        limits = self.pools[route.pool]
         if not limits:
             return 1.0
         usage = self.ledger.usage(route.pool, limits, self.clock.now())
         return min((u.remaining / u.limit.amount if u.limit.amount else 0.0) for u in usage)
 
-    def _cannot_take(self, route: Route) -> str | None:
-        if self.tools and not self.router.can_bind_tools(route):
-            return "cannot call tools"
+    def _cannot_take(self, route: Route) -> tuple[str, Category] | None:
+        if self.tools and type(route.model).bind_tools is BaseChatModel.bind_tools:
+            return "cannot call tools", "tools"
         if route.context_window is not None and self.input_tokens > route.context_window:
-            return (
+            reason = (
                 f"prompt of ~{self.input_tokens} tokens exceeds its context window "
                 f"of {route.context_window}"
             )
+            return reason, "context"
         return None
+
+    def _route_kwargs(self, route: Route) -> dict[str, Any]:
+        """The call's kwargs in the route's own vendor form."""
+        out = route.adapter.call_kwargs()
+        out.update((k, v) for k, v in self.kwargs.items() if k not in ("tools", "tool_choice"))
+        if self.settings.max_tokens is not None:
+            out.setdefault("max_tokens", self.settings.max_tokens)
+        if self.settings.temperature is not None:
+            out.setdefault("temperature", self.settings.temperature)
+        if self.json_mode:
+            out.update(route.adapter.json_mode())
+        if self.tools:
+            out.update(self._vendor_tools(route))
+        return route.adapter.generation_kwargs(out)
+
+    def _vendor_tools(self, route: Route) -> dict[str, Any]:
+        tools = self.tools
+        assert tools is not None
+        choice = self.kwargs.get("tool_choice")
+        cache = self.settings.tool_kwargs
+        mark = (route.name, id(tools), repr((choice, sorted(self.tool_options.items()))))
+        known = cache.get(mark)
+        if known is not None and known[0] is tools:
+            return known[1]
+        vendor_kwargs = route.adapter.bind_tools(
+            route.model, tools, choice, **dict(self.tool_options)
+        )
+        if len(cache) > 256:
+            cache.clear()
+        # Keep the tools list referenced so its id() is not reused while cached.
+        cache[mark] = (tools, vendor_kwargs)
+        return vendor_kwargs
 
     def _output_budget(self, route: Route, route_kwargs: dict[str, Any]) -> int:
         for source in (route_kwargs, self.kwargs):
@@ -238,9 +440,9 @@ class RoutedCall:
                 value = source.get(name)
                 if isinstance(value, int) and value > 0:
                     return value
-        if self.router.max_tokens:
-            return self.router.max_tokens
-        return route.output_budget or self.router.default_output_tokens
+        if self.settings.max_tokens:
+            return self.settings.max_tokens
+        return route.output_budget or self.settings.default_output_tokens
 
     # -------------------------------------------------------------- outcomes
 
@@ -249,26 +451,32 @@ class RoutedCall:
         route = attempt.route
         now = self.clock.now()
         self.ledger.settle(attempt.reservation, usage_demand(message, self.input_tokens), now)
-        self.alerts = self.router.alert_tracker.check(
-            self.ledger, route.pool, self.pool_limits[route.pool], attempt.reservation, now
+        self.alerts = self.settings.alerts.check(
+            self.ledger, route.pool, self.pools[route.pool], attempt.reservation, now
         )
         if message is not None:
-            self._observe_headers(route, message, now)
+            headers = take_captured_headers() or message.response_metadata.get("headers")
+            if isinstance(headers, Mapping) and headers:
+                self._observe(route, headers, now)
             cost = _message_cost(route, message)
             if cost is not None:
                 message.response_metadata["cost"] = cost
         # Served by anyone but the first choice (full, skipped or failed): a fallback.
         self.stats.served(route.name, fallback=bool(self.reasons))
 
-    def settle_partial(
+    def abandoned(
         self, attempt: Attempt, message: BaseMessage | None, *, error: bool = True
     ) -> None:
-        """Count what a stream spent before it broke off or was abandoned."""
-        self.ledger.settle(
-            attempt.reservation,
-            usage_demand(message, self.input_tokens),
-            self.clock.now(),
-        )
+        """Settle a call that ended without a whole answer: a stream broken off after
+        its first chunk, a stream the caller stopped reading, a cancelled task.
+
+        The request stays counted (the vendor saw it) with what it sent so far; the
+        unspent output estimate is released.
+        """
+        spent = usage_demand(message, self.input_tokens) if message is not None else None
+        if spent is None:
+            spent = Demand(1, self.input_tokens, 0)
+        self.ledger.settle(attempt.reservation, spent, self.clock.now())
         if error:
             self.stats.failed(attempt.route.name)
         else:
@@ -277,15 +485,24 @@ class RoutedCall:
     def failed(self, attempt: Attempt, exc: BaseException) -> None:
         """Act on a vendor failure; return to try the next route, or raise."""
         route = attempt.route
-        failure = classify(exc)
         now = self.clock.now()
+        if isinstance(exc, TypeError) and classify(exc, now=now).kind is FailureKind.UNKNOWN:
+            # An argument this vendor's client does not take (model=... at call
+            # time): the caller's mistake, not the vendor's. No cooldown.
+            self.ledger.settle(attempt.reservation, Demand(0, 0, 0), now)
+            self._skip(route, f"does not take this call's arguments ({exc})", "argument")
+            self.argument_error = self.argument_error or exc
+            return
+        failure = classify(exc, now=now)
         self.stats.failed(route.name)
         self.last_vendor_error = exc
         # The vendor refused or never answered: it spent no tokens. Requests stay
         # counted for failures the vendor may have counted (5xx, timeouts).
         spent = 1 if failure.kind == FailureKind.TRANSIENT else 0
         self.ledger.settle(attempt.reservation, Demand(spent, 0, 0), now)
-        self.reasons[route.name] = f"{failure.kind.value}: {failure.message}"
+        self._skip(
+            route, f"{failure.kind.value}: {failure.message}", _FAILURE_CATEGORIES[failure.kind]
+        )
         if failure.headers:
             # A 429 states the limits as plainly as a success does.
             self._observe(route, failure.headers, now)
@@ -307,76 +524,76 @@ class RoutedCall:
                 raise self.first_error from None
 
     def _act(self, route: Route, failure: Failure, now: float) -> float | None:
-        router = self.router
+        settings = self.settings
         kind = failure.kind
+        wait = failure.retry_after
         if kind == FailureKind.AUTHENTICATION:
-            self.ledger.disable(route.key, f"disabled: {failure.message}")
+            self.ledger.disable(
+                route.credential,
+                f"disabled: {failure.message} (after fixing the key: "
+                f"router.enable({route.name!r}) or `quota-router enable {route.name}`)",
+            )
             return None
         if kind == FailureKind.MODEL_UNAVAILABLE:
             successor = successor_of(route)
             hint = f"; the catalog names {successor!r} as its successor" if successor else ""
             self.ledger.mark_unavailable(
                 model_subject(route),
-                now + router.model_recheck,
+                now + settings.model_recheck,
                 f"model {route.model_name!r} unavailable{hint}: {failure.message}",
             )
-            _warn_unavailable_once(route, successor, router.model_recheck)
+            _warn_unavailable_once(route, successor, settings.model_recheck)
             return None
         if kind == FailureKind.RATE_LIMIT:
-            until = now + (failure.retry_after or router.rate_limit_cooldown)
+            # retry-after: 0 means "now", not "the vendor said nothing".
+            until = now + (wait if wait is not None else settings.rate_limit_cooldown)
         elif kind == FailureKind.QUOTA_EXHAUSTED:
             until = self._period_end(route, failure, now)
         elif kind == FailureKind.TRANSIENT:
-            until = now + max(failure.retry_after or 0.0, router.transient_cooldown)
+            until = now + max(wait or 0.0, settings.transient_cooldown)
         else:
             return None
+        if until <= now:
+            return now
         self.ledger.block(route.pool, until, f"{kind.value}: {failure.message}")
         return until
 
     def _period_end(self, route: Route, failure: Failure, now: float) -> float:
         """When the window a quota wall names resets (the vendor's own clock)."""
-        limits = self.pool_limits[route.pool]
+        limits = self.pools[route.pool]
         if failure.period in ("day", "month"):
             for limit in limits:
                 window = limit.window
                 if window.kind == "calendar" and window.unit == failure.period:
                     return window.bounds(now)[1]
             return Limit.parse(f"1/{failure.period}").window.bounds(now)[1]
-        if failure.retry_after:
+        if failure.retry_after is not None:
             return now + failure.retry_after
         calendar = [lim.window.bounds(now)[1] for lim in limits if lim.window.kind == "calendar"]
         return max(calendar) if calendar else now + 86_400
-
-    def _observe_headers(self, route: Route, message: BaseMessage, now: float) -> None:
-        headers = take_captured_headers() or message.response_metadata.get("headers")
-        if isinstance(headers, Mapping) and headers:
-            self._observe(route, headers, now)
 
     def _observe(self, route: Route, headers: Mapping[str, str], now: float) -> None:
         """Bring the pool in line with what the vendor's headers say.
 
         A counter that matches one of the pool's limits lowers its room. A counter
-        with a size the pool has no limit for becomes a learned limit (kept in the
-        ledger, so every process enforces it), unless a configured limit covers
-        that metric and window. A counter at 0 with no size still blocks the pool
-        until its reset: the vendor said no more.
+        with a size the pool has no limit for (or that contradicts a catalog figure)
+        becomes a learned limit, unless a configured limit covers that metric and
+        window. A counter at 0 with no size still blocks the pool until its reset.
         """
-        limits = self.pool_limits[route.pool]
+        limits = self.pools[route.pool]
         for seen in read_rate_limit_headers(headers, now=now):
             limit = _match_limit(limits, seen.metric, seen.limit, seen.reset_after)
             stated = seen.limit is not None and seen.limit > 0
             if stated and (
                 limit is None
-                or (limit.amount != seen.limit and not self.router.is_configured(route.pool, limit))
+                or (limit.amount != seen.limit and not self.pools.is_configured(route.pool, limit))
             ):
-                # The vendor states a limit the pool lacks, or one a catalog figure
-                # got wrong: the vendor is the better authority than the catalog.
-                limit = self.router.learn_limit(route, seen, now) or limit
+                limit = self.pools.learn(route, seen, now) or limit
             if limit is not None:
                 self.ledger.observe(route.pool, limit, seen.remaining, now)
             elif seen.remaining == 0:
-                wait = seen.reset_after if seen.reset_after is not None else None
-                until = now + (wait if wait is not None else self.router.rate_limit_cooldown)
+                wait = seen.reset_after
+                until = now + (wait if wait is not None else self.settings.rate_limit_cooldown)
                 self.ledger.block(route.pool, until, f"the vendor reports no {seen.metric} left")
 
     # ------------------------------------------------------------ giving up
@@ -387,21 +604,42 @@ class RoutedCall:
             raise self.first_error
         now = self.clock.now()
         resets = min(self.retry_ats) if self.retry_ats else None
-        budget = self.router.max_wait - self.waited
+        budget = self.settings.max_wait - self.waited
         if resets is not None and budget > 0 and resets - now <= budget:
             delay = max(0.0, resets - now) + 0.001
             self.waited += delay
             self.reasons.clear()
+            self.categories.clear()
             self.retry_ats.clear()
             logger.info("all routes are full; waiting %.1fs for quota", delay)
             return delay
-        error = QuotaExhaustedError(
-            self.reasons,
-            dt.datetime.fromtimestamp(resets, dt.timezone.utc) if resets else None,
-        )
+        raise self._error(resets)
+
+    def _error(self, resets: float | None) -> BaseException:
+        """The error that says why nobody could serve, typed as LangChain types it."""
+        categories = set(self.categories.values())
+        if categories == {"argument"} and self.argument_error is not None:
+            return self.argument_error
+        categories.discard("argument")
+        when = dt.datetime.fromtimestamp(resets, dt.timezone.utc) if resets else None
+        kind: type[NoRouteError] = QuotaExhaustedError
+        if len(categories) == 1:
+            kind = _TYPED_ERRORS.get(next(iter(categories)), QuotaExhaustedError)
+        elif categories and "quota" not in categories and categories <= set(_TYPED_ERRORS):
+            kind = RoutesUnavailableError
+        error = kind(self.reasons, when)
         if self.last_vendor_error is not None:
-            raise error from self.last_vendor_error
-        raise error
+            error.__cause__ = self.last_vendor_error
+        return error
+
+
+def _hold_category(refusal: Refusal) -> Category:
+    """What kind of hold refused a reservation, from the reason the ledger keeps."""
+    reason = refusal.reason
+    if reason.startswith("model "):
+        return "unavailable"
+    head = reason.split(":", 1)[0]
+    return _HOLD_CATEGORIES.get(head, "quota")
 
 
 def successor_of(route: Route) -> str | None:

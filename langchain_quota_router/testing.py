@@ -25,7 +25,9 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import PrivateAttr
 
-__all__ = ["FakeVendorChatModel"]
+from langchain_quota_router._clock import FakeClock
+
+__all__ = ["FakeClock", "FakeVendorChatModel"]
 
 
 class FakeVendorChatModel(BaseChatModel):

@@ -315,7 +315,9 @@ def test_a_different_tool_choice_misses(clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize("how", PATHS)
-async def test_preferred_route_does_not_split_the_cache(clock: FakeClock, how: str) -> None:
+async def test_asking_for_another_route_is_not_served_the_first_routes_answer(
+    clock: FakeClock, how: str
+) -> None:
     fake_a = FakeVendorChatModel(model="m1", script=["from a"])
     fake_b = FakeVendorChatModel(model="m2", script=["from b"])
     router = QuotaRoutedChatModel(
@@ -328,8 +330,22 @@ async def test_preferred_route_does_not_split_the_cache(clock: FakeClock, how: s
     )
     await ask(router, how)
     again = await ask(router, how, preferred="b")
-    assert (fake_a.calls, fake_b.calls) == (1, 0)
-    assert again.content == "from a"
+    cached = await ask(router, how, preferred="b")
+    assert (fake_a.calls, fake_b.calls) == (1, 1)
+    assert again.content == cached.content == "from b"
+    assert cached.response_metadata["cache_hit"] is True
+
+
+@pytest.mark.parametrize("how", PATHS)
+async def test_a_copy_with_other_settings_never_shares_answers(clock: FakeClock, how: str) -> None:
+    router, fake = make_router(clock)
+    await ask(router, how)
+    warmer = router.model_copy(update={"temperature": 1.5})
+
+    await ask(warmer, how)
+
+    assert fake.calls == 2
+    assert fake.kwargs_seen[-1]["temperature"] == 1.5
 
 
 # ------------------------------------------------------------------------ TTL

@@ -177,7 +177,41 @@ def test_authentication_failure_disables_that_key_only(
     clock.advance(3 * 86_400)
     assert llm.invoke("two").response_metadata["route"] == "good"
     assert sim.requests("revoked-key") == [] or len(sim.requests("revoked-key")) == 1
-    assert [h.subject for h in llm.ledger_backend.holds(clock.now())] == ["key:revoked"]
+    credential = llm.route_map["revoked"].credential
+    assert "revoked-key" not in credential  # a fingerprint, never the key
+    assert [h.subject for h in llm.ledger_backend.holds(clock.now())] == [f"key:{credential}"]
+    (hold,) = llm.ledger_backend.holds(clock.now())
+    assert "router.enable('revoked')" in hold.reason
+    assert "quota-router enable revoked" in hold.reason
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_fixed_key_is_a_fresh_credential_in_a_persistent_ledger(
+    sim: Simulator, clock: FakeClock, vendor: str, tmp_path: Any
+) -> None:
+    ledger = f"sqlite:///{tmp_path}/ledger.db"
+    before = QuotaRoutedChatModel(
+        routes=[
+            Route(user_model(sim, vendor, "revoked-key"), name="main"),
+            Route(user_model(sim, vendor, f"{vendor}-key-2"), name="backup", priority=1),
+        ],
+        ledger=ledger,
+        cache=False,
+        clock=clock,
+    )
+    assert before.invoke("one").response_metadata["route"] == "backup"
+
+    # The user fixes the key in the configuration; a new process starts.
+    after = QuotaRoutedChatModel(
+        routes=[
+            Route(user_model(sim, vendor, f"{vendor}-key-1"), name="main"),
+            Route(user_model(sim, vendor, f"{vendor}-key-2"), name="backup", priority=1),
+        ],
+        ledger=ledger,
+        cache=False,
+        clock=clock,
+    )
+    assert after.invoke("two").response_metadata["route"] == "main"
 
 
 @pytest.mark.parametrize("vendor", VENDORS)

@@ -178,14 +178,17 @@ class VendorKind:
         return kwargs
 
     def bind_tools(
-        self, model: BaseChatModel, tools: Sequence[Any], tool_choice: Any
+        self, model: BaseChatModel, tools: Sequence[Any], tool_choice: Any, **options: Any
     ) -> dict[str, Any]:
-        """The call kwargs that bind ``tools`` the way this vendor takes them."""
-        bound = (
-            model.bind_tools(tools)
-            if tool_choice is None
-            else model.bind_tools(tools, tool_choice=tool_choice)
-        )
+        """The call kwargs that bind ``tools`` the way this vendor takes them.
+
+        ``options`` (``strict``, ``parallel_tool_calls``, ...) go through the vendor
+        model's own ``bind_tools``, which knows how its API spells them; a vendor that
+        does not take one raises ``TypeError`` naming it.
+        """
+        if tool_choice is not None:
+            options["tool_choice"] = tool_choice
+        bound = model.bind_tools(tools, **options)
         kwargs = getattr(bound, "kwargs", None)
         if not isinstance(kwargs, dict):
             msg = f"{type(model).__name__}.bind_tools returned no call kwargs"
@@ -195,6 +198,10 @@ class VendorKind:
     def messages(self, messages: list[BaseMessage]) -> list[BaseMessage]:
         """The conversation in a shape this vendor accepts."""
         return messages
+
+    def json_mode(self) -> dict[str, Any]:
+        """Call kwargs asking this vendor for a JSON object as the answer."""
+        return {"response_format": {"type": "json_object"}}
 
 
 # ---------------------------------------------------------------------- OpenAI style
@@ -344,6 +351,9 @@ class GoogleKind(VendorKind):
     def call_kwargs(self) -> dict[str, Any]:
         return {"max_retries": 1}
 
+    def json_mode(self) -> dict[str, Any]:
+        return {"response_mime_type": "application/json"}
+
     def generation_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         # Gemini's request config rejects max_tokens; its name is max_output_tokens.
         if "max_tokens" in kwargs:
@@ -374,9 +384,14 @@ class CohereKind(VendorKind):
         return {"request_options": {"max_retries": 0}}
 
     def bind_tools(
-        self, model: BaseChatModel, tools: Sequence[Any], tool_choice: Any
+        self, model: BaseChatModel, tools: Sequence[Any], tool_choice: Any, **options: Any
     ) -> dict[str, Any]:
-        kwargs = super().bind_tools(model, [_cohere_tool(t) for t in tools], None)
+        named = _named_tool(tool_choice)
+        if named is not None:
+            # Cohere can only insist on *a* call: offer only the named tool, so the
+            # call it insists on is the one the caller asked for.
+            tools = [t for t in tools if _tool_name(t) == named] or list(tools)
+        kwargs = super().bind_tools(model, [_cohere_tool(t) for t in tools], None, **options)
         choice = _cohere_tool_choice(tool_choice)
         if choice is not None:
             kwargs["tool_choice"] = choice
@@ -405,6 +420,24 @@ def _cohere_tool(tool: Any) -> Any:
         "properties": parameters.get("properties", {}),
         "required": parameters.get("required", []),
     }
+
+
+def _tool_name(tool: Any) -> str | None:
+    try:
+        return str(convert_to_openai_tool(tool)["function"]["name"])
+    except Exception:  # noqa: BLE001 - an odd tool shape simply matches no name
+        return None
+
+
+def _named_tool(choice: Any) -> str | None:
+    """The tool a ``tool_choice`` names, in any of LangChain's spellings."""
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else choice.get("name")
+        return name if isinstance(name, str) else None
+    if isinstance(choice, str) and choice not in ("auto", "any", "required", "none"):
+        return choice
+    return None
 
 
 def _cohere_tool_choice(choice: Any) -> str | None:
