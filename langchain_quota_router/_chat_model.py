@@ -181,7 +181,7 @@ class QuotaRoutedChatModel(BaseChatModel):
     _settings: tuple[tuple[Any, ...], Settings] | None = PrivateAttr(default=None)
     _stats: RouterStats = PrivateAttr(default_factory=RouterStats)
     _tool_schemas: dict[int, tuple[Any, list[dict[str, Any]]]] = PrivateAttr(default_factory=dict)
-    _route_identities: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+    _llm_string_heads: dict[tuple[Any, ...], str] = PrivateAttr(default_factory=dict)
     _alerts: AlertTracker = PrivateAttr(default_factory=lambda: AlertTracker(()))
 
     # ------------------------------------------------------------ validation
@@ -265,7 +265,6 @@ class QuotaRoutedChatModel(BaseChatModel):
             self.cache = _GlobalCache()
         if isinstance(self.cache, BaseCache) and not isinstance(self.cache, _HitCounter):
             self.cache = _HitCounter(self.cache, self._stats)
-        self._route_identities = [r.identity() for r in self.routes]
         if any(not 0 < t <= 100 for t in self.alert_thresholds):
             msg = f"alert_thresholds must be percentages in (0, 100], got {self.alert_thresholds}"
             raise ConfigurationError(msg)
@@ -473,25 +472,36 @@ class QuotaRoutedChatModel(BaseChatModel):
         # current settings (a model_copy(update=...) must not share answers), the
         # call's arguments (preferred= included) and the tools in a stable form
         # (tool objects' reprs hold memory addresses, which would make every
-        # process miss).
-        routes = self.routes
-        if len(self._route_identities) != len(routes) or any(
-            known["name"] != r.name for known, r in zip(self._route_identities, routes, strict=True)
-        ):
-            self._route_identities = [r.identity() for r in routes]
-        params = {k: (self._tool_schema(v) if k == "tools" else v) for k, v in kwargs.items()}
-        return json.dumps(
-            {
-                "routes": self._route_identities,
-                "strategy": self.strategy,
-                "temperature": self.temperature,
-                "max_tokens": self.max_tokens,
-                "stop": stop or self.stop,
-                "params": params,
-            },
-            sort_keys=True,
-            default=repr,
+        # process miss). The settings part is kept, keyed by the settings: it is
+        # read on every call, cache hits included.
+        stop = stop or self.stop
+        mark = (
+            tuple(id(r) for r in self.routes),
+            self.strategy,
+            self.temperature,
+            self.max_tokens,
+            tuple(stop) if stop else None,
         )
+        head = self._llm_string_heads.get(mark)
+        if head is None:
+            head = json.dumps(
+                {
+                    "routes": [r.identity() for r in self.routes],
+                    "strategy": self.strategy,
+                    "temperature": self.temperature,
+                    "max_tokens": self.max_tokens,
+                    "stop": stop,
+                },
+                sort_keys=True,
+                default=repr,
+            )
+            if len(self._llm_string_heads) > 64:
+                self._llm_string_heads.clear()
+            self._llm_string_heads[mark] = head
+        if not kwargs:
+            return head
+        params = {k: (self._tool_schema(v) if k == "tools" else v) for k, v in kwargs.items()}
+        return head + json.dumps(params, sort_keys=True, default=repr)
 
     def bind_tools(
         self,
