@@ -1,15 +1,31 @@
-"""Whether each route can take a call now: one rule for the page, the CLI and the demo.
+"""One status model for the page, the command line, the metrics and the demo.
+
+Every view of a router's quota is computed here, once: each route's state
+(:func:`route_states`), each pool's limit rows (:class:`LimitRow`), the holds, and the
+whole picture (:func:`read_status`). ``/status.json`` and ``quota-router report --json``
+are both :meth:`Status.as_dict`, so they give the same fields for the same facts;
+the page, ``quota-router status``, ``/metrics`` and the demo render the same rows.
 
 A route's state comes from the ledger alone (holds and usage), so every process that
-shares the ledger reports the same state for the same facts.
+shares the ledger reports the same state for the same facts. Whatever is shown is
+masked by :class:`~langchain_quota_router._secrets.Masker`.
+
+JSON field names follow the Python names: a limit row's ``amount`` is
+``Limit.amount``, ``used``/``remaining``/``percent``/``resets_at``/``learned_at`` are
+``LimitUsage``'s; a route's ``name`` is ``Route.name``. Times are ISO 8601 in UTC
+(``resets_at``) and epoch seconds (``resets_at_epoch``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
+from langchain_quota_router._secrets import Masker
 from langchain_quota_router.ledger.base import (
     KEY_PREFIX,
     MODEL_PREFIX,
@@ -19,7 +35,26 @@ from langchain_quota_router.ledger.base import (
 )
 
 if TYPE_CHECKING:
+    from langchain_quota_router._chat_model import QuotaRoutedChatModel
     from langchain_quota_router._route import Route
+
+__all__ = [
+    "HoldRow",
+    "LimitRow",
+    "PoolRow",
+    "RouteRow",
+    "RouteState",
+    "StateKind",
+    "Status",
+    "iso",
+    "lifespan_days",
+    "limit_row",
+    "model_subject",
+    "read_status",
+    "route_states",
+    "status_snapshot",
+    "tightest",
+]
 
 StateKind = Literal["ok", "full", "blocked", "unavailable", "disabled"]
 
@@ -86,3 +121,382 @@ def route_states(
             else:
                 states[route.name] = RouteState("ok")
     return states
+
+
+class _Spent(Protocol):
+    """A limit's usage: a :class:`LimitUsage` or a :class:`LimitRow`."""
+
+    @property
+    def pool(self) -> str: ...
+    @property
+    def percent(self) -> float: ...
+    @property
+    def resets_at(self) -> float | None: ...
+
+
+_SpentT = TypeVar("_SpentT", bound=_Spent)
+
+
+def tightest(usage: Iterable[_SpentT], pool: str) -> _SpentT | None:
+    """The pool's limit closest to full (ties: the one that resets last).
+
+    Args:
+        usage: :class:`LimitUsage` or :class:`LimitRow` items of any pools.
+        pool: the pool to look at.
+    """
+    mine = [u for u in usage if u.pool == pool]
+    if not mine:
+        return None
+    return max(mine, key=lambda u: (u.percent, u.resets_at or math.inf))
+
+
+def lifespan_days(router: QuotaRoutedChatModel, tokens_per_day: int) -> dict[str, float]:
+    """Days each pool (and ``"all"``: the whole set) lasts at ``tokens_per_day``.
+
+    The router's own estimate (:meth:`QuotaRoutedChatModel.lifespan`): one-time
+    credits run out at ``remaining / N`` days; renewing limits (per minute, day,
+    month) last forever when they cover ``N`` a day, else for what is left today;
+    the whole set uses renewing room first and credits for the shortfall.
+    """
+    estimate = router.lifespan(tokens_per_day)
+    return {**{str(k): float(v) for k, v in estimate.pools.items()}, "all": float(estimate.total)}
+
+
+def iso(epoch: float | None) -> str | None:
+    """``epoch`` as an ISO 8601 UTC timestamp (whole seconds), or ``None``."""
+    if epoch is None:
+        return None
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------ the rows
+
+
+@dataclass(frozen=True)
+class LimitRow:
+    """One limit of one pool: how much is spent and when room comes back.
+
+    Attributes:
+        pool: the pool.
+        limit: the limit as written (``"10/day"``, ``"6000 tokens/minute"``).
+        metric: ``"requests"``, ``"tokens"``, ``"input_tokens"`` or ``"output_tokens"``.
+        window: the window as written (``"minute"``, ``"day@America/Los_Angeles"``,
+            ``"24h"``, ``"once"``).
+        used: what the window holds now.
+        amount: the limit's size (``Limit.amount``).
+        remaining: what is left (never negative).
+        percent: share spent, 0-100, rounded to two decimals.
+        resets_at: when the window frees up (epoch seconds); ``None`` for a one-time
+            credit.
+        learned_at: when a vendor's headers stated this limit; ``None`` when it was
+            configured.
+    """
+
+    pool: str
+    limit: str
+    metric: str
+    window: str
+    used: int
+    amount: int
+    remaining: int
+    percent: float
+    resets_at: float | None
+    learned_at: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as JSON-ready data (times as ISO 8601 and as ``*_epoch``)."""
+        return {
+            "pool": self.pool,
+            "limit": self.limit,
+            "metric": self.metric,
+            "window": self.window,
+            "used": self.used,
+            "amount": self.amount,
+            "remaining": self.remaining,
+            "percent": self.percent,
+            "resets_at": iso(self.resets_at),
+            "resets_at_epoch": self.resets_at,
+            "learned_at": iso(self.learned_at),
+            "learned_at_epoch": self.learned_at,
+        }
+
+
+def limit_row(usage: LimitUsage) -> LimitRow:
+    """The row for one :class:`~langchain_quota_router.ledger.LimitUsage`."""
+    return LimitRow(
+        pool=usage.pool,
+        limit=str(usage.limit),
+        metric=usage.limit.metric,
+        window=usage.limit.window.describe(),
+        used=usage.used,
+        amount=usage.limit.amount,
+        remaining=usage.remaining,
+        percent=round(usage.percent, 2),
+        resets_at=usage.resets_at,
+        learned_at=usage.learned_at,
+    )
+
+
+@dataclass(frozen=True)
+class PoolRow:
+    """A pool, the routes that spend it, and its limits."""
+
+    pool: str
+    routes: tuple[str, ...]
+    limits: tuple[LimitRow, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The pool as JSON-ready data."""
+        return {
+            "pool": self.pool,
+            "routes": list(self.routes),
+            "limits": [row.as_dict() for row in self.limits],
+        }
+
+
+@dataclass(frozen=True)
+class RouteRow:
+    """A route, its state, and what this process counted for it.
+
+    Attributes:
+        name: the route's name.
+        provider: the vendor (``"groq"``, ``"google_genai"``, ...).
+        model: the model's name.
+        pool: the pool it spends.
+        priority: lower goes first.
+        limits: its configured limits, as written.
+        state: whether it can take calls now (see :class:`RouteState`); the reason
+            is masked.
+        calls: calls it served in this process (``get_stats()``).
+        errors: its failures in this process.
+    """
+
+    name: str
+    provider: str
+    model: str
+    pool: str
+    priority: int
+    limits: tuple[str, ...]
+    state: RouteState
+    calls: int
+    errors: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The route as JSON-ready data.
+
+        ``route`` repeats ``name``: ``report --json`` called it so before the page
+        and the report shared one model, and scripts (and a test) still read it.
+        """
+        return {
+            "name": self.name,
+            "route": self.name,
+            "provider": self.provider,
+            "model": self.model,
+            "pool": self.pool,
+            "priority": self.priority,
+            "limits": list(self.limits),
+            "state": self.state.kind,
+            "until": iso(self.state.until),
+            "until_epoch": self.state.until,
+            "reason": self.state.reason or None,
+            "calls": self.calls,
+            "errors": self.errors,
+        }
+
+
+@dataclass(frozen=True)
+class HoldRow:
+    """A hold the ledger keeps on this router's routes.
+
+    Holds are named by pool and route names only: the ledger's key label is never
+    shown, in case someone named a route after its key.
+
+    Attributes:
+        kind: ``"blocked"`` (a pool resting after a vendor error or quota wall),
+            ``"disabled"`` (a key the vendor rejected) or ``"unavailable"`` (a
+            model the vendor no longer serves on a key) - the route state it causes.
+        pool: the pool, for a block; ``None`` otherwise.
+        routes: the routes it holds.
+        until: when it ends by itself (epoch seconds), if it does.
+        reason: why (masked).
+    """
+
+    kind: StateKind
+    pool: str | None
+    routes: tuple[str, ...]
+    until: float | None
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The hold as JSON-ready data."""
+        return {
+            "kind": self.kind,
+            "pool": self.pool,
+            "routes": list(self.routes),
+            "until": iso(self.until),
+            "until_epoch": self.until,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Status:
+    """Everything the page, the report and the metrics show about a router.
+
+    Attributes:
+        now: when it was read (the router's clock, epoch seconds).
+        ledger: the ledger's URL, masked (no password).
+        routes: every route with its state.
+        pools: every pool with its limit rows.
+        holds: blocks, disabled keys and unavailable models on this router's routes.
+        stats: this process's counters (``router.get_stats()``).
+        lifespan: ``{"tokens_per_day": N, "days": {pool: days, "all": days}}`` when
+            asked for with ``tokens_per_day``; days without end are ``math.inf``.
+        ledger_read_seconds: how long reading the ledger took (wall clock).
+    """
+
+    now: float
+    ledger: str
+    routes: tuple[RouteRow, ...]
+    pools: tuple[PoolRow, ...]
+    holds: tuple[HoldRow, ...]
+    stats: dict[str, Any]
+    lifespan: dict[str, Any] | None = None
+    ledger_read_seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def limits(self) -> list[LimitRow]:
+        """Every pool's limit rows, in one list."""
+        return [row for pool in self.pools for row in pool.limits]
+
+    def as_dict(self) -> dict[str, Any]:
+        """What ``/status.json`` and ``quota-router report --json`` give.
+
+        Returns:
+            ``{"now", "now_epoch", "ledger", "routes", "pools", "holds", "stats",
+            "lifespan"}``: see the row classes for each entry's fields. A lifespan
+            without end is the string ``"inf"`` (JSON has no infinity).
+        """
+        lifespan = None
+        if self.lifespan is not None:
+            days = self.lifespan["days"]
+            lifespan = {
+                "tokens_per_day": self.lifespan["tokens_per_day"],
+                "days": {k: "inf" if math.isinf(v) else round(v, 3) for k, v in days.items()},
+            }
+        return {
+            "now": iso(self.now),
+            "now_epoch": self.now,
+            "ledger": self.ledger,
+            "routes": [route.as_dict() for route in self.routes],
+            "pools": [pool.as_dict() for pool in self.pools],
+            "holds": [hold.as_dict() for hold in self.holds],
+            "stats": self.stats,
+            "lifespan": lifespan,
+        }
+
+
+# ------------------------------------------------------------------ reading
+
+
+def read_status(router: QuotaRoutedChatModel, *, tokens_per_day: int | None = None) -> Status:
+    """Read a router's routes, pools, holds and counters from its ledger, once.
+
+    Args:
+        router: the router to report on.
+        tokens_per_day: also estimate how many days each pool lasts at this demand.
+
+    Returns:
+        The :class:`Status`, with every reason and the ledger URL masked.
+    """
+    masked = Masker.for_router(router)
+    started = time.perf_counter()
+    now = router.clock.now()
+    ledger = router.ledger_backend
+    # Read once: the ledger may be shared with other processes and change meanwhile.
+    usage = router.usage()
+    holds = ledger.holds(now)
+    read_seconds = time.perf_counter() - started
+    routes = list(router.routes)
+    states = route_states(routes, usage, holds)
+    stats = router.get_stats()
+
+    route_rows = tuple(
+        RouteRow(
+            name=route.name,
+            provider=route.provider,
+            model=route.model_name,
+            pool=route.pool,
+            priority=route.priority,
+            limits=tuple(str(limit) for limit in route.limits),
+            state=RouteState(
+                states[route.name].kind,
+                states[route.name].until,
+                masked(states[route.name].reason),
+            ),
+            calls=int(stats.get("calls_per_route", {}).get(route.name, 0)),
+            errors=int(stats.get("errors_per_route", {}).get(route.name, 0)),
+        )
+        for route in routes
+    )
+    routes_of: dict[str, list[str]] = {}
+    for route in routes:
+        routes_of.setdefault(route.pool, []).append(route.name)
+    pools = tuple(
+        PoolRow(
+            pool=pool,
+            routes=tuple(routes_of.get(pool, ())),
+            limits=tuple(limit_row(u) for u in usage if u.pool == pool),
+        )
+        for pool in router.pool_limits
+    )
+    lifespan = None
+    if tokens_per_day is not None:
+        lifespan = {
+            "tokens_per_day": tokens_per_day,
+            "days": lifespan_days(router, tokens_per_day),
+        }
+    return Status(
+        now=now,
+        ledger=masked.url(getattr(ledger, "url", "") or getattr(ledger, "scheme", "")),
+        routes=route_rows,
+        pools=pools,
+        holds=_hold_rows(routes, holds, routes_of, masked),
+        stats=stats,
+        lifespan=lifespan,
+        ledger_read_seconds=read_seconds,
+    )
+
+
+def _hold_rows(
+    routes: Sequence[Route],
+    holds: Sequence[Hold],
+    routes_of: dict[str, list[str]],
+    masked: Masker,
+) -> tuple[HoldRow, ...]:
+    """The holds that concern ``routes``; others (a ledger shared with routers of
+    other routes) are left out, since no action here could lift them."""
+    rows = []
+    for hold in holds:
+        pool: str | None = None
+        kind: StateKind
+        if hold.subject.startswith(POOL_PREFIX):
+            kind, pool = "blocked", hold.subject[len(POOL_PREFIX) :]
+            names = routes_of.get(pool, [])
+        elif hold.subject.startswith(MODEL_PREFIX):
+            subject = hold.subject[len(MODEL_PREFIX) :]
+            kind, names = "unavailable", [r.name for r in routes if model_subject(r) == subject]
+        else:
+            key = hold.subject.removeprefix(KEY_PREFIX)
+            kind, names = "disabled", [r.name for r in routes if r.key == key]
+        if names:
+            rows.append(HoldRow(kind, pool, tuple(names), hold.until, masked(hold.reason)))
+    return tuple(rows)
+
+
+def status_snapshot(
+    router: QuotaRoutedChatModel, *, tokens_per_day: int | None = None
+) -> dict[str, Any]:
+    """:func:`read_status` as JSON-ready data: what ``/status.json`` and
+    ``quota-router report --json`` give (see :meth:`Status.as_dict`)."""
+    return read_status(router, tokens_per_day=tokens_per_day).as_dict()

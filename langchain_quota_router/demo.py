@@ -48,8 +48,8 @@ from langchain_quota_router._chat_model import QuotaRoutedChatModel
 from langchain_quota_router._clock import FakeClock
 from langchain_quota_router._limits import Limit
 from langchain_quota_router._route import Route
+from langchain_quota_router._status import LimitRow, read_status, tightest
 from langchain_quota_router.cli import _format as fmt
-from langchain_quota_router.cli import _report
 from langchain_quota_router.ledger import Demand, LimitUsage, Refusal, Reservation
 from langchain_quota_router.ledger.sqlite import SQLiteLedger
 from langchain_quota_router.simulator import Fault, SimKey, Simulator, vendor_model
@@ -168,6 +168,7 @@ class DemoResult:
         tool_calls: tool calls the agent made.
         tokens: input + output tokens the vendors reported.
         usage: every pool's limits at the end of the day.
+        limits: the same as the status page and ``quota-router report`` show them.
         lifespan_tokens_per_day: the demand the lifespan estimate is for.
         lifespan: days each pool lasts at that demand, and ``"all"`` for the set.
         simulated_hours: how much simulated time passed.
@@ -193,6 +194,7 @@ class DemoResult:
     tool_calls: int = 0
     tokens: int = 0
     usage: list[LimitUsage] = field(default_factory=list)
+    limits: list[LimitRow] = field(default_factory=list)
     lifespan_tokens_per_day: int = 0
     lifespan: dict[str, float] = field(default_factory=dict)
     simulated_hours: float = 0.0
@@ -739,21 +741,23 @@ def _collect(
     result.simulated_hours = (clock.now() - DAY_START) / 3600
     # The lifespan of the keys at today's pace: the tokens this day used, per day.
     result.lifespan_tokens_per_day = max(1, result.tokens)
-    estimate = _report.lifespan(router, result.lifespan_tokens_per_day)
-    if estimate is not None:
-        result.lifespan = estimate
+    # The rows and lifespan the status page and `quota-router report` would show.
+    status = read_status(router, tokens_per_day=result.lifespan_tokens_per_day)
+    result.limits = status.limits
+    if status.lifespan is not None:
+        result.lifespan = dict(status.lifespan["days"])
 
 
 def _show_usage(out: TextIO, result: DemoResult) -> None:
     out.write("\n22:00  quota left at the end of the day\n")
     rows = []
-    for usage in result.usage:
+    for row in result.limits:
         rows.append(
             [
-                usage.pool,
-                str(usage.limit),
-                f"{fmt.count(usage.used)}/{fmt.count(usage.limit.amount)}",
-                fmt.bar(usage.percent),
+                row.pool,
+                row.limit,
+                f"{fmt.count(row.used)}/{fmt.count(row.amount)}",
+                fmt.bar(row.percent),
             ]
         )
     out.write(fmt.table(["pool", "limit", "used", "usage"], rows, right=[2]) + "\n")
@@ -764,15 +768,14 @@ def _summary(out: TextIO, result: DemoResult) -> None:
     rows = []
     for vendor in DEMO_VENDORS:
         name = vendor.route
-        usage = _report.tightest(result.usage, name)
+        usage = tightest(result.limits, name)
         rows.append(
             [
                 name,
                 str(result.calls_per_route.get(name, 0)),
                 str(result.vendor_429s.get(name, 0)),
                 str(result.refusals_avoided.get(name, 0)),
-                f"{fmt.count(usage.used)}/{fmt.count(usage.limit.amount)} "
-                f"{fmt.short_limit(usage.limit)}"
+                f"{fmt.count(usage.used)}/{fmt.count(usage.amount)} {fmt.short_limit(usage)}"
                 if usage
                 else "-",
                 fmt.bar(usage.percent) if usage else "",

@@ -1,60 +1,100 @@
 """A status page for a router: quota bars per pool, route states, reset and enable.
 
-``create_app(router)`` returns a plain ASGI application (no web framework needed):
+``create_app(router)`` returns a plain ASGI application (no web framework needed;
+mount it in any ASGI framework, or run it with :func:`serve`):
 
 - ``GET /``: an HTML page with a usage bar per pool and limit, each route's state
-  (ok, full until, blocked until, disabled), a Reset button per pool and an Enable
-  button per disabled route.
-- ``GET /status.json``: the same as JSON (see :func:`status_snapshot`).
-- ``POST /reset`` with form field ``route``: forget what that route's pool has spent
-  and lift its block, then redirect (303) to ``/``.
-- ``POST /enable`` with form field ``route``: re-enable a route whose key was
-  disabled after an authentication failure, then redirect to ``/``.
+  (ok, full until, blocked until, unavailable, disabled) and, for a signed-in owner,
+  a Reset button per pool and an Enable button per disabled route. No JavaScript.
+- ``GET /status.json``: the same as JSON (see :func:`status_snapshot`; exactly what
+  ``quota-router report --json`` prints).
+- ``GET /metrics``: Prometheus metrics (see :mod:`langchain_quota_router.metrics`;
+  needs the ``metrics`` extra).
+- ``POST /login`` with form field ``token``: sign in with the admin token; sets a
+  session cookie and redirects (303) to ``/``. ``POST /logout`` signs out.
+- ``POST /reset`` with form fields ``route`` and ``token``: forget what that route's
+  pool has spent and lift its block, then redirect (303) to ``/``.
+- ``POST /enable`` with form fields ``route`` and ``token``: re-enable a route whose
+  key or model was refused, then redirect to ``/``.
 
-Bad input is answered 400 with a message saying what is wrong, an unknown route 404,
-and a cross-site form post 403.
+Who may do what:
+
+- **Changing anything** (reset, enable) needs the admin token, every time: the
+  ``token`` field the page's own forms carry once the owner has signed in, or an
+  ``Authorization: Bearer`` header from a script. A session cookie alone is not
+  enough, so a forged cross-site form cannot ride on it. The token comes from
+  ``admin_token=``, else ``$QUOTA_ROUTER_ADMIN_TOKEN``, else it is generated (and
+  :func:`serve` prints it once).
+- **Reading** (the page, ``/status.json``, ``/metrics``) is open to clients on the
+  same machine (a loopback address, and no proxy's forwarding headers), and needs
+  the token from anywhere else: a signed-in browser's cookie, or ``Authorization:
+  Bearer`` (what Prometheus's ``authorization`` setting sends). Local readers can
+  read the ledger's file anyway; remote ones would learn which vendors, keys'
+  pools and models a service uses, and when its quota runs out. ``open_reads=``
+  overrides the rule (``False`` behind a reverse proxy on the same machine).
+- **The Host header** must name the address the request came in on (``localhost``
+  too, on loopback) or one of ``allowed_hosts``: a DNS-rebinding page, whose Host
+  and Origin are both the attacker's name, gets 403 for every request.
+- **Cross-site posts** are refused: ``Origin: null``, an ``Origin`` (or, without
+  one, a ``Referer``) not matching the Host, and ``Sec-Fetch-Site`` other than
+  ``same-origin``.
+- **Every response** forbids framing (``X-Frame-Options: DENY``, CSP
+  ``frame-ancestors 'none'``), scripts and outside resources (CSP ``default-src
+  'none'``), caching and content sniffing.
+
+Bad input is answered 400 with a message saying what is wrong, an unknown route 404.
 
 The page reads the router's ledger, so with a shared ledger (SQLite, Redis) a page
-served by one process shows what every process spent. API keys are never shown:
-routes are named by their route names, and hold reasons are redacted.
-
-``serve(router)`` runs the app on the standard library's threading HTTP server; any
-ASGI server can run ``create_app(router)`` too (``uvicorn.run(create_app(router))``).
+served by one process shows what every process spent. API keys are never shown
+(:class:`~langchain_quota_router._secrets.Masker` masks every response).
 
 Example:
     ```python
     from langchain_quota_router.web import serve
 
-    serve(router, port=8765)  # http://127.0.0.1:8765/ until Ctrl+C
+    serve(router, port=8765)  # http://127.0.0.1:8765/ until Ctrl+C; prints the token
     ```
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+import hashlib
+import hmac
 import html
 import ipaddress
 import json
 import logging
+import os
+import secrets
+import socket
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+import threading
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.cookies import CookieError, SimpleCookie
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
-from pydantic import SecretStr
-
-from langchain_quota_router._status import model_subject, route_states
-from langchain_quota_router.ledger.base import KEY_PREFIX, MODEL_PREFIX, POOL_PREFIX
-from langchain_quota_router.vendors.failures import redact
+from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router._secrets import Masker
+from langchain_quota_router._status import iso, status_snapshot
 
 if TYPE_CHECKING:
     from langchain_quota_router._chat_model import QuotaRoutedChatModel
-    from langchain_quota_router.ledger import LimitUsage
 
-__all__ = ["ASGIApp", "create_app", "make_server", "render_page", "serve", "status_snapshot"]
+__all__ = [
+    "ADMIN_TOKEN_ENV",
+    "ASGIApp",
+    "StatusApp",
+    "StatusServer",
+    "create_app",
+    "make_server",
+    "render_page",
+    "serve",
+    "status_snapshot",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,150 +105,203 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 """An ASGI 3 application."""
 
-#: The largest POST body accepted; a form with one route name is a few dozen bytes.
+ADMIN_TOKEN_ENV = "QUOTA_ROUTER_ADMIN_TOKEN"  # noqa: S105 - a variable's name, not a token
+"""The environment variable holding the admin token, when ``admin_token=`` is not given."""
+
+#: The largest POST body accepted; a form with a route name and a token is under 200 bytes.
 MAX_BODY = 64 * 1024
+#: An admin token shorter than this is refused: it could be guessed.
+MIN_TOKEN_LENGTH = 16
+#: The name of the signed-in owner's cookie.
+SESSION_COOKIE = "quota_router_session"
 
 _FORM = "application/x-www-form-urlencoded"
-_REDACTED = "[REDACTED]"
+_WEB_EXTRA = "pip install 'langchain-quota-router[web]'"
+_READS = {"/", "/index.html", "/status.json", "/metrics"}
+_ACTIONS = {"/reset", "/enable", "/login", "/logout"}
+#: Headers a reverse proxy adds: a request that has one did not start on this machine.
+_FORWARDING = ("forwarded", "x-forwarded-for", "x-real-ip")
+_SECURITY_HEADERS = [
+    ("x-frame-options", "DENY"),
+    # No scripts, fonts or outside resources at all; the page's own <style> and bar
+    # widths are inline styles. form-action keeps even an injected form at home.
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "same-origin"),
+    ("cross-origin-opener-policy", "same-origin"),
+    # Other sites may not even load /status.json as an image or script.
+    ("cross-origin-resource-policy", "same-origin"),
+    ("cache-control", "no-store"),
+]
 
 
-# --------------------------------------------------------------------- the data
+# ------------------------------------------------------------------- access
 
 
-def _iso(epoch: float | None) -> str | None:
-    """``epoch`` as an ISO 8601 UTC timestamp (whole seconds), or ``None``."""
-    if epoch is None:
-        return None
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds")
+def _admin_token(given: str | None) -> tuple[str, bool]:
+    """The admin token to use, and whether it was generated here.
 
-
-def _limit_entry(usage: LimitUsage) -> dict[str, Any]:
-    return {
-        "limit": str(usage.limit),
-        "metric": usage.limit.metric,
-        "used": usage.used,
-        "limit_amount": usage.limit.amount,
-        "remaining": usage.remaining,
-        "percent": round(usage.percent, 2),
-        "resets_at": _iso(usage.resets_at),
-        "resets_at_epoch": usage.resets_at,
-        "learned_at": _iso(usage.learned_at),
-        "learned_at_epoch": usage.learned_at,
-    }
-
-
-def _secrets(router: QuotaRoutedChatModel) -> list[str]:
-    """Every API key the routes' models hold (their ``SecretStr`` fields)."""
-    found = []
-    for route in router.routes:
-        model = route.model
-        for name in type(model).model_fields:
-            value = getattr(model, name, None)
-            if isinstance(value, SecretStr) and len(value.get_secret_value()) >= 4:
-                found.append(value.get_secret_value())
-    # Longest first, so a key that contains another is masked whole.
-    return sorted(set(found), key=len, reverse=True)
-
-
-def _mask(text: str, secrets: list[str]) -> str:
-    """``text`` without the router's keys or anything that looks like a key."""
-    for secret in secrets:
-        text = text.replace(secret, _REDACTED)
-    return redact(text)
-
-
-def status_snapshot(router: QuotaRoutedChatModel) -> dict[str, Any]:
-    """What the status page shows, as JSON-ready data.
-
-    Args:
-        router: the router whose routes, ledger and counters to report.
-
-    Returns:
-        ``{"now", "ledger", "routes", "pools", "holds", "stats"}``. ``pools`` lists
-        each pool's limits with ``used``, ``limit_amount``, ``remaining``,
-        ``percent`` and ``resets_at`` (ISO 8601, UTC); each route has a ``state``:
-        ``"ok"``, ``"full"`` (a limit is used up; ``until`` is when every used-up
-        limit has fully reset, a sliding window may take a call sooner), ``"blocked"``
-        (the vendor said no until ``until``), ``"unavailable"`` (the vendor no longer
-        serves the model; asked again at ``until``) or ``"disabled"`` (until enabled).
-        Times are also given as epoch seconds (``*_epoch``).
+    Raises:
+        ConfigurationError: for a token shorter than :data:`MIN_TOKEN_LENGTH`.
     """
-    now = router.clock.now()
-    ledger = router.ledger_backend
-    secrets = _secrets(router)
-    # Read once: the ledger may be shared with other processes and change meanwhile.
-    usages = router.usage()
-    holds = ledger.holds(now)
-    routes = list(router.route_map.values())
-    states = route_states(routes, usages, holds)
-
-    pools: dict[str, dict[str, Any]] = {}
-    for pool in router.pool_limits:
-        pools[pool] = {
-            "pool": pool,
-            "routes": [r.name for r in routes if r.pool == pool],
-            "limits": [],
-        }
-    for usage in usages:
-        pools[usage.pool]["limits"].append(_limit_entry(usage))
-
-    stats = router.get_stats()
-    route_entries = []
-    for route in routes:
-        state = states[route.name]
-        route_entries.append(
-            {
-                "name": route.name,
-                "provider": route.provider,
-                "model": route.model_name,
-                "pool": route.pool,
-                "priority": route.priority,
-                "limits": [str(limit) for limit in route.limits],
-                "state": state.kind,
-                "until": _iso(state.until),
-                "until_epoch": state.until,
-                "reason": _mask(state.reason, secrets) if state.reason else None,
-                "calls": stats["calls_per_route"].get(route.name, 0),
-                "errors": stats["errors_per_route"].get(route.name, 0),
-            }
+    token = given if given is not None else os.environ.get(ADMIN_TOKEN_ENV, "")
+    if not token:
+        return secrets.token_urlsafe(24), True
+    if len(token) < MIN_TOKEN_LENGTH:
+        source = "admin_token" if given is not None else f"${ADMIN_TOKEN_ENV}"
+        msg = (
+            f"{source} is too short to be safe: use at least {MIN_TOKEN_LENGTH} characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe())' makes one)"
         )
+        raise ConfigurationError(msg)
+    return token, False
 
-    hold_entries = []
-    for hold in holds:
-        # Report holds by pool and by route name: a key label is never shown, in
-        # case someone put a real key there.
-        if hold.subject.startswith(POOL_PREFIX):
-            pool = hold.subject[len(POOL_PREFIX) :]
-            if pool not in pools:
-                continue
-            entry = {"kind": "pool", "pool": pool, "routes": pools[pool]["routes"]}
-        elif hold.subject.startswith(MODEL_PREFIX):
-            subject = hold.subject[len(MODEL_PREFIX) :]
-            names = [r.name for r in routes if model_subject(r) == subject]
-            if not names:
-                continue
-            entry = {"kind": "model", "pool": None, "routes": names}
-        else:
-            key = hold.subject[len(KEY_PREFIX) :]
-            names = [r.name for r in routes if r.key == key]
-            if not names:
-                continue
-            entry = {"kind": "key", "pool": None, "routes": names}
-        entry.update(
-            until=_iso(hold.until), until_epoch=hold.until, reason=_mask(hold.reason, secrets)
+
+def _derive(token: str, purpose: str) -> str:
+    """A value for one purpose (the cookie, the forms) that does not reveal the token."""
+    return hmac.new(token.encode(), f"quota-router {purpose}".encode(), hashlib.sha256).hexdigest()
+
+
+def _same(given: str | None, expected: str) -> bool:
+    # compare_digest on bytes: on str it refuses non-ASCII, which anyone can send.
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(header: str) -> str | None:
+    """The name in a Host header (``[::1]:8765`` gives ``::1``), lowercased."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        rest = host[end + 1 :] if end > 0 else ""
+        if end <= 0 or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+        return host[1:end]
+    name, colon, port = host.partition(":")
+    if colon and not port.isdigit():
+        return None
+    return name.rstrip(".") or None
+
+
+def _header(scope: Scope, name: str) -> str | None:
+    wanted = name.encode("latin-1")
+    for key, value in scope.get("headers", []):
+        if bytes(key).lower() == wanted:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+class _Access:
+    """Who may read and who may change: the admin token and the names the page answers to."""
+
+    def __init__(self, token: str, allowed_hosts: Iterable[str], open_reads: bool | None) -> None:
+        self.token = token
+        self.allowed_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
+        self.open_reads = open_reads
+        self.session = _derive(token, "session")
+        self.form_token = _derive(token, "form")
+
+    def check_host(self, scope: Scope) -> None:
+        """Refuse a Host header this page was not bound to or told about (DNS rebinding)."""
+        header = _header(scope, "host")
+        name = None if header is None else _host_name(header)
+        if name is not None and self._host_allowed(name, scope.get("server")):
+            return
+        shown = "no Host header" if header is None else f"Host {header!r}"
+        msg = (
+            f"{shown} is not a name this page answers to; to serve it under another name, "
+            "start it with --allow-host NAME (allowed_hosts=[...] in Python)"
         )
-        hold_entries.append(entry)
+        raise _HTTPError(HTTPStatus.FORBIDDEN, msg)
 
-    return {
-        "now": _iso(now),
-        "now_epoch": now,
-        # The scheme only: a Redis URL may hold a password.
-        "ledger": getattr(ledger, "scheme", type(ledger).__name__),
-        "routes": route_entries,
-        "pools": list(pools.values()),
-        "holds": hold_entries,
-        "stats": stats,
-    }
+    def _host_allowed(self, name: str, server: Any) -> bool:
+        if "*" in self.allowed_hosts or name in self.allowed_hosts:
+            return True
+        if not server:
+            return False
+        bound = str(server[0]).lower()
+        # On loopback, "localhost" and "127.0.0.1" are the same page; a rebinding
+        # attacker's name is neither.
+        return name == bound or (_is_loopback(bound) and _is_loopback(name))
+
+    def reads_open(self, scope: Scope) -> bool:
+        """Whether this request may read without the token: it came from this machine."""
+        if self.open_reads is not None:
+            return self.open_reads
+        client = scope.get("client")
+        if not client or not _is_loopback(str(client[0])):
+            return False
+        return not any(_header(scope, name) for name in _FORWARDING)
+
+    def signed_in(self, scope: Scope) -> bool:
+        """The owner's session cookie, or the token as a bearer credential."""
+        if self._bearer(scope):
+            return True
+        cookie = _header(scope, "cookie")
+        if not cookie:
+            return False
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(cookie)
+        except CookieError:
+            return False
+        morsel = jar.get(SESSION_COOKIE)
+        return morsel is not None and _same(morsel.value, self.session)
+
+    def _bearer(self, scope: Scope) -> bool:
+        auth = _header(scope, "authorization") or ""
+        scheme, _, credentials = auth.strip().partition(" ")
+        return scheme.lower() == "bearer" and _same(credentials.strip(), self.token)
+
+    def may_change(self, scope: Scope, fields: dict[str, list[str]]) -> bool:
+        """The token came with the request itself: a form field or a bearer header."""
+        if self._bearer(scope):
+            return True
+        given = fields.get("token", [])
+        if len(given) != 1:
+            return False
+        # Both compared, always: the answer's timing says nothing about which matched.
+        form, raw = _same(given[0], self.form_token), _same(given[0], self.token)
+        return form or raw
+
+    @staticmethod
+    def check_same_origin(scope: Scope) -> None:
+        """Refuse a post another site's page sent (CSRF), by what the browser says."""
+        refused = "cross-site requests may not change quotas"
+        site = _header(scope, "sec-fetch-site")
+        if site is not None and site.strip().lower() not in ("same-origin", "none"):
+            raise _HTTPError(HTTPStatus.FORBIDDEN, f"{refused} (Sec-Fetch-Site: {site})")
+        host = (_header(scope, "host") or "").strip().lower()
+        origin = _header(scope, "origin")
+        if origin is not None:
+            if origin.strip().lower() == "null":
+                # Sandboxed frames, file: and data: pages: no one to trust.
+                raise _HTTPError(HTTPStatus.FORBIDDEN, f"{refused} (Origin: null)")
+            if _netloc(origin) != host:
+                raise _HTTPError(HTTPStatus.FORBIDDEN, f"{refused} (Origin: {origin})")
+            return
+        referer = _header(scope, "referer")
+        if referer and _netloc(referer) != host:
+            raise _HTTPError(HTTPStatus.FORBIDDEN, f"{refused} (Referer from another site)")
+
+
+def _netloc(url: str) -> str | None:
+    try:
+        return urlsplit(url.strip()).netloc.lower()
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------- the page
@@ -233,7 +326,7 @@ def _stamp(epoch: float) -> str:
 
 def _when(epoch: float, now: float) -> str:
     """A relative time (``in 3m 20s``) with the absolute one as a tooltip."""
-    return f'<time datetime="{_iso(epoch)}" title="{_stamp(epoch)}">in {_ago(epoch - now)}</time>'
+    return f'<time datetime="{iso(epoch)}" title="{_stamp(epoch)}">in {_ago(epoch - now)}</time>'
 
 
 def _level(percent: float) -> str:
@@ -294,21 +387,56 @@ code { font-size: 12px; }
 """
 
 
-def _button(action: str, route: str, label: str, title: str) -> str:
+_CSS += """
+.owner { margin: 12px 0; font-size: 13px; }
+.owner input { font: inherit; font-size: 12px; padding: 2px 6px; width: 18em; }
+"""
+
+
+def _head(title: str, *, refresh: bool = False) -> list[str]:
+    return [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        # Refresh now and then: the page is a live view of a shared ledger.
+        *(['<meta http-equiv="refresh" content="15">'] if refresh else []),
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+    ]
+
+
+def _button(action: str, fields: dict[str, str], label: str, title: str) -> str:
     # Relative action: the page also works mounted under a path prefix.
+    hidden = "".join(
+        f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
+        for name, value in fields.items()
+    )
     return (
-        f'<form method="post" action="{action}">'
-        f'<input type="hidden" name="route" value="{html.escape(route)}">'
+        f'<form method="post" action="{action}">{hidden}'
         f'<button type="submit" title="{html.escape(title)}">{label}</button></form>'
     )
 
 
-def render_page(snapshot: dict[str, Any], notice: str | None = None) -> str:
+_SIGN_IN = (
+    '<form class="owner" method="post" action="login">'
+    '<label>Admin token <input type="password" name="token" autocomplete="current-password" '
+    'required></label> <button type="submit">Sign in</button> '
+    '<span class="muted">to reset pools and enable routes (the token '
+    "<code>quota-router serve</code> printed, or <code>$QUOTA_ROUTER_ADMIN_TOKEN</code>)"
+    "</span></form>"
+)
+
+
+def render_page(
+    snapshot: dict[str, Any], notice: str | None = None, *, form_token: str | None = None
+) -> str:
     """The HTML status page for a :func:`status_snapshot`.
 
     Args:
         snapshot: what :func:`status_snapshot` returned.
         notice: a line to show at the top (e.g. after a reset), as plain text.
+        form_token: the value the Reset and Enable forms send as their ``token``
+            field, for a signed-in owner; ``None`` shows a sign-in form instead.
 
     Returns:
         A self-contained HTML document: inline CSS, no scripts, no external assets.
@@ -317,19 +445,21 @@ def render_page(snapshot: dict[str, Any], notice: str | None = None) -> str:
     now: float = snapshot["now_epoch"]
     stats = snapshot["stats"]
     parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        # Refresh now and then: the page is a live view of a shared ledger.
-        '<meta http-equiv="refresh" content="15">',
-        "<title>Quota router status</title>",
-        f"<style>{_CSS}</style></head><body>",
+        *_head("Quota router status", refresh=True),
         "<h1>Quota router status</h1>",
         f'<div class="sub">as of {_stamp(now)} · ledger '
         f"<code>{e(str(snapshot['ledger']))}</code> · refreshes every 15 s</div>",
     ]
     if notice:
         parts.append(f'<div class="notice" role="status">{e(notice)}</div>')
+    if form_token is None:
+        parts.append(_SIGN_IN)
+    else:
+        parts.append(
+            '<div class="owner">Signed in: you may reset pools and enable routes. '
+            '<form method="post" action="logout"><button type="submit">Sign out</button>'
+            "</form></div>"
+        )
     parts.append('<div class="stats">')
     for label, value in (
         ("calls", stats.get("total_calls", 0)),
@@ -374,10 +504,10 @@ def render_page(snapshot: dict[str, Any], notice: str | None = None) -> str:
             state_html += f'<div class="reason">{e(route["reason"])}</div>'
         cells.append(f"<td>{state_html}</td>")
         action = ""
-        if state == "disabled":
-            action = _button("enable", route["name"], "Enable", "Use this route's key again")
-        elif state == "unavailable":
-            action = _button("enable", route["name"], "Enable", "Try this route's model again")
+        if form_token is not None and state in ("disabled", "unavailable"):
+            title = "Use this route's key again" if state == "disabled" else "Try its model again"
+            fields = {"route": route["name"], "token": form_token}
+            action = _button("enable", fields, "Enable", title)
         cells.append(f"<td>{action}</td>")
         parts.append(
             f'<tr data-route="{e(route["name"])}" data-state="{state}">{"".join(cells)}</tr>'
@@ -387,12 +517,14 @@ def render_page(snapshot: dict[str, Any], notice: str | None = None) -> str:
     parts.append('<h2>Quota by pool</h2><div class="pools">')
     for pool in snapshot["pools"]:
         routes = pool["routes"]
-        reset = _button(
-            "reset",
-            routes[0],
-            "Reset",
-            f"Forget what pool {pool['pool']} has spent and lift its block",
-        )
+        reset = ""
+        if form_token is not None and routes:
+            reset = _button(
+                "reset",
+                {"route": routes[0], "token": form_token},
+                "Reset",
+                f"Forget what pool {pool['pool']} has spent and lift its block",
+            )
         parts.append(
             f'<section class="pool" data-pool="{e(pool["pool"])}"><header>'
             f"<h3>{e(pool['pool'])}</h3>{reset}</header>"
@@ -414,7 +546,7 @@ def render_page(snapshot: dict[str, Any], notice: str | None = None) -> str:
             parts.append(
                 f'<div class="limit" data-limit="{e(limit["limit"])}">'
                 f'<div class="row"><span><b>{e(limit["limit"])}</b>{learned}</span>'
-                f"<span>{limit['used']} / {limit['limit_amount']} used · "
+                f"<span>{limit['used']} / {limit['amount']} used · "
                 f"{limit['remaining']} left · {reset_text}</span></div>"
                 f'<div class="bar" role="progressbar" aria-label="{e(limit["limit"])}" '
                 f'aria-valuemin="0" aria-valuemax="100" aria-valuenow="{percent:.0f}">'
@@ -423,9 +555,21 @@ def render_page(snapshot: dict[str, Any], notice: str | None = None) -> str:
         parts.append("</section>")
     parts.append("</div>")
     parts.append(
-        '<p class="muted">JSON: <a href="status.json">status.json</a>. Reset forgets '
-        "everything a pool has counted (for every process sharing the ledger).</p>"
+        '<p class="muted">JSON: <a href="status.json">status.json</a> · Prometheus: '
+        '<a href="metrics">metrics</a>. Reset forgets everything a pool has counted (for '
+        "every process sharing the ledger).</p>"
     )
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _sign_in_page(notice: str | None = None) -> str:
+    """What a reader from another machine sees before signing in."""
+    parts = [*_head("Quota router status: sign in"), "<h1>Quota router status</h1>"]
+    if notice:
+        parts.append(f'<div class="notice" role="status">{html.escape(notice)}</div>')
+    parts.append('<p class="muted">This page is served to other machines only for its owner.</p>')
+    parts.append(_SIGN_IN)
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -445,13 +589,34 @@ class _HTTPError(Exception):
         self.headers = headers or []
 
 
-class _StatusApp:
-    """The ASGI application :func:`create_app` returns."""
+_Response = tuple[HTTPStatus, list[tuple[str, str]], bytes]
 
-    def __init__(self, router: QuotaRoutedChatModel) -> None:
+
+class StatusApp:
+    """The status page of one router as an ASGI 3 application (see :func:`create_app`).
+
+    Attributes:
+        router: the router shown and acted on.
+        admin_token: the token that allows reset and enable.
+        token_generated: whether the token was generated (nobody chose it).
+    """
+
+    def __init__(
+        self,
+        router: QuotaRoutedChatModel,
+        *,
+        admin_token: str | None = None,
+        allowed_hosts: Iterable[str] = (),
+        open_reads: bool | None = None,
+    ) -> None:
+        """See :func:`create_app`."""
         self.router = router
+        self.admin_token, self.token_generated = _admin_token(admin_token)
+        self._access = _Access(self.admin_token, allowed_hosts, open_reads)
+        self._metrics_registry: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection (``http`` or ``lifespan``)."""
         kind = scope["type"]
         if kind == "lifespan":
             await self._lifespan(receive, send)
@@ -462,13 +627,24 @@ class _StatusApp:
         try:
             status, headers, body = await self._handle(scope, receive)
         except _HTTPError as exc:
+            if exc.status == HTTPStatus.FORBIDDEN:
+                # The owner should hear of attempts: a forged post, a rebinding page.
+                logger.warning(
+                    "status page refused %s %s: %s", scope["method"], scope["path"], exc.message
+                )
             status = exc.status
             headers = [("content-type", "text/plain; charset=utf-8"), *exc.headers]
             body = f"{exc.status.value} {exc.status.phrase}: {exc.message}\n".encode()
+        except Exception as exc:  # noqa: BLE001 - answered here, so the answer has our headers
+            # One masked line, no traceback: an exception's text may quote a key.
+            masked = Masker.for_router(self.router)(f"{type(exc).__name__}: {exc}")
+            logger.error("status page failed on %s %s: %s", scope["method"], scope["path"], masked)
+            status = HTTPStatus.INTERNAL_SERVER_ERROR
+            headers = [("content-type", "text/plain; charset=utf-8")]
+            body = b"500 Internal Server Error: the status page failed; see the server's log\n"
         # A last guard: no response carries a key, wherever it might have crept in
         # (a route or pool named after its key, a key typed into a form).
-        for secret in _secrets(self.router):
-            body = body.replace(secret.encode(), _REDACTED.encode())
+        body = Masker.for_router(self.router).body(body)
         await send(
             {
                 "type": "http.response.start",
@@ -478,8 +654,7 @@ class _StatusApp:
                     for k, v in [
                         *headers,
                         ("content-length", str(len(body))),
-                        ("cache-control", "no-store"),
-                        ("x-content-type-options", "nosniff"),
+                        *_SECURITY_HEADERS,
                     ]
                 ],
             }
@@ -498,54 +673,132 @@ class _StatusApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _handle(
-        self, scope: Scope, receive: Receive
-    ) -> tuple[HTTPStatus, list[tuple[str, str]], bytes]:
+    async def _handle(self, scope: Scope, receive: Receive) -> _Response:
         path = scope["path"]
         method = scope["method"]
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :] or "/"
-        pages = {"/", "/index.html", "/status.json"}
-        actions = {"/reset", "/enable"}
-        if path not in pages and path not in actions:
+        # Before anything else, reads included: a rebinding page must learn nothing.
+        self._access.check_host(scope)
+        if path not in _READS and path not in _ACTIONS:
             raise _HTTPError(HTTPStatus.NOT_FOUND, f"no page {path!r}; see / or /status.json")
-        allowed = "GET, HEAD" if path in pages else "POST"
+        allowed = "GET, HEAD" if path in _READS else "POST"
         if method not in allowed.split(", "):
             raise _HTTPError(
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 f"{path} takes {allowed}, not {method}",
                 [("allow", allowed)],
             )
-        # Ledger reads are a few quick queries; they run inline rather than in a
-        # thread pool, whose SQLite connection per thread would leak per request.
-        if path == "/status.json":
-            body = json.dumps(status_snapshot(self.router), indent=2).encode()
-            return HTTPStatus.OK, [("content-type", "application/json")], body
-        if path in pages:
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            notice = _notice(query, self.router)
-            page = render_page(status_snapshot(self.router), notice)
-            return HTTPStatus.OK, [("content-type", "text/html; charset=utf-8")], page.encode()
-        _check_origin(scope)
-        route = _route_field(await _read_body(receive), _header(scope, "content-type"))
-        action = path[1:]
+        signed_in = self._access.signed_in(scope)
+        if path in _READS:
+            if not signed_in and not self._access.reads_open(scope):
+                return self._sign_in_required(path)
+            return self._read(path, scope, signed_in)
+        self._access.check_same_origin(scope)
+        fields = _form_fields(await _read_body(receive), _header(scope, "content-type"))
+        if path == "/login":
+            return self._login(scope, fields)
+        if path == "/logout":
+            return _redirect(scope, "logout", cookie=_cookie(scope, ""))
+        if not self._access.may_change(scope, fields):
+            msg = (
+                "reset and enable need the admin token: sign in on the page (its forms "
+                "send the token), or send 'Authorization: Bearer TOKEN'"
+            )
+            raise _HTTPError(HTTPStatus.FORBIDDEN, msg)
+        route = _one_field(fields, "route")
         if route not in self.router.route_map:
             known = ", ".join(sorted(self.router.route_map))
             raise _HTTPError(HTTPStatus.NOT_FOUND, f"no route named {route!r}; routes: {known}")
+        action = path[1:]
         if action == "reset":
             self.router.reset(route)
         else:
             self.router.enable(route)
         logger.info("status page: %s route %s", action, route)
-        # 303: the browser follows with a GET, so reloading the page does not repost.
-        location = f"{root}/?done={action}&route={quote(route, safe='')}"
-        return HTTPStatus.SEE_OTHER, [("location", location)], b""
+        return _redirect(scope, action, route)
+
+    def _read(self, path: str, scope: Scope, signed_in: bool) -> _Response:
+        # Ledger reads are a few quick queries; they run inline rather than in a
+        # thread pool, whose SQLite connection per thread would leak per request.
+        if path == "/status.json":
+            body = json.dumps(status_snapshot(self.router), indent=2).encode()
+            return HTTPStatus.OK, [("content-type", "application/json")], body
+        if path == "/metrics":
+            return self._metrics(_header(scope, "accept"))
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        page = render_page(
+            status_snapshot(self.router),
+            _notice(query, self.router),
+            form_token=self._access.form_token if signed_in else None,
+        )
+        return HTTPStatus.OK, [("content-type", "text/html; charset=utf-8")], page.encode()
+
+    def _sign_in_required(self, path: str) -> _Response:
+        challenge = ("www-authenticate", 'Bearer realm="quota-router"')
+        if path in ("/", "/index.html"):
+            headers = [("content-type", "text/html; charset=utf-8"), challenge]
+            return HTTPStatus.UNAUTHORIZED, headers, _sign_in_page().encode()
+        msg = (
+            "reading the status from another machine needs the admin token: "
+            "send 'Authorization: Bearer TOKEN', or sign in on the page"
+        )
+        raise _HTTPError(HTTPStatus.UNAUTHORIZED, msg, [challenge])
+
+    def _login(self, scope: Scope, fields: dict[str, list[str]]) -> _Response:
+        token = _one_field(fields, "token")
+        if not _same(token, self.admin_token):
+            raise _HTTPError(HTTPStatus.FORBIDDEN, "that is not the admin token")
+        return _redirect(scope, "login", cookie=_cookie(scope, self._access.session))
+
+    def _metrics(self, accept: str | None) -> _Response:
+        try:
+            from langchain_quota_router import metrics
+        except ImportError as exc:
+            raise _HTTPError(HTTPStatus.NOT_IMPLEMENTED, str(exc)) from None
+        if self._metrics_registry is None:
+            self._metrics_registry = metrics.make_registry(self.router)
+        body, content_type = metrics.exposition(self._metrics_registry, accept)
+        return HTTPStatus.OK, [("content-type", content_type)], body
+
+
+def _redirect(
+    scope: Scope, done: str, route: str | None = None, cookie: str | None = None
+) -> _Response:
+    # 303: the browser follows with a GET, so reloading the page does not repost.
+    location = f"{scope.get('root_path', '')}/?done={done}"
+    if route is not None:
+        location += f"&route={quote(route, safe='')}"
+    headers = [("location", location)]
+    if cookie is not None:
+        headers.append(("set-cookie", cookie))
+    return HTTPStatus.SEE_OTHER, headers, b""
+
+
+def _cookie(scope: Scope, value: str) -> str:
+    """The session cookie (an empty value signs out): never readable by scripts,
+    never sent with another site's requests."""
+    parts = [
+        f"{SESSION_COOKIE}={value}",
+        f"Path={scope.get('root_path', '') or '/'}",
+        "HttpOnly",
+        "SameSite=Strict",
+    ]
+    if not value:
+        parts.append("Max-Age=0")
+    if scope.get("scheme") == "https":
+        parts.append("Secure")
+    return "; ".join(parts)
 
 
 def _notice(query: dict[str, list[str]], router: QuotaRoutedChatModel) -> str | None:
-    """The line to show after a redirect from ``/reset`` or ``/enable``."""
+    """The line to show after a redirect from a form."""
     done = query.get("done", [""])[0]
+    if done == "login":
+        return "Signed in: you may reset pools and enable routes."
+    if done == "logout":
+        return "Signed out."
     route = query.get("route", [""])[0]
     # Only known routes are echoed: the query string is anyone's to write.
     if route not in router.route_map:
@@ -555,23 +808,6 @@ def _notice(query: dict[str, list[str]], router: QuotaRoutedChatModel) -> str | 
     if done == "enable":
         return f"Route {route!r} was enabled."
     return None
-
-
-def _header(scope: Scope, name: str) -> str | None:
-    wanted = name.encode("latin-1")
-    for key, value in scope.get("headers", []):
-        if key.lower() == wanted:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-def _check_origin(scope: Scope) -> None:
-    """Refuse cross-site form posts: any web page could otherwise reset quotas."""
-    origin = _header(scope, "origin")
-    if _header(scope, "sec-fetch-site") == "cross-site" or (
-        origin not in (None, "null") and urlsplit(origin).netloc != _header(scope, "host")
-    ):
-        raise _HTTPError(HTTPStatus.FORBIDDEN, "cross-site requests may not change quotas")
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -590,8 +826,8 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _route_field(body: bytes, content_type: str | None) -> str:
-    """The ``route`` form field of a POST body."""
+def _form_fields(body: bytes, content_type: str | None) -> dict[str, list[str]]:
+    """A POST body's fields: a URL-encoded form, or a JSON object of strings."""
     mime = (content_type or "").split(";", 1)[0].strip().lower()
     if mime == "application/json":
         try:
@@ -600,193 +836,235 @@ def _route_field(body: bytes, content_type: str | None) -> str:
             raise _HTTPError(HTTPStatus.BAD_REQUEST, "the body is not valid JSON") from None
         if not isinstance(data, dict):
             raise _HTTPError(HTTPStatus.BAD_REQUEST, 'send a JSON object: {"route": "name"}')
-        value = data.get("route")
-        values = [value] if isinstance(value, str) else []
-        if value is not None and not values:
-            raise _HTTPError(HTTPStatus.BAD_REQUEST, "field 'route' must be a string")
-    elif mime in ("", _FORM):
+        for name, value in data.items():
+            if value is not None and not isinstance(value, str):
+                raise _HTTPError(HTTPStatus.BAD_REQUEST, f"field {name!r} must be a string")
+        return {name: [value] for name, value in data.items() if isinstance(value, str)}
+    if mime in ("", _FORM):
         try:
-            fields = parse_qs(body.decode("utf-8"), errors="strict", max_num_fields=20)
+            return parse_qs(body.decode("utf-8"), errors="strict", max_num_fields=20)
         except (UnicodeDecodeError, ValueError) as exc:
             raise _HTTPError(HTTPStatus.BAD_REQUEST, f"cannot read the form: {exc}") from None
-        values = fields.get("route", [])
-    else:
-        raise _HTTPError(
-            HTTPStatus.BAD_REQUEST,
-            f"send the form as {_FORM} (or JSON), not {mime}",
-        )
+    raise _HTTPError(HTTPStatus.BAD_REQUEST, f"send the form as {_FORM} (or JSON), not {mime}")
+
+
+def _one_field(fields: dict[str, list[str]], name: str) -> str:
+    """The one, non-empty value of form field ``name``."""
+    values = fields.get(name, [])
     if not values:
-        raise _HTTPError(HTTPStatus.BAD_REQUEST, "form field 'route' is required")
+        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"form field {name!r} is required")
     if len(values) > 1:
-        raise _HTTPError(HTTPStatus.BAD_REQUEST, "give form field 'route' once")
-    route = values[0].strip()
-    if not route:
-        raise _HTTPError(HTTPStatus.BAD_REQUEST, "form field 'route' is empty")
-    return route
+        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"give form field {name!r} once")
+    value = values[0].strip()
+    if not value:
+        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"form field {name!r} is empty")
+    return value
 
 
-def create_app(router: QuotaRoutedChatModel) -> ASGIApp:
-    """The status page of ``router`` as an ASGI application.
+def create_app(
+    router: QuotaRoutedChatModel,
+    *,
+    admin_token: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    open_reads: bool | None = None,
+) -> StatusApp:
+    """The status page of ``router`` as an ASGI application, to run or mount anywhere.
 
     Args:
         router: the router to show and act on.
+        admin_token: the token that allows reset and enable (and reading from other
+            machines); default ``$QUOTA_ROUTER_ADMIN_TOKEN``, else a random one
+            (``app.admin_token``), so that nobody can change anything by default.
+        allowed_hosts: more names the ``Host`` header may give, besides the address
+            the request came in on (and ``localhost`` on loopback): a reverse
+            proxy's public name, say. ``"*"`` allows any (only behind a proxy that
+            checks the name itself).
+        open_reads: whether the page, ``/status.json`` and ``/metrics`` may be read
+            without the token: ``None`` (default) for requests from this machine only,
+            ``False`` for nobody (behind a reverse proxy on this machine), ``True``
+            for everybody.
 
     Returns:
-        An ASGI 3 application serving ``GET /``, ``GET /status.json``,
-        ``POST /reset`` and ``POST /enable`` (see the module docstring). Run it
-        with :func:`serve`, or with any ASGI server.
+        An ASGI 3 application serving ``GET /``, ``/status.json``, ``/metrics`` and
+        ``POST /login``, ``/logout``, ``/reset``, ``/enable`` (see the module docstring).
+
+    Raises:
+        ConfigurationError: for an admin token shorter than 16 characters.
     """
-    return _StatusApp(router)
+    return StatusApp(
+        router, admin_token=admin_token, allowed_hosts=allowed_hosts, open_reads=open_reads
+    )
 
 
-# ------------------------------------------------------ a stdlib server for it
+# ------------------------------------------------------------- the server
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Runs each request through the ASGI app, on the request's own thread."""
-
-    server: _StatusServer
-    server_version = "quota-router-status"
-
-    def do_GET(self) -> None:
-        self._run()
-
-    def do_HEAD(self) -> None:
-        self._run()
-
-    def do_POST(self) -> None:
-        self._run()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s - %s", self.address_string(), format % args)
-
-    def _run(self) -> None:
-        target = urlsplit(self.path)
-        try:
-            length = int(self.headers.get("content-length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.send_error(HTTPStatus.BAD_REQUEST, "bad Content-Length")
-            return
-        # Never read more than the app accepts; it answers 413 for the rest. The
-        # connection closes after each response (HTTP/1.0), so unread bytes are harmless.
-        body = self.rfile.read(min(length, MAX_BODY + 1))
-        host, port = self.server.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else host
-        scope: Scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.0",
-            "method": self.command,
-            "scheme": "http",
-            "path": unquote(target.path),
-            "raw_path": target.path.encode("latin-1"),
-            "query_string": target.query.encode("latin-1"),
-            "root_path": "",
-            "headers": [
-                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()
-            ],
-            "client": self.client_address[:2],
-            "server": (str(host), int(port)),
-        }
-        sent: list[Message] = []
-        delivered = False
-
-        async def receive() -> Message:
-            nonlocal delivered
-            if delivered:
-                return {"type": "http.disconnect"}
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: Message) -> None:
-            sent.append(message)
-
-        try:
-            asyncio.run(_call(self.server.app, scope, receive, send))
-        except Exception:
-            logger.exception("status page failed on %s %s", self.command, self.path)
-            if not sent:
-                self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "the status page failed")
-                return
-        start = next((m for m in sent if m["type"] == "http.response.start"), None)
-        if start is None:
-            self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "the app sent no response")
-            return
-        self.send_response(int(start["status"]))
-        for key, value in start.get("headers", []):
-            self.send_header(bytes(key).decode("latin-1"), bytes(value).decode("latin-1"))
-        self.end_headers()
-        for message in sent:
-            if message["type"] == "http.response.body" and self.command != "HEAD":
-                self.wfile.write(message.get("body", b""))
+def _uvicorn() -> ModuleType:
+    """The uvicorn module, or an ImportError that says which extra installs it."""
+    try:
+        import uvicorn
+    except ImportError as exc:
+        msg = f"the status page's server needs uvicorn: {_WEB_EXTRA}"
+        raise ImportError(msg) from exc
+    return uvicorn
 
 
-async def _call(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-    # asyncio.run wants a coroutine; an ASGI app only promises an awaitable.
-    await app(scope, receive, send)
+class StatusServer:
+    """The status page on uvicorn, bound to its address but not serving yet.
 
+    Made by :func:`make_server`. Call :meth:`serve_forever` (in a thread if need be)
+    and :meth:`shutdown` from another thread to stop; :attr:`server_address` says
+    the port when ``port=0`` picked a free one.
+    """
 
-class _StatusServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], app: ASGIApp) -> None:
+    def __init__(self, app: StatusApp, sock: socket.socket) -> None:
+        """Serve ``app`` on the bound, listening socket ``sock``."""
+        uvicorn = _uvicorn()
         self.app = app
-        super().__init__(address, _Handler)
+        self.socket = sock
+        config = uvicorn.Config(
+            app,
+            lifespan="on",
+            loop="asyncio",
+            http="h11",
+            ws="none",
+            # The service's logging is the service's: uvicorn configures none, logs
+            # no request lines (a URL may carry anything) and names no server.
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        self._stopped = threading.Event()
+        self._stopped.set()
+        host, port = sock.getsockname()[:2]
+        self.server_address: tuple[str, int] = (str(host), int(port))
+        """The bound host and port."""
+
+    @property
+    def url(self) -> str:
+        """The page's address, such as ``http://127.0.0.1:8765/``."""
+        host, port = self.server_address
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}/"
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown`, or Ctrl+C in the main thread."""
+        self._stopped.clear()
+        try:
+            self._server.run(sockets=[self.socket])
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop serving (finishing requests under way) and wait until it has."""
+        self._server.should_exit = True
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        """Close the listening socket."""
+        self.socket.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        # Connections wait in the backlog until the server runs: no start-up race.
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def make_server(
-    router: QuotaRoutedChatModel, host: str = "127.0.0.1", port: int = 8765
-) -> ThreadingHTTPServer:
-    """A bound, not yet serving, HTTP server for the status page of ``router``.
-
-    Call ``serve_forever()`` on it (in a thread if need be) and ``shutdown()`` to
-    stop; ``server_address`` says the port when ``port=0`` picked a free one.
-
-    Args:
-        router: the router to show and act on.
-        host: the address to bind; keep loopback unless a proxy adds
-            authentication, since the page can reset quotas.
-        port: the TCP port; 0 picks a free one.
-
-    Returns:
-        The server (a ``ThreadingHTTPServer``, one thread per request).
-    """
-    if not _is_loopback(host):
-        logger.warning(
-            "the status page on %s is reachable from other machines and has no "
-            "authentication: anyone who reaches it can reset quotas",
-            host,
-        )
-    return _StatusServer((host, port), create_app(router))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def serve(router: QuotaRoutedChatModel, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve the status page of ``router`` until interrupted (Ctrl+C).
-
-    Uses the standard library's threading HTTP server, so no web framework or ASGI
-    server is needed.
+    router: QuotaRoutedChatModel,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    admin_token: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    open_reads: bool | None = None,
+) -> StatusServer:
+    """A bound, not yet serving, uvicorn server for the status page of ``router``.
 
     Args:
         router: the router to show and act on.
         host: the address to bind (default loopback only).
         port: the TCP port; 0 picks a free one.
+        admin_token: see :func:`create_app`.
+        allowed_hosts: see :func:`create_app`.
+        open_reads: see :func:`create_app`.
+
+    Returns:
+        The server; ``server.app.admin_token`` is the token.
+
+    Raises:
+        ImportError: without the ``web`` extra (uvicorn), naming it.
+        ConfigurationError: for an admin token shorter than 16 characters.
     """
-    server = make_server(router, host, port)
-    bound_host, bound_port = server.server_address[:2]
-    text = bound_host.decode() if isinstance(bound_host, bytes) else str(bound_host)
-    shown = f"[{text}]" if ":" in text else text
-    sys.stderr.write(f"quota router status on http://{shown}:{bound_port}/ (Ctrl+C to stop)\n")
+    _uvicorn()
+    app = create_app(
+        router, admin_token=admin_token, allowed_hosts=allowed_hosts, open_reads=open_reads
+    )
+    if not _is_loopback(host):
+        logger.warning(
+            "the status page on %s is reachable from other machines: they need the "
+            "admin token to read it, and everyone needs it to reset or enable; serve "
+            "it over TLS (a reverse proxy) so the token is not sent in clear",
+            host,
+        )
+    return StatusServer(app, _bind(host, port))
+
+
+def serve(
+    router: QuotaRoutedChatModel,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    admin_token: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    open_reads: bool | None = None,
+) -> None:
+    """Serve the status page of ``router`` on uvicorn until interrupted (Ctrl+C).
+
+    Prints the page's address and, when it was generated here, the admin token
+    (once: it is not logged or stored anywhere).
+
+    Args:
+        router: the router to show and act on.
+        host: the address to bind (default loopback only).
+        port: the TCP port; 0 picks a free one.
+        admin_token: see :func:`create_app`.
+        allowed_hosts: see :func:`create_app`.
+        open_reads: see :func:`create_app`.
+
+    Raises:
+        ImportError: without the ``web`` extra (uvicorn), naming it.
+    """
+    server = make_server(
+        router,
+        host,
+        port,
+        admin_token=admin_token,
+        allowed_hosts=allowed_hosts,
+        open_reads=open_reads,
+    )
+    lines = [f"quota router status on {server.url} (Ctrl+C to stop)"]
+    if server.app.token_generated:
+        lines.append(
+            f"admin token, to sign in for reset and enable (shown once; set "
+            f"${ADMIN_TOKEN_ENV} to choose it): {server.app.admin_token}"
+        )
+    else:
+        lines.append("admin token: the one you gave (sign in with it to reset or enable)")
+    sys.stderr.write("\n".join(lines) + "\n")
     sys.stderr.flush()
     try:
         server.serve_forever()

@@ -150,7 +150,7 @@ def test_status_shows_blocked_and_disabled_routes(
 ) -> None:
     ledger = spent.ledger_backend
     ledger.block("gemini-project", clock.now() + 600, "rate_limit: 429")
-    ledger.disable("openai", "disabled: 401")
+    ledger.disable(spent.route_map["openai"].key, "disabled: 401")
     code, out, _ = run(capsys, "status")
     assert code == 0
     assert_fits(out)
@@ -210,6 +210,7 @@ def test_report_json_has_used_limit_remaining_percent_and_resets(
     groq = next(p for p in data["pools"] if p["pool"] == "groq")
     day = next(limit for limit in groq["limits"] if limit["limit"] == "10/day")
     assert day == {
+        "pool": "groq",
         "limit": "10/day",
         "metric": "requests",
         "window": "day",
@@ -218,7 +219,9 @@ def test_report_json_has_used_limit_remaining_percent_and_resets(
         "remaining": 0,
         "percent": 100.0,
         "resets_at": "2026-01-02T00:00:00+00:00",
+        "resets_at_epoch": 1767312000.0,
         "learned_at": None,
+        "learned_at_epoch": None,
     }
     assert [r["state"] for r in data["routes"]] == ["full", "ok", "ok"]
     assert data["holds"] == []
@@ -333,7 +336,7 @@ def test_enable_lifts_a_disabled_key(
     make_router: Callable[[], QuotaRoutedChatModel],
     clock: FakeClock,
 ) -> None:
-    spent.ledger_backend.disable("openai", "disabled: 401")
+    spent.ledger_backend.disable(spent.route_map["openai"].key, "disabled: 401")
     code, out, _ = run(capsys, "enable", "openai")
     assert code == 0
     assert "enabled route openai" in out
@@ -520,7 +523,9 @@ def test_api_keys_are_never_printed(
     tmp_path: Path,
 ) -> None:
     # A vendor's 401 body quoting the key ends up in the hold's reason.
-    spent.ledger_backend.disable("openai", f"disabled: Incorrect API key provided: {SECRET}")
+    spent.ledger_backend.disable(
+        spent.route_map["openai"].key, f"disabled: Incorrect API key provided: {SECRET}"
+    )
     spent.ledger_backend.block("groq", clock.now() + 60, f"rate_limit: key {SECRET}")
     outputs = []
     for argv in (["status"], ["report"], ["report", "--json"], ["report", "--csv"]):
@@ -555,12 +560,39 @@ def test_serve_runs_the_status_page_for_the_router(
 ) -> None:
     from langchain_quota_router import web
 
-    seen: list[tuple[Any, str, int]] = []
-    monkeypatch.setattr(web, "serve", lambda router, host, port: seen.append((router, host, port)))
+    seen: list[tuple[Any, str, int, list[str]]] = []
+
+    def serve(router: Any, host: str, port: int, allowed_hosts: list[str]) -> None:
+        seen.append((router, host, port, allowed_hosts))
+
+    monkeypatch.setattr(web, "serve", serve)
     assert cli.main(["serve", "--port", "9999"]) == 0
-    ((router, host, port),) = seen
+    assert cli.main(["serve", "--allow-host", "a.example", "--allow-host", "b.example"]) == 0
+    (router, host, port, allowed), (_, _, _, more) = seen
     assert isinstance(router, QuotaRoutedChatModel)
-    assert (host, port) == ("127.0.0.1", 9999)
+    assert (host, port, allowed) == ("127.0.0.1", 9999, [])
+    assert more == ["a.example", "b.example"]
+
+
+def test_serve_without_uvicorn_names_the_extra(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, router_cli: Any
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # type: ignore[arg-type]
+    code, out, err = run(capsys, "serve", "--port", "0")
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "pip install 'langchain-quota-router[web]'" in err
+
+
+def test_serve_with_a_short_admin_token_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, router_cli: Any
+) -> None:
+    monkeypatch.setenv("QUOTA_ROUTER_ADMIN_TOKEN", "hunter2")
+    code, _, err = run(capsys, "serve", "--port", "0")
+    assert code == 2
+    assert "QUOTA_ROUTER_ADMIN_TOKEN is too short" in err
+    assert "hunter2" not in err
 
 
 def test_serve_without_the_web_module_says_so(

@@ -1,18 +1,47 @@
-"""The quickstart notebook runs top to bottom on this venv's Python, against the simulator."""
+"""The quickstart notebook runs top to bottom on this venv's Python, against the simulator,
+and everything it imports comes from the ``notebook`` extra.
+
+The suite stays offline and fast, so it does not build a fresh environment with
+``pip install '.[notebook]'``. It checks the same promise two ways instead: the
+notebook's own import statements each name a package the extra requires (directly),
+and every distribution the kernel had loaded after running the whole notebook lies in
+what the extra installs (its requirements and theirs), the kernel's own tooling, or
+what any Python of this environment loads at start.
+"""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata as metadata
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the package depends on tomli below 3.11
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 KERNEL = "quota-router-test-venv"
 NEEDED = ("nbclient", "nbformat", "ipykernel", "pandas", "matplotlib")
+PACKAGE = "langchain-quota-router"
+#: What runs the notebook without being imported by it: the kernel.
+KERNEL_TOOLING = ("ipykernel",)
+
+# Appended to the notebook in memory: every top-level module the kernel has loaded.
+MODULES_PROBE = """
+import json as _json, sys as _sys
+print("MODULES " + _json.dumps(sorted({_m.split(".")[0] for _m in list(_sys.modules)})))
+"""
 
 # Appended to the notebook in memory: what the plot cell drew, read from the kernel.
 PLOT_PROBE = """
@@ -86,6 +115,90 @@ def _text(cell: Any, streams: tuple[str, ...] = ("stdout", "stderr")) -> str:
     return "".join(parts)
 
 
+def extra_requirements(extra: str) -> set[str]:
+    """The distributions ``pip install 'langchain-quota-router[extra]'`` asks for by name:
+    the package's own dependencies, the extra's, and those of the extras it names."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    names: set[str] = set()
+    todo = [*project["dependencies"], *extras[extra]]
+    while todo:
+        requirement = Requirement(todo.pop())
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        if canonicalize_name(requirement.name) == PACKAGE:
+            for name in requirement.extras:
+                todo.extend(extras[name])
+            continue
+        names.add(canonicalize_name(requirement.name))
+    return names
+
+
+def installed_closure(roots: set[str]) -> set[str]:
+    """``roots`` and every distribution they require or may use, as installed here.
+
+    Optional extras count: a package may import what it can use when it happens to be
+    installed (httpx imports rich for its command line), and runs without it.
+    """
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if canonicalize_name(name) in seen:
+            continue
+        seen.add(canonicalize_name(name))
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        extras = ["", *(dist.metadata.get_all("Provides-Extra") or [])]
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            marker = requirement.marker
+            if marker is None or any(marker.evaluate({"extra": e}) for e in extras):
+                todo.append(requirement.name)
+    return seen
+
+
+def distributions_of(modules: set[str]) -> dict[str, set[str]]:
+    """The installed distributions that provide each top-level module (stdlib: none)."""
+    provided = metadata.packages_distributions()
+    return {
+        module: {canonicalize_name(d) for d in provided.get(module, [])}
+        for module in modules
+        if module not in sys.stdlib_module_names and not module.startswith("langchain_quota")
+    }
+
+
+def notebook_imports() -> set[str]:
+    """The top-level modules the notebook's code cells import."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    modules: set[str] = set()
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        for node in ast.walk(ast.parse("".join(cell["source"]))):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    return modules
+
+
+def test_the_notebook_extra_requires_what_the_notebook_imports() -> None:
+    required = extra_requirements("notebook")
+    imported = distributions_of(notebook_imports())
+    assert {"pandas", "matplotlib", "langchain_core", "langchain"} <= set(imported)
+    for module, distributions in imported.items():
+        assert distributions & required, f"{module} ({distributions}) is not in the extra"
+    # Nothing the notebook does not use: every requirement of the extra is needed
+    # by an import of the notebook or by the simulator's vendors it builds.
+    vendors = {"langchain-groq", "langchain-google-genai", "langchain-cohere"}
+    base = extra_requirements("notebook") - set().union(*imported.values()) - vendors
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert base <= {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+
+
 def test_notebook_is_stored_without_outputs() -> None:
     _require_notebook_tools()
     import nbformat
@@ -105,6 +218,7 @@ def test_quickstart_runs_top_to_bottom(kernel: str, tmp_path: Path) -> None:
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell(PLOT_PROBE))
+    notebook.cells.append(nbformat.v4.new_code_cell(MODULES_PROBE))
     workdir = tmp_path / "cwd"
     workdir.mkdir()
 
@@ -143,3 +257,16 @@ def test_quickstart_runs_top_to_bottom(kernel: str, tmp_path: Path) -> None:
     # Everything the notebook wrote went to its temporary folder, now removed.
     assert list(workdir.iterdir()) == []
     assert list((tmp_path / "kernel-tmp").iterdir()) == []
+    # Everything the kernel loaded comes from the notebook extra (or runs the kernel,
+    # or loads in any Python of this environment, like a .pth file's hooks).
+    loaded = set(json.loads(text.split("MODULES ", 1)[1].splitlines()[0]))
+    bare = subprocess.run(
+        [sys.executable, "-c", "import sys; print(' '.join(m.split('.')[0] for m in sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    allowed = installed_closure(extra_requirements("notebook") | set(KERNEL_TOOLING))
+    for module, distributions in distributions_of(loaded - set(bare)).items():
+        if distributions:
+            assert distributions & allowed, f"the notebook loaded {module} from {distributions}"

@@ -1,10 +1,13 @@
-"""The status page: JSON and HTML in-process, the stdlib server, and a real Chromium."""
+"""The status page: JSON and HTML in-process, its access rules, uvicorn, and a real Chromium."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
+import http.server
 import json
+import logging
 import os
 import re
 import shutil
@@ -14,7 +17,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +25,24 @@ import httpx
 import pytest
 from langchain_groq import ChatGroq
 
-from langchain_quota_router import QuotaRoutedChatModel, Route
+from langchain_quota_router import ConfigurationError, QuotaRoutedChatModel, Route
 from langchain_quota_router._clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
-from langchain_quota_router.web import create_app, make_server, serve, status_snapshot
+from langchain_quota_router.web import (
+    ADMIN_TOKEN_ENV,
+    SESSION_COOKIE,
+    StatusApp,
+    StatusServer,
+    create_app,
+    make_server,
+    serve,
+    status_snapshot,
+)
 
 SECRET = "gsk_" + "S3cr3tK3y" * 5  # looks like a Groq key; must never be shown
+TOKEN = "owner-" + "T0k3n" * 6  # the admin token of every app here
+OWNER = {"authorization": f"Bearer {TOKEN}"}
+FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
 def make_router(clock: FakeClock, ledger: str = "memory://") -> QuotaRoutedChatModel:
@@ -64,9 +79,34 @@ def router(clock: FakeClock) -> QuotaRoutedChatModel:
 
 
 @pytest.fixture
-async def client(router: QuotaRoutedChatModel) -> Any:
-    transport = httpx.ASGITransport(app=create_app(router))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+def app(router: QuotaRoutedChatModel) -> StatusApp:
+    return create_app(router, admin_token=TOKEN)
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    app: Any,
+    base_url: str = "http://testserver",
+    client: tuple[str, int] = ("127.0.0.1", 50000),
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for ``app`` in-process; ``client`` is the caller's address."""
+    transport = httpx.ASGITransport(app=app, client=client)
+    async with httpx.AsyncClient(transport=transport, base_url=base_url, headers=headers) as c:
+        yield c
+
+
+@pytest.fixture
+async def client(app: StatusApp) -> AsyncIterator[httpx.AsyncClient]:
+    """The owner, on this machine, sending the token as a bearer credential."""
+    async with connect(app, headers=OWNER) as c:
+        yield c
+
+
+@pytest.fixture
+async def local(app: StatusApp) -> AsyncIterator[httpx.AsyncClient]:
+    """Anyone on this machine, without the token."""
+    async with connect(app) as c:
         yield c
 
 
@@ -82,16 +122,31 @@ def limit(snapshot: dict[str, Any], pool_name: str, text: str) -> dict[str, Any]
     return next(x for x in pool(snapshot, pool_name)["limits"] if x["limit"] == text)
 
 
+def key_of(router: QuotaRoutedChatModel, name: str) -> str:
+    """The identity the ledger disables a route's key by (not the key itself)."""
+    return router.route_map[name].key
+
+
+def disable(router: QuotaRoutedChatModel, name: str, reason: str) -> None:
+    """Disable a route's key, as a 401 from its vendor would."""
+    router.ledger_backend.disable(key_of(router, name), reason)
+
+
+def groq_used(router: QuotaRoutedChatModel) -> int:
+    """Requests groq's 3/minute holds."""
+    return next(u.used for u in router.usage() if str(u.limit) == "3/minute")
+
+
 # ------------------------------------------------------------------ JSON
 
 
 async def test_status_json_reports_usage_routes_and_stats(
-    router: QuotaRoutedChatModel, client: httpx.AsyncClient, clock: FakeClock
+    router: QuotaRoutedChatModel, local: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     router.invoke("one")
     router.invoke("two")
 
-    answer = await client.get("/status.json")
+    answer = await local.get("/status.json")
 
     assert answer.status_code == 200
     assert answer.headers["content-type"] == "application/json"
@@ -99,7 +154,7 @@ async def test_status_json_reports_usage_routes_and_stats(
     assert set(data) >= {"routes", "pools", "holds", "stats"}
     minute = limit(data, "groq", "3/minute")
     assert minute["used"] == 2
-    assert minute["limit_amount"] == 3
+    assert minute["amount"] == 3
     assert minute["remaining"] == 1
     assert minute["percent"] == pytest.approx(66.67)
     # Sliding window: free again one minute after the bucket of the last call.
@@ -120,15 +175,15 @@ async def test_status_json_reports_usage_routes_and_stats(
 
 
 async def test_route_states_full_blocked_and_disabled(
-    router: QuotaRoutedChatModel, client: httpx.AsyncClient, clock: FakeClock
+    router: QuotaRoutedChatModel, local: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     for _ in range(3):
         router.invoke("fill groq")
     ledger = router.ledger_backend
     ledger.block("gemini", clock.now() + 42, "rate_limit: 429 slow down")
-    ledger.disable("groq-small", f"disabled: 401 Invalid API Key {SECRET}")
+    ledger.disable(key_of(router, "groq-small"), f"disabled: 401 Invalid API Key {SECRET}")
 
-    data = (await client.get("/status.json")).json()
+    data = (await local.get("/status.json")).json()
 
     groq = route(data, "groq")
     assert groq["state"] == "full"
@@ -141,11 +196,11 @@ async def test_route_states_full_blocked_and_disabled(
     small = route(data, "groq-small")
     assert small["state"] == "disabled"
     assert small["until"] is None
-    kinds = {(h["kind"], tuple(h["routes"])) for h in data["holds"]}
-    assert kinds == {("pool", ("gemini",)), ("key", ("groq-small",))}
+    kinds = {(h["kind"], h["pool"], tuple(h["routes"])) for h in data["holds"]}
+    assert kinds == {("blocked", "gemini", ("gemini",)), ("disabled", None, ("groq-small",))}
 
     clock.advance(61)
-    data = (await client.get("/status.json")).json()
+    data = (await local.get("/status.json")).json()
     assert route(data, "groq")["state"] == "ok"
     assert route(data, "gemini")["state"] == "ok"
     assert route(data, "groq-small")["state"] == "disabled"
@@ -154,13 +209,14 @@ async def test_route_states_full_blocked_and_disabled(
 async def test_api_keys_are_never_shown(
     router: QuotaRoutedChatModel, client: httpx.AsyncClient
 ) -> None:
-    router.ledger_backend.disable("groq-small", f"disabled: 401 Invalid API Key {SECRET}")
+    disable(router, "groq-small", f"disabled: 401 Invalid API Key {SECRET}")
 
     page = (await client.get("/")).text
     data = (await client.get("/status.json")).text
+    metrics = (await client.get("/metrics")).text
 
-    assert SECRET not in page
-    assert SECRET not in data
+    for body in (page, data, metrics):
+        assert SECRET not in body
     assert "[REDACTED]" in data
 
 
@@ -172,9 +228,8 @@ async def test_keys_no_pattern_catches_are_masked_too(clock: FakeClock) -> None:
         cache=False,
         clock=clock,
     )
-    router.ledger_backend.disable("groq", f"disabled: key {plain} was revoked")
-    transport = httpx.ASGITransport(app=create_app(router))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    disable(router, "groq", f"disabled: key {plain} was revoked")
+    async with connect(create_app(router, admin_token=TOKEN), headers=OWNER) as c:
         bodies = [
             (await c.get("/")).text,
             (await c.get("/status.json")).text,
@@ -196,7 +251,7 @@ def test_status_snapshot_reads_a_ledger_shared_with_another_process(
     snapshot = status_snapshot(viewer)
 
     assert limit(snapshot, "groq", "3/minute")["used"] == 1
-    assert snapshot["ledger"] == "sqlite"
+    assert snapshot["ledger"] == url
     assert snapshot["stats"]["total_calls"] == 0  # counters are per process
 
 
@@ -208,7 +263,7 @@ async def test_page_shows_bars_states_and_buttons(
 ) -> None:
     for _ in range(3):
         router.invoke("fill groq")
-    router.ledger_backend.disable("groq-small", "disabled: 401")
+    disable(router, "groq-small", "disabled: 401")
 
     answer = await client.get("/")
 
@@ -227,16 +282,35 @@ async def test_page_shows_bars_states_and_buttons(
     assert re.search(r'data-route="gemini" data-state="ok"', page)
     assert re.search(r'data-route="groq-small" data-state="disabled"', page)
     assert ">full</span> resets <time" in page
-    # A Reset per pool, an Enable only for the disabled route.
+    # A Reset per pool, an Enable only for the disabled route, each carrying a token
+    # derived from the admin token (never the token itself).
     assert page.count('action="reset"') == 3
     assert page.count('action="enable"') == 1
-    enable_form = page[page.index('action="enable"') :][:200]
+    enable_form = page[page.index('action="enable"') :][:400]
     assert 'name="route" value="groq-small"' in enable_form
+    assert re.search(r'name="token" value="[0-9a-f]{64}"', enable_form)
+    assert TOKEN not in page
+    assert 'action="login"' not in page
     # Self-contained: no scripts, stylesheets, images or fonts from anywhere.
     assert "<script" not in page
     assert "<link" not in page
     assert not re.search(r"(src|href)=\"?(https?:)?//", page)
     assert "url(" not in page
+
+
+async def test_page_without_the_token_shows_no_buttons_but_a_sign_in_form(
+    router: QuotaRoutedChatModel, local: httpx.AsyncClient
+) -> None:
+    disable(router, "groq-small", "disabled: 401")
+
+    page = (await local.get("/")).text
+
+    assert re.search(r'data-route="groq-small" data-state="disabled"', page)
+    assert 'action="reset"' not in page
+    assert 'action="enable"' not in page
+    assert 'name="token"' in page
+    assert 'type="password"' in page
+    assert 'action="login"' in page
 
 
 async def test_head_and_index_html(client: httpx.AsyncClient) -> None:
@@ -255,8 +329,7 @@ async def test_page_escapes_what_it_shows(clock: FakeClock) -> None:
         clock=clock,
     )
     router.ledger_backend.block("<b>x</b>&", clock.now() + 5, "<script>alert(1)</script>")
-    transport = httpx.ASGITransport(app=create_app(router))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with connect(create_app(router, admin_token=TOKEN), headers=OWNER) as c:
         page = (await c.get("/")).text
     assert "<script>" not in page
     assert "<b>x</b>" not in page
@@ -287,7 +360,7 @@ async def test_reset_clears_the_pool_and_its_block_then_redirects(
 async def test_enable_lifts_a_disabled_key(
     router: QuotaRoutedChatModel, client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
-    router.ledger_backend.disable("groq-small", "disabled: 401")
+    disable(router, "groq-small", "disabled: 401")
 
     answer = await client.post("/enable", data={"route": "groq-small"})
 
@@ -299,10 +372,10 @@ async def test_enable_lifts_a_disabled_key(
 
 
 async def test_actions_take_json_too(
-    router: QuotaRoutedChatModel, client: httpx.AsyncClient, clock: FakeClock
+    router: QuotaRoutedChatModel, local: httpx.AsyncClient, clock: FakeClock
 ) -> None:
-    router.ledger_backend.disable("groq-small", "disabled: 401")
-    answer = await client.post("/enable", json={"route": "groq-small"})
+    disable(router, "groq-small", "disabled: 401")
+    answer = await local.post("/enable", json={"route": "groq-small", "token": TOKEN})
     assert answer.status_code == 303
     assert router.ledger_backend.holds(clock.now()) == []
 
@@ -352,28 +425,7 @@ async def test_wrong_paths_methods_and_sizes(client: httpx.AsyncClient) -> None:
     assert big.status_code == 413
 
 
-async def test_cross_site_posts_are_refused(
-    router: QuotaRoutedChatModel, client: httpx.AsyncClient, clock: FakeClock
-) -> None:
-    router.ledger_backend.disable("groq-small", "disabled: 401")
-    evil = await client.post(
-        "/enable", data={"route": "groq-small"}, headers={"origin": "https://evil.example"}
-    )
-    assert evil.status_code == 403
-    fetched = await client.post(
-        "/enable", data={"route": "groq-small"}, headers={"sec-fetch-site": "cross-site"}
-    )
-    assert fetched.status_code == 403
-    assert router.ledger_backend.holds(clock.now()) != []
-    same = await client.post(
-        "/enable", data={"route": "groq-small"}, headers={"origin": "http://testserver"}
-    )
-    assert same.status_code == 303
-    assert router.ledger_backend.holds(clock.now()) == []
-
-
-async def test_lifespan_and_other_scopes(router: QuotaRoutedChatModel) -> None:
-    app = create_app(router)
+async def test_lifespan_and_other_scopes(app: StatusApp) -> None:
     incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
     sent: list[dict[str, Any]] = []
 
@@ -392,81 +444,382 @@ async def test_lifespan_and_other_scopes(router: QuotaRoutedChatModel) -> None:
         await app({"type": "websocket"}, receive, send)
 
 
-# ------------------------------------------------------------ stdlib server
+async def test_the_app_mounts_under_a_path_prefix(router: QuotaRoutedChatModel) -> None:
+    transport = httpx.ASGITransport(app=create_app(router, admin_token=TOKEN), root_path="/quota")
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=OWNER
+    ) as c:
+        assert (await c.get("/quota/status.json")).status_code == 200
+        answer = await c.post("/quota/reset", data={"route": "groq"})
+        assert answer.headers["location"] == "/quota/?done=reset&route=groq"
+        signed = await c.post("/quota/login", data={"token": TOKEN})
+        assert "Path=/quota;" in signed.headers["set-cookie"]
+
+
+# ------------------------------------------------------ only the owner changes
+
+
+async def test_a_post_without_the_token_changes_nothing(
+    router: QuotaRoutedChatModel, local: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    router.invoke("spend")
+    disable(router, "groq-small", "disabled: 401")
+    attempts = [
+        {"data": {"route": "groq"}},  # a plain form post
+        {"data": {"route": "groq", "token": "wrong-" + TOKEN}},
+        {"data": {"route": "groq", "token": TOKEN[:-1]}},
+        {"data": {"route": "groq", "token": "ünïcode"}},  # compared as bytes, no crash
+        {"data": {"route": "groq", "token": [TOKEN, TOKEN]}},
+        {"data": {"route": "groq"}, "headers": {"authorization": "Bearer nope"}},
+        {"data": {"route": "groq"}, "headers": {"authorization": f"Basic {TOKEN}"}},
+        {"json": {"route": "groq"}},
+    ]
+    for kwargs in attempts:
+        for action in ("/reset", "/enable"):
+            answer = await local.post(action, **kwargs)
+            assert answer.status_code == 403, (action, kwargs)
+            assert "need the admin token" in answer.text
+    assert groq_used(router) == 1
+    assert router.ledger_backend.holds(clock.now()) != []
+
+
+async def test_a_session_cookie_alone_does_not_change_anything(
+    router: QuotaRoutedChatModel, local: httpx.AsyncClient
+) -> None:
+    router.invoke("spend")
+    signed = await local.post("/login", data={"token": TOKEN})
+    assert signed.status_code == 303
+    assert SESSION_COOKIE in local.cookies
+
+    # The browser would send the cookie with a forged form; the form lacks the token.
+    answer = await local.post("/reset", data={"route": "groq"})
+
+    assert answer.status_code == 403
+    assert groq_used(router) == 1
+
+
+async def test_sign_in_then_the_pages_own_forms_reset(
+    router: QuotaRoutedChatModel, local: httpx.AsyncClient
+) -> None:
+    router.invoke("spend")
+    wrong = await local.post("/login", data={"token": "guess-" + TOKEN})
+    assert wrong.status_code == 403
+    assert SESSION_COOKIE not in local.cookies
+
+    signed = await local.post("/login", data={"token": TOKEN})
+
+    assert signed.status_code == 303
+    assert signed.headers["location"] == "/?done=login"
+    cookie = signed.headers["set-cookie"]
+    assert cookie.startswith(f"{SESSION_COOKIE}=")
+    for flag in ("HttpOnly", "SameSite=Strict", "Path=/"):
+        assert flag in cookie
+    assert TOKEN not in cookie
+    page = (await local.get("/?done=login")).text
+    assert "Signed in" in page
+    form = re.search(r'<form method="post" action="reset">(.*?)</form>', page)
+    assert form is not None
+    fields = dict(re.findall(r'name="(\w+)" value="([^"]*)"', form.group(1)))
+    assert fields["route"] == "groq"
+
+    answer = await local.post("/reset", data=fields)
+
+    assert answer.status_code == 303
+    assert groq_used(router) == 0
+    out = await local.post("/logout")
+    assert out.status_code == 303
+    assert "Max-Age=0" in out.headers["set-cookie"]
+    assert 'action="reset"' not in (await local.get("/")).text
+
+
+async def test_dns_rebinding_host_and_origin_both_the_attackers_is_refused(
+    router: QuotaRoutedChatModel, app: StatusApp
+) -> None:
+    router.invoke("spend")
+    # The attacker's name now resolves to 127.0.0.1: the browser connects locally
+    # and sends the attacker's name as Host and as Origin. Even with the token.
+    evil = {"host": "rebind.attacker.example:8765", "origin": "http://rebind.attacker.example:8765"}
+    async with connect(app, base_url="http://127.0.0.1:8765", headers=evil) as c:
+        for path in ("/", "/status.json", "/metrics"):
+            answer = await c.get(path)
+            assert answer.status_code == 403, path
+            assert "not a name this page answers to" in answer.text
+            assert "groq" not in answer.text
+        answer = await c.post("/reset", data={"route": "groq", "token": TOKEN})
+        assert answer.status_code == 403
+        assert (await c.post("/login", data={"token": TOKEN})).status_code == 403
+    assert groq_used(router) == 1
+
+
+@pytest.mark.parametrize(
+    ("base_url", "host", "allowed"),
+    [
+        ("http://127.0.0.1:8765", "127.0.0.1:8765", True),
+        ("http://127.0.0.1:8765", "localhost:8765", True),  # loopback aliases
+        ("http://127.0.0.1:8765", "LOCALHOST.", True),
+        ("http://[::1]:8765", "[::1]:8765", True),
+        ("http://192.0.2.10:8765", "192.0.2.10:8765", True),  # the bound address
+        ("http://192.0.2.10:8765", "localhost:8765", False),  # not loopback
+        ("http://127.0.0.1:8765", "127.0.0.1.nip.io:8765", False),
+        ("http://127.0.0.1:8765", "localhost:8765@evil", False),
+        ("http://127.0.0.1:8765", "", False),
+    ],
+)
+async def test_the_host_header_must_name_the_bound_address(
+    app: StatusApp, base_url: str, host: str, allowed: bool
+) -> None:
+    async with connect(app, base_url=base_url, headers={**OWNER, "host": host}) as c:
+        answer = await c.get("/status.json")
+    assert (answer.status_code == 200) is allowed
+
+
+async def test_allowed_hosts_let_other_names_in(router: QuotaRoutedChatModel) -> None:
+    app = create_app(router, admin_token=TOKEN, allowed_hosts=["Status.Example.org"])
+    async with connect(app, headers={**OWNER, "host": "status.example.org"}) as c:
+        assert (await c.get("/status.json")).status_code == 200
+    async with connect(app, headers={**OWNER, "host": "other.example.org"}) as c:
+        assert (await c.get("/status.json")).status_code == 403
+    anything = create_app(router, admin_token=TOKEN, allowed_hosts=["*"])
+    async with connect(anything, headers={**OWNER, "host": "other.example.org"}) as c:
+        assert (await c.get("/status.json")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "null"},  # sandboxed frame, file: or data: page
+        {"origin": "null", "sec-fetch-site": "same-origin"},
+        {"origin": "https://evil.example"},
+        {"origin": "http://testserver:9999"},  # same host, another port: another origin
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},
+        {"referer": "https://evil.example/page"},
+        {"origin": "http://[bad"},
+    ],
+)
+async def test_cross_site_posts_are_refused_even_with_the_token(
+    router: QuotaRoutedChatModel, client: httpx.AsyncClient, clock: FakeClock, headers: Any
+) -> None:
+    disable(router, "groq-small", "disabled: 401")
+    for action, data in (
+        ("/enable", {"route": "groq-small", "token": TOKEN}),
+        ("/login", {"token": TOKEN}),
+    ):
+        answer = await client.post(action, data=data, headers=headers)
+        assert answer.status_code == 403, action
+        assert "cross-site requests may not change quotas" in answer.text
+    assert router.ledger_backend.holds(clock.now()) != []
+
+
+async def test_same_origin_posts_are_accepted(
+    router: QuotaRoutedChatModel, client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    disable(router, "groq-small", "disabled: 401")
+    same = await client.post(
+        "/enable",
+        data={"route": "groq-small"},
+        headers={
+            "origin": "http://testserver",
+            "sec-fetch-site": "same-origin",
+            "referer": "http://testserver/",
+        },
+    )
+    assert same.status_code == 303
+    assert router.ledger_backend.holds(clock.now()) == []
+
+
+async def test_every_response_forbids_framing_and_scripts(
+    client: httpx.AsyncClient, local: httpx.AsyncClient
+) -> None:
+    answers = [
+        await client.get("/"),
+        await client.get("/status.json"),
+        await client.get("/metrics"),
+        await client.get("/nope"),
+        await client.get("/reset"),
+        await client.post("/reset", data={"route": "groq"}),
+        await local.post("/reset", data={"route": "groq"}),
+        await client.get("/", headers={"host": "evil.example"}),
+        await client.post("/login", data={"token": TOKEN}),
+    ]
+    assert {a.status_code for a in answers} == {200, 303, 403, 404, 405}
+    for answer in answers:
+        assert answer.headers["x-frame-options"] == "DENY"
+        policy = answer.headers["content-security-policy"]
+        directives = {d.split()[0]: d.split()[1:] for d in policy.split("; ")}
+        assert directives["frame-ancestors"] == ["'none'"]
+        assert directives["default-src"] == ["'none'"]
+        assert "script-src" not in directives  # falls back to 'none': no JavaScript
+        assert directives["form-action"] == ["'self'"]
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["cache-control"] == "no-store"
+
+
+async def test_a_failing_ledger_is_a_500_with_the_same_headers(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"ledger down, key {SECRET}")
+
+    monkeypatch.setattr("langchain_quota_router.web.status_snapshot", broken)
+    answer = await client.get("/status.json")
+    assert answer.status_code == 500
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert SECRET not in answer.text
+    assert "ledger down" in caplog.text
+    assert SECRET not in caplog.text
+
+
+async def test_reads_from_another_machine_need_the_token(app: StatusApp) -> None:
+    remote = ("198.51.100.7", 40000)
+    async with connect(app, client=remote) as c:
+        for path in ("/status.json", "/metrics"):
+            answer = await c.get(path)
+            assert answer.status_code == 401, path
+            assert answer.headers["www-authenticate"].startswith("Bearer")
+            assert "groq" not in answer.text
+        page = await c.get("/")
+        assert page.status_code == 401
+        assert 'action="login"' in page.text
+        assert "groq" not in page.text
+        # A browser signs in; then its cookie reads.
+        assert (await c.post("/login", data={"token": TOKEN})).status_code == 303
+        assert (await c.get("/status.json")).status_code == 200
+    async with connect(app, client=remote, headers=OWNER) as c:
+        assert (await c.get("/metrics")).status_code == 200  # Prometheus' authorization
+    # Through a proxy on this machine: the forwarding header says it came from afar.
+    async with connect(app, headers={"x-forwarded-for": "198.51.100.7"}) as c:
+        assert (await c.get("/status.json")).status_code == 401
+
+
+async def test_open_reads_overrides_the_rule(router: QuotaRoutedChatModel) -> None:
+    closed = create_app(router, admin_token=TOKEN, open_reads=False)
+    async with connect(closed) as c:
+        assert (await c.get("/status.json")).status_code == 401
+    opened = create_app(router, admin_token=TOKEN, open_reads=True)
+    async with connect(opened, client=("198.51.100.7", 1)) as c:
+        assert (await c.get("/status.json")).status_code == 200
+        # Reading is open; changing still is not.
+        assert (await c.post("/reset", data={"route": "groq"})).status_code == 403
+
+
+def test_admin_token_comes_from_the_argument_the_environment_or_is_generated(
+    router: QuotaRoutedChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
+    generated = create_app(router)
+    assert generated.token_generated
+    assert len(generated.admin_token) >= 32
+    assert create_app(router).admin_token != generated.admin_token
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, TOKEN)
+    from_env = create_app(router)
+    assert (from_env.admin_token, from_env.token_generated) == (TOKEN, False)
+    assert create_app(router, admin_token="x" * 16).admin_token == "x" * 16
+    with pytest.raises(ConfigurationError, match="at least 16 characters"):
+        create_app(router, admin_token="short")
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, "short")
+    with pytest.raises(ConfigurationError, match=ADMIN_TOKEN_ENV):
+        create_app(router)
+
+
+# ------------------------------------------------------------------ uvicorn
 
 
 @contextlib.contextmanager
-def running(router: QuotaRoutedChatModel) -> Iterator[str]:
-    """The status page on a free loopback port, in a thread; yields its base URL."""
-    server = make_server(router, port=0)
+def running(router: QuotaRoutedChatModel, **options: Any) -> Iterator[StatusServer]:
+    """The status page on uvicorn on a free loopback port, in a thread."""
+    server = make_server(router, port=0, admin_token=TOKEN, **options)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield server
     finally:
         server.shutdown()
         server.server_close()
-        thread.join(5)
+        thread.join(10)
+        assert not thread.is_alive()
 
 
-def test_stdlib_server_serves_the_app(router: QuotaRoutedChatModel, clock: FakeClock) -> None:
+def request(
+    server: StatusServer, method: str, path: str, body: str | None = None, **headers: str
+) -> tuple[int, dict[str, str], bytes]:
+    host, port = server.server_address
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        answer = conn.getresponse()
+        return answer.status, dict(answer.getheaders()), answer.read()
+    finally:
+        conn.close()
+
+
+def test_uvicorn_serves_the_app(router: QuotaRoutedChatModel, clock: FakeClock) -> None:
     router.invoke("spend")
-    router.ledger_backend.disable("groq-small", "disabled: 401")
-    with running(router) as base:
-        with urllib.request.urlopen(f"{base}/status.json", timeout=10) as answer:
+    disable(router, "groq-small", "disabled: 401")
+    with running(router) as server:
+        assert server.url == f"http://127.0.0.1:{server.server_address[1]}/"
+        with urllib.request.urlopen(f"{server.url}status.json", timeout=10) as answer:
             data = json.load(answer)
+            assert answer.headers["x-frame-options"] == "DENY"
+            assert "server" not in answer.headers
         assert limit(data, "groq", "3/minute")["used"] == 1
-        with urllib.request.urlopen(f"{base}/", timeout=10) as answer:
+        with urllib.request.urlopen(server.url, timeout=10) as answer:
             assert answer.headers["content-type"] == "text/html; charset=utf-8"
             assert 'data-route="groq-small" data-state="disabled"' in answer.read().decode()
 
-        host = base.removeprefix("http://")
-        conn = http.client.HTTPConnection(host, timeout=10)
-        conn.request(
-            "POST",
-            "/enable",
-            body="route=groq-small",
-            headers={"content-type": "application/x-www-form-urlencoded"},
-        )
-        answer = conn.getresponse()
-        assert answer.status == 303
-        assert answer.getheader("location") == "/?done=enable&route=groq-small"
-        conn.close()
+        status, _, _ = request(server, "POST", "/enable", "route=groq-small", **FORM)
+        assert status == 403
+        status, headers, _ = request(server, "POST", "/enable", "route=groq-small", **FORM, **OWNER)
+        assert status == 303
+        assert headers["location"] == "/?done=enable&route=groq-small"
         assert router.ledger_backend.holds(clock.now()) == []
 
-        conn = http.client.HTTPConnection(host, timeout=10)
-        conn.request("POST", "/reset", body="nothing=here")
-        answer = conn.getresponse()
-        assert answer.status == 400
-        assert b"form field 'route' is required" in answer.read()
-        conn.close()
-
-        conn = http.client.HTTPConnection(host, timeout=10)
-        conn.request("HEAD", "/")
-        answer = conn.getresponse()
-        assert answer.status == 200
-        assert answer.read() == b""
-        conn.close()
+        status, _, body = request(server, "POST", "/reset", "nothing=here", **OWNER)
+        assert status == 400
+        assert b"form field 'route' is required" in body
+        status, headers, body = request(server, "HEAD", "/")
+        assert status == 200
+        assert body == b""
+        assert int(headers["content-length"]) > 1000
+        status, _, _ = request(server, "GET", "/status.json", Host="evil.example")
+        assert status == 403
 
 
-def test_serve_runs_until_interrupted(
+def test_serve_prints_the_address_and_a_generated_token_once(
     router: QuotaRoutedChatModel,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    served: list[tuple[str, int]] = []
+    monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
+    served: list[StatusServer] = []
 
-    def interrupted(self: Any) -> None:
-        served.append(self.server_address[:2])
+    def interrupted(self: StatusServer) -> None:
+        served.append(self)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("http.server.ThreadingHTTPServer.serve_forever", interrupted)
+    monkeypatch.setattr(StatusServer, "serve_forever", interrupted)
 
     serve(router, port=0)
 
-    assert served
-    assert served[0][0] == "127.0.0.1"
-    assert f"http://127.0.0.1:{served[0][1]}/" in capsys.readouterr().err
+    (server,) = served
+    err = capsys.readouterr().err
+    assert f"http://127.0.0.1:{server.server_address[1]}/" in err
+    assert err.count(server.app.admin_token) == 1
+    assert server.app.token_generated
+    assert server.socket.fileno() == -1  # closed on the way out
+
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, TOKEN)
+    serve(router, port=0)
+    assert TOKEN not in capsys.readouterr().err
+
+
+def test_without_uvicorn_the_server_names_the_extra(
+    router: QuotaRoutedChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "uvicorn", None)
+    with pytest.raises(ImportError, match=r"pip install 'langchain-quota-router\[web\]'"):
+        make_server(router, port=0)
+    create_app(router, admin_token=TOKEN)  # the ASGI app itself needs no server
 
 
 # --------------------------------------------------------------- Chromium
@@ -497,6 +850,18 @@ def chromium() -> str:
     pytest.skip(f"{message}: browser tests skipped")
 
 
+@pytest.fixture
+def devtools_client() -> None:
+    """The click tests drive Chromium over DevTools with the websockets package."""
+    try:
+        import websockets.sync.client  # noqa: F401  (used by browser())
+    except ImportError:
+        message = "the click tests drive Chromium over DevTools with the websockets package"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}, which is not installed")
+        pytest.skip(f"{message}: pip install websockets")
+
+
 def run_chromium(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
@@ -512,15 +877,15 @@ def busy_router(clock: FakeClock) -> QuotaRoutedChatModel:
     for _ in range(4):  # three fill groq's 3/minute; the fourth falls back to gemini
         router.invoke("hello " * 30)
     router.ledger_backend.block("gemini", clock.now() + 42, "rate_limit: 429 slow down")
-    router.ledger_backend.disable("groq-small", "disabled: 401 invalid api key")
+    disable(router, "groq-small", "disabled: 401 invalid api key")
     return router
 
 
 @pytest.mark.slow
 def test_chromium_renders_the_page(chromium: str, clock: FakeClock, tmp_path: Path) -> None:
     router = busy_router(clock)
-    with running(router) as base:
-        dumped = run_chromium(chromium, tmp_path / "profile", "--dump-dom", f"{base}/")
+    with running(router) as server:
+        dumped = run_chromium(chromium, tmp_path / "profile", "--dump-dom", server.url)
         shot = tmp_path / "status.png"
         drawn = run_chromium(
             chromium,
@@ -528,7 +893,7 @@ def test_chromium_renders_the_page(chromium: str, clock: FakeClock, tmp_path: Pa
             f"--screenshot={shot}",
             "--window-size=1000,800",
             "--hide-scrollbars",
-            f"{base}/",
+            server.url,
         )
 
     assert dumped.returncode == 0, dumped.stderr[-2000:]
@@ -538,6 +903,7 @@ def test_chromium_renders_the_page(chromium: str, clock: FakeClock, tmp_path: Pa
     assert 'data-route="gemini" data-state="blocked"' in dom
     assert 'data-route="groq-small" data-state="disabled"' in dom
     assert dom.count('role="progressbar"') == 6
+    assert 'action="login"' in dom  # not signed in: no buttons, a sign-in form
     assert drawn.returncode == 0, drawn.stderr[-2000:]
     png = shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -563,8 +929,10 @@ class DevTools:
                 result: dict[str, Any] = message["result"]
                 return result
 
-    def evaluate(self, expression: str) -> Any:
-        answer = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+    def evaluate(self, expression: str, *, wait: bool = False) -> Any:
+        answer = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=wait
+        )
         return answer["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 20) -> Any:
@@ -577,14 +945,31 @@ class DevTools:
             time.sleep(0.05)
         pytest.fail(f"timed out waiting for {expression}")
 
+    def open(self, url: str) -> None:
+        """Navigate and wait until the new document has loaded."""
+        self.call("Page.navigate", url=url)
+        self.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete'")
+
+    def click(self, selector: str) -> None:
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
+
+    def type(self, selector: str, text: str) -> None:
+        """Focus a field and type into it, as a person would."""
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
+        self.call("Input.insertText", text=text)
+
+    def text(self) -> str:
+        return str(self.evaluate("document.body ? document.body.innerText : ''"))
+
 
 @contextlib.contextmanager
-def browser(chromium: str, profile: Path) -> Iterator[DevTools]:
+def browser(chromium: str, profile: Path, *flags: str) -> Iterator[DevTools]:
     """A headless Chromium driven over DevTools, on a port it picks itself."""
     proc = subprocess.Popen(
         [
             chromium,
             *CHROMIUM_FLAGS,
+            *flags,
             f"--user-data-dir={profile}",
             "--remote-debugging-port=0",
             "--remote-debugging-address=127.0.0.1",
@@ -604,9 +989,9 @@ def browser(chromium: str, profile: Path) -> Iterator[DevTools]:
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
             page = next(t for t in json.load(r) if t["type"] == "page")
-        from websockets.sync.client import connect
+        from websockets.sync.client import connect as ws_connect
 
-        with connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as socket:
+        with ws_connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as socket:
             yield DevTools(socket)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -618,21 +1003,28 @@ def browser(chromium: str, profile: Path) -> Iterator[DevTools]:
             proc.wait(10)
 
 
-@pytest.mark.slow
-def test_chromium_clicks_reset_and_enable(chromium: str, clock: FakeClock, tmp_path: Path) -> None:
-    try:
-        import websockets.sync.client  # noqa: F401  (used by browser())
-    except ImportError:
-        message = "the click test drives Chromium over DevTools with the websockets package"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}, which is not installed")
-        pytest.skip(f"{message}: pip install websockets")
-    router = busy_router(clock)
-    with running(router) as base, browser(chromium, tmp_path / "cdp-profile") as tools:
-        tools.call("Page.navigate", url=f"{base}/")
-        tools.wait_for("document.readyState === 'complete' && !!document.querySelector('h1')")
+def sign_in(tools: DevTools, url: str) -> None:
+    """Sign in through the page's own form, typing the token."""
+    tools.open(url)
+    assert tools.evaluate("document.querySelectorAll('form[action=\"reset\"]').length") == 0
+    tools.type("input[name=token]", TOKEN)
+    tools.click("form[action=login] button")
+    tools.wait_for("location.search.includes('done=login') && document.readyState === 'complete'")
 
-        tools.evaluate("document.querySelector('[data-pool=\"groq\"] button').click()")
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("devtools_client")
+def test_chromium_signs_in_then_resets_and_enables(
+    chromium: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    router = busy_router(clock)
+    with running(router) as server, browser(chromium, tmp_path / "cdp-profile") as tools:
+        sign_in(tools, server.url)
+        assert tools.evaluate("document.querySelector('.notice').textContent").startswith(
+            "Signed in"
+        )
+
+        tools.click('[data-pool="groq"] button')
         tools.wait_for("location.search.includes('done=reset')")
         tools.wait_for("document.readyState === 'complete'")
         notice = tools.evaluate("document.querySelector('.notice').textContent")
@@ -642,10 +1034,97 @@ def test_chromium_clicks_reset_and_enable(chromium: str, clock: FakeClock, tmp_p
         )
         assert all(u.used == 0 for u in router.usage() if u.pool == "groq")
 
-        tools.evaluate("document.querySelector('form[action=\"enable\"] button').click()")
+        tools.click('form[action="enable"] button')
         tools.wait_for("location.search.includes('done=enable')")
         tools.wait_for("document.readyState === 'complete'")
         assert tools.evaluate("document.querySelectorAll('form[action=\"enable\"]').length") == 0
         # Gemini's block is still there: only the key was enabled.
         holds = router.ledger_backend.holds(clock.now())
         assert [h.subject for h in holds] == ["pool:gemini"]
+        # No JavaScript ran on the page: the CSP forbids it, and the forms did it all.
+        assert tools.evaluate("document.scripts.length") == 0
+
+
+ATTACKER_PAGE = """<!doctype html><html><body>
+<h1>Win a prize</h1>
+<form id="forged" method="post" action="{target}reset">
+<input type="hidden" name="route" value="groq">
+<input type="hidden" name="token" value="a-guess">
+<button>Claim</button></form>
+<iframe id="framed" src="{target}" width="600" height="300"></iframe>
+</body></html>"""
+
+
+@contextlib.contextmanager
+def attacker_site(directory: Path, page: str) -> Iterator[str]:
+    """Another origin on this machine (another port), serving ``page``; yields its URL."""
+    directory.mkdir()
+    (directory / "index.html").write_text(page)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("devtools_client")
+def test_chromium_a_page_from_another_origin_cannot_reset(
+    chromium: str, clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "langchain_quota_router.web")
+    router = busy_router(clock)
+    spent = groq_used(router)
+    with (
+        running(router) as server,
+        attacker_site(tmp_path / "evil", ATTACKER_PAGE.format(target=server.url)) as evil,
+        # rebind.test resolves to 127.0.0.1, as a DNS-rebinding attacker would arrange.
+        browser(
+            chromium, tmp_path / "cdp-profile", "--host-resolver-rules=MAP rebind.test 127.0.0.1"
+        ) as tools,
+    ):
+        # The owner is signed in: the browser holds the session cookie.
+        sign_in(tools, server.url)
+
+        # Another origin frames the page (clickjacking): the browser refuses to show it.
+        tools.open(evil)
+        framed = tools.evaluate(
+            "(() => { try { return document.getElementById('framed').contentDocument"
+            "?.body?.innerText ?? 'blocked'; } catch (e) { return 'blocked'; } })()"
+        )
+        assert "Quota router status" not in framed
+        tree = tools.call("Page.getFrameTree")["frameTree"]
+        (child,) = tree["childFrames"]
+        assert child["frame"]["url"] == "chrome-error://chromewebdata/"
+        assert child["frame"]["unreachableUrl"] == server.url
+
+        # A script on that page posts without CORS, riding on the cookie.
+        tools.evaluate(
+            f"fetch({json.dumps(server.url + 'reset')}, {{method: 'POST', mode: 'no-cors', "
+            "credentials: 'include', body: new URLSearchParams({route: 'groq'})})"
+            ".then(() => 'sent', () => 'failed')",
+            wait=True,
+        )
+        # Its forged form: the browser goes there and is refused.
+        tools.click("#forged button")
+        tools.wait_for("location.pathname === '/reset' && document.readyState === 'complete'")
+        assert "403 Forbidden: cross-site requests may not change quotas" in tools.text()
+        assert groq_used(router) == spent
+
+        # DNS rebinding: the attacker's name, pointing at the page's address.
+        rebound = f"http://rebind.test:{server.server_address[1]}/"
+        tools.open(rebound + "status.json")
+        assert "is not a name this page answers to" in tools.text()
+        assert "groq" not in tools.text()
+
+    assert groq_used(router) == spent
+    assert router.ledger_backend.holds(clock.now()) != []
+    # Each attempt reached the page and was refused there, not lost on the way.
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert sum("POST /reset: cross-site" in m for m in refused) == 2  # fetch, then form
+    assert any("GET /status.json" in m and "rebind.test" in m for m in refused)

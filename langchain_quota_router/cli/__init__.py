@@ -13,7 +13,8 @@
 ``quota-router chat "prompt" [--route R]``  one real call; says which route answered
 ``quota-router simulate --port N``          the local vendor simulator
 ``quota-router demo [--seconds S]``         a simulated day over four vendors
-``quota-router serve [--port N]``           the status page
+``quota-router serve [--port N]``           the status page on uvicorn (``web`` extra);
+``[--allow-host NAME]``                     prints the admin token reset/enable need
 ==========================================  ==========================================
 
 Every command that needs a router builds it from ``--config FILE`` (TOML), else the
@@ -38,7 +39,7 @@ from langchain_quota_router._errors import (
     QuotaExhaustedError,
     QuotaRouterError,
 )
-from langchain_quota_router.cli import _format as fmt
+from langchain_quota_router._secrets import Masker, mask
 from langchain_quota_router.cli import _report
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["CONFIG_ENV", "main"]
 
 CONFIG_ENV = "QUOTA_ROUTER_CONFIG"
+ADMIN_TOKEN_ENV = "QUOTA_ROUTER_ADMIN_TOKEN"  # noqa: S105 - a variable's name (web.ADMIN_TOKEN_ENV)
 """The environment variable naming a TOML config file when ``--config`` is not given."""
 
 _EXPORT_FORMATS = {".json": "json", ".csv": "csv", ".txt": "text"}
@@ -91,14 +93,19 @@ def _router(args: argparse.Namespace) -> QuotaRoutedChatModel:
 
 
 class _Output:
-    """Writes to stdout with every known secret and key-shaped string masked."""
+    """Writes to stdout with every known key and key-shaped string masked."""
 
-    def __init__(self, secrets: Sequence[str] = ()) -> None:
-        self.secrets = list(secrets)
+    def __init__(self, masked: Masker | None = None) -> None:
+        self.masked = masked or Masker()
+
+    @classmethod
+    def of(cls, router: QuotaRoutedChatModel) -> _Output:
+        """Output that masks ``router``'s keys."""
+        return cls(Masker.for_router(router))
 
     def __call__(self, text: str = "", *, err: bool = False) -> None:
         stream = sys.stderr if err else sys.stdout
-        stream.write(fmt.redact(text, self.secrets) + "\n")
+        stream.write(self.masked(text) + "\n")
 
 
 # ---------------------------------------------------------------- commands
@@ -106,7 +113,7 @@ class _Output:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     router = _router(args)
-    _Output(_report.secrets_of(router))(_report.status_text(router))
+    _Output.of(router)(_report.status_text(router))
     return 0
 
 
@@ -124,13 +131,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
         kind = _EXPORT_FORMATS[suffix]
     router = _router(args)
     data = _report.report_data(router, args.avg_tokens)
-    secrets = _report.secrets_of(router)
     render: dict[str, Callable[[dict[str, Any]], str]] = {
         "json": _report.report_json,
         "csv": _report.report_csv,
         "text": _report.report_text,
     }
-    text = fmt.redact(render[kind](data), secrets)
+    text = Masker.for_router(router)(render[kind](data))
     if args.export is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
@@ -151,7 +157,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         raise CliError(msg)
     router = _router(args)
     checks = check_router(router, max_age_days=args.max_age_days)
-    out = _Output(_report.secrets_of(router))
+    out = _Output.of(router)
     if args.json:
         out(json.dumps([check.as_dict() for check in checks], indent=2))
     else:
@@ -174,7 +180,7 @@ def _cmd_reset(args: argparse.Namespace) -> int:
         raise CliError(msg)
     router.ledger_backend.reset(pool)
     routes = ", ".join(r.name for r in router.routes if r.pool == pool)
-    _Output(_report.secrets_of(router))(
+    _Output.of(router)(
         f"reset pool {pool} (routes: {routes}): its usage is forgotten and any block lifted"
     )
     return 0
@@ -183,15 +189,13 @@ def _cmd_reset(args: argparse.Namespace) -> int:
 def _cmd_enable(args: argparse.Namespace) -> int:
     router = _router(args)
     router.enable(args.route)  # ConfigurationError names the routes when unknown
-    _Output(_report.secrets_of(router))(
-        f"enabled route {args.route}: its key and model may be used again"
-    )
+    _Output.of(router)(f"enabled route {args.route}: its key and model may be used again")
     return 0
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
     router = _router(args)
-    out = _Output(_report.secrets_of(router))
+    out = _Output.of(router)
     if args.route is not None and args.route not in router.route_map:
         msg = f"no route named {args.route!r}; routes: {', '.join(router.route_map)}"
         raise CliError(msg)
@@ -203,7 +207,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - a vendor's own error, reported in one line
         text = " ".join(str(exc).split()) or type(exc).__name__
         msg = f"the vendor refused the call: {type(exc).__name__}: {text}"
-        raise CliError(fmt.redact(msg, out.secrets), 1) from None
+        raise CliError(out.masked(msg), 1) from None
     out(message.text)
     meta = message.response_metadata
     served = f"served by {meta.get('route', '?')} ({meta.get('model_name', '?')})"
@@ -243,7 +247,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         msg = "the status page is not available in this installation (web.serve is missing)"
         raise CliError(msg)
     router = _router(args)
-    serve(router, host=args.host, port=args.port)
+    try:
+        serve(router, host=args.host, port=args.port, allowed_hosts=args.allow_host)
+    except ImportError as exc:  # the web extra (uvicorn) is missing; the message says so
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        msg = f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}"
+        raise CliError(msg, 1) from None
     return 0
 
 
@@ -343,9 +353,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--quiet", action="store_true", help="print only the closing summary")
 
-    sub = command("serve", _cmd_serve, "Serve the status page (usage bars, reset, enable).")
+    sub = command(
+        "serve",
+        _cmd_serve,
+        "Serve the status page (usage bars, reset, enable, /status.json, /metrics) on "
+        f"uvicorn. Reset and enable need the admin token: ${ADMIN_TOKEN_ENV}, else one "
+        "generated and printed at start.",
+    )
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     sub.add_argument("--port", type=int, default=8765, help="TCP port (default: 8765)")
+    sub.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name the page may be reached by (a proxy's); repeatable",
+    )
     config_option(sub)
     return parser
 
@@ -382,6 +405,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    line = " ".join(fmt.redact(message).split())
+    line = " ".join(mask(message).split())
     sys.stderr.write(f"quota-router: error: {line}\n")
     return code

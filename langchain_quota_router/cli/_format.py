@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 from langchain_quota_router._limits import Limit
-from langchain_quota_router.vendors.failures import redact as redact_shapes
+from langchain_quota_router._status import LimitRow
 
 #: Terminal width every table must fit.
 WIDTH = 80
@@ -70,15 +70,12 @@ def count(value: int) -> str:
     return f"{value / 1_000_000:.1f}M"
 
 
-def short_limit(limit: Limit) -> str:
+def short_limit(limit: Limit | LimitRow) -> str:
     """A limit's unit in few characters: ``req/day``, ``tok/min``, ``in/min``."""
-    window = limit.window
-    if window.kind == "calendar":
-        unit = _WINDOW_SHORT.get(window.unit, window.unit)
-    else:
-        described = window.describe()
-        unit = _WINDOW_SHORT.get(described, described)
-    return f"{_METRIC_SHORT[limit.metric]}/{unit}"
+    described = limit.window.describe() if isinstance(limit, Limit) else limit.window
+    # A calendar window's zone does not fit a table cell: "day@America/Los_Angeles".
+    unit = described.split("@", 1)[0]
+    return f"{_METRIC_SHORT[limit.metric]}/{_WINDOW_SHORT.get(unit, unit)}"
 
 
 def iso(timestamp: float | None) -> str:
@@ -109,11 +106,3 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable
         ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with the given secrets, and anything shaped like an API key, masked."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[REDACTED]")
-    return redact_shapes(text)
