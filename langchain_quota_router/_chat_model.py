@@ -69,6 +69,7 @@ from langchain_quota_router._routing import (
 )
 from langchain_quota_router._status import model_subject
 from langchain_quota_router._streaming import StreamRelay, replay, tag_message
+from langchain_quota_router._tokens import TokenEstimator
 from langchain_quota_router._watch import (
     ALERT_EVENT,
     AlertTracker,
@@ -186,6 +187,7 @@ class QuotaRoutedChatModel(BaseChatModel):
 
     # ------------------------------------------------------------ validation
 
+    _tokens: TokenEstimator = PrivateAttr(default_factory=TokenEstimator)
     def __init__(self, **kwargs: Any) -> None:
         try:
             super().__init__(**kwargs)
@@ -370,6 +372,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         """Live counters; see :meth:`get_stats` for a snapshot."""
         return self._stats
 
+            tokens=self._tokens,
     def get_stats(self) -> dict[str, Any]:
         """Calls in total and per route, fallbacks, errors, cache hits, last route."""
         return self._stats.snapshot()

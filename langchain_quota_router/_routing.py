@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
-from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from langchain_quota_router._errors import (
     ConfigurationError,
@@ -44,6 +43,7 @@ from langchain_quota_router._errors import (
 )
 from langchain_quota_router._limits import Limit
 from langchain_quota_router._status import model_subject
+from langchain_quota_router._tokens import TokenEstimator
 from langchain_quota_router._watch import AlertTracker, QuotaAlert
 from langchain_quota_router.ledger import Demand, LearnedLimit, Ledger, Refusal, Reservation
 from langchain_quota_router.vendors import catalog
@@ -243,6 +243,7 @@ class Settings:
     default_output_tokens: int
     max_tokens: int | None
     temperature: float | None
+    tokens: TokenEstimator
     tool_kwargs: dict[tuple[str, int, str], tuple[Any, dict[str, Any]]] = field(
         default_factory=dict, compare=False
     )
@@ -259,6 +260,7 @@ class Attempt:
         kwargs: the call's keyword arguments in this vendor's words (tools bound by
             its own ``bind_tools``, ``max_tokens`` renamed, SDK retries off).
         stop: stop sequences.
+        prompt_tokens: the prompt's estimated tokens on this route.
     """
 
     route: Route
@@ -266,6 +268,7 @@ class Attempt:
     messages: list[BaseMessage]
     kwargs: dict[str, Any]
     stop: list[str] | None
+    prompt_tokens: int = 0
 
 
 def usage_demand(message: BaseMessage | None, fallback_input: int) -> Demand:
@@ -306,7 +309,10 @@ class RoutedCall:
         self.messages = list(messages)
         self.stop = stop
         self.tools: Sequence[Any] | None = kwargs.get("tools")
-        self.input_tokens = count_tokens_approximately(messages) + _tool_tokens(self.tools)
+        self.tokens = settings.tokens
+        # Counted once; each route's estimate scales it by what that route's vendor
+        # reported for earlier prompts (see _tokens.TokenEstimator).
+        self.raw_tokens = self.tokens.count(self.messages, self.tools)
         self.reasons: dict[str, str] = {}
         self.categories: dict[str, Category] = {}
         self.retry_ats: list[float] = []
@@ -325,7 +331,8 @@ class RoutedCall:
         """Admitted routes, best first; each must end in succeeded(), failed() or
         abandoned()."""
         for route in self._ordered():
-            skip = self._cannot_take(route)
+            prompt = self.tokens.for_route(route.name, self.raw_tokens)
+            skip = self._cannot_take(route, prompt)
             if skip is not None:
                 self._skip(route, *skip)
                 continue
@@ -338,7 +345,7 @@ class RoutedCall:
             except Exception as exc:  # noqa: BLE001 - the route's own bind_tools refused
                 self._skip(route, f"cannot take these tools ({exc})", "tools")
                 continue
-            demand = Demand(1, self.input_tokens, self._output_budget(route, route_kwargs))
+            demand = Demand(1, prompt, self._output_budget(route, route_kwargs))
             if self.bad_request_retries_left is not None and self.bad_request_retries_left <= 0:
                 return
             admitted = self.ledger.reserve(
@@ -367,6 +374,7 @@ class RoutedCall:
                 route.adapter.messages(self.messages),
                 route_kwargs,
                 self.stop,
+                prompt,
             )
 
     def _skip(self, route: Route, reason: str, category: Category) -> None:
@@ -391,13 +399,12 @@ class RoutedCall:
         usage = self.ledger.usage(route.pool, limits, self.clock.now())
         return min((u.remaining / u.limit.amount if u.limit.amount else 0.0) for u in usage)
 
-    def _cannot_take(self, route: Route) -> tuple[str, Category] | None:
+    def _cannot_take(self, route: Route, prompt: int) -> tuple[str, Category] | None:
         if self.tools and type(route.model).bind_tools is BaseChatModel.bind_tools:
             return "cannot call tools", "tools"
-        if route.context_window is not None and self.input_tokens > route.context_window:
+        if route.context_window is not None and prompt > route.context_window:
             reason = (
-                f"prompt of ~{self.input_tokens} tokens exceeds its context window "
-                f"of {route.context_window}"
+                f"prompt of ~{prompt} tokens exceeds its context window of {route.context_window}"
             )
             return reason, "context"
         return None
@@ -450,7 +457,10 @@ class RoutedCall:
         """Settle the reservation with real usage and note the route's headers."""
         route = attempt.route
         now = self.clock.now()
-        self.ledger.settle(attempt.reservation, usage_demand(message, self.input_tokens), now)
+        self.ledger.settle(attempt.reservation, usage_demand(message, attempt.prompt_tokens), now)
+        reported = getattr(message, "usage_metadata", None) if message is not None else None
+        if reported and reported.get("input_tokens"):
+            self.tokens.observe(route.name, self.raw_tokens, int(reported["input_tokens"]))
         self.alerts = self.settings.alerts.check(
             self.ledger, route.pool, self.pools[route.pool], attempt.reservation, now
         )
@@ -473,9 +483,9 @@ class RoutedCall:
         The request stays counted (the vendor saw it) with what it sent so far; the
         unspent output estimate is released.
         """
-        spent = usage_demand(message, self.input_tokens) if message is not None else None
+        spent = usage_demand(message, attempt.prompt_tokens) if message is not None else None
         if spent is None:
-            spent = Demand(1, self.input_tokens, 0)
+            spent = Demand(1, attempt.prompt_tokens, 0)
         self.ledger.settle(attempt.reservation, spent, self.clock.now())
         if error:
             self.stats.failed(attempt.route.name)
@@ -672,18 +682,6 @@ def _warn_unavailable_once(route: Route, successor: str | None, recheck: float) 
         route.name,
         hint,
     )
-
-
-def _tool_tokens(tools: Sequence[Any] | None) -> int:
-    if not tools:
-        return 0
-    chars = 0
-    for tool in tools:
-        try:
-            chars += len(str(convert_to_openai_tool(tool)))
-        except Exception:  # noqa: BLE001 - an odd tool shape only costs estimate accuracy
-            chars += 200
-    return math.ceil(chars / 4)
 
 
 def _message_cost(route: Route, message: BaseMessage) -> float | None:

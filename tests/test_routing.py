@@ -108,7 +108,9 @@ async def test_prompt_plus_max_tokens_must_fit_the_token_limit(clock: FakeClock,
         Route(small, name="small", limits=["300 tokens/minute"], priority=1),
         Route(big, name="big", priority=2),
     )
-    assert await answered_by(llm, how, max_tokens=250) == "small"  # ~5 prompt + 250 fits
+    # The prompt's estimate is conservative until the vendor has reported a few
+    # prompts (it allows for a preamble the vendor may add): well under 100 tokens.
+    assert await answered_by(llm, how, max_tokens=200) == "small"
     assert await answered_by(llm, how, max_tokens=400) == "big"  # can never fit in 300
     assert small.calls == 1
 
