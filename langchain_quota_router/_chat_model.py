@@ -358,6 +358,7 @@ class QuotaRoutedChatModel(BaseChatModel):
             default_output_tokens=self.default_output_tokens,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
+            tokens=self._tokens,
         )
         self._settings = (mark, settings)
         return settings
@@ -372,7 +373,6 @@ class QuotaRoutedChatModel(BaseChatModel):
         """Live counters; see :meth:`get_stats` for a snapshot."""
         return self._stats
 
-            tokens=self._tokens,
     def get_stats(self) -> dict[str, Any]:
         """Calls in total and per route, fallbacks, errors, cache hits, last route."""
         return self._stats.snapshot()
