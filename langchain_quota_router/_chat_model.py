@@ -180,6 +180,7 @@ class QuotaRoutedChatModel(BaseChatModel):
     _route_map: dict[str, Route] = PrivateAttr(default_factory=dict)
     _pools: PoolLimits | None = PrivateAttr(default=None)
     _settings: tuple[tuple[Any, ...], Settings] | None = PrivateAttr(default=None)
+    _tokens: TokenEstimator = PrivateAttr(default_factory=TokenEstimator)
     _stats: RouterStats = PrivateAttr(default_factory=RouterStats)
     _tool_schemas: dict[int, tuple[Any, list[dict[str, Any]]]] = PrivateAttr(default_factory=dict)
     _llm_string_heads: dict[tuple[Any, ...], str] = PrivateAttr(default_factory=dict)
@@ -187,7 +188,6 @@ class QuotaRoutedChatModel(BaseChatModel):
 
     # ------------------------------------------------------------ validation
 
-    _tokens: TokenEstimator = PrivateAttr(default_factory=TokenEstimator)
     def __init__(self, **kwargs: Any) -> None:
         try:
             super().__init__(**kwargs)
