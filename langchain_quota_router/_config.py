@@ -14,7 +14,8 @@ Environment conventions, for every catalog vendor (``P`` is its prefix: ``GROQ``
     P_MAX_REQUESTS_PER_MINUTE=30     limit overrides, per vendor or per key (``_1``):
     P_MAX_TOKENS_PER_DAY_1=100000    REQUESTS / TOKENS / INPUT_TOKENS / OUTPUT_TOKENS
                                      per SECOND / MINUTE / HOUR / DAY / MONTH
-    P_LIMITS="30/minute,1000/day"    the whole limit list, replacing the catalog's
+    P_LIMITS="30/minute,1000/day"    the whole limit list, replacing the catalog's;
+                                     ``none`` for no limits at all (empty is an error)
     P_PRIORITY=3, P_BASE_URL=url     priority and base URL, per vendor or per key
     CLOUDFLARE_ACCOUNT_ID[_n]        Cloudflare's account id
     OLLAMA_MODEL / OLLAMA_BASE_URL   Ollama needs no key: either one adds its route
@@ -28,6 +29,7 @@ lists as retired is an error naming the variable and the successor.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import sys
@@ -37,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router._limits import Limit, Window
-from langchain_quota_router._route import Route
-from langchain_quota_router._secrets import alias
+from langchain_quota_router._limits import MAX_AMOUNT, Limit, Window
+from langchain_quota_router._route import Route, check_base_url
+from langchain_quota_router._secrets import alias, clean_key
 from langchain_quota_router.vendors.catalog import CATALOG, VendorInfo, default_api_key, lookup
 
 __all__ = ["read_dotenv", "router_kwargs_from_config", "routes_from_env"]
@@ -107,6 +109,12 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
     except OSError as exc:
         msg = f"cannot read {file}: {exc.strerror or exc}"
         raise ConfigurationError(msg) from None
+    except UnicodeDecodeError as exc:
+        msg = f"{file}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+        raise ConfigurationError(msg) from None
+    except ValueError:  # a null byte in the path
+        msg = f"cannot read {str(path)!r}: the path holds a null byte"
+        raise ConfigurationError(msg) from None
     values: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
@@ -128,7 +136,7 @@ def _environment(
     if dotenv is None:
         return env
     path = Path(dotenv)
-    if not path.exists() and str(dotenv) == _DEFAULT_DOTENV:
+    if str(dotenv) == _DEFAULT_DOTENV and not path.exists():
         # The default .env is optional; a file the caller named is not.
         return env
     # The real environment wins: a .env file only fills in what is not set.
@@ -217,7 +225,7 @@ def _read_vendor(vendor: VendorInfo, env: Mapping[str, str]) -> tuple[list[_Key]
             if index is not None:
                 msg = f"{variable}: a key list takes no number; use {prefix}API_KEY_{index}"
                 raise ConfigurationError(msg)
-            for position, secret in enumerate(_split(value)):
+            for position, secret in enumerate(_split(clean_key(value, variable))):
                 listed[position] = variable
                 keys.append(_Key(position, secret, f"{variable}[{position}]"))
         elif match["key"]:
@@ -225,7 +233,7 @@ def _read_vendor(vendor: VendorInfo, env: Mapping[str, str]) -> tuple[list[_Key]
                 continue
             if index is not None:
                 numbered[index] = variable
-            keys.append(_Key(index, value.strip(), variable))
+            keys.append(_Key(index, clean_key(value, variable), variable))
         elif match["metric"]:
             settings.maxima.setdefault(index, []).append(
                 (variable, _max_limit(variable, match["metric"], match["window"], value))
@@ -239,8 +247,11 @@ def _read_vendor(vendor: VendorInfo, env: Mapping[str, str]) -> tuple[list[_Key]
         elif match["name"] == "PRIORITY":
             settings.priority[index] = (variable, _int(variable, value))
         elif match["name"] == "BASE_URL":
-            settings.base_url[index] = (variable, value.strip())
+            settings.base_url[index] = (variable, check_base_url(value.strip(), variable))
         elif match["name"] == "ACCOUNT_ID":
+            if not value.strip():
+                msg = f"{variable} is empty; set the account id or unset the variable"
+                raise ConfigurationError(msg)
             settings.account_id[index] = (variable, value.strip())
         else:
             settings.limits[index] = (variable, _limit_list(variable, value))
@@ -255,7 +266,7 @@ def _read_vendor(vendor: VendorInfo, env: Mapping[str, str]) -> tuple[list[_Key]
     for variable in vendor.key_env:
         if variable.startswith(prefix) and variable[len(prefix) :] == "API_KEY":
             continue  # Read above.
-        secret = env.get(variable, "").strip()
+        secret = clean_key(env.get(variable, ""), variable)
         if secret:
             keys.append(_Key(None, secret, variable))
     return _dedupe(keys), settings
@@ -286,10 +297,26 @@ def _max_limit(variable: str, metric: str, window: str, value: str) -> Limit:
     if amount < 0:
         msg = f"{variable}={value!r}: a limit cannot be negative"
         raise ConfigurationError(msg)
+    if amount > MAX_AMOUNT:
+        msg = f"{variable}={value!r}: a limit can be at most {MAX_AMOUNT}"
+        raise ConfigurationError(msg)
     return Limit.parse(f"{amount}{_METRIC_WORDS[metric]}/{_WINDOWS[window]}")
 
 
 def _limit_list(variable: str, value: str) -> list[Limit]:
+    # An empty variable is most often an unset one expanded by a shell or a compose
+    # file (GROQ_LIMITS=$GROQ_LIMITS): reading it as "no limits" would quietly drop
+    # the catalog's free-tier limits and let the router overspend. No limits at all
+    # must be asked for in so many words.
+    if value.strip().lower() == "none":
+        return []
+    if not _split(value):
+        msg = (
+            f"{variable} is empty; list the limits ({variable}='30/minute,1000/day'), "
+            f"write {variable}=none for no limits at all, or unset it to keep the "
+            "catalog's limits"
+        )
+        raise ConfigurationError(msg)
     try:
         return [Limit.parse(item) for item in _split(value)]
     except ConfigurationError as exc:
@@ -516,6 +543,15 @@ def _load_toml(path: Path) -> dict[str, Any]:
         # tomllib's message carries the line and column.
         msg = f"{path}: not valid TOML: {exc}"
         raise ConfigurationError(msg) from None
+    except UnicodeDecodeError as exc:
+        msg = f"{path}: not valid TOML: not UTF-8 text (byte offset {exc.start})"
+        raise ConfigurationError(msg) from None
+    except RecursionError:
+        msg = f"{path}: not valid TOML: arrays or tables nested too deeply"
+        raise ConfigurationError(msg) from None
+    except ValueError:  # a null byte in the path
+        msg = f"cannot read {str(path)!r}: the path holds a null byte"
+        raise ConfigurationError(msg) from None
     return data
 
 
@@ -525,6 +561,23 @@ def _number(where: str, value: Any, kind: type | tuple[type, ...]) -> Any:
         msg = f"{where} must be a {names}, got {value!r}"
         raise ConfigurationError(msg)
     return value
+
+
+def _real(where: str, value: Any) -> float:
+    """A finite, non-negative number (TOML also spells ``nan`` and ``inf``)."""
+    number = float(_number(where, value, (int, float)))
+    if not math.isfinite(number) or number < 0:
+        msg = f"{where} must be a finite number, not negative; got {value!r}"
+        raise ConfigurationError(msg)
+    return number
+
+
+def _whole(where: str, value: Any, minimum: int) -> int:
+    number: int = _number(where, value, int)
+    if not minimum <= number <= MAX_AMOUNT:
+        msg = f"{where} must be a whole number from {minimum} to {MAX_AMOUNT}, got {value!r}"
+        raise ConfigurationError(msg)
+    return number
 
 
 def router_kwargs_from_config(
@@ -584,10 +637,13 @@ def router_kwargs_from_config(
         raise ConfigurationError(msg)
     for name in ("max_wait", "transient_cooldown", "rate_limit_cooldown", "temperature"):
         if name in data:
-            kwargs[name] = float(_number(f"{file}: {name}", data[name], (int, float)))
-    for name in ("default_output_tokens", "max_tokens"):
-        if name in data:
-            kwargs[name] = _number(f"{file}: {name}", data[name], int)
+            kwargs[name] = _real(f"{file}: {name}", data[name])
+    if "default_output_tokens" in data:
+        kwargs["default_output_tokens"] = _whole(
+            f"{file}: default_output_tokens", data["default_output_tokens"], 0
+        )
+    if "max_tokens" in data:
+        kwargs["max_tokens"] = _whole(f"{file}: max_tokens", data["max_tokens"], 1)
     if "cache" in data:
         kwargs["cache"] = _cache(file, data["cache"])
     pools = _pools(file, data.get("pools", {}))
@@ -616,6 +672,9 @@ def router_kwargs_from_config(
 def _cache(file: Path, value: Any) -> Any:
     if isinstance(value, bool):
         return value
+    if isinstance(value, str) and "\0" in value:
+        msg = f"{file}: cache: {value!r} is not a directory path (it holds a null byte)"
+        raise ConfigurationError(msg)
     if isinstance(value, str) and value.strip():
         from langchain_quota_router._cache import DiskResponseCache
 
@@ -623,7 +682,11 @@ def _cache(file: Path, value: Any) -> Any:
         if not directory.is_absolute():
             # Relative to the file, so the config means the same from any directory.
             directory = file.parent / directory
-        return DiskResponseCache(directory)
+        try:
+            return DiskResponseCache(directory)
+        except (OSError, ValueError) as exc:
+            msg = f"{file}: cache: cannot use {value!r} as a cache directory: {exc}"
+            raise ConfigurationError(msg) from None
     msg = f"{file}: cache must be true, false or a directory path, got {value!r}"
     raise ConfigurationError(msg)
 
@@ -688,7 +751,7 @@ def _toml_route(
         msg = f"{where}: give api_key_env or api_key, not both"
         raise ConfigurationError(msg)
     if "api_key" in raw:
-        args["api_key"] = _number(f"{where}.api_key", raw["api_key"], str)
+        args["api_key"] = clean_key(_number(f"{where}.api_key", raw["api_key"], str), where)
         logger.warning(
             '%s holds an API key in clear; prefer api_key_env = "..." and keep the key '
             "in the environment",
@@ -696,7 +759,7 @@ def _toml_route(
         )
     elif "api_key_env" in raw:
         variable = _number(f"{where}.api_key_env", raw["api_key_env"], str)
-        secret = env.get(variable, "").strip()
+        secret = clean_key(env.get(variable, ""), f"{where}: {variable}")
         if not secret:
             msg = f"{where}: api_key_env names {variable}, which is not set"
             raise ConfigurationError(msg)
@@ -710,6 +773,8 @@ def _toml_route(
     for name in ("name", "base_url", "pool", "key"):
         if name in raw:
             args[name] = _number(f"{where}.{name}", raw[name], str)
+    if "base_url" in args:
+        check_base_url(args["base_url"], f"{where}.base_url")
     args["priority"] = _number(f"{where}.priority", raw.get("priority", vendor.priority), int)
     if "context_window" in raw:
         args["context_window"] = _number(f"{where}.context_window", raw["context_window"], int)
@@ -718,7 +783,10 @@ def _toml_route(
         if (
             not isinstance(prices, list)
             or len(prices) != 2
-            or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in prices)
+            or not all(
+                isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p)
+                for p in prices
+            )
         ):
             msg = f"{where}.prices must be [input, output] USD per million tokens, got {prices!r}"
             raise ConfigurationError(msg)

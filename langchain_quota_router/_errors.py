@@ -21,7 +21,9 @@ The hierarchy::
 Each ``NoRouteError`` is also the ``langchain_core.exceptions`` type its condition
 has, so ``with_retry``, agent middleware and callers that catch LangChain's typed
 errors see the router's failures as they see a single model's. When the router gives
-up after a bad request, it re-raises the vendor's own exception.
+up after a bad request, it re-raises the vendor's own exception, or a
+``RoutesInvalidRequestError`` chained to a masked stand-in when that exception would
+show a configured key.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import datetime as dt
 import math
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,6 +30,18 @@ from langchain_quota_router._errors import ConfigurationError
 
 Metric = Literal["requests", "tokens", "input_tokens", "output_tokens"]
 WindowKind = Literal["sliding", "calendar", "once"]
+
+MAX_AMOUNT = 2**53
+"""The largest count a limit (or a token budget) may name: the Redis ledger counts in
+Lua, whose numbers are doubles, exact up to 2**53. No vendor's quota comes near."""
+
+MAX_WINDOW_SECONDS = 10 * 366 * 86_400
+"""The longest rolling window, about ten years; ``/once`` is a credit that never
+resets. Longer spans would overflow the arithmetic on epoch seconds."""
+
+# More digits than this cannot be at most MAX_AMOUNT (16 digits) or a window count
+# at most MAX_WINDOW_SECONDS: refuse them before int() reads thousands of digits.
+_MAX_DIGITS = 20
 
 _UNITS: dict[str, tuple[WindowKind, int]] = {
     "s": ("sliding", 1),
@@ -53,14 +66,16 @@ _METRICS: dict[str, Metric] = {
 }
 _LIMIT_RE = re.compile(
     r"""^\s*
-    (?P<amount>-?[\d][\d_,]*)\s*
+    (?P<amount>-?\d+(?:[_,]\d+)*)\s*
     (?P<metric>(?:input\s+|output\s+)?(?:requests?|calls?|tokens?))?\s*
     /\s*
     (?P<count>\d+(?:\.\d+)?)?\s*
     (?P<unit>[a-z]+)
     (?:\s*@\s*(?P<zone>[A-Za-z0-9_+\-/]+))?
     \s*$""",
-    re.VERBOSE | re.IGNORECASE,
+    # ASCII: digits of other scripts (Arabic-Indic, full-width) are not a limit anyone
+    # meant to write.
+    re.VERBOSE | re.IGNORECASE | re.ASCII,
 )
 
 
@@ -86,12 +101,28 @@ class Window:
     _span: tuple[float, float] = field(default=(0.0, 0.0), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.kind not in ("sliding", "calendar", "once"):
+            msg = f"unknown limit window kind {self.kind!r}"
+            raise ConfigurationError(msg)
+        if self.kind == "sliding" and (
+            isinstance(self.seconds, bool)
+            or not isinstance(self.seconds, int)
+            or not 1 <= self.seconds <= MAX_WINDOW_SECONDS
+        ):
+            msg = (
+                f"a rolling window must be a whole number of seconds from 1 to "
+                f"{MAX_WINDOW_SECONDS} (about ten years), got {self.seconds!r}"
+            )
+            raise ConfigurationError(msg)
         if self.kind == "calendar":
+            if self.unit not in ("day", "month"):
+                msg = f"a calendar window is a 'day' or a 'month', got {self.unit!r}"
+                raise ConfigurationError(msg)
             try:
                 object.__setattr__(self, "_tz", ZoneInfo(self.zone))
-            except (ZoneInfoNotFoundError, ValueError) as exc:
+            except (ZoneInfoNotFoundError, ValueError, OSError, TypeError):
                 msg = f"unknown time zone {self.zone!r} in a limit window"
-                raise ConfigurationError(msg) from exc
+                raise ConfigurationError(msg) from None
 
     @property
     def series(self) -> str:
@@ -202,11 +233,17 @@ class Limit:
         if isinstance(self.amount, bool) or not isinstance(self.amount, int):
             msg = f"limit amount must be an int, got {self.amount!r}"
             raise ConfigurationError(msg)
+        if self.metric not in _METRICS.values():
+            msg = f"unknown limit metric {self.metric!r}"
+            raise ConfigurationError(msg)
+        if not isinstance(self.window, Window):
+            msg = f"a limit's window must be a Window, got {self.window!r}"
+            raise ConfigurationError(msg)
         if self.amount < 0:
             msg = f"limit {self.describe()!r} is negative"
             raise ConfigurationError(msg)
-        if self.metric not in _METRICS.values():
-            msg = f"unknown limit metric {self.metric!r}"
+        if self.amount > MAX_AMOUNT:
+            msg = f"limit {self.describe()!r} is too large (at most {MAX_AMOUNT})"
             raise ConfigurationError(msg)
 
     @property
@@ -234,9 +271,16 @@ class Limit:
                 "'100000 tokens/24h' or '5000 tokens/once'"
             )
             raise ConfigurationError(msg)
-        amount = int(match["amount"].replace("_", "").replace(",", ""))
-        if amount < 0:
+        digits = match["amount"].replace("_", "").replace(",", "")
+        if digits.startswith("-"):
             msg = f"limit {text!r} is negative"
+            raise ConfigurationError(msg)
+        if len(digits.lstrip("0")) > _MAX_DIGITS:
+            msg = f"limit {text!r} is too large (at most {MAX_AMOUNT})"
+            raise ConfigurationError(msg)
+        amount = int(digits)
+        if amount > MAX_AMOUNT:
+            msg = f"limit {text!r} is too large (at most {MAX_AMOUNT})"
             raise ConfigurationError(msg)
         metric_word = re.sub(r"\s+", " ", (match["metric"] or "").lower())
         metric = _METRICS[metric_word.rstrip("s")]
@@ -253,9 +297,19 @@ class Limit:
             msg = f"limit {text!r}: only day and month windows take a time zone"
             raise ConfigurationError(msg)
         if kind == "sliding":
-            seconds = float(count) * unit_seconds if count else unit_seconds
-            if seconds < 1 or seconds != int(seconds):
-                msg = f"limit {text!r}: a window must be a whole number of seconds"
+            # Exact arithmetic: a float overflows on "10/1e400"-sized counts and
+            # rounds "10/0.1h".
+            # Exact arithmetic: a float overflows on a count of 400 digits and
+            # rounds "10/0.1h"; a count longer than any sensible span is refused
+            # before int() reads thousands of digits.
+            sensible = count is None or len(count) <= 2 * _MAX_DIGITS
+            seconds = Fraction(count or 1) * unit_seconds if sensible else Fraction(0)
+            if not sensible or seconds.denominator != 1 or not 1 <= seconds <= MAX_WINDOW_SECONDS:
+                msg = (
+                    f"limit {text!r}: a rolling window must be a whole number of seconds "
+                    f"from 1s to {MAX_WINDOW_SECONDS // 3600}h (about ten years); "
+                    "'/once' is a credit that never resets"
+                )
                 raise ConfigurationError(msg)
             window = Window("sliding", seconds=int(seconds))
         elif count is not None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, SecretStr
 
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router._limits import Limit, parse_limits
-from langchain_quota_router._secrets import alias, fingerprint
+from langchain_quota_router._limits import MAX_AMOUNT, Limit, parse_limits
+from langchain_quota_router._secrets import alias, clean_key, fingerprint, mask, mask_url
 from langchain_quota_router.ledger._url import redact_url
 from langchain_quota_router.vendors.catalog import (
     build_chat_model,
@@ -125,6 +128,7 @@ class Route:
         context_window: int | None = None,
         **model_kwargs: Any,
     ) -> None:
+        _check_identities(model, name, pool, credential, key)
         from_catalog = False
         if isinstance(model, str):
             spec = _from_catalog(model, api_key, base_url, model_kwargs)
@@ -173,15 +177,16 @@ class Route:
         self.priority = priority
         self.pool = pool or self.name
         self.credential = credential or key or _credential_of(model, self.provider) or self.name
-        if prices is not None and (len(prices) != 2 or any(p < 0 for p in prices)):
+        self.prices = _check_prices(self.name, prices)
+        if context_window is not None and (
+            isinstance(context_window, bool)
+            or not isinstance(context_window, int)
+            or not 0 < context_window <= MAX_AMOUNT
+        ):
             msg = (
-                f"route {self.name!r}: prices must be (input, output) USD per million "
-                f"tokens, got {prices!r}"
+                f"route {self.name!r}: context_window must be a positive whole number of "
+                f"tokens, got {context_window!r}"
             )
-            raise ConfigurationError(msg)
-        self.prices = prices
-        if context_window is not None and context_window <= 0:
-            msg = f"route {self.name!r}: context_window must be positive"
             raise ConfigurationError(msg)
         self.context_window = context_window
         self._accepts_run_manager = "run_manager" in inspect.signature(model._generate).parameters
@@ -232,6 +237,74 @@ class Route:
         )
 
 
+def _check_identities(
+    model: object, name: object, pool: object, credential: object, key: object
+) -> None:
+    """Refuse a name, pool or credential that is given but is not a non-empty string
+    (an empty one would silently fall back to the default)."""
+    label = name if isinstance(name, str) and name.strip() else None
+    label = label or (model if isinstance(model, str) else type(model).__name__)
+    for argument, value in (
+        ("name", name),
+        ("pool", pool),
+        ("credential", credential),
+        ("key", key),
+    ):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            msg = f"route {label!r}: {argument} must be a non-empty string, got {value!r}"
+            raise ConfigurationError(msg)
+
+
+def _check_prices(route: str, prices: object) -> tuple[float, float] | None:
+    """``prices`` as two finite, non-negative floats, or a ConfigurationError."""
+    if prices is None:
+        return None
+    if (
+        not isinstance(prices, (tuple, list))
+        or len(prices) != 2
+        or not all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and p >= 0
+            for p in prices
+        )
+    ):
+        msg = (
+            f"route {route!r}: prices must be (input, output) USD per million tokens, "
+            f"two finite numbers, not negative; got {prices!r}"
+        )
+        raise ConfigurationError(msg)
+    return (float(prices[0]), float(prices[1]))
+
+
+def check_base_url(url: object, where: str) -> str:
+    """``url`` if it is an http(s) URL with a host, else a ConfigurationError naming
+    ``where`` (the variable, the TOML entry, the route)."""
+    if not isinstance(url, str):
+        msg = f"{where} must be a URL string, got {type(url).__name__}"
+        raise ConfigurationError(msg)
+    problem = None
+    if not url.strip():
+        problem = "it is empty; leave it unset for the vendor's own address"
+    elif any(ch.isspace() or not ch.isprintable() for ch in url):
+        problem = "it holds a space or a control character"
+    else:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - reading it checks the port
+            httpx.URL(url)
+        except (ValueError, httpx.InvalidURL) as exc:
+            problem = str(exc) or type(exc).__name__
+        else:
+            if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+                problem = "expected http:// or https:// and a host, e.g. http://localhost:11434/v1"
+    if problem is not None:
+        # Shown as given unless it may carry a password (mask_url cannot take
+        # apart what does not parse).
+        shown = mask_url(url) if "@" in url else mask(url)
+        msg = f"{where}: {shown!r} is not a usable base URL: {problem}"
+        raise ConfigurationError(msg)
+    return url
+
+
 @dataclass(frozen=True)
 class _CatalogRoute:
     """What a catalog spec fills in for a route; never the key itself."""
@@ -254,8 +327,17 @@ def _from_catalog(
     """Build a route's vendor model and defaults from a catalog spec."""
     vendor, info = lookup(spec)
     secret = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-    if secret is not None and not secret.strip():
-        secret = None
+    if secret is not None and not isinstance(secret, str):
+        msg = f"route {spec!r}: api_key must be a string, got {type(secret).__name__}"
+        raise ConfigurationError(msg)
+    if secret is not None:
+        secret = clean_key(secret, f"route {spec!r}: api_key") or None
+    if base_url is not None:
+        check_base_url(base_url, f"route {spec!r}: base_url")
+    for argument, value in model_kwargs.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            msg = f"route {spec!r}: {argument} must be a finite number, got {value}"
+            raise ConfigurationError(msg)
     if secret is None:
         secret = default_api_key(vendor)
     if secret is None and vendor.requires_key:

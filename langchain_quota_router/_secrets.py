@@ -19,19 +19,38 @@ the command line, the demo) goes through :class:`Masker`, which hides:
 from __future__ import annotations
 
 import hashlib
+import logging
+import traceback
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, SecretStr
 
+from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.ledger._url import redact_url
 from langchain_quota_router.vendors.failures import redact as redact_shapes
 
 if TYPE_CHECKING:
     from langchain_quota_router._chat_model import QuotaRoutedChatModel
+    from langchain_quota_router._route import Route
 
-__all__ = ["REDACTED", "Masker", "alias", "fingerprint", "mask", "mask_url", "router_keys"]
+__all__ = [
+    "REDACTED",
+    "Masker",
+    "RedactedError",
+    "alias",
+    "clean_key",
+    "exception_leaks",
+    "fingerprint",
+    "mask",
+    "mask_url",
+    "redacted",
+    "route_keys",
+    "router_keys",
+]
+
+logger = logging.getLogger("langchain_quota_router")
 
 _ELLIPSIS = "\u2026"
 
@@ -91,26 +110,17 @@ def router_keys(router: QuotaRoutedChatModel) -> list[str]:
     Returns:
         The values of the models' ``SecretStr`` fields (at least four characters).
     """
-    found: set[str] = set()
-    for route in router.routes:
-        model = route.model
-        if not isinstance(model, BaseModel):
-            continue
-        for name in type(model).model_fields:
-            value = getattr(model, name, None)
-            if isinstance(value, SecretStr):
-                secret = value.get_secret_value()
-                if len(secret) >= _MIN_KEY_LENGTH:
-                    found.add(secret)
-    return sorted(found, key=lambda k: (-len(k), k))
+    return route_keys(router.routes)
 
 
-def mask(text: str, keys: Iterable[str] = ()) -> str:
+def mask(text: str, keys: Iterable[str] = (), *, shapes: bool = True) -> str:
     """``text`` with the given keys, and anything shaped like a key, replaced.
 
     Args:
         text: text that may hold a key (a vendor's message, a route name, a report).
         keys: known keys to hide wherever they appear (see :func:`router_keys`).
+        shapes: also replace what merely looks like a key; ``False`` replaces only
+            ``keys`` (for text already redacted once).
 
     Returns:
         ``text`` with each secret replaced by ``[REDACTED]``.
@@ -118,7 +128,7 @@ def mask(text: str, keys: Iterable[str] = ()) -> str:
     for key in keys:
         if key:
             text = text.replace(key, REDACTED)
-    return redact_shapes(text)
+    return redact_shapes(text) if shapes else text
 
 
 def mask_url(url: str, keys: Iterable[str] = ()) -> str:
@@ -176,3 +186,127 @@ class Masker:
         for key in self.keys:
             data = data.replace(key.encode(), REDACTED.encode())
         return data
+
+
+# ------------------------------------------------------------------ configured keys
+
+#: Characters no vendor key holds. A newline inside a key breaks the HTTP header it
+#: is sent in, and the HTTP library's error then quotes the header: the key.
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
+
+
+def clean_key(secret: str, where: str) -> str:
+    """A configured key without surrounding whitespace; refuses control characters.
+
+    A key read from a file (``GROQ_API_KEY=$(cat key.txt)``) often ends in a newline,
+    which the vendor rejects and the HTTP library echoes. It is stripped, with a
+    warning that names where the key came from, never the key.
+
+    Args:
+        secret: the key as configured.
+        where: the variable or argument that held it (``"GROQ_API_KEY_2"``).
+
+    Returns:
+        The key, stripped.
+
+    Raises:
+        ConfigurationError: the key holds a control character inside it (the message
+            names ``where``, not the key).
+    """
+    stripped = secret.strip()
+    if stripped != secret and stripped:
+        logger.warning(
+            "%s: the API key has surrounding whitespace (a trailing newline from a "
+            "file?); it was stripped",
+            where,
+        )
+    if any(ch in _CONTROL for ch in stripped):
+        msg = f"{where}: the API key holds a control character (a newline, a tab, a null)"
+        raise ConfigurationError(msg)
+    return stripped
+
+
+def route_keys(routes: Iterable[Route]) -> list[str]:
+    """Every API key the routes' vendor models hold, longest first (see
+    :func:`router_keys`)."""
+    found: set[str] = set()
+    for route in routes:
+        model = route.model
+        if not isinstance(model, BaseModel):
+            continue
+        for name in type(model).model_fields:
+            value = getattr(model, name, None)
+            if isinstance(value, SecretStr):
+                secret = value.get_secret_value()
+                if len(secret) >= _MIN_KEY_LENGTH:
+                    found.add(secret)
+    return sorted(found, key=lambda k: (-len(k), k))
+
+
+class RedactedError(Exception):
+    """Stands in for a vendor's exception whose text held an API key.
+
+    The router chains it (or raises it) where it would have chained the vendor's own
+    exception, so that no traceback shows a key a vendor echoed back ("Incorrect API
+    key provided: sk-..."). It keeps the vendor exception's type name, message (with
+    every key masked) and HTTP status.
+
+    Attributes:
+        vendor_type: ``module.Class`` of the exception it replaces.
+        status_code: the HTTP status the vendor answered, if known.
+    """
+
+    def __init__(self, message: str, vendor_type: str, status_code: int | None) -> None:
+        super().__init__(message)
+        self.vendor_type = vendor_type
+        self.status_code = status_code
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def exception_leaks(exc: BaseException, keys: Iterable[str]) -> bool:
+    """Whether ``exc`` as a traceback prints (chained causes included) shows one of
+    ``keys``."""
+    text = "".join(traceback.format_exception(exc))
+    return any(key in text for key in keys if len(key) >= _MIN_KEY_LENGTH)
+
+
+def redacted(exc: BaseException, keys: Iterable[str]) -> BaseException:
+    """``exc`` itself when its traceback shows no key, else a :class:`RedactedError`.
+
+    The stand-in carries the vendor exception's message (masked), its type name and
+    status code, and its traceback (frames show code, never values); its own chain is
+    cut, since the vendor's causes (an ``httpx.HTTPStatusError`` with the request's
+    headers, say) are what may hold the key.
+
+    Args:
+        exc: a vendor's exception, about to be raised or chained by the router.
+        keys: the router's keys (see :func:`route_keys`).
+    """
+    keys = list(keys)
+    if not exception_leaks(exc, keys):
+        return exc
+    status = next(
+        (
+            code
+            for error in _chain(exc)
+            for code in (getattr(error, "status_code", None), getattr(error, "code", None))
+            if isinstance(code, int) and not isinstance(code, bool) and 100 <= code < 600
+        ),
+        None,
+    )
+    kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the failure
+        text = ""
+    stand_in = RedactedError(f"{kind}: {mask(text, keys)}", kind, status)
+    stand_in.__suppress_context__ = True
+    return stand_in.with_traceback(exc.__traceback__)

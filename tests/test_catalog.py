@@ -285,6 +285,10 @@ def edit(old: str, new: str) -> str:
             r"model 'big', field 'context_window'",
         ),
         (edit("prices = [0.0, 0.0]", "prices = [1]"), r"model 'big', field 'prices'"),
+        (edit("prices = [0.0, 0.0]", "prices = [nan, 0]"), r"model 'big', field 'prices'"),
+        (edit("prices = [0.0, 0.0]", "prices = [0, inf]"), r"model 'big', field 'prices'"),
+        (edit('"1000/24h"', '"1000/99999999999h"'), r"model 'big', field 'limits'"),
+        (edit('"1000/24h"', '"99999999999999999999/day"'), r"model 'big', field 'limits'"),
         (
             edit('successors = ["big"]', 'successors = ["bigger"]'),
             r"vendor 'acme', model 'old', field 'successors': 'bigger' is not a model",

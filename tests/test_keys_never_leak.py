@@ -1,18 +1,39 @@
-"""A whole workload with known keys: no key in any file written or any line logged."""
+"""No key in any file written, any line logged, or anything the router raises."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import threading
+import traceback
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from call_paths import ask
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.tools import tool
 
-from langchain_quota_router import QuotaRoutedChatModel, Route
+from langchain_quota_router import (
+    ConfigurationError,
+    NoRouteError,
+    QuotaExhaustedError,
+    QuotaRoutedChatModel,
+    Route,
+)
 from langchain_quota_router._clock import FakeClock
+from langchain_quota_router._config import routes_from_env
+from langchain_quota_router._errors import (
+    RoutesAuthenticationError,
+    RoutesInvalidRequestError,
+    RoutesUnavailableError,
+)
+from langchain_quota_router._secrets import RedactedError, route_keys
 from langchain_quota_router.cli import main as cli_main
 from langchain_quota_router.simulator import SimKey, Simulator
 from langchain_quota_router.web import create_app
@@ -105,3 +126,202 @@ async def _get(app: object, path: str) -> str:
         response = await client.get(path)
         response.raise_for_status()
         return response.text
+
+
+# ------------------------------------------------------------------ vendors that echo keys
+
+ECHOED = {
+    "groq": "plain-groq-secret-echoed-0001",
+    "openai": "sk-proj-ECHOEDopenaikey55566677788899",
+    "cohere": "plain-cohere-secret-echoed-0002",
+    "gemini": "plain-gemini-secret-echoed-0003",
+}
+
+
+class _EchoServer(ThreadingHTTPServer):
+    status = 401
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    """A vendor that quotes the caller's key back in every error, in its body and
+    a header, as some vendors (and many proxies) do."""
+
+    server: _EchoServer
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        query = parse_qs(urlsplit(self.path).query)
+        key = (
+            self.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            or self.headers.get("x-goog-api-key", "")
+            or query.get("key", [""])[0]
+        )
+        status = self.server.status
+        said = (
+            f"Incorrect API key provided: {key}"
+            if status == 401
+            else f"request from caller {key} failed with status {status}"
+        )
+        body: dict[str, object]
+        if "generateContent" in self.path:
+            names = {401: "UNAUTHENTICATED", 400: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED"}
+            body = {"error": {"code": status, "message": said, "status": names.get(status)}}
+        elif self.path.startswith("/v2/chat"):
+            body = {"message": said}
+        else:
+            code = "invalid_api_key" if status == 401 else None
+            body = {"error": {"message": said, "type": "invalid_request_error", "code": code}}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("x-echo", key)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echo() -> Iterator[_EchoServer]:
+    server = _EchoServer(("127.0.0.1", 0), _EchoHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _echo_routes(server: _EchoServer, vendors: list[str]) -> list[Route]:
+    root = f"http://127.0.0.1:{server.server_address[1]}"
+    bases = {"groq": root, "openai": f"{root}/v1", "cohere": root, "gemini": root}
+    return [
+        Route(MODELS[v], api_key=ECHOED[v], base_url=bases[v], priority=i, timeout=10)
+        for i, v in enumerate(vendors)
+    ]
+
+
+def _assert_no_key(error: BaseException) -> None:
+    shown = "".join(traceback.format_exception(error))
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        seen.append(current)
+        shown += repr(current) + repr(current.args) + repr(vars(current))
+        # What a traceback shows: the cause, else the context unless suppressed.
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    for secret in ECHOED.values():
+        assert secret not in shown, f"a key leaks through {[type(e).__name__ for e in seen]}"
+
+
+ECHO_CASES = [
+    (401, RoutesAuthenticationError),
+    (500, RoutesUnavailableError),
+    (429, QuotaExhaustedError),
+    (400, RoutesInvalidRequestError),
+]
+
+
+@pytest.mark.parametrize(("status", "expected"), ECHO_CASES)
+async def test_no_key_in_what_the_router_raises_when_vendors_echo_it(
+    echo: _EchoServer, how: str, status: int, expected: type[Exception]
+) -> None:
+    echo.status = status
+    llm = QuotaRoutedChatModel(
+        routes=_echo_routes(echo, ["groq", "openai", "cohere", "gemini"]),
+        ledger="memory://",
+        cache=False,
+        max_wait=0,
+    )
+    with pytest.raises(expected) as caught:
+        await ask(llm, how)
+    _assert_no_key(caught.value)
+    # The vendor's answer is still there to read, masked.
+    assert "[REDACTED]" in "".join(traceback.format_exception(caught.value))
+    # Asked again: the routes are disabled or resting, and their reasons (kept in the
+    # ledger from the vendor's message) show no key either.
+    with pytest.raises(NoRouteError) as again:
+        await ask(llm, how)
+    _assert_no_key(again.value)
+
+
+@pytest.mark.parametrize("vendor", ["groq", "openai", "cohere", "gemini"])
+def test_no_key_in_a_single_routes_bad_request(echo: _EchoServer, vendor: str) -> None:
+    echo.status = 400
+    llm = QuotaRoutedChatModel(
+        routes=_echo_routes(echo, [vendor]), ledger="memory://", cache=False, max_wait=0
+    )
+    with pytest.raises(RoutesInvalidRequestError) as caught:
+        llm.invoke("hello")
+    _assert_no_key(caught.value)
+    assert isinstance(caught.value.__cause__, RedactedError)
+    assert caught.value.__cause__.status_code == 400
+
+
+def test_a_vendor_error_without_a_key_is_raised_as_it_was() -> None:
+    class VendorBadRequestError(Exception):
+        status_code = 400
+
+    class Refuses(FakeListChatModel):
+        def _generate(self, *args: Any, **kwargs: Any) -> Any:
+            raise VendorBadRequestError("unknown parameter 'foo'")
+
+    llm = QuotaRoutedChatModel(
+        routes=[Route(Refuses(responses=["x"]), name="r")], ledger="memory://", cache=False
+    )
+    with pytest.raises(VendorBadRequestError):
+        llm.invoke("hello")
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"GROQ_API_KEY": ECHOED["groq"] + "\n"}, "GROQ_API_KEY"),
+        ({"GROQ_API_KEY_2": f"  {ECHOED['groq']}\r\n"}, "GROQ_API_KEY_2"),
+        ({"GROQ_API_KEYS": f"{ECHOED['groq']},other-key-0002\n"}, "GROQ_API_KEYS"),
+        ({"GOOGLE_API_KEY": "\t" + ECHOED["gemini"]}, "GOOGLE_API_KEY"),
+    ],
+)
+def test_a_key_with_surrounding_whitespace_is_stripped_with_a_warning_naming_the_variable(
+    env: dict[str, str], variable: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        routes = routes_from_env(env, dotenv=None)
+    held = {s for route in routes for s in route_keys([route])}
+    assert held & {ECHOED["groq"], ECHOED["gemini"]}
+    assert all(s == s.strip() for s in held)
+    assert variable in caplog.text
+    assert "stripped" in caplog.text
+    for secret in ECHOED.values():
+        assert secret not in caplog.text
+
+
+def test_a_dotenv_key_from_a_file_with_a_trailing_newline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f'GROQ_API_KEY="{ECHOED["groq"]}\\n"\n')
+    (route,) = routes_from_env({}, dotenv=dotenv)
+    assert route_keys([route]) == [ECHOED["groq"]]
+    assert "GROQ_API_KEY" in caplog.text
+    assert ECHOED["groq"] not in caplog.text
+
+
+def test_a_key_with_a_newline_inside_is_refused_without_showing_it() -> None:
+    broken = ECHOED["groq"].replace("-", "\n", 1)
+    with pytest.raises(ConfigurationError, match="GROQ_API_KEY") as caught:
+        routes_from_env({"GROQ_API_KEY": broken}, dotenv=None)
+    shown = "".join(traceback.format_exception(caught.value))
+    assert broken.split("\n")[1] not in shown
+
+
+def test_no_echoed_key_in_the_log(echo: _EchoServer, caplog: pytest.LogCaptureFixture) -> None:
+    llm = QuotaRoutedChatModel(
+        routes=_echo_routes(echo, ["groq"]), ledger="memory://", cache=False, max_wait=0
+    )
+    with caplog.at_level(logging.WARNING), pytest.raises(RoutesAuthenticationError):
+        llm.invoke("hello")
+    assert ECHOED["groq"] not in caplog.text

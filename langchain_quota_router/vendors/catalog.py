@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import re
 import sys
@@ -380,7 +381,8 @@ class _Reader:
             not isinstance(value, list)
             or len(value) != 2
             or not all(
-                isinstance(p, (int, float)) and not isinstance(p, bool) and p >= 0 for p in value
+                isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p < math.inf
+                for p in value
             )
         ):
             self.fail(
@@ -403,6 +405,9 @@ def _read_file(path: str | os.PathLike[str] | None) -> tuple[str, bytes]:
         return str(file), file.read_bytes()
     except OSError as exc:
         msg = f"cannot read catalog {file}: {exc.strerror or exc}"
+        raise ConfigurationError(msg) from None
+    except ValueError:  # a null byte in the path
+        msg = f"cannot read catalog {str(path)!r}: the path holds a null byte"
         raise ConfigurationError(msg) from None
 
 
@@ -427,6 +432,9 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Mapping[str, Ven
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         # tomllib's message carries the line and column.
         msg = f"{file}: not valid TOML: {exc}"
+        raise ConfigurationError(msg) from None
+    except RecursionError:
+        msg = f"{file}: not valid TOML: arrays or tables nested too deeply"
         raise ConfigurationError(msg) from None
     reader.fields("", data, _TOP_FIELDS, set())
     if reader.integer("", "schema", data["schema"]) != 1:
@@ -789,9 +797,13 @@ def default_api_key(
 ) -> str | None:
     """The vendor's key from its usual environment variable, if one is set."""
     info = vendor if isinstance(vendor, VendorInfo) else _vendor(vendor)
+    # Imported here: _secrets pulls in the ledger package, which the catalog's
+    # readers (the ledger among them) must not need at import time.
+    from langchain_quota_router._secrets import clean_key
+
     env = os.environ if environ is None else environ
     for name in info.key_env:
-        value = env.get(name, "").strip()
+        value = clean_key(env.get(name, ""), name)
         if value:
             return value
     return None
