@@ -57,7 +57,7 @@ from langchain_quota_router import _streaming as vendor
 from langchain_quota_router._cache import DiskResponseCache
 from langchain_quota_router._clock import Clock, SystemClock
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router._limits import Limit
+from langchain_quota_router._limits import MAX_AMOUNT, Limit
 from langchain_quota_router._route import Route
 from langchain_quota_router._routing import (
     TOOL_OPTIONS,
@@ -119,7 +119,7 @@ class QuotaRoutedChatModel(BaseChatModel):
     ledger: str | Ledger | None = None
     """``"memory://"``, ``"sqlite:///path.db"``, ``"redis://host:6379/0"`` or a
     ``Ledger``. ``None``: ``$QUOTA_ROUTER_LEDGER``, else a SQLite file in the user's
-    cache directory."""
+    state directory."""
 
     cache: BaseCache | bool | None = True
     """``True``: a :class:`DiskResponseCache` (24 h). ``False``: no cache. Any
@@ -144,6 +144,13 @@ class QuotaRoutedChatModel(BaseChatModel):
     """Seconds a route whose model the vendor no longer serves (404 model not found,
     Groq's ``model_decommissioned``, 410) is skipped before the vendor is asked
     again, in case it was a glitch. ``router.enable(route)`` lifts it at once."""
+
+    reservation_lease: float = 900.0
+    """Seconds a call's reservation stays whole unsettled: long enough for a slow
+    streamed answer. A reservation whose process died (``kill -9`` mid-call) is
+    settled when its lease runs out, by whichever process next touches the pool:
+    the request stays counted, the unspent output estimate is released. Set on the
+    ledger the router counts in."""
 
     default_output_tokens: int = 256
     """Output tokens to reserve when neither the call nor the model sets max_tokens."""
@@ -251,13 +258,33 @@ class QuotaRoutedChatModel(BaseChatModel):
             if not math.isfinite(value) or value < 0:
                 msg = f"{name} must be a finite number of seconds, not negative; got {value}"
                 raise ConfigurationError(msg)
-        if self.default_output_tokens < 0:
-            msg = "default_output_tokens must not be negative"
+        if not 0 <= self.default_output_tokens <= MAX_AMOUNT:
+            msg = (
+                f"default_output_tokens must be from 0 to {MAX_AMOUNT}; "
+                f"got {self.default_output_tokens}"
+            )
+            raise ConfigurationError(msg)
+        for problem in (
+            _bad_call_argument("max_tokens", self.max_tokens),
+            _bad_call_argument("temperature", self.temperature),
+            _bad_call_argument("timeout", self.timeout),
+        ):
+            if problem is not None:
+                raise ConfigurationError(problem)
+        if self.max_retries is not None and self.max_retries < 0:
+            msg = f"max_retries must not be negative; got {self.max_retries}"
+            raise ConfigurationError(msg)
+        if not (math.isfinite(self.reservation_lease) and self.reservation_lease > 0):
+            msg = (
+                "reservation_lease must be a finite number of seconds > 0; "
+                f"got {self.reservation_lease}"
+            )
             raise ConfigurationError(msg)
         if not isinstance(self.ledger, Ledger):
             self._ledger = open_ledger(self.ledger)
         else:
             self._ledger = self.ledger
+        self._ledger.reservation_lease = self.reservation_lease
         self._pools = PoolLimits(self._ledger, pools, configured)
         if self.cache is True:
             self.cache = DiskResponseCache(clock=self.clock)
@@ -579,6 +606,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        _check_call_arguments(kwargs)
         call = RoutedCall(self.settings(), messages, kwargs, stop or self.stop)
         while True:
             for attempt in call.attempts():
@@ -602,6 +630,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        _check_call_arguments(kwargs)
         call = RoutedCall(self.settings(), messages, kwargs, stop or self.stop)
         while True:
             for attempt in call.attempts():
@@ -625,6 +654,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        _check_call_arguments(kwargs)
         stop = stop or self.stop
         cache, prompt, llm_string = self._stream_cache(messages, stop, kwargs)
         if cache is not None:
@@ -645,7 +675,10 @@ class QuotaRoutedChatModel(BaseChatModel):
                 except Exception as exc:
                     if relay.shown:
                         call.abandoned(attempt, relay.merged())
-                        raise
+                        clean = call.surfaced(exc)
+                        if clean is exc:
+                            raise
+                        raise clean from None
                     call.failed(attempt, exc)
                     continue
                 except BaseException:  # the caller stopped reading, or was cancelled
@@ -663,6 +696,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        _check_call_arguments(kwargs)
         stop = stop or self.stop
         cache, prompt, llm_string = self._stream_cache(messages, stop, kwargs)
         if cache is not None:
@@ -684,7 +718,10 @@ class QuotaRoutedChatModel(BaseChatModel):
                 except Exception as exc:
                     if relay.shown:
                         call.abandoned(attempt, relay.merged())
-                        raise
+                        clean = call.surfaced(exc)
+                        if clean is exc:
+                            raise
+                        raise clean from None
                     call.failed(attempt, exc)
                     continue
                 except BaseException:  # the caller stopped reading, or was cancelled
@@ -729,6 +766,34 @@ class QuotaRoutedChatModel(BaseChatModel):
             self._tool_schemas.clear()
         self._tool_schemas[id(tools)] = (tools, schemas)
         return schemas
+
+
+def _bad_call_argument(name: str, value: Any) -> str | None:
+    """Why a ``max_tokens``, ``temperature`` or ``timeout`` no vendor takes is
+    refused (``None`` when it is fine): a negative budget would make the ledger
+    release quota it never reserved, and NaN compares false with every limit."""
+    if value is None:
+        return None
+    if name == "max_tokens":
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_AMOUNT:
+            return f"max_tokens must be a whole number from 1 to {MAX_AMOUNT}; got {value!r}"
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        return f"{name} must be a finite number, not negative; got {value!r}"
+    return None
+
+
+def _check_call_arguments(kwargs: Mapping[str, Any]) -> None:
+    """Refuse a call's ``max_tokens`` or ``temperature`` before any quota is reserved."""
+    for name in ("max_tokens", "temperature"):
+        problem = _bad_call_argument(name, kwargs.get(name))
+        if problem is not None:
+            raise ValueError(problem)
 
 
 def _finish(call: RoutedCall, attempt: Attempt, result: ChatResult) -> ChatResult:

@@ -18,6 +18,7 @@ of the chat model only calls the vendor and reports the outcome:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -33,6 +34,7 @@ from langchain_core.messages.utils import count_tokens_approximately
 
 from langchain_quota_router._errors import (
     ConfigurationError,
+    LedgerError,
     NoRouteError,
     QuotaExhaustedError,
     RoutesAuthenticationError,
@@ -42,6 +44,8 @@ from langchain_quota_router._errors import (
     RoutesUnavailableError,
 )
 from langchain_quota_router._limits import Limit
+from langchain_quota_router._secrets import mask, redacted, route_keys
+from langchain_quota_router._settle import settle
 from langchain_quota_router._status import model_subject
 from langchain_quota_router._tokens import TokenEstimator
 from langchain_quota_router._watch import AlertTracker, QuotaAlert
@@ -457,17 +461,25 @@ class RoutedCall:
         """Settle the reservation with real usage and note the route's headers."""
         route = attempt.route
         now = self.clock.now()
-        self.ledger.settle(attempt.reservation, usage_demand(message, attempt.prompt_tokens), now)
+        # The vendor answered and was paid: from here a ledger failure is retried
+        # in the background or logged, never raised instead of the answer.
+        used = usage_demand(message, attempt.prompt_tokens)
+        settled = settle(self.ledger, attempt.reservation, used, now)
         reported = getattr(message, "usage_metadata", None) if message is not None else None
         if reported and reported.get("input_tokens"):
             self.tokens.observe(route.name, self.raw_tokens, int(reported["input_tokens"]))
-        self.alerts = self.settings.alerts.check(
-            self.ledger, route.pool, self.pools[route.pool], attempt.reservation, now
-        )
+        try:
+            if settled:
+                self.alerts = self.settings.alerts.check(
+                    self.ledger, route.pool, self.pools[route.pool], attempt.reservation, now
+                )
+            if message is not None:
+                headers = take_captured_headers() or message.response_metadata.get("headers")
+                if isinstance(headers, Mapping) and headers:
+                    self._observe(route, headers, now)
+        except LedgerError as exc:
+            logger.warning("could not note pool %r after a paid answer: %s", route.pool, exc)
         if message is not None:
-            headers = take_captured_headers() or message.response_metadata.get("headers")
-            if isinstance(headers, Mapping) and headers:
-                self._observe(route, headers, now)
             cost = _message_cost(route, message)
             if cost is not None:
                 message.response_metadata["cost"] = cost
@@ -486,7 +498,7 @@ class RoutedCall:
         spent = usage_demand(message, attempt.prompt_tokens) if message is not None else None
         if spent is None:
             spent = Demand(1, attempt.prompt_tokens, 0)
-        self.ledger.settle(attempt.reservation, spent, self.clock.now())
+        settle(self.ledger, attempt.reservation, spent, self.clock.now())
         if error:
             self.stats.failed(attempt.route.name)
         else:
@@ -499,17 +511,22 @@ class RoutedCall:
         if isinstance(exc, TypeError) and classify(exc, now=now).kind is FailureKind.UNKNOWN:
             # An argument this vendor's client does not take (model=... at call
             # time): the caller's mistake, not the vendor's. No cooldown.
-            self.ledger.settle(attempt.reservation, Demand(0, 0, 0), now)
+            settle(self.ledger, attempt.reservation, Demand(0, 0, 0), now)
             self._skip(route, f"does not take this call's arguments ({exc})", "argument")
             self.argument_error = self.argument_error or exc
             return
         failure = classify(exc, now=now)
+        # The message goes to the log and the ledger's reasons: never a key the
+        # vendor echoed, even one no pattern recognises.
+        failure = dataclasses.replace(
+            failure, message=mask(failure.message, self._keys(), shapes=False)
+        )
         self.stats.failed(route.name)
         self.last_vendor_error = exc
         # The vendor refused or never answered: it spent no tokens. Requests stay
         # counted for failures the vendor may have counted (5xx, timeouts).
         spent = 1 if failure.kind == FailureKind.TRANSIENT else 0
-        self.ledger.settle(attempt.reservation, Demand(spent, 0, 0), now)
+        settle(self.ledger, attempt.reservation, Demand(spent, 0, 0), now)
         self._skip(
             route, f"{failure.kind.value}: {failure.message}", _FAILURE_CATEGORIES[failure.kind]
         )
@@ -531,7 +548,10 @@ class RoutedCall:
                 self.first_error = exc
                 self.bad_request_retries_left = 1
             else:
-                raise self.first_error from None
+                error = self._vendor_error()
+                # The vendor's own exception as before; a stand-in keeps its masked
+                # cause (``from None`` would drop it).
+                raise error from (None if error is self.first_error else error.__cause__)
 
     def _act(self, route: Route, failure: Failure, now: float) -> float | None:
         settings = self.settings
@@ -611,7 +631,7 @@ class RoutedCall:
     def wait_or_raise(self) -> float:
         """Nobody could serve: the seconds to wait before trying again, or raise."""
         if self.first_error is not None:
-            raise self.first_error
+            raise self._vendor_error()
         now = self.clock.now()
         resets = min(self.retry_ats) if self.retry_ats else None
         budget = self.settings.max_wait - self.waited
@@ -626,10 +646,16 @@ class RoutedCall:
         raise self._error(resets)
 
     def _error(self, resets: float | None) -> BaseException:
-        """The error that says why nobody could serve, typed as LangChain types it."""
+        """The error that says why nobody could serve, typed as LangChain types it.
+
+        No configured key survives in it: not in the reasons (a vendor's message may
+        echo the key) and not in the chained vendor exception, which is replaced by
+        a masked stand-in when its traceback would show a key.
+        """
+        keys = self._keys()
         categories = set(self.categories.values())
         if categories == {"argument"} and self.argument_error is not None:
-            return self.argument_error
+            return redacted(self.argument_error, keys)
         categories.discard("argument")
         when = dt.datetime.fromtimestamp(resets, dt.timezone.utc) if resets else None
         kind: type[NoRouteError] = QuotaExhaustedError
@@ -637,10 +663,36 @@ class RoutedCall:
             kind = _TYPED_ERRORS.get(next(iter(categories)), QuotaExhaustedError)
         elif categories and "quota" not in categories and categories <= set(_TYPED_ERRORS):
             kind = RoutesUnavailableError
-        error = kind(self.reasons, when)
+        error = kind(self._masked_reasons(keys), when)
         if self.last_vendor_error is not None:
-            error.__cause__ = self.last_vendor_error
+            error.__cause__ = redacted(self.last_vendor_error, keys)
         return error
+
+    def _vendor_error(self) -> BaseException:
+        """The vendor's own exception for a bad request, as the router re-raises it;
+        when its traceback would show a configured key, a
+        ``RoutesInvalidRequestError`` chained to a masked stand-in instead."""
+        assert self.first_error is not None
+        keys = self._keys()
+        clean = redacted(self.first_error, keys)
+        if clean is self.first_error:
+            return clean
+        error = RoutesInvalidRequestError(self._masked_reasons(keys), None)
+        error.__cause__ = clean
+        return error
+
+    def surfaced(self, exc: BaseException) -> BaseException:
+        """What to raise for a vendor error the caller must see as it is (a stream
+        broken after its first chunk): the vendor's own, or a masked stand-in when
+        its traceback would show a configured key."""
+        return redacted(exc, self._keys())
+
+    def _keys(self) -> list[str]:
+        return route_keys(self.settings.route_map.values())
+
+    def _masked_reasons(self, keys: list[str]) -> dict[str, str]:
+        # Known keys only: the reasons' other text was redacted when classified.
+        return {name: mask(why, keys, shapes=False) for name, why in self.reasons.items()}
 
 
 def _hold_category(refusal: Refusal) -> Category:

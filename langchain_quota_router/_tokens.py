@@ -354,6 +354,8 @@ _SMALL_PROMPT = 128
 # and gpt-oss's run to a few dozen tokens), assumed until reports show otherwise.
 _ASSUMED_PREAMBLE = 64
 _SLOPE_RANGE = (0.25, 4.0)
+# Once the history is full, one in this many reports the fit already bounds is taken.
+_CONFIRM_EVERY = 8
 # Reports that count as much as the conservative bound while few have come in.
 _SHRINK = 2
 
@@ -364,6 +366,7 @@ class _RouteHistory:
     def __init__(self, window: int) -> None:
         self.pairs: deque[tuple[int, int]] = deque(maxlen=window)
         self.calibration: Calibration | None = None
+        self.confirmed = 0
 
     def add(self, raw: int, reported: int, prior: float) -> None:
         pairs = self.pairs
@@ -568,6 +571,18 @@ class TokenEstimator:
             history = self._histories.get(route)
             if history is None:
                 history = self._histories[route] = _RouteHistory(self.window)
+            known = history.calibration
+            if (
+                known is not None
+                and known.observations >= self.window
+                and known.slope * raw + known.offset >= reported_input_tokens
+            ):
+                # A full history that already bounds this report: refitting on every
+                # call costs more than the call's own routing. Take one in
+                # _CONFIRM_EVERY, so the fit still follows a vendor that counts less.
+                history.confirmed += 1
+                if history.confirmed % _CONFIRM_EVERY:
+                    return
             history.add(raw, int(reported_input_tokens), self._prior)
 
     def calibration(self, route: str) -> Calibration | None:

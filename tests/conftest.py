@@ -13,7 +13,8 @@ from langchain_quota_router.ledger import Ledger
 from langchain_quota_router.ledger.memory import MemoryLedger
 from langchain_quota_router.ledger.sqlite import SQLiteLedger
 
-BACKENDS = ["memory", "sqlite", "redis"]
+#: Every ledger backend, and the fail-open wrapper (over Redis) as a fourth.
+BACKENDS = ["memory", "sqlite", "redis", "redis-failopen"]
 
 
 @pytest.fixture(params=["invoke", "ainvoke", "stream", "astream"])
@@ -29,6 +30,7 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("QUOTA_ROUTER_LEDGER", f"sqlite:///{tmp_path}/default-ledger.db")
     monkeypatch.setenv("QUOTA_ROUTER_CACHE_DIR", str(tmp_path / "default-cache"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
     for name in ("OPENAI_API_KEY", "GROQ_API_KEY", "GOOGLE_API_KEY", "COHERE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
 
@@ -43,7 +45,8 @@ def clock() -> FakeClock:
 def make_ledger(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[[str], Ledger]]:
-    """Build a fresh ledger of a named backend (``memory``, ``sqlite``, ``redis``)."""
+    """Build a fresh ledger of a named backend (``memory``, ``sqlite``, ``redis``,
+    ``redis-failopen``)."""
     made: list[Ledger] = []
 
     def make(backend: str) -> Ledger:
@@ -56,6 +59,10 @@ def make_ledger(
             from langchain_quota_router.ledger import open_ledger
 
             ledger = open_ledger(request.getfixturevalue("redis_url"))
+        elif backend == "redis-failopen":
+            from langchain_quota_router.ledger import open_ledger
+
+            ledger = open_ledger(request.getfixturevalue("redis_url") + "?on_error=local")
         else:  # pragma: no cover
             raise ValueError(backend)
         made.append(ledger)
@@ -68,5 +75,5 @@ def make_ledger(
 
 @pytest.fixture(params=BACKENDS)
 def ledger(request: pytest.FixtureRequest, make_ledger: Callable[[str], Ledger]) -> Ledger:
-    """Each ledger backend in turn: every contract test runs against all of them."""
+    """Each ledger backend and wrapper in turn: every contract test runs against all."""
     return make_ledger(request.param)

@@ -1,4 +1,5 @@
-"""The ledger contract: every backend (memory, SQLite, Redis) passes these tests."""
+"""The ledger contract: every backend (memory, SQLite, Redis) and the fail-open
+wrapper pass these tests."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from langchain_quota_router import Limit
 from langchain_quota_router.ledger import Demand, Ledger, Refusal, Reservation
+from langchain_quota_router.ledger.memory import MemoryLedger
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a Thursday
 ONE = Demand(1, 0, 0)
@@ -75,7 +77,9 @@ def test_month_resets_on_the_first(ledger: Ledger) -> None:
 
 def test_one_time_credit_never_resets(ledger: Ledger) -> None:
     lims = limits("100 tokens/once")
-    assert isinstance(ledger.reserve("p", lims, Demand(1, 60, 30), T0), Reservation)
+    res = ledger.reserve("p", lims, Demand(1, 60, 30), T0)
+    assert isinstance(res, Reservation)
+    ledger.settle(res, Demand(1, 60, 30), T0 + 1)
     refusal = ledger.reserve("p", lims, Demand(1, 10, 10), T0 + 400 * 86_400)
     assert isinstance(refusal, Refusal)
     assert refusal.retry_at is None
@@ -204,3 +208,57 @@ def test_a_hundred_threads_admit_exactly_the_limit(ledger: Ledger) -> None:
         t.join()
     assert sum(counts) == 300
     assert ledger.usage("p", lims, T0)[1].used == 3000
+
+
+# ----------------------------------------------------------------------- leases
+
+
+def test_an_unsettled_reservation_gives_back_its_output_estimate_when_its_lease_runs_out(
+    ledger: Ledger,
+) -> None:
+    ledger.reservation_lease = 60.0
+    lims = limits("1000 tokens/day", "10/day", "500 output tokens/day")
+    res = ledger.reserve("p", lims, Demand(1, 100, 400), T0)
+    assert isinstance(res, Reservation)
+    assert res.expires_at == T0 + 60
+    assert [u.used for u in ledger.usage("p", lims, T0 + 59)] == [500, 1, 400]
+    # Its process died: the request and the prompt stay counted, the output goes.
+    assert [u.used for u in ledger.usage("p", lims, T0 + 60)] == [100, 1, 0]
+    assert [u.used for u in ledger.usage("p", lims, T0 + 3600)] == [100, 1, 0]
+
+
+def test_the_next_reserve_on_the_pool_releases_overdue_leases(ledger: Ledger) -> None:
+    ledger.reservation_lease = 60.0
+    lims = limits("1000 tokens/day")
+    assert isinstance(ledger.reserve("p", lims, Demand(1, 100, 800), T0), Reservation)
+    assert isinstance(ledger.reserve("p", lims, Demand(1, 100, 800), T0 + 30), Refusal)
+    # Another pool's leases are its own business.
+    assert isinstance(ledger.reserve("q", lims, Demand(1, 0, 10), T0 + 61), Reservation)
+    assert isinstance(ledger.reserve("p", lims, Demand(1, 100, 800), T0 + 61), Reservation)
+    assert ledger.usage("p", lims, T0 + 62)[0].used == 1000
+
+
+def test_a_settle_after_the_lease_ran_out_counts_real_usage_once(ledger: Ledger) -> None:
+    ledger.reservation_lease = 60.0
+    lims = limits("1000 tokens/day", "10/day")
+    late = ledger.reserve("p", lims, Demand(1, 100, 400), T0)
+    on_time = ledger.reserve("p", lims, Demand(1, 10, 40), T0)
+    assert isinstance(late, Reservation)
+    assert isinstance(on_time, Reservation)
+    ledger.settle(on_time, Demand(1, 10, 5), T0 + 10)
+    assert [u.used for u in ledger.usage("p", lims, T0 + 61)] == [100 + 15, 2]
+    # A slow answer after all: its real spend is counted, nothing released twice.
+    ledger.settle(late, Demand(1, 100, 50), T0 + 70)
+    assert [u.used for u in ledger.usage("p", lims, T0 + 3600)] == [150 + 15, 2]
+
+
+def test_record_counts_what_another_ledger_admitted_without_checking_room(
+    ledger: Ledger,
+) -> None:
+    lims = limits("2/day", "100 tokens/day")
+    elsewhere = MemoryLedger().reserve("p", lims, Demand(1, 10, 10), T0)
+    assert isinstance(elsewhere, Reservation)
+    for _ in range(3):
+        ledger.record(elsewhere, Demand(1, 30, 20), T0 + 1)
+    assert [u.used for u in ledger.usage("p", lims, T0 + 2)] == [3, 150]
+    assert isinstance(ledger.reserve("p", lims, ONE, T0 + 2), Refusal)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -157,7 +159,7 @@ def test_unknown_scheme_is_a_clear_error() -> None:
         open_ledger("postgres://db/x")
 
 
-def test_default_ledger_is_env_var_else_user_cache_dir(
+def test_default_ledger_is_env_var_else_user_state_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("QUOTA_ROUTER_LEDGER", "memory://")
@@ -166,7 +168,158 @@ def test_default_ledger_is_env_var_else_user_cache_dir(
     url = default_ledger_url()
     assert url.startswith("sqlite:///")
     assert url.endswith("ledger.db")
-    assert str(tmp_path / "xdg-cache") in url  # platformdirs honours XDG_CACHE_HOME
+    # Not the cache directory, which cache cleaners empty.
+    assert str(tmp_path / "xdg-state") in url  # platformdirs honours XDG_STATE_HOME
+    assert "xdg-cache" not in url
+
+
+def test_a_ledger_in_the_old_cache_place_is_moved_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("QUOTA_ROUTER_LEDGER")
+    old = tmp_path / "xdg-cache" / "langchain-quota-router" / "ledger.db"
+    old.parent.mkdir(parents=True)
+    before = SQLiteLedger(old)
+    assert isinstance(before.reserve("p", LIMITS, Demand(), T0), Reservation)
+    before.close()
+    with caplog.at_level(logging.INFO, logger="langchain_quota_router"):
+        url = default_ledger_url()
+    assert not old.exists()
+    assert "moved the ledger" in caplog.text
+    moved = open_ledger(url)
+    assert moved.usage("p", LIMITS, T0)[0].used == 1
+    # Once: a new file at the old place (an old version still running) stays put.
+    SQLiteLedger(old).reserve("p", LIMITS, Demand(), T0)
+    assert default_ledger_url() == url
+    assert old.exists()
+
+
+# ------------------------------------------------------------------ wiped files
+
+
+def test_a_deleted_ledger_file_is_an_error_naming_it_never_a_fresh_quota(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = SQLiteLedger(path)
+    ledger.file_check_interval = 0.0  # look at the file in every transaction
+    day = [Limit.parse("100/day")]
+    assert (
+        sum(isinstance(ledger.reserve("p", day, Demand(), T0), Reservation) for _ in range(100))
+        == 100
+    )
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    for call in (
+        lambda: ledger.reserve("p", day, Demand(), T0),
+        lambda: ledger.usage("p", day, T0),
+        lambda: ledger.holds(T0),
+    ):
+        with pytest.raises(LedgerError, match=r"ledger file .*ledger\.db.* deleted or replaced"):
+            call()
+    # Every thread, not only the one that noticed; and it stays an error.
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            ledger.reserve("p", day, Demand(), T0)
+        except LedgerError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1
+    assert not path.exists()  # nothing was counted into a new file either
+
+
+def test_a_wipe_is_noticed_within_the_check_interval(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = SQLiteLedger(path)
+    assert ledger.file_check_interval <= 0.1
+    ledger.reserve("p", LIMITS, Demand(), T0)
+    path.unlink()
+    time.sleep(ledger.file_check_interval + 0.01)
+    with pytest.raises(LedgerError, match="deleted or replaced"):
+        ledger.reserve("p", LIMITS, Demand(), T0)
+
+
+def test_a_replaced_ledger_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = SQLiteLedger(path)
+    ledger.file_check_interval = 0.0  # look at the file in every transaction
+    ledger.reserve("p", LIMITS, Demand(), T0)
+    other = tmp_path / "restored.db"
+    SQLiteLedger(other).usage("p", LIMITS, T0)
+    os.replace(other, path)
+    with pytest.raises(LedgerError, match="deleted or replaced"):
+        ledger.reserve("p", LIMITS, Demand(), T0)
+
+
+def test_on_wipe_restart_starts_afresh_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = open_ledger(f"sqlite:///{path}?on_wipe=restart")
+    ledger.file_check_interval = 0.0  # look at the file in every transaction
+    day = [Limit.parse("100/day")]
+    for _ in range(30):
+        ledger.reserve("p", day, Demand(), T0)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with caplog.at_level(logging.WARNING, logger="langchain_quota_router"):
+        assert isinstance(ledger.reserve("p", day, Demand(), T0), Reservation)
+        thread = threading.Thread(target=lambda: ledger.reserve("p", day, Demand(), T0))
+        thread.start()
+        thread.join()
+    assert path.exists()
+    assert ledger.usage("p", day, T0)[0].used == 2
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "starting afresh" in warnings[0]
+    assert str(path) in warnings[0]
+
+
+def test_on_wipe_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="on_wipe"):
+        open_ledger("sqlite:///x.db?on_wipe=ignore")
+    with pytest.raises(ConfigurationError, match="unknown option 'mode'"):
+        open_ledger("sqlite:///x.db?mode=ro")
+
+
+def test_a_file_overwritten_with_garbage_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = SQLiteLedger(path)
+    ledger.file_check_interval = 0.0  # look at the file in every transaction
+    ledger.reserve("p", LIMITS, Demand(), T0)
+    ledger.close()
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # same file, same inode: only the content is gone
+        f.write(os.urandom(size))
+    Path(f"{path}-wal").unlink(missing_ok=True)
+    Path(f"{path}-shm").unlink(missing_ok=True)
+    with pytest.raises(LedgerError, match=r"ledger\.db"):
+        ledger.reserve("p", LIMITS, Demand(), T0)
+
+
+def test_a_file_overwritten_with_garbage_under_an_open_connection_is_an_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = SQLiteLedger(path)
+    ledger.file_check_interval = 0.0  # look at the file in every transaction
+    for _ in range(5):
+        ledger.reserve("p", LIMITS, Demand(), T0)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.write(b"\xff" * max(size, 8192))
+    # With WAL the recent pages are in the -wal file: SQLite alone would count on.
+    for call in (
+        lambda: ledger.reserve("p", LIMITS, Demand(), T0),
+        lambda: ledger.usage("p", LIMITS, T0),
+    ):
+        with pytest.raises(LedgerError, match=r"ledger file .*ledger\.db.* is damaged"):
+            call()
 
 
 def test_ledger_in_an_unwritable_place_names_the_file(tmp_path: Path) -> None:

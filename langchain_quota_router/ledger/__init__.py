@@ -5,22 +5,31 @@
 ``sqlite:///relative/ledger.db``    a file shared by every process on a machine
 ``sqlite:////absolute/ledger.db``
 ``redis://host:6379/0``             one set of quotas for a fleet (extra ``redis``)
+``redis://host/0?on_error=local``   the same, failing open: a ``FailOpenLedger``
+                                    over Redis and this process's memory
 ==================================  =========================================
 
-With no URL the router uses a SQLite file in the user's cache directory, or the URL
-in the ``QUOTA_ROUTER_LEDGER`` environment variable.
+With no URL the router uses a SQLite file in the user's *state* directory
+(platformdirs; not the cache directory, which cleaners may empty), or the URL in the
+``QUOTA_ROUTER_LEDGER`` environment variable. A ledger found at the old place (the
+cache directory of earlier versions) is moved there once.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import platformdirs
 
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.ledger._url import redact_url
 from langchain_quota_router.ledger.base import (
+    DEFAULT_LEASE,
+    BucketLedger,
     Demand,
     Hold,
     LearnedLimit,
@@ -31,6 +40,8 @@ from langchain_quota_router.ledger.base import (
 )
 
 LEDGER_ENV = "QUOTA_ROUTER_LEDGER"
+_APP = "langchain-quota-router"
+logger = logging.getLogger("langchain_quota_router")
 
 # scheme -> (module, class, the extra that installs its client library)
 _BACKENDS: dict[str, tuple[str, str, str | None]] = {
@@ -42,12 +53,33 @@ _BACKENDS: dict[str, tuple[str, str, str | None]] = {
 
 
 def default_ledger_url() -> str:
-    """``$QUOTA_ROUTER_LEDGER``, else a SQLite file in the user's cache directory."""
+    """``$QUOTA_ROUTER_LEDGER``, else a SQLite file in the user's state directory."""
     url = os.environ.get(LEDGER_ENV)
     if url:
         return url
-    folder = platformdirs.user_cache_dir("langchain-quota-router")
-    return f"sqlite:///{os.path.join(folder, 'ledger.db')}"
+    path = Path(platformdirs.user_state_dir(_APP)) / "ledger.db"
+    path = _move_old_ledger(Path(platformdirs.user_cache_dir(_APP)) / "ledger.db", path)
+    return f"sqlite:///{path}"
+
+
+def _move_old_ledger(old: Path, new: Path) -> Path:
+    """Move a ledger from where earlier versions kept it, once; the path to use."""
+    if new.exists() or not old.exists():
+        return new
+    try:
+        new.parent.mkdir(parents=True, exist_ok=True)
+        # The journal files first: a ledger file never arrives without them.
+        for suffix in ("-wal", "-shm", ""):
+            source = old.with_name(old.name + suffix)
+            if source.exists():
+                os.replace(source, new.with_name(new.name + suffix))
+    except OSError as exc:
+        logger.warning(
+            "could not move the ledger from %s to %s (%s); using it where it is", old, new, exc
+        )
+        return old if old.exists() else new
+    logger.info("moved the ledger from the cache directory %s to %s", old, new)
+    return new
 
 
 def open_ledger(url: str | Ledger | None = None) -> Ledger:
@@ -69,6 +101,10 @@ def open_ledger(url: str | Ledger | None = None) -> Ledger:
         known = ", ".join(f"{s}://" for s in _BACKENDS)
         msg = f"unknown ledger URL {redact_url(url)!r}: the scheme must be one of {known}"
         raise ConfigurationError(msg)
+    if scheme in ("redis", "rediss"):
+        query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+        if query.get("on_error") == "local":
+            return _fail_open(url, query)
     module_name, class_name, extra = _BACKENDS[scheme]
     try:
         module = importlib.import_module(module_name)
@@ -82,8 +118,41 @@ def open_ledger(url: str | Ledger | None = None) -> Ledger:
     return backend(url)  # type: ignore[call-arg]
 
 
+def _fail_open(url: str, query: dict[str, str]) -> Ledger:
+    """``redis://...?on_error=local``: the Redis ledger wrapped to fail open."""
+    from langchain_quota_router.ledger.failopen import RETRY_INTERVAL, FailOpenLedger
+
+    shown = redact_url(url)
+    options: dict[str, float | None] = {}
+    for name, default in (("retry_interval", RETRY_INTERVAL), ("outage_share", None)):
+        text = query.get(name)
+        try:
+            options[name] = float(text) if text is not None else default
+        except ValueError:
+            msg = f"ledger URL {shown!r}: {name} must be a number, got {text!r}"
+            raise ConfigurationError(msg) from None
+    parts = urlsplit(url)
+    rest = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k not in ("on_error", "retry_interval", "outage_share")
+    ]
+    primary = open_ledger(urlunsplit(parts._replace(query=urlencode(rest))))
+    try:
+        return FailOpenLedger(
+            primary,
+            retry_interval=options["retry_interval"] or 0.0,
+            outage_share=options["outage_share"],
+        )
+    except ConfigurationError as exc:
+        msg = f"ledger URL {shown!r}: {exc}"
+        raise ConfigurationError(msg) from None
+
+
 __all__ = [
+    "DEFAULT_LEASE",
     "LEDGER_ENV",
+    "BucketLedger",
     "Demand",
     "Hold",
     "LearnedLimit",

@@ -1,11 +1,17 @@
 """The ledger: what every pool has spent, what is reserved, and who is on hold.
 
-Policy lives here, storage in the backends. ``Ledger`` implements admission
-(:meth:`Ledger.reserve`), settlement, header sync and holds once, on top of a few
-storage primitives that a backend runs inside one atomic section
-(:meth:`Ledger._atomic`): a lock for memory, a ``BEGIN IMMEDIATE`` transaction for
-SQLite. A backend that cannot run Python inside its atomic step (Redis) overrides the
-public operations instead and must pass the same contract tests.
+``Ledger`` is the contract: the public operations every ledger offers and the
+contract tests check. ``BucketLedger`` implements admission, settlement, leases,
+header sync and holds once, on top of a few storage primitives that a backend runs
+inside one atomic section (:meth:`BucketLedger._atomic`): a lock for memory, a
+``BEGIN IMMEDIATE`` transaction for SQLite. Redis, which cannot run Python inside
+its atomic step, implements the contract with Lua scripts; ``FailOpenLedger`` wraps
+two ledgers.
+
+Every reservation with an output estimate carries a lease: a record of what it
+would give back (its output estimate, bucket by bucket) and when. Settling removes
+the record; touching a pool (reserve, usage) first releases the pool's overdue ones,
+so the quota of a process killed mid-call comes back when its lease runs out.
 
 Counters are keyed by ``(pool, series, bucket)``: a series is one metric over one
 window shape (``"tokens:s60"``, ``"requests:day@UTC"``), a bucket one slice of time.
@@ -14,6 +20,7 @@ window shape (``"tokens:s60"``, ``"requests:day@UTC"``), a bucket one slice of t
 from __future__ import annotations
 
 import math
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +37,9 @@ MODEL_PREFIX = "model:"
 #: process sees it. ``holds()`` never lists these.
 LEARNED_PREFIX = "learned:"
 _LEARNED_SEP = "\x1f"
+#: How long (seconds) a reservation stays whole without being settled: past it, the
+#: ledger takes its process for dead and releases its unspent output estimate.
+DEFAULT_LEASE = 900.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,9 @@ class Reservation:
         levels: ``(limit, used)`` for each limit, counting this reservation; lets
             the router notice a pool nearing a limit without another query.
             Empty when a backend does not report them.
+        lease_id: the id of its lease in the ledger (``""``: no lease, nothing
+            would be released when it runs out).
+        expires_at: when its lease runs out (epoch seconds), if it has one.
     """
 
     pool: str
@@ -71,6 +84,44 @@ class Reservation:
     entries: tuple[tuple[str, int, Metric], ...]
     at: float
     levels: tuple[tuple[Limit, int], ...] = ()
+    lease_id: str = ""
+    expires_at: float | None = None
+
+    def releases(self) -> list[tuple[str, int, int]]:
+        """``(series, bucket, amount)`` its lease gives back when it runs out: the
+        output estimate. The request and the prompt stay counted."""
+        floor = lease_floor(self.demand)
+        found = []
+        for series, bucket, metric in self.entries:
+            amount = self.demand.amount(metric) - floor.amount(metric)
+            if amount:
+                found.append((series, bucket, amount))
+        return found
+
+
+def lease_floor(demand: Demand) -> Demand:
+    """What a reservation still counts once its lease ran out: the request (the
+    vendor may have seen it) and the prompt, not the output it never reported."""
+    return Demand(demand.requests, demand.input_tokens, 0)
+
+
+def new_lease_id() -> str:
+    """A reservation id, unique across processes and machines."""
+    return secrets.token_hex(8)
+
+
+def encode_releases(releases: Sequence[tuple[str, int, int]]) -> str:
+    """A lease's releases as one line of text (for backends that store text)."""
+    return "\x1e".join(f"{s}\x1f{b}\x1f{a}" for s, b, a in releases)
+
+
+def decode_releases(text: str) -> list[tuple[str, int, int]]:
+    """The inverse of :func:`encode_releases`."""
+    found = []
+    for part in text.split("\x1e") if text else []:
+        series, bucket, amount = part.split("\x1f")
+        found.append((series, int(bucket), int(amount)))
+    return found
 
 
 @dataclass(frozen=True)
@@ -147,12 +198,127 @@ class LimitUsage:
 class Ledger(ABC):
     """Counts what each pool spends, atomically, across threads and processes.
 
-    Subclasses set ``scheme`` (the URL scheme that selects them) and implement the
-    storage primitives; see the module docstring.
+    The contract every ledger keeps; the contract tests in ``tests/test_ledger.py``
+    run over every backend and wrapper. Subclasses set ``scheme`` (the URL scheme
+    that selects them).
+
+    Attributes:
+        reservation_lease: seconds a reservation stays whole unsettled (the router
+            sets it from its ``reservation_lease``); past it, the ledger takes the
+            process for dead and releases the unspent output estimate.
     """
 
     scheme: ClassVar[str]
     url: str
+    reservation_lease: float = DEFAULT_LEASE
+
+    @abstractmethod
+    def reserve(
+        self,
+        pool: str,
+        limits: Sequence[Limit],
+        demand: Demand,
+        now: float,
+        *,
+        key: str | None = None,
+        model: str | None = None,
+    ) -> Reservation | Refusal:
+        """Count ``demand`` against every limit of ``pool`` if all have room.
+
+        Checks holds on the pool, on ``key`` and on ``model`` (a model on one key,
+        see :meth:`mark_unavailable`) first. Either every counter is increased or
+        none is. The reservation holds a lease of :attr:`reservation_lease`
+        seconds: unsettled by then, its output estimate is released by whoever
+        next touches the pool (the request and the prompt stay counted).
+        """
+
+    @abstractmethod
+    def settle(self, reservation: Reservation, used: Demand, now: float) -> None:
+        """Replace a reservation's estimate with what the call really spent.
+
+        Real usage may exceed the estimate; the window then stays full longer. A
+        reservation whose lease already ran out had its output estimate released:
+        the correction then starts from what the expiry left counted.
+        """
+
+    @abstractmethod
+    def record(self, reservation: Reservation, used: Demand, now: float) -> None:
+        """Count what a reservation made in another ledger spent, in the same
+        buckets, without checking room: how a fail-open wrapper hands what it
+        admitted locally back to the shared ledger."""
+
+    @abstractmethod
+    def observe(self, pool: str, limit: Limit, remaining: int, now: float) -> None:
+        """Lower the room ``limit`` has in ``pool`` to what the vendor says remains.
+
+        Never raises room: a vendor header that claims more is ignored, because
+        the local count may include calls the vendor has not seen yet.
+        """
+
+    @abstractmethod
+    def block(self, pool: str, until: float, reason: str) -> None:
+        """Refuse every demand on ``pool`` until ``until`` (epoch seconds)."""
+
+    @abstractmethod
+    def unblock(self, pool: str) -> None:
+        """Lift a :meth:`block`."""
+
+    @abstractmethod
+    def disable(self, key: str, reason: str) -> None:
+        """Refuse every demand made with ``key`` until :meth:`enable`."""
+
+    @abstractmethod
+    def enable(self, key: str) -> None:
+        """Lift a :meth:`disable`."""
+
+    @abstractmethod
+    def mark_unavailable(self, model: str, until: float, reason: str) -> None:
+        """Refuse every demand for ``model`` (a model on one key) until ``until``.
+
+        A retired or unknown model fails every call; ``until`` is when it is worth
+        asking the vendor again, in case the refusal was a glitch.
+        """
+
+    @abstractmethod
+    def make_available(self, model: str) -> None:
+        """Lift a :meth:`mark_unavailable`."""
+
+    @abstractmethod
+    def holds(self, now: float) -> list[Hold]:
+        """Every block, disabled key and unavailable model in force at ``now``,
+        ordered by subject."""
+
+    @abstractmethod
+    def learn(self, pool: str, limit: Limit, now: float) -> None:
+        """Record a limit the vendor stated for ``pool``, replacing one of the same
+        metric and window, so every process sharing this ledger enforces it."""
+
+    @abstractmethod
+    def learned(self) -> list[LearnedLimit]:
+        """Every limit learned from vendors' headers, in every pool."""
+
+    @abstractmethod
+    def usage(self, pool: str, limits: Sequence[Limit], now: float) -> list[LimitUsage]:
+        """What each of ``limits`` has spent in ``pool`` at ``now`` (overdue leases
+        released first)."""
+
+    @abstractmethod
+    def reset(self, pool: str) -> None:
+        """Forget everything counted in ``pool`` and lift its block."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        """Release connections; the ledger reopens them if used again."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+class BucketLedger(Ledger):
+    """The ledger's policy over storage primitives: memory and SQLite share it.
+
+    Subclasses implement the primitives (below), which the policy runs inside one
+    atomic section (:meth:`_atomic`).
+    """
 
     #: How often (seconds) old buckets of a series are swept, at most.
     prune_interval: ClassVar[float] = 60.0
@@ -172,12 +338,6 @@ class Ledger(ABC):
         key: str | None = None,
         model: str | None = None,
     ) -> Reservation | Refusal:
-        """Count ``demand`` against every limit of ``pool`` if all have room.
-
-        Checks holds on the pool, on ``key`` and on ``model`` (a model on one key,
-        see :meth:`mark_unavailable`) first. Either every counter is increased or
-        none is.
-        """
         subjects = [POOL_PREFIX + pool]
         if key:
             subjects.append(KEY_PREFIX + key)
@@ -185,7 +345,10 @@ class Ledger(ABC):
             subjects.append(MODEL_PREFIX + model)
         ranges = [(limit.series, *limit.window.bucket_range(now)) for limit in limits]
         with self._atomic():
-            holds, sums = self._read(pool, subjects, ranges)
+            holds, sums, overdue = self._read(pool, subjects, ranges, now)
+            if overdue:
+                self._expire(pool, overdue)
+                holds, sums, _ = self._read(pool, subjects, ranges, now)
             for hold in holds:
                 if hold.active(now):
                     return Refusal(pool, hold.reason, hold.until)
@@ -205,8 +368,29 @@ class Ledger(ABC):
                 if demand.amount(metric)
             ]
             self._add_many(pool, adds)
+            reservation = Reservation(pool, demand, tuple(entries.values()), now, tuple(levels))
+            releases = reservation.releases()
+            if releases:
+                lease_id, expires_at = new_lease_id(), now + self.reservation_lease
+                if self._add_lease(pool, lease_id, expires_at, releases):
+                    reservation = Reservation(
+                        pool,
+                        demand,
+                        reservation.entries,
+                        now,
+                        reservation.levels,
+                        lease_id,
+                        expires_at,
+                    )
             self._maybe_prune(pool, limits, now)
-        return Reservation(pool, demand, tuple(entries.values()), now, tuple(levels))
+        return reservation
+
+    def _expire(self, pool: str, overdue: Sequence[tuple[str, str]]) -> None:
+        """Release what the overdue leases ``(id, encoded releases)`` held, and
+        forget them."""
+        gives = [(s, b, -a) for _, text in overdue for s, b, a in decode_releases(text)]
+        self._add_many(pool, gives)
+        self._drop_leases(pool, [lease_id for lease_id, _ in overdue])
 
     def _check(self, pool: str, limit: Limit, need: int, used: int, now: float) -> Refusal | None:
         """Why ``need`` does not fit ``limit`` with ``used`` counted, if it does not."""
@@ -223,28 +407,44 @@ class Ledger(ABC):
     def settle(self, reservation: Reservation, used: Demand, now: float) -> None:
         """Replace a reservation's estimate with what the call really spent.
 
-        Real usage may exceed the estimate; the window then stays full longer.
+        Real usage may exceed the estimate; the window then stays full longer. A
+        reservation whose lease already ran out had its output estimate released:
+        the correction then starts from what the expiry left counted.
         """
-        deltas = [
-            (series, bucket, used.amount(metric) - reservation.demand.amount(metric))
-            for series, bucket, metric in reservation.entries
-        ]
-        deltas = [d for d in deltas if d[2]]
-        if not deltas:
-            return  # the estimate was exact: nothing to write
-        self._settle(reservation.pool, deltas)
+        live = _deltas(reservation, reservation.demand, used)
+        if not reservation.lease_id:
+            if live:
+                with self._atomic():
+                    self._add_many(reservation.pool, live)
+            return
+        expired = _deltas(reservation, lease_floor(reservation.demand), used)
+        self._settle(reservation, live, expired)
 
-    def _settle(self, pool: str, deltas: Sequence[tuple[str, int, int]]) -> None:
-        """Apply a settlement's corrections atomically."""
+    def _settle(
+        self,
+        reservation: Reservation,
+        live: Sequence[tuple[str, int, int]],
+        expired: Sequence[tuple[str, int, int]],
+    ) -> None:
+        """End a lease and apply the corrections for a live or an expired one."""
+        pool = reservation.pool
         with self._atomic():
-            self._add_many(pool, deltas)
+            gone = self._drop_lease(pool, reservation.lease_id, reservation.expires_at or 0.0)
+            deltas = live if gone else expired
+            if deltas:
+                self._add_many(pool, deltas)
+
+    def record(self, reservation: Reservation, used: Demand, now: float) -> None:
+        adds = [
+            (series, bucket, used.amount(metric))
+            for series, bucket, metric in reservation.entries
+            if used.amount(metric)
+        ]
+        if adds:
+            with self._atomic():
+                self._add_many(reservation.pool, adds)
 
     def observe(self, pool: str, limit: Limit, remaining: int, now: float) -> None:
-        """Lower the room ``limit`` has in ``pool`` to what the vendor says remains.
-
-        Never raises room: a vendor header that claims more is ignored, because
-        the local count may include calls the vendor has not seen yet.
-        """
         with self._atomic():
             lo, hi = limit.window.bucket_range(now)
             local = limit.amount - self._sum(pool, limit.series, lo, hi)
@@ -257,68 +457,47 @@ class Ledger(ABC):
             self._set_hold(Hold(POOL_PREFIX + pool, until, reason))
 
     def disable(self, key: str, reason: str) -> None:
-        """Refuse every demand made with ``key`` until :meth:`enable`."""
         with self._atomic():
             self._set_hold(Hold(KEY_PREFIX + key, None, reason))
 
     def enable(self, key: str) -> None:
-        """Lift a :meth:`disable`."""
         with self._atomic():
             self._delete_hold(KEY_PREFIX + key)
 
     def unblock(self, pool: str) -> None:
-        """Lift a :meth:`block`."""
         with self._atomic():
             self._delete_hold(POOL_PREFIX + pool)
 
     def mark_unavailable(self, model: str, until: float, reason: str) -> None:
-        """Refuse every demand for ``model`` (a model on one key) until ``until``.
-
-        A retired or unknown model fails every call; ``until`` is when it is worth
-        asking the vendor again, in case the refusal was a glitch.
-        """
         with self._atomic():
             self._set_hold(Hold(MODEL_PREFIX + model, until, reason))
 
     def make_available(self, model: str) -> None:
-        """Lift a :meth:`mark_unavailable`."""
         with self._atomic():
             self._delete_hold(MODEL_PREFIX + model)
 
     def holds(self, now: float) -> list[Hold]:
-        """Every block, disabled key and unavailable model in force at ``now``."""
         with self._atomic():
-            return [
-                h
-                for h in self._all_holds()
-                if h.active(now) and not h.subject.startswith(LEARNED_PREFIX)
-            ]
+            found = self._all_holds()
+        return sorted(
+            (h for h in found if h.active(now) and not h.subject.startswith(LEARNED_PREFIX)),
+            key=lambda h: h.subject,
+        )
 
     def learn(self, pool: str, limit: Limit, now: float) -> None:
-        """Record a limit the vendor stated for ``pool``, replacing one of the same
-        metric and window, so every process sharing this ledger enforces it."""
-        subject = f"{LEARNED_PREFIX}{pool}{_LEARNED_SEP}{limit.series}"
         with self._atomic():
-            self._set_hold(Hold(subject, now, str(limit)))
+            self._set_hold(learned_record(pool, limit, now))
 
     def learned(self) -> list[LearnedLimit]:
-        """Every limit learned from vendors' headers, in every pool."""
         with self._atomic():
-            records = [h for h in self._all_holds() if h.subject.startswith(LEARNED_PREFIX)]
-        found = []
-        for record in records:
-            pool, _, _ = record.subject[len(LEARNED_PREFIX) :].rpartition(_LEARNED_SEP)
-            try:
-                limit = Limit.parse(record.reason)
-            except ValueError:
-                continue  # written by a newer version with a grammar this one lacks
-            found.append(LearnedLimit(pool, limit, record.until or 0.0))
-        return found
+            return learned_from(self._all_holds())
 
     def usage(self, pool: str, limits: Sequence[Limit], now: float) -> list[LimitUsage]:
-        """What each of ``limits`` has spent in ``pool`` at ``now``."""
         report = []
         with self._atomic():
+            overdue = self._overdue(pool, now)
+            if overdue:
+                self._expire(pool, overdue)
             for limit in limits:
                 lo, hi = limit.window.bucket_range(now)
                 used = self._sum(pool, limit.series, lo, hi)
@@ -331,13 +510,9 @@ class Ledger(ABC):
         return report
 
     def reset(self, pool: str) -> None:
-        """Forget everything counted in ``pool`` and lift its block."""
         with self._atomic():
             self._delete_pool(pool)
             self._delete_hold(POOL_PREFIX + pool)
-
-    def close(self) -> None:  # noqa: B027 - optional for backends without resources
-        """Release connections; the ledger reopens them if used again."""
 
     def _maybe_prune(self, pool: str, limits: Sequence[Limit], now: float) -> None:
         for limit in limits:
@@ -348,9 +523,6 @@ class Ledger(ABC):
                 continue
             self._last_prune[mark] = now
             self._prune(pool, limit.series, limit.window.bucket_range(now)[0])
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.url!r})"
 
     # ------------------------------------------------------- storage primitives
 
@@ -377,13 +549,42 @@ class Ledger(ABC):
             self._add(pool, series, bucket, amount)
 
     def _read(
-        self, pool: str, subjects: Sequence[str], ranges: Sequence[tuple[str, int, int]]
-    ) -> tuple[list[Hold], list[int]]:
-        """The holds on ``subjects`` and the sum of each ``(series, lo, hi)`` range.
+        self,
+        pool: str,
+        subjects: Sequence[str],
+        ranges: Sequence[tuple[str, int, int]],
+        now: float,
+    ) -> tuple[list[Hold], list[int], list[tuple[str, str]]]:
+        """The holds on ``subjects``, the sum of each ``(series, lo, hi)`` range and
+        the pool's leases overdue at ``now``.
 
         Everything a reservation must read, so a backend can fetch it at once.
         """
-        return self._holds(subjects), [self._sum(pool, *r) for r in ranges]
+        sums = [self._sum(pool, *r) for r in ranges]
+        return self._holds(subjects), sums, self._overdue(pool, now)
+
+    @abstractmethod
+    def _add_lease(
+        self, pool: str, lease_id: str, expires_at: float, releases: Sequence[tuple[str, int, int]]
+    ) -> bool:
+        """Record an open reservation's lease and what it releases when overdue.
+
+        Returns:
+            False if the backend could not (a key collision): the reservation then
+            goes without a lease, as one with nothing to release does.
+        """
+
+    @abstractmethod
+    def _overdue(self, pool: str, now: float) -> list[tuple[str, str]]:
+        """``(id, encoded releases)`` of the pool's leases that ran out by ``now``."""
+
+    @abstractmethod
+    def _drop_lease(self, pool: str, lease_id: str, expires_at: float) -> bool:
+        """Forget a lease; whether it was still there."""
+
+    @abstractmethod
+    def _drop_leases(self, pool: str, lease_ids: Sequence[str]) -> None:
+        """Forget several leases of a pool (overdue ones: rare, need not be fast)."""
 
     @abstractmethod
     def _prune(self, pool: str, series: str, below: int) -> None:
@@ -391,7 +592,7 @@ class Ledger(ABC):
 
     @abstractmethod
     def _delete_pool(self, pool: str) -> None:
-        """Drop every counter of a pool."""
+        """Drop every counter and lease of a pool."""
 
     @abstractmethod
     def _holds(self, subjects: Sequence[str]) -> list[Hold]:
@@ -408,3 +609,32 @@ class Ledger(ABC):
     @abstractmethod
     def _delete_hold(self, subject: str) -> None:
         """Remove a hold if there is one."""
+
+
+def learned_record(pool: str, limit: Limit, now: float) -> Hold:
+    """A learned limit as the hold-shaped record ledgers keep it in."""
+    return Hold(f"{LEARNED_PREFIX}{pool}{_LEARNED_SEP}{limit.series}", now, str(limit))
+
+
+def learned_from(records: Sequence[Hold]) -> list[LearnedLimit]:
+    """The learned limits among hold records."""
+    found = []
+    for record in records:
+        if not record.subject.startswith(LEARNED_PREFIX):
+            continue
+        pool, _, _ = record.subject[len(LEARNED_PREFIX) :].rpartition(_LEARNED_SEP)
+        try:
+            limit = Limit.parse(record.reason)
+        except ValueError:
+            continue  # written by a newer version with a grammar this one lacks
+        found.append(LearnedLimit(pool, limit, record.until or 0.0))
+    return found
+
+
+def _deltas(reservation: Reservation, counted: Demand, used: Demand) -> list[tuple[str, int, int]]:
+    """``(series, bucket, delta)`` turning what is ``counted`` into what was ``used``."""
+    deltas = [
+        (series, bucket, used.amount(metric) - counted.amount(metric))
+        for series, bucket, metric in reservation.entries
+    ]
+    return [d for d in deltas if d[2]]

@@ -7,10 +7,10 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from langchain_quota_router.ledger.base import Hold, Ledger
+from langchain_quota_router.ledger.base import BucketLedger, Hold, encode_releases
 
 
-class MemoryLedger(Ledger):
+class MemoryLedger(BucketLedger):
     """Counts in dictionaries under one lock; forgotten when the process ends.
 
     URL: ``memory://``.
@@ -24,6 +24,8 @@ class MemoryLedger(Ledger):
         self._lock = threading.RLock()
         self._counters: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
         self._hold_map: dict[str, Hold] = {}
+        # pool -> lease id -> (expires at, encoded releases)
+        self._leases: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
 
     @contextmanager
     def _atomic(self) -> Iterator[None]:
@@ -53,6 +55,27 @@ class MemoryLedger(Ledger):
     def _delete_pool(self, pool: str) -> None:
         for mark in [m for m in self._counters if m[0] == pool]:
             del self._counters[mark]
+        self._leases.pop(pool, None)
+
+    def _add_lease(
+        self, pool: str, lease_id: str, expires_at: float, releases: Sequence[tuple[str, int, int]]
+    ) -> bool:
+        self._leases[pool][lease_id] = (expires_at, encode_releases(releases))
+        return True
+
+    def _overdue(self, pool: str, now: float) -> list[tuple[str, str]]:
+        leases = self._leases.get(pool)
+        if not leases:
+            return []
+        return [(i, text) for i, (at, text) in leases.items() if at <= now]
+
+    def _drop_lease(self, pool: str, lease_id: str, expires_at: float) -> bool:
+        leases = self._leases.get(pool)
+        return leases is not None and leases.pop(lease_id, None) is not None
+
+    def _drop_leases(self, pool: str, lease_ids: Sequence[str]) -> None:
+        for lease_id in lease_ids:
+            self._drop_lease(pool, lease_id, 0.0)
 
     def _holds(self, subjects: Sequence[str]) -> list[Hold]:
         return [self._hold_map[s] for s in subjects if s in self._hold_map]

@@ -4,17 +4,15 @@ URL: ``redis://[[user]:password@]host[:port][/db][?option=value&...]`` (``rediss
 for TLS). Options of our own:
 
 ==========================  =========================================================
+``prefix=qr:``              namespace of every key, so several apps share a Redis.
 ``on_error=raise``          (default) fail closed: every operation raises
                             :class:`~langchain_quota_router.LedgerError` while Redis
                             does not answer, so nothing is sent unaccounted.
-``on_error=local``          fail open: log one warning and count in this process's
-                            memory until Redis answers again, then go back to Redis.
-                            What was counted locally is not copied to Redis, and a
-                            correction (``settle``) of a Redis reservation made while
-                            Redis is away is dropped (Redis keeps the estimate).
-``retry_interval=5``        with ``on_error=local``: seconds between attempts to
-                            reach Redis again (calls in between stay local and fast).
-``prefix=qr:``              namespace of every key, so several apps share a Redis.
+``on_error=local``          fail open: :func:`~langchain_quota_router.ledger.open_ledger`
+                            wraps this ledger in a
+                            :class:`~langchain_quota_router.ledger.failopen.FailOpenLedger`
+                            (see there; ``retry_interval`` and ``outage_share`` are
+                            its options).
 ==========================  =========================================================
 
 Every other option goes to redis-py (``Redis.from_url``); the defaults here are short
@@ -23,7 +21,8 @@ so an unreachable Redis fails fast: ``socket_connect_timeout=0.5`` and
 restarted server leaves stale pooled connections); timeouts are not retried.
 
 Atomicity comes from Lua scripts shipped with the package (``ledger/lua/*.lua``): each
-of ``reserve``, ``settle``, ``observe`` and ``reset`` is one script, one round trip.
+of ``reserve``, ``settle``, ``observe``, ``usage`` and ``reset`` is one script, one
+round trip; holds are single commands.
 Python computes every bucket number and expiry (calendars and time zones stay
 here) and passes them as arguments; the scripts only compare and count.
 
@@ -38,6 +37,16 @@ Data layout, under the prefix (default ``qr:``):
   them without scanning the keyspace. It does not expire (a few names per pool).
 - ``qr:holds``: a hash, subject (``pool:<pool>``, ``key:<key>``) ->
   ``"<until>|<reason>"``, ``until`` empty for a disabled key.
+- ``qr:leases:<pool>`` (a sorted set, lease id by expiry) and ``qr:lease:<pool>``
+  (a hash, lease id -> what it releases): the open reservations. ``reserve`` and
+  ``usage`` first release the overdue ones; ``settle`` ends one. A reserve that
+  arrives again with a lease id the pool holds (a retry after a lost reply) is
+  not counted twice.
+
+Counts are only as durable as the server: run it with the append-only file on
+(``appendonly yes``, ``appendfsync everysec`` or ``always``). The ledger checks
+``CONFIG GET appendonly`` when it connects and warns when counts would not survive
+a restart (it stays quiet where ``CONFIG`` is not permitted).
 
 The counters of a pool are named through its index set inside ``reset``, so the
 ledger needs a single Redis server (or a primary with replicas), not Redis Cluster.
@@ -45,16 +54,16 @@ ledger needs a single Redis server (or a primary with replicas), not Redis Clust
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.resources
 import logging
 import math
+import os
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from langchain_quota_router._errors import ConfigurationError, LedgerError
@@ -67,12 +76,16 @@ from langchain_quota_router.ledger.base import (
     POOL_PREFIX,
     Demand,
     Hold,
+    LearnedLimit,
     Ledger,
     LimitUsage,
     Refusal,
     Reservation,
+    learned_from,
+    learned_record,
+    lease_floor,
+    new_lease_id,
 )
-from langchain_quota_router.ledger.memory import MemoryLedger
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -81,24 +94,28 @@ if TYPE_CHECKING:
 logger = logging.getLogger("langchain_quota_router")
 
 _T = TypeVar("_T")
-_OnError = Literal["raise", "local"]
 
 #: Connection defaults, overridable in the URL: fail fast when Redis is away.
 _CONNECT_TIMEOUT = 0.5
 _SOCKET_TIMEOUT = 1.0
-_RETRY_INTERVAL = 5.0
 _PREFIX = "qr:"
 #: Counters outlive their window by this much (seconds), so a host whose clock is a
 #: little behind still finds them.
 _EXPIRY_MARGIN = 60.0
-_SCRIPTS = ("reserve", "add", "observe", "prune", "reset")
+#: How long a process counts as one of the fleet after it last said it is alive
+#: (for the fail-open wrapper's even share).
+_FLEET_WINDOW = 600.0
+_SCRIPTS = ("reserve", "settle", "observe", "usage", "reset")
+#: Options of the fail-open wrapper, which ``open_ledger`` takes off the URL.
+WRAPPER_OPTIONS = ("on_error", "retry_interval", "outage_share")
 
 
 @functools.cache
 def _script_text(name: str) -> str:
     """The source of one of the package's Lua scripts."""
     folder = importlib.resources.files("langchain_quota_router.ledger") / "lua"
-    return (folder / f"{name}.lua").read_text(encoding="utf-8")
+    prelude = (folder / "_leases.lua").read_text(encoding="utf-8")
+    return prelude + (folder / f"{name}.lua").read_text(encoding="utf-8")
 
 
 def _password_of(url: str) -> str | None:
@@ -160,7 +177,9 @@ class RedisLedger(Ledger):
     """Counts in Redis. URL: ``redis://host:6379/0`` (options in the module docs).
 
     Thread-safe and fork-safe (redis-py opens new connections in a child process).
-    The client connects on first use, not here.
+    The client connects on first use, not here. Fails closed: every operation
+    raises :class:`~langchain_quota_router.LedgerError` while Redis does not
+    answer; wrap it in a ``FailOpenLedger`` (``?on_error=local``) to fail open.
 
     Args:
         url: the ledger URL.
@@ -172,8 +191,11 @@ class RedisLedger(Ledger):
 
     scheme = "redis"
 
+    #: Seconds between two "alive" notes of this process (one round trip each), by
+    #: which every process learns how many share the Redis (:meth:`fleet_size`).
+    heartbeat_interval: float = 60.0
+
     def __init__(self, url: str) -> None:
-        super().__init__()
         self.url = redact_url(url)
         try:
             import redis.connection
@@ -185,21 +207,21 @@ class RedisLedger(Ledger):
             raise ConfigurationError(msg) from exc
         options, self._client_url = self._split_options(url)
         on_error = options.get("on_error", "raise")
-        if on_error not in ("raise", "local"):
+        if on_error != "raise":
             msg = (
-                f"ledger URL {self.url!r}: on_error must be 'raise' (fail closed) "
-                f"or 'local' (fail open), got {on_error!r}"
+                f"ledger URL {self.url!r}: RedisLedger itself fails closed; "
+                f"on_error={on_error!r} is for open_ledger(), which wraps it "
+                "(on_error must be 'raise' or 'local')"
             )
             raise ConfigurationError(msg)
-        self.on_error: _OnError = "raise" if on_error == "raise" else "local"
-        self.prefix = options.get("prefix", _PREFIX)
-        try:
-            self.retry_interval = float(options.get("retry_interval", _RETRY_INTERVAL))
-        except ValueError:
-            self.retry_interval = math.nan
-        if not self.retry_interval >= 0:
-            msg = f"ledger URL {self.url!r}: retry_interval must be a number of seconds >= 0"
+        unexpected = sorted(set(options) & {"retry_interval", "outage_share"})
+        if unexpected:
+            msg = (
+                f"ledger URL {self.url!r}: {unexpected[0]} goes with on_error=local, "
+                "through open_ledger()"
+            )
             raise ConfigurationError(msg)
+        self.prefix = options.get("prefix", _PREFIX)
         # Kept only to scrub it from error messages that might echo it.
         self._secret = _password_of(url)
         try:
@@ -212,13 +234,12 @@ class RedisLedger(Ledger):
         self._client: Redis | None = None
         self._scripts: dict[str, Script] = {}
         self._lock = threading.Lock()
-        # Fail-open state: while Redis is away, the monotonic time of the next try.
-        self._next_try: float | None = None
-        self._fallback: MemoryLedger | None = None
-        # Reservations the fallback admitted, so they are settled where counted.
-        self._local_reservations: weakref.WeakValueDictionary[int, Reservation] = (
-            weakref.WeakValueDictionary()
-        )
+        #: Whether the server keeps counts across a restart: None until checked, or
+        #: when ``CONFIG`` is not permitted.
+        self.durable: bool | None = None
+        self._client_id = new_lease_id()
+        self._fleet: int | None = None
+        self._heartbeat_at = -math.inf
 
     @staticmethod
     def _split_options(url: str) -> tuple[dict[str, str], str]:
@@ -227,7 +248,7 @@ class RedisLedger(Ledger):
         ours: dict[str, str] = {}
         theirs: list[tuple[str, str]] = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name in ("on_error", "prefix", "retry_interval"):
+            if name == "prefix" or name in WRAPPER_OPTIONS:
                 ours[name] = value
             else:
                 theirs.append((name, value))
@@ -264,6 +285,42 @@ class RedisLedger(Ledger):
                 self._client = client
             return self._client
 
+    def check_durability(self) -> bool | None:
+        """Ask the server whether counts survive its restart; warn when they do not.
+
+        Returns:
+            True with the append-only file on, False without, None when the server
+            does not let us ask (``CONFIG`` renamed or not permitted).
+        """
+        from redis.exceptions import ResponseError
+
+        def ask(client: Redis) -> dict[str, str]:
+            return cast("dict[str, str]", client.config_get("append*"))
+
+        try:
+            config = self._remote("read its configuration", ask)
+        except LedgerError as exc:
+            if isinstance(exc.__cause__, ResponseError):
+                return None  # CONFIG is not permitted here: nothing to say
+            raise
+        on = config.get("appendonly") == "yes"
+        fsync = config.get("appendfsync", "")
+        self.durable = on
+        if not on:
+            logger.warning(
+                "Redis ledger %s runs without the append-only file (appendonly no): "
+                "a restart of the server forgets every count and the fleet spends its "
+                "quota again. Run it with appendonly yes, appendfsync everysec",
+                self.url,
+            )
+        elif fsync == "no":
+            logger.warning(
+                "Redis ledger %s runs with appendfsync no: a crash of the host may "
+                "lose recent counts; use appendfsync everysec or always",
+                self.url,
+            )
+        return on
+
     def close(self) -> None:
         """Close the connections; the ledger reconnects if used again."""
         with self._lock:
@@ -276,67 +333,46 @@ class RedisLedger(Ledger):
         text = f"{type(exc).__name__}: {exc}"
         return text.replace(self._secret, "***") if self._secret else text
 
-    def _failure(self, operation: str, exc: Exception) -> str:
-        return f"Redis ledger {self.url} could not {operation}: {self._scrub(exc)}"
-
     def _remote(self, operation: str, call: Callable[[Redis], _T]) -> _T:
         """Run ``call`` against Redis, turning its errors into ``LedgerError``."""
         from redis.exceptions import RedisError
 
+        first = self._client is None
         try:
-            return call(self._redis())
+            result = call(self._redis())
         except RedisError as exc:
-            raise LedgerError(self._failure(operation, exc)) from exc
+            msg = f"Redis ledger {self.url} could not {operation}: {self._scrub(exc)}"
+            raise LedgerError(msg) from exc
+        if first and self.durable is None and operation != "read its configuration":
+            self._check_once()
+        return result
 
-    def _run(
-        self,
-        operation: str,
-        remote: Callable[[Redis], _T],
-        local: Callable[[MemoryLedger], _T],
-    ) -> tuple[_T, bool]:
-        """Run an operation on Redis or, failing open, on the local ledger.
+    def _check_once(self) -> None:
+        # The operation itself succeeded; if asking failed, the next connect asks.
+        with contextlib.suppress(LedgerError):
+            self.check_durability()
 
-        Returns:
-            The result and whether the local ledger served it.
-        """
-        if self.on_error == "raise":
-            return self._remote(operation, remote), False
-        if self._next_try is not None:
-            with self._lock:
-                waiting = self._next_try is not None and time.monotonic() < self._next_try
-                if self._next_try is not None and not waiting:
-                    # This caller tries Redis again; the others stay local meanwhile.
-                    self._next_try = time.monotonic() + self.retry_interval
-            if waiting:
-                return local(self._local()), True
-        try:
-            value = self._remote(operation, remote)
-        except LedgerError as exc:
-            with self._lock:
-                first = self._next_try is None
-                self._next_try = time.monotonic() + self.retry_interval
-            if first:
-                logger.warning(
-                    "%s; counting in this process's memory until Redis answers "
-                    "again (on_error=local)",
-                    exc,
-                )
-            return local(self._local()), True
-        if self._next_try is not None:
-            with self._lock:
-                back = self._next_try is not None
-                self._next_try = None
-            if back:
-                logger.info("Redis ledger %s answers again; counting there", self.url)
-        return value, False
+    def fleet_size(self) -> int | None:
+        """How many processes used this Redis in the last ten minutes, as last
+        counted (None before the first count)."""
+        return self._fleet
 
-    def _local(self) -> MemoryLedger:
-        """The in-memory ledger that serves while Redis is away (fail open)."""
-        if self._fallback is None:
-            with self._lock:
-                if self._fallback is None:
-                    self._fallback = MemoryLedger("memory://")
-        return self._fallback
+    def _heartbeat(self) -> None:
+        """Tell Redis this process is alive and count the fleet (once a minute)."""
+        self._heartbeat_at = time.monotonic()
+        key, me, wall = f"{self.prefix}clients", f"{self._client_id}:{os.getpid()}", time.time()
+
+        def beat(client: Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=True)
+            pipe.zadd(key, {me: wall})
+            pipe.zremrangebyscore(key, "-inf", wall - _FLEET_WINDOW)
+            pipe.zcard(key)
+            pipe.expire(key, int(_FLEET_WINDOW + _EXPIRY_MARGIN))
+            return pipe.execute()
+
+        # The reserve went through; a failed count waits for the next beat.
+        with contextlib.suppress(LedgerError):
+            self._fleet = int(self._remote("count the fleet", beat)[2])
 
     # ------------------------------------------------------------------- keys
 
@@ -346,6 +382,9 @@ class RedisLedger(Ledger):
 
     def _index_key(self, pool: str) -> str:
         return f"{self.prefix}pool:{pool}"
+
+    def _lease_keys(self, pool: str) -> list[str]:
+        return [f"{self.prefix}leases:{pool}", f"{self.prefix}lease:{pool}"]
 
     # ------------------------------------------------------------------ policy
 
@@ -358,11 +397,14 @@ class RedisLedger(Ledger):
         *,
         key: str | None = None,
         model: str | None = None,
+        lease_id: str | None = None,
     ) -> Reservation | Refusal:
         """Count ``demand`` against every limit of ``pool`` if all have room.
 
-        One Lua script checks the holds on the pool, on ``key`` and on ``model``,
-        then every limit, and adds to every counter, or to none.
+        One Lua script releases overdue leases, checks the holds on the pool, on
+        ``key`` and on ``model``, then every limit, and adds to every counter, or
+        to none. ``lease_id`` (default: a new one) names the reservation: a reserve
+        sent again with the same id after a lost reply is not counted twice.
         """
         # Distinct series in order of first appearance, as the base class does.
         entries: dict[str, tuple[str, int, Metric]] = {}
@@ -373,7 +415,7 @@ class RedisLedger(Ledger):
                 entries[series] = (series, limit.window.bucket(now), limit.metric)
                 windows[series] = limit.window
         order = list(entries)
-        keys = [self._holds_key, self._index_key(pool)]
+        keys = [self._holds_key, self._index_key(pool), *self._lease_keys(pool)]
         args: list[str | int] = [
             repr(float(now)),
             POOL_PREFIX + pool,
@@ -381,13 +423,19 @@ class RedisLedger(Ledger):
             MODEL_PREFIX + model if model else "",
             len(order),
         ]
+        floor = lease_floor(demand)
+        releases = []
         for series in order:
             _, bucket, metric = entries[series]
             window = windows[series]
             lo, hi = window.bucket_range(now)
-            keys.append(self._counter_key(pool, series))
+            counter = self._counter_key(pool, series)
+            keys.append(counter)
             args += [lo, hi, bucket, demand.amount(metric)]
             args.append(_expiry_ms(window, bucket, now))
+            give = demand.amount(metric) - floor.amount(metric)
+            if give:
+                releases.append(f"{counter}\x1f{bucket}\x1f{give}")
         args.append(len(limits))
         for limit in limits:
             args += [
@@ -395,18 +443,20 @@ class RedisLedger(Ledger):
                 demand.amount(limit.metric),
                 limit.amount,
             ]
+        # Every Redis reservation is leased, even one with nothing to release: its
+        # id is what makes a retried reserve count once.
+        lease_id = lease_id or new_lease_id()
+        expires_at = now + self.reservation_lease
+        args += [lease_id, repr(expires_at), "\x1e".join(releases)]
+        args.append(math.ceil((self.reservation_lease + _EXPIRY_MARGIN) * 1000))
 
-        def remote(client: Redis) -> Reservation | Refusal:
-            reply = self._scripts["reserve"](keys, args)
-            return self._decode_reserve(reply, pool, limits, demand, now, entries)
+        def run(client: Redis) -> Any:
+            return self._scripts["reserve"](keys, args)
 
-        def local(ledger: MemoryLedger) -> Reservation | Refusal:
-            return ledger.reserve(pool, limits, demand, now, key=key, model=model)
-
-        result, served_locally = self._run(f"reserve in pool {pool!r}", remote, local)
-        if served_locally and isinstance(result, Reservation):
-            self._local_reservations[id(result)] = result
-        return result
+        reply = self._remote(f"reserve in pool {pool!r}", run)
+        if time.monotonic() - self._heartbeat_at >= self.heartbeat_interval:
+            self._heartbeat()
+        return self._decode_reserve(reply, pool, limits, demand, now, entries, lease_id, expires_at)
 
     @staticmethod
     def _decode_reserve(
@@ -416,14 +466,18 @@ class RedisLedger(Ledger):
         demand: Demand,
         now: float,
         entries: dict[str, tuple[str, int, Metric]],
+        lease_id: str,
+        expires_at: float,
     ) -> Reservation | Refusal:
         """The reservation or refusal a reply of ``reserve.lua`` means."""
         status = reply[0]
-        if status == "ok":
+        if status in ("ok", "dup"):
             levels = tuple(
-                (limit, int(used)) for limit, used in zip(limits, reply[1:], strict=True)
+                (limit, int(used)) for limit, used in zip(limits, reply[1:], strict=False)
             )
-            return Reservation(pool, demand, tuple(entries.values()), now, levels)
+            return Reservation(
+                pool, demand, tuple(entries.values()), now, levels, lease_id, expires_at
+            )
         if status == "hold":
             hold = _decode_hold(reply[1], reply[2])
             return Refusal(pool, hold.reason, hold.until)
@@ -443,29 +497,44 @@ class RedisLedger(Ledger):
         return Refusal(pool, f"{limit} is used up ({used} counted)", retry_at, limit)
 
     def settle(self, reservation: Reservation, used: Demand, now: float) -> None:
-        """Replace a reservation's estimate with what the call really spent.
+        """Replace a reservation's estimate with what the call really spent (one
+        script: it ends the lease and applies the correction for a live or an
+        expired one)."""
+        self._settle(reservation, used, now, cancel=False)
 
-        A reservation the local fallback admitted is settled there, even once Redis
-        is back. A Redis reservation settled while Redis is away (``on_error=local``)
-        keeps its estimate in Redis: the correction is dropped, not replayed.
+    def cancel(self, reservation: Reservation, now: float) -> None:
+        """Take back a reservation that was never used, if the server holds it.
+
+        For a reserve whose reply was lost: it may or may not have run. If its
+        lease is on the server, everything it counted is removed; if not, nothing
+        changes.
         """
-        if self._local_reservations.get(id(reservation)) is reservation:
-            self._local().settle(reservation, used, now)
-            return
-        keys = [self._index_key(reservation.pool)]
-        args: list[str | int] = []
+        self._settle(reservation, Demand(0, 0, 0), now, cancel=True)
+
+    def record(self, reservation: Reservation, used: Demand, now: float) -> None:
+        """Count what a reservation made elsewhere spent (see :meth:`Ledger.record`)."""
+        unleased = Reservation(reservation.pool, Demand(0, 0, 0), reservation.entries, now)
+        self._settle(unleased, used, now, cancel=False)
+
+    def _settle(self, reservation: Reservation, used: Demand, now: float, *, cancel: bool) -> None:
+        pool = reservation.pool
+        floor = lease_floor(reservation.demand)
+        keys = [self._index_key(pool), *self._lease_keys(pool)]
+        args: list[str | int] = [reservation.lease_id]
         for series, bucket, metric in reservation.entries:
-            delta = used.amount(metric) - reservation.demand.amount(metric)
-            if delta:
-                keys.append(self._counter_key(reservation.pool, series))
-                args += [bucket, delta, _expiry_ms(_window_of(series), bucket, now)]
-        if not args:
+            live = used.amount(metric) - reservation.demand.amount(metric)
+            expired = 0 if cancel else used.amount(metric) - floor.amount(metric)
+            if live or expired:
+                keys.append(self._counter_key(pool, series))
+                args += [bucket, live, expired]
+                args.append(_expiry_ms(_window_of(series), bucket, now))
+        if len(args) == 1 and not reservation.lease_id:
             return
 
-        def remote(client: Redis) -> None:
-            self._scripts["add"](keys, args)
+        def run(client: Redis) -> None:
+            self._scripts["settle"](keys, args)
 
-        self._run(f"settle in pool {reservation.pool!r}", remote, lambda _: None)
+        self._remote(f"settle in pool {pool!r}", run)
 
     def observe(self, pool: str, limit: Limit, remaining: int, now: float) -> None:
         """Lower the room ``limit`` has in ``pool`` to what the vendor says remains.
@@ -483,89 +552,83 @@ class RedisLedger(Ledger):
             remaining,
             _expiry_ms(limit.window, bucket, now),
         ]
-
-        def remote(client: Redis) -> None:
-            self._scripts["observe"](keys, args)
-
-        def local(ledger: MemoryLedger) -> None:
-            ledger.observe(pool, limit, remaining, now)
-
-        self._run(f"observe pool {pool!r}", remote, local)
+        self._remote(f"observe pool {pool!r}", lambda _: self._scripts["observe"](keys, args))
 
     def block(self, pool: str, until: float, reason: str) -> None:
         """Refuse every demand on ``pool`` until ``until`` (epoch seconds)."""
-        self._set_hold_or_local(Hold(POOL_PREFIX + pool, until, reason))
-
-    def disable(self, key: str, reason: str) -> None:
-        """Refuse every demand made with ``key`` until :meth:`enable`."""
-        self._set_hold_or_local(Hold(KEY_PREFIX + key, None, reason))
-
-    def enable(self, key: str) -> None:
-        """Lift a :meth:`disable`."""
-        self._delete_hold_or_local(KEY_PREFIX + key)
+        self._set_hold(Hold(POOL_PREFIX + pool, until, reason))
 
     def unblock(self, pool: str) -> None:
         """Lift a :meth:`block`."""
-        self._delete_hold_or_local(POOL_PREFIX + pool)
+        self._delete_hold(POOL_PREFIX + pool)
 
-    def _set_hold_or_local(self, hold: Hold) -> None:
-        value = _encode_hold(hold.until, hold.reason)
+    def disable(self, key: str, reason: str) -> None:
+        """Refuse every demand made with ``key`` until :meth:`enable`."""
+        self._set_hold(Hold(KEY_PREFIX + key, None, reason))
 
-        def remote(client: Redis) -> None:
-            client.hset(self._holds_key, hold.subject, value)
+    def enable(self, key: str) -> None:
+        """Lift a :meth:`disable`."""
+        self._delete_hold(KEY_PREFIX + key)
 
-        def local(ledger: MemoryLedger) -> None:
-            with ledger._atomic():
-                ledger._set_hold(hold)
+    def mark_unavailable(self, model: str, until: float, reason: str) -> None:
+        """Refuse every demand for ``model`` (a model on one key) until ``until``."""
+        self._set_hold(Hold(MODEL_PREFIX + model, until, reason))
 
-        self._run(f"put {hold.subject!r} on hold", remote, local)
+    def make_available(self, model: str) -> None:
+        """Lift a :meth:`mark_unavailable`."""
+        self._delete_hold(MODEL_PREFIX + model)
 
-    def _delete_hold_or_local(self, subject: str) -> None:
-        def remote(client: Redis) -> None:
-            client.hdel(self._holds_key, subject)
+    def learn(self, pool: str, limit: Limit, now: float) -> None:
+        """Record a limit the vendor stated for ``pool`` (see :meth:`Ledger.learn`)."""
+        self._set_hold(learned_record(pool, limit, now))
 
-        def local(ledger: MemoryLedger) -> None:
-            with ledger._atomic():
-                ledger._delete_hold(subject)
-
-        self._run(f"lift the hold on {subject!r}", remote, local)
+    def learned(self) -> list[LearnedLimit]:
+        """Every limit learned from vendors' headers, in every pool."""
+        return learned_from(self._all_holds())
 
     def holds(self, now: float) -> list[Hold]:
         """Every block and disabled key in force at ``now``, ordered by subject."""
+        return [
+            h
+            for h in self._all_holds()
+            if h.active(now) and not h.subject.startswith(LEARNED_PREFIX)
+        ]
 
-        def remote(client: Redis) -> list[Hold]:
-            return [
-                h
-                for h in self._all_holds()
-                if h.active(now) and not h.subject.startswith(LEARNED_PREFIX)
-            ]
+    def _set_hold(self, hold: Hold) -> None:
+        value = _encode_hold(hold.until, hold.reason)
+        self._remote(
+            f"put {hold.subject!r} on hold",
+            lambda client: client.hset(self._holds_key, hold.subject, value),
+        )
 
-        found, _ = self._run("list holds", remote, lambda m: m.holds(now))
-        return sorted(found, key=lambda h: h.subject)
+    def _delete_hold(self, subject: str) -> None:
+        self._remote(
+            f"lift the hold on {subject!r}",
+            lambda client: client.hdel(self._holds_key, subject),
+        )
+
+    def _all_holds(self) -> list[Hold]:
+        values = self._remote("read holds", lambda c: _hgetall(c, self._holds_key))
+        return [_decode_hold(s, v) for s, v in sorted(values.items())]
 
     def usage(self, pool: str, limits: Sequence[Limit], now: float) -> list[LimitUsage]:
         """What each of ``limits`` has spent in ``pool`` at ``now``.
 
-        Reads every counter in one transaction, so the figures are one snapshot.
+        One script: releases overdue leases, then reads every counter, so the
+        figures are one snapshot.
         """
         names = list(dict.fromkeys(limit.series for limit in limits))
+        keys = [*self._lease_keys(pool), *(self._counter_key(pool, n) for n in names)]
 
-        def remote(client: Redis) -> list[LimitUsage]:
-            pipe = client.pipeline(transaction=True)
-            for series in names:
-                pipe.hgetall(self._counter_key(pool, series))
-            replies: list[dict[str, str]] = pipe.execute()
-            counters = {
-                series: {int(b): int(a) for b, a in fields.items()}
-                for series, fields in zip(names, replies, strict=True)
-            }
-            return [self._limit_usage(pool, lim, counters[lim.series], now) for lim in limits]
+        def run(client: Redis) -> list[list[str]]:
+            return cast("list[list[str]]", self._scripts["usage"](keys, [repr(float(now))]))
 
-        def local(ledger: MemoryLedger) -> list[LimitUsage]:
-            return ledger.usage(pool, limits, now)
-
-        report, _ = self._run(f"read pool {pool!r}", remote, local)
-        return report
+        replies = self._remote(f"read pool {pool!r}", run)
+        counters = {
+            series: {int(flat[j]): int(flat[j + 1]) for j in range(0, len(flat), 2)}
+            for series, flat in zip(names, replies, strict=True)
+        }
+        return [self._limit_usage(pool, lim, counters[lim.series], now) for lim in limits]
 
     @staticmethod
     def _limit_usage(pool: str, limit: Limit, counter: dict[int, int], now: float) -> LimitUsage:
@@ -581,71 +644,8 @@ class RedisLedger(Ledger):
 
     def reset(self, pool: str) -> None:
         """Forget everything counted in ``pool`` and lift its block (one script)."""
-        keys = [self._holds_key, self._index_key(pool)]
-
-        def remote(client: Redis) -> None:
-            self._scripts["reset"](keys, [POOL_PREFIX + pool])
-
-        def local(ledger: MemoryLedger) -> None:
-            ledger.reset(pool)
-
-        self._run(f"reset pool {pool!r}", remote, local)
-
-    # ------------------------------------------------------- storage primitives
-    # The public operations above are Lua scripts and do not use these. They
-    # exist so the base class's contract holds and for tools that read one
-    # counter; each is one Redis command or script, atomic by itself.
-
-    @contextmanager
-    def _atomic(self) -> Iterator[None]:
-        """No grouping: Redis runs no Python, so each primitive is atomic alone."""
-        yield
-
-    def _hash(self, pool: str, series: str) -> dict[int, int]:
-        key = self._counter_key(pool, series)
-        fields = self._remote(f"read pool {pool!r}", lambda c: _hgetall(c, key))
-        return {int(b): int(a) for b, a in fields.items()}
-
-    def _sum(self, pool: str, series: str, lo: int, hi: int) -> int:
-        return sum(a for b, a in self._hash(pool, series).items() if lo <= b <= hi)
-
-    def _buckets(self, pool: str, series: str, lo: int, hi: int) -> list[tuple[int, int]]:
-        return sorted((b, a) for b, a in self._hash(pool, series).items() if lo <= b <= hi and a)
-
-    def _add(self, pool: str, series: str, bucket: int, amount: int) -> None:
-        keys = [self._index_key(pool), self._counter_key(pool, series)]
-        args = [bucket, amount, _expiry_ms(_window_of(series), bucket, time.time())]
-        self._remote(f"count in pool {pool!r}", lambda _: self._scripts["add"](keys, args))
-
-    def _prune(self, pool: str, series: str, below: int) -> None:
-        key = self._counter_key(pool, series)
-        self._remote(f"prune pool {pool!r}", lambda _: self._scripts["prune"]([key], [below]))
-
-    def _delete_pool(self, pool: str) -> None:
-        keys = [self._holds_key, self._index_key(pool)]
-        self._remote(f"reset pool {pool!r}", lambda _: self._scripts["reset"](keys, [""]))
-
-    def _holds(self, subjects: Sequence[str]) -> list[Hold]:
-        def read(client: Redis) -> list[str | None]:
-            return cast("list[str | None]", client.hmget(self._holds_key, subjects))
-
-        values = self._remote("read holds", read)
-        pairs = zip(subjects, values, strict=True)
-        return [_decode_hold(s, v) for s, v in pairs if v is not None]
-
-    def _all_holds(self) -> list[Hold]:
-        values = self._remote("read holds", lambda c: _hgetall(c, self._holds_key))
-        return [_decode_hold(s, v) for s, v in sorted(values.items())]
-
-    def _set_hold(self, hold: Hold) -> None:
-        value = _encode_hold(hold.until, hold.reason)
+        keys = [self._holds_key, self._index_key(pool), *self._lease_keys(pool)]
         self._remote(
-            f"put {hold.subject!r} on hold",
-            lambda client: client.hset(self._holds_key, hold.subject, value),
-        )
-
-    def _delete_hold(self, subject: str) -> None:
-        self._remote(
-            f"lift the hold on {subject!r}",
-            lambda client: client.hdel(self._holds_key, subject),
+            f"reset pool {pool!r}",
+            lambda _: self._scripts["reset"](keys, [POOL_PREFIX + pool]),
         )

@@ -6,20 +6,36 @@ WAL journal so readers never wait for the writer; every operation is one
 (not a power cut, which costs an fsync per call). One connection per thread, opened
 anew in a forked child. The file is stamped with an ``application_id`` so a file
 that is not a ledger is refused instead of scribbled on.
+
+The file is watched: its device and inode are compared with the ones the ledger
+opened, and its header read, at most every ``file_check_interval`` (0.1 s) when
+it is used. A file deleted or replaced
+under a running ledger (a cache cleaner, a restore) raises
+:class:`~langchain_quota_router.LedgerError` naming it, because counting on into a
+deleted file would admit the whole quota again. With ``?on_wipe=restart`` in the URL
+the ledger warns once and starts afresh in a new file instead. A file overwritten
+with garbage is a ``LedgerError`` naming the file too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import os
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 from langchain_quota_router._errors import ConfigurationError, LedgerError
-from langchain_quota_router.ledger.base import Hold, Ledger
+from langchain_quota_router.ledger.base import BucketLedger, Hold, encode_releases
+
+logger = logging.getLogger("langchain_quota_router")
 
 _APPLICATION_ID = 0x51524C47  # "QRLG"
 _SCHEMA_VERSION = 1
@@ -37,6 +53,22 @@ CREATE TABLE IF NOT EXISTS holds (
     reason  TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+#: Open reservations' leases live in the counters table, as rows of this reserved
+#: series: bucket = expiry in ms << 20 | 20 bits of the lease id, amount = what the
+#: lease releases (text). Beside the pool's counters, a reservation's lease lands
+#: on the page its counters are on, and a commit costs per page written. Older
+#: versions never read this series, so both can share a file.
+_LEASE_SERIES = "\x00lease"
+_LEASE_ID_BITS = 20
+
+
+def _lease_key(lease_id: str, expires_at: float) -> int:
+    """The bucket number a lease is stored under: ordered by expiry."""
+    low = zlib.crc32(lease_id.encode()) & ((1 << _LEASE_ID_BITS) - 1)
+    return (math.floor(expires_at * 1000) << _LEASE_ID_BITS) | low
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
 _BUSY_TIMEOUT_MS = 10_000
 _LOCKED_RETRIES = 5
 _OPEN_RETRIES = 40
@@ -49,6 +81,7 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
 
 def path_from_url(url: str) -> Path:
     """The file a ``sqlite:///relative`` or ``sqlite:////absolute`` URL names."""
+    url = url.split("?", 1)[0]
     prefix = "sqlite:///"
     if not url.startswith(prefix) or len(url) == len(prefix):
         msg = (
@@ -59,22 +92,51 @@ def path_from_url(url: str) -> Path:
     return Path(url[len(prefix) :]).expanduser()
 
 
-class SQLiteLedger(Ledger):
+class SQLiteLedger(BucketLedger):
     """Counts in a SQLite file. URL: ``sqlite:///path/to/ledger.db``.
+
+    URL option ``on_wipe``: ``raise`` (default) or ``restart``, what to do when the
+    file is deleted or replaced while the ledger uses it (see the module docs).
 
     Args:
         url: the ledger URL, or a filesystem path.
+        on_wipe: overrides the URL's ``on_wipe``.
     """
 
     scheme = "sqlite"
 
-    def __init__(self, url: str | os.PathLike[str]) -> None:
+    #: Seconds between two looks at the file (a ``stat`` and a read of its header)
+    #: to notice it deleted, replaced or overwritten: often enough that a wiped file
+    #: costs at most a few calls' counts, rarely enough to cost nothing per call.
+    file_check_interval: float = 0.1
+
+    def __init__(self, url: str | os.PathLike[str], *, on_wipe: str | None = None) -> None:
         super().__init__()
+        query = ""
         if isinstance(url, str) and url.startswith("sqlite:"):
             self.path = path_from_url(url)
+            query = url.partition("?")[2]
         else:
             self.path = Path(url).expanduser()
-        self.url = f"sqlite:///{self.path}"
+        options = dict(parse_qsl(query, keep_blank_values=True))
+        unknown = sorted(set(options) - {"on_wipe"})
+        if unknown:
+            msg = f"ledger URL {url!r}: unknown option {unknown[0]!r} (known: on_wipe)"
+            raise ConfigurationError(msg)
+        on_wipe = on_wipe or options.get("on_wipe", "raise")
+        if on_wipe not in ("raise", "restart"):
+            msg = f"ledger URL {url!r}: on_wipe must be 'raise' or 'restart', got {on_wipe!r}"
+            raise ConfigurationError(msg)
+        self.on_wipe = on_wipe
+        self.url = f"sqlite:///{self.path}" + (f"?on_wipe={on_wipe}" if on_wipe != "raise" else "")
+        # (device, inode) of the file this ledger counts in; None until opened.
+        self._identity: tuple[int, int] | None = None
+        self._identity_lock = threading.Lock()
+        # Monotonic time before which no thread looks at the file again.
+        self._next_file_check = 0.0
+        # A descriptor to read the file's header through, and (pid, file) it is for.
+        self._header_fd = -1
+        self._header_of: tuple[int, tuple[int, int] | None] | None = None
         self._local = threading.local()
         # Connections inherited through fork() must never be used or closed by the
         # child; keep them referenced so garbage collection does not close them.
@@ -82,17 +144,96 @@ class SQLiteLedger(Ledger):
 
     # ------------------------------------------------------------ connections
 
+    def _file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the ledger file now, or None if it is gone."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         pid = os.getpid()
         if conn is not None and self._local.pid == pid:
-            return conn
+            now = time.monotonic()
+            if now < self._next_file_check:
+                return conn
+            if self._file_identity() == self._local.identity:
+                self._check_header()
+                self._next_file_check = now + self.file_check_interval
+                return conn
+            self._wiped(self._local.identity)
         if conn is not None:
             self._orphans.append(conn)
+            self._local.conn = None
+        # Opening would create an empty file where the ledger was.
+        known = self.on_wipe != "restart" and self._identity is not None
+        if known and self._file_identity() != self._identity:
+            raise LedgerError(self._wiped_message())
         conn = self._connect()
+        identity = self._file_identity()
+        with self._identity_lock:
+            if self._identity is None or self.on_wipe == "restart":
+                self._identity = identity
+            elif identity != self._identity:
+                conn.close()
+                raise LedgerError(self._wiped_message())
         self._local.conn = conn
         self._local.pid = pid
+        self._local.identity = identity
         return conn
+
+    def _check_header(self) -> None:
+        """Raise if the file no longer starts as a SQLite database does.
+
+        With WAL, recent pages live in the ``-wal`` file, so SQLite would go on
+        counting over a main file overwritten with garbage until a checkpoint;
+        one ``pread`` of the header (with each look at the file) notices it.
+        """
+        if not hasattr(os, "pread"):
+            return  # Windows: SQLite notices at the next checkpoint
+        mark = (os.getpid(), self._identity)
+        if self._header_of != mark:
+            # Per process and per file (a restart after a wipe opens the new one;
+            # the old descriptor is left open, as another thread may be reading it).
+            with contextlib.suppress(OSError):
+                self._header_fd = os.open(self.path, os.O_RDONLY)
+                self._header_of = mark
+            if self._header_of != mark:
+                return
+        try:
+            header = os.pread(self._header_fd, 16, 0)
+        except OSError:
+            return
+        if header != _SQLITE_HEADER:
+            msg = (
+                f"ledger file {str(self.path)!r} is damaged (it no longer starts as a "
+                "SQLite database does); move it away and start afresh, or restore it"
+            )
+            raise LedgerError(msg)
+
+    def _wiped_message(self) -> str:
+        return (
+            f"ledger file {str(self.path)!r} was deleted or replaced while in use: "
+            "what it counted is lost, and counting on would admit the whole quota "
+            "again. Restore it, or open the ledger with ?on_wipe=restart to start "
+            "afresh"
+        )
+
+    def _wiped(self, seen: tuple[int, int] | None) -> None:
+        """React to the file changing under this thread's connection (``seen``)."""
+        if self.on_wipe != "restart":
+            raise LedgerError(self._wiped_message())
+        with self._identity_lock:
+            # Another thread already restarted on the new file: follow quietly.
+            first = self._identity == seen
+        if first:
+            logger.warning(
+                "ledger file %r was deleted or replaced while in use; starting afresh "
+                "(on_wipe=restart): what it counted is lost",
+                str(self.path),
+            )
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -192,6 +333,15 @@ class SQLiteLedger(Ledger):
 
     # ------------------------------------------------------------ transactions
 
+    def _broken(self, exc: sqlite3.Error, doing: str) -> LedgerError:
+        """``exc`` as a LedgerError that names the file."""
+        if isinstance(exc, sqlite3.OperationalError) or not isinstance(exc, sqlite3.DatabaseError):
+            return LedgerError(f"ledger {str(self.path)!r} {doing}: {exc}")
+        return LedgerError(
+            f"ledger file {str(self.path)!r} is damaged ({exc}); move it away and "
+            "start afresh, or restore it"
+        )
+
     @contextmanager
     def _atomic(self) -> Iterator[None]:
         conn = self._connection()
@@ -203,24 +353,30 @@ class SQLiteLedger(Ledger):
                 # busy_timeout already waited; a few more tries ride out a long
                 # checkpoint before we give up with a clear error.
                 if "locked" not in str(exc) or attempt == _LOCKED_RETRIES - 1:
-                    msg = f"ledger {str(self.path)!r} is unavailable: {exc}"
-                    raise LedgerError(msg) from exc
+                    raise self._broken(exc, "is unavailable") from exc
                 time.sleep(0.05 * (attempt + 1))
+            except sqlite3.Error as exc:
+                raise self._broken(exc, "is unavailable") from exc
         try:
             yield
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            msg = f"ledger {str(self.path)!r} failed: {exc}"
-            raise LedgerError(msg) from exc
+            self._rollback(conn)
+            raise self._broken(exc, "failed") from exc
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
         else:
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                msg = f"ledger {str(self.path)!r} could not commit: {exc}"
-                raise LedgerError(msg) from exc
+                self._rollback(conn)
+                raise self._broken(exc, "could not commit") from exc
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        # Nothing to roll back, or the file is beyond reading.
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
     # ------------------------------------------------------- storage primitives
 
@@ -257,21 +413,13 @@ class SQLiteLedger(Ledger):
             [(pool, series, bucket, amount) for series, bucket, amount in adds],
         )
 
-    def _settle(self, pool: str, deltas: Sequence[tuple[str, int, int]]) -> None:
-        if len(deltas) != 1:
-            super()._settle(pool, deltas)
-            return
-        # One statement is atomic on its own: no BEGIN/COMMIT round on the hot path.
-        self._connection()
-        try:
-            self._add_many(pool, deltas)
-        except sqlite3.Error as exc:
-            msg = f"ledger {str(self.path)!r} failed: {exc}"
-            raise LedgerError(msg) from exc
-
     def _read(
-        self, pool: str, subjects: Sequence[str], ranges: Sequence[tuple[str, int, int]]
-    ) -> tuple[list[Hold], list[int]]:
+        self,
+        pool: str,
+        subjects: Sequence[str],
+        ranges: Sequence[tuple[str, int, int]],
+        now: float,
+    ) -> tuple[list[Hold], list[int], list[tuple[str, str]]]:
         # One statement for the holds and every range: a reservation is on the hot
         # path of every call, and each statement costs as much as the work in it.
         parts = [
@@ -285,14 +433,22 @@ class SQLiteLedger(Ledger):
                 "WHERE pool = ? AND series = ? AND bucket BETWEEN ? AND ?"
             )
             params += [pool, series, lo, hi]
+        parts.append(
+            "SELECT 2, bucket, amount, NULL FROM counters "
+            "WHERE pool = ? AND series = ? AND bucket <= ?"
+        )
+        params += [pool, _LEASE_SERIES, _lease_key("", now) | ((1 << _LEASE_ID_BITS) - 1)]
         holds: list[Hold] = []
         sums = [0] * len(ranges)
+        overdue: list[tuple[str, str]] = []
         for kind, a, b, c in self._local.conn.execute(" UNION ALL ".join(parts), params):
             if kind == 0:
                 holds.append(Hold(a, b, c))
-            else:
+            elif kind == 1:
                 sums[a] = int(b)
-        return holds, sums
+            else:
+                overdue.append((str(a), str(b)))
+        return holds, sums, overdue
 
     def _prune(self, pool: str, series: str, below: int) -> None:
         self._local.conn.execute(
@@ -302,6 +458,37 @@ class SQLiteLedger(Ledger):
 
     def _delete_pool(self, pool: str) -> None:
         self._local.conn.execute("DELETE FROM counters WHERE pool = ?", (pool,))
+
+    def _add_lease(
+        self, pool: str, lease_id: str, expires_at: float, releases: Sequence[tuple[str, int, int]]
+    ) -> bool:
+        cursor = self._local.conn.execute(
+            "INSERT INTO counters (pool, series, bucket, amount) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (pool, series, bucket) DO NOTHING",
+            (pool, _LEASE_SERIES, _lease_key(lease_id, expires_at), encode_releases(releases)),
+        )
+        return bool(cursor.rowcount > 0)
+
+    def _overdue(self, pool: str, now: float) -> list[tuple[str, str]]:
+        rows = self._local.conn.execute(
+            "SELECT bucket, amount FROM counters WHERE pool = ? AND series = ? AND bucket <= ?",
+            (pool, _LEASE_SERIES, _lease_key("", now) | ((1 << _LEASE_ID_BITS) - 1)),
+        ).fetchall()
+        return [(str(b), str(a)) for b, a in rows]
+
+    def _drop_lease(self, pool: str, lease_id: str, expires_at: float) -> bool:
+        cursor = self._local.conn.execute(
+            "DELETE FROM counters WHERE pool = ? AND series = ? AND bucket = ?",
+            (pool, _LEASE_SERIES, _lease_key(lease_id, expires_at)),
+        )
+        return bool(cursor.rowcount > 0)
+
+    def _drop_leases(self, pool: str, lease_ids: Sequence[str]) -> None:
+        # Overdue leases are named by their bucket (see _overdue).
+        self._local.conn.executemany(
+            "DELETE FROM counters WHERE pool = ? AND series = ? AND bucket = ?",
+            [(pool, _LEASE_SERIES, int(i)) for i in lease_ids],
+        )
 
     def _holds(self, subjects: Sequence[str]) -> list[Hold]:
         marks = ",".join("?" * len(subjects))

@@ -3,7 +3,9 @@
 --
 -- KEYS[1]    the holds hash: subject -> "<until>|<reason>" (empty until: forever)
 -- KEYS[2]    the pool's index set: names of its counter hashes (for reset)
--- KEYS[2+i]  the counter hash of series i: bucket -> amount
+-- KEYS[3]    the pool's leases, a sorted set by expiry
+-- KEYS[4]    the pool's lease hash: id -> releases
+-- KEYS[4+i]  the counter hash of series i: bucket -> amount
 -- ARGV[1]    now, epoch seconds
 -- ARGV[2..4] hold subjects to check ("pool:<pool>", "key:<key>", "model:<model>" or "")
 -- ARGV[5]    n, the number of distinct series; then 5 values per series:
@@ -12,13 +14,28 @@
 -- then       m, the number of limits; then 3 values per limit:
 --            its series (1-based), what the demand needs of it, the limit's amount
 --
--- Returns {"ok"}, {"hold", subject, hold value}, {"big", limit} (the demand
+-- then       the lease: its id ("" for none), its expiry, what it releases, and
+--            how long (ms) the pool's lease keys must live at least
+--
+-- Overdue leases of the pool are released first. A lease id the pool already
+-- holds is a retry of a reserve whose reply was lost: {"dup"}, nothing counted.
+-- Returns {"ok", level...}, {"hold", subject, hold value}, {"big", limit} (the demand
 -- exceeds the limit at all) or {"full", limit, used, bucket, amount, ...} with the
 -- non-empty buckets in the window, from which Python computes when room frees up.
 -- Window arithmetic (calendars, time zones) stays in Python: this script only
 -- compares bucket numbers it is given.
 
 local now = tonumber(ARGV[1])
+local n = tonumber(ARGV[5])
+local at = 6 + n * 5
+local m = tonumber(ARGV[at])
+local lease_at = at + m * 3 + 1
+local lease_id = ARGV[lease_at]
+
+expire_leases(KEYS[3], KEYS[4], ARGV[1])
+if lease_id ~= '' and redis.call('HEXISTS', KEYS[4], lease_id) == 1 then
+    return {'dup'}
+end
 
 for i = 2, 4 do
     local subject = ARGV[i]
@@ -56,15 +73,12 @@ local function window(key, lo, hi)
     return used, buckets
 end
 
-local n = tonumber(ARGV[5])
 local used, buckets = {}, {}
 for i = 1, n do
-    local at = 5 + (i - 1) * 5
-    used[i], buckets[i] = window(KEYS[2 + i], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]))
+    local at5 = 5 + (i - 1) * 5
+    used[i], buckets[i] = window(KEYS[4 + i], tonumber(ARGV[at5 + 1]), tonumber(ARGV[at5 + 2]))
 end
 
-local at = 6 + n * 5
-local m = tonumber(ARGV[at])
 -- What each limit counts once this reservation is in: the router's alerts use it.
 local levels = {'ok'}
 for k = 1, m do
@@ -86,7 +100,7 @@ end
 
 for i = 1, n do
     local at5 = 5 + (i - 1) * 5
-    local key = KEYS[2 + i]
+    local key = KEYS[4 + i]
     local bucket = ARGV[at5 + 3]
     local amount = ARGV[at5 + 4]
     local ttl = ARGV[at5 + 5]
@@ -103,6 +117,17 @@ for i = 1, n do
             if tonumber(ttl) > 0 and redis.call('PTTL', key) < tonumber(ttl) then
                 redis.call('PEXPIRE', key, ttl)
             end
+        end
+    end
+end
+if lease_id ~= '' then
+    redis.call('ZADD', KEYS[3], ARGV[lease_at + 1], lease_id)
+    redis.call('HSET', KEYS[4], lease_id, ARGV[lease_at + 2])
+    -- Lease keys of a pool nobody touches again go once every lease has run out.
+    local ttl = tonumber(ARGV[lease_at + 3])
+    for k = 3, 4 do
+        if redis.call('PTTL', KEYS[k]) < ttl then
+            redis.call('PEXPIRE', KEYS[k], ttl)
         end
     end
 end
