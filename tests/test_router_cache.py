@@ -5,19 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import operator
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from functools import reduce
 from pathlib import Path
 from typing import Any
 
+import call_paths
 import pytest
 from langchain_core.caches import InMemoryCache
 from langchain_core.globals import get_llm_cache, set_llm_cache
-from langchain_core.messages import AIMessage, message_chunk_to_message
+from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool, tool
 
 from langchain_quota_router import DiskResponseCache, QuotaRoutedChatModel, Route
@@ -55,18 +54,8 @@ def spent(router: QuotaRoutedChatModel) -> list[int]:
 
 
 async def ask(llm: Any, how: str, prompt: str = PROMPT, **kwargs: Any) -> AIMessage:
-    """One call by ``how``; a stream's chunks are merged into one message."""
-    if how == "invoke":
-        return llm.invoke(prompt, **kwargs)
-    if how == "ainvoke":
-        return await llm.ainvoke(prompt, **kwargs)
-    if how == "stream":
-        chunks = list(llm.stream(prompt, **kwargs))
-    else:
-        chunks = [chunk async for chunk in llm.astream(prompt, **kwargs)]
-    message = message_chunk_to_message(reduce(operator.add, chunks))
-    assert isinstance(message, AIMessage)
-    return message
+    """One call by ``how`` (``call_paths.ask``), with this file's prompt by default."""
+    return await call_paths.ask(llm, how, prompt, **kwargs)
 
 
 def weather_tool() -> BaseTool:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import operator
-from functools import reduce
 from typing import Any
 
+import call_paths
 import pytest
 from langchain_core.callbacks import get_usage_metadata_callback
-from langchain_core.messages import AIMessage, UsageMetadata, message_chunk_to_message
+from langchain_core.messages import AIMessage, UsageMetadata
 
 from langchain_quota_router import (
     QuotaRoutedChatModel,
@@ -56,18 +55,8 @@ def pool_spent(router: QuotaRoutedChatModel, pool: str, metric: str) -> int:
 
 
 async def ask(llm: Any, how: str, prompt: str = PROMPT, **kwargs: Any) -> AIMessage:
-    """One call by ``how``; a stream's chunks are merged into one message."""
-    if how == "invoke":
-        return llm.invoke(prompt, **kwargs)
-    if how == "ainvoke":
-        return await llm.ainvoke(prompt, **kwargs)
-    if how == "stream":
-        chunks = list(llm.stream(prompt, **kwargs))
-    else:
-        chunks = [chunk async for chunk in llm.astream(prompt, **kwargs)]
-    message = message_chunk_to_message(reduce(operator.add, chunks))
-    assert isinstance(message, AIMessage)
-    return message
+    """One call by ``how`` (``call_paths.ask``), with this file's prompt by default."""
+    return await call_paths.ask(llm, how, prompt, **kwargs)
 
 
 # ---------------------------------------------------------------- the ledger
