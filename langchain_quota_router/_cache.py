@@ -11,7 +11,9 @@ logs one warning and behaves as an empty cache for the rest of its life.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import hashlib
 import logging
 import os
@@ -20,6 +22,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,9 @@ _HOT_ENTRIES = 256
 # SQLite busy timeout. A cache should not hold up a model call behind another
 # process's write for diskcache's default of a minute; a busy database is a miss.
 _SQLITE_TIMEOUT = 2.0
+
+
+_WORKER_LOCK = threading.Lock()
 
 
 def default_cache_directory() -> Path:
@@ -455,20 +461,37 @@ class DiskResponseCache(BaseCache):
         except Exception as exc:  # noqa: BLE001 - the cache must never fail a call
             self._disable(exc)
 
-    # The async variants call the sync ones directly: a lookup is a local SQLite read
-    # of well under a millisecond, cheaper than a hop to a worker thread.
+    # The async variants run the sync ones in the cache's own worker thread: a
+    # lookup is usually a local read well under a millisecond, but another process
+    # writing (or a slow disk) can make it wait, and the event loop must not.
+
+    def _worker(self) -> ThreadPoolExecutor:
+        pid = os.getpid()
+        state = self.__dict__.get("_worker_state")
+        if state is None or state[0] != pid:
+            with _WORKER_LOCK:
+                state = self.__dict__.get("_worker_state")
+                if state is None or state[0] != pid:
+                    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quota-cache")
+                    state = (pid, pool)
+                    self.__dict__["_worker_state"] = state
+        executor: ThreadPoolExecutor = state[1]
+        return executor
 
     async def alookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
-        """Async :meth:`lookup` (runs inline: local I/O is faster than a thread hop)."""
-        return self.lookup(prompt, llm_string)
+        """Async :meth:`lookup`, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker(), self.lookup, prompt, llm_string)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
-        """Async :meth:`update` (runs inline: local I/O is faster than a thread hop)."""
-        self.update(prompt, llm_string, return_val)
+        """Async :meth:`update`, off the event loop."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._worker(), self.update, prompt, llm_string, return_val)
 
     async def aclear(self, **kwargs: Any) -> None:
-        """Async :meth:`clear` (runs inline)."""
-        self.clear(**kwargs)
+        """Async :meth:`clear`, off the event loop."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._worker(), functools.partial(self.clear, **kwargs))
 
     def close(self) -> None:
         """Close this thread's database connection; the cache reopens on next use."""

@@ -74,26 +74,43 @@ class Settler:
         try:
             ledger.settle(reservation, used, now)
         except LedgerError as exc:
-            if not self.delays:
-                logger.warning(
-                    "could not settle a call in pool %r: %s (%s); the lease releases "
-                    "the output estimate when it runs out",
-                    reservation.pool,
-                    exc,
-                    unsettled(reservation, used),
-                )
-                return False
+            self._failed(exc, ledger, reservation, used, now)
+            return False
+        return True
+
+    async def asettle(
+        self, ledger: Ledger, reservation: Reservation, used: Demand, now: float
+    ) -> bool:
+        """:meth:`settle` without blocking the event loop."""
+        try:
+            await ledger.asettle(reservation, used, now)
+        except LedgerError as exc:
+            self._failed(exc, ledger, reservation, used, now)
+            return False
+        return True
+
+    def _failed(
+        self, exc: LedgerError, ledger: Ledger, reservation: Reservation, used: Demand, now: float
+    ) -> None:
+        """Warn, and retry in the background while retries are left."""
+        if not self.delays:
             logger.warning(
-                "could not settle a call in pool %r: %s; %s. Retrying in the "
-                "background (up to %d times); the answer is kept",
+                "could not settle a call in pool %r: %s (%s); the lease releases "
+                "the output estimate when it runs out",
                 reservation.pool,
                 exc,
                 unsettled(reservation, used),
-                len(self.delays),
             )
-            self._schedule(_Retry(0.0, 0, 0, ledger, reservation, used, now))
-            return False
-        return True
+            return
+        logger.warning(
+            "could not settle a call in pool %r: %s; %s. Retrying in the "
+            "background (up to %d times); the answer is kept",
+            reservation.pool,
+            exc,
+            unsettled(reservation, used),
+            len(self.delays),
+        )
+        self._schedule(_Retry(0.0, 0, 0, ledger, reservation, used, now))
 
     def _schedule(self, retry: _Retry) -> None:
         retry.due = time.monotonic() + self.delays[retry.attempt]
@@ -172,3 +189,8 @@ SETTLER = Settler()
 def settle(ledger: Ledger, reservation: Reservation, used: Demand, now: float) -> bool:
     """:meth:`Settler.settle` on the process's settler."""
     return SETTLER.settle(ledger, reservation, used, now)
+
+
+async def asettle(ledger: Ledger, reservation: Reservation, used: Demand, now: float) -> bool:
+    """:meth:`Settler.asettle` on the process's settler."""
+    return await SETTLER.asettle(ledger, reservation, used, now)

@@ -19,13 +19,19 @@ window shape (``"tokens:s60"``, ``"requests:day@UTC"``), a bucket one slice of t
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
+import os
 import secrets
+import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from langchain_quota_router._limits import Limit, Metric
 
@@ -36,10 +42,16 @@ MODEL_PREFIX = "model:"
 #: Not a hold: a limit a vendor's headers stated, kept beside the holds so every
 #: process sees it. ``holds()`` never lists these.
 LEARNED_PREFIX = "learned:"
+#: Not a hold either: a pool some process found full, until when and for what
+#: demand, so other processes skip it without asking (see :class:`FullPools`).
+FULL_PREFIX = "full:"
 _LEARNED_SEP = "\x1f"
 #: How long (seconds) a reservation stays whole without being settled: past it, the
 #: ledger takes its process for dead and releases its unspent output estimate.
 DEFAULT_LEASE = 900.0
+
+_T = TypeVar("_T")
+_WORKER_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -135,12 +147,14 @@ class Refusal:
             pool never frees up by itself (credit spent, key disabled, demand larger
             than the limit).
         limit: the limit that refused, when one did.
+        room: what that limit had left when it refused (a smaller demand may fit).
     """
 
     pool: str
     reason: str
     retry_at: float | None
     limit: Limit | None = None
+    room: int | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +168,97 @@ class Hold:
     def active(self, now: float) -> bool:
         """Whether the hold still applies at ``now``."""
         return self.until is None or self.until > now
+
+
+@dataclass(frozen=True)
+class _Full:
+    until: float
+    limit: Limit
+    room: int
+    reason: str
+
+
+class FullPools:
+    """The pools this process knows are full for a while, so it does not ask again.
+
+    A refusal by a limit says until when the demand cannot fit and how much room
+    the limit had: until then, a demand at least as large is refused here, without
+    touching the ledger (no I/O, no write lock), however many pools are full. A
+    smaller demand still goes to the ledger, which may admit it.
+
+    A shared ledger also keeps each refusal as a ``full:`` record, so other
+    processes learn it at their next sync (at most every :attr:`sync_interval`
+    seconds, one read for every pool). A settlement that gives room back deletes
+    the record and this memory, so the pool is asked again at once here and, after
+    their next sync, everywhere. Memory older than :attr:`stale_after` seconds
+    without a sync is not trusted.
+    """
+
+    sync_interval: ClassVar[float] = 1.0
+    stale_after: ClassVar[float] = 5.0
+
+    def __init__(self, *, shared: bool) -> None:
+        self.shared = shared
+        self._entries: dict[str, _Full] = {}
+        #: Monotonic time of the last sync with the ledger's records.
+        self.synced_at = -math.inf
+
+    def refusal(self, pool: str, demand: Demand, now: float) -> Refusal | None:
+        """The remembered refusal ``demand`` would get in ``pool``, if any."""
+        entry = self._entries.get(pool)
+        if entry is None or entry.until <= now:
+            return None
+        if self.shared and time.monotonic() - self.synced_at > self.stale_after:
+            return None
+        if demand.amount(entry.limit.metric) <= entry.room:
+            return None
+        return Refusal(pool, entry.reason, entry.until, entry.limit, entry.room)
+
+    def note(self, refusal: Refusal, first_lease: float | None) -> Hold | None:
+        """Remember a refusal by a limit; the record for the ledger, if shared.
+
+        ``first_lease`` is when the pool's earliest open lease runs out: a lease
+        that runs out gives its output estimate back, so the pool is asked again
+        then, whatever the refusal said.
+        """
+        limit, room, until = refusal.limit, refusal.room, refusal.retry_at
+        if limit is None or room is None or until is None:
+            return None
+        if first_lease is not None:
+            until = min(until, first_lease)
+        self._entries[refusal.pool] = _Full(until, limit, room, refusal.reason)
+        if not self.shared:
+            return None
+        text = f"{limit}{_LEARNED_SEP}{room}{_LEARNED_SEP}{refusal.reason}"
+        return Hold(FULL_PREFIX + refusal.pool, until, text)
+
+    def forget(self, pool: str) -> None:
+        """Room came back in ``pool`` (a settlement, a reset): ask again."""
+        self._entries.pop(pool, None)
+
+    def sync_due(self) -> bool:
+        """Whether the ledger's records should be read again."""
+        return self.shared and time.monotonic() - self.synced_at >= self.sync_interval
+
+    def replace(self, records: Sequence[Hold], now: float) -> None:
+        """Take the ledger's ``full:`` records as what is known (others dropped)."""
+        entries: dict[str, _Full] = {}
+        for record in records:
+            if not record.subject.startswith(FULL_PREFIX) or not record.active(now):
+                continue
+            try:
+                text, room, reason = record.reason.split(_LEARNED_SEP, 2)
+                limit = Limit.parse(text)
+                entries[record.subject[len(FULL_PREFIX) :]] = _Full(
+                    record.until or now, limit, int(room), reason
+                )
+            except ValueError:
+                continue  # written by a newer version
+        self._entries = entries
+        self.synced_at = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 @dataclass(frozen=True)
@@ -211,6 +316,92 @@ class Ledger(ABC):
     scheme: ClassVar[str]
     url: str
     reservation_lease: float = DEFAULT_LEASE
+    #: Whether operations wait on I/O (a file, a server): the async API then runs
+    #: them in the ledger's own worker thread, never on the event loop. A memory
+    #: ledger answers inline.
+    blocking: ClassVar[bool] = True
+    #: Whether :meth:`areserve` and :meth:`asettle` talk to the backend
+    #: asynchronously themselves (Redis), rather than through the worker thread.
+    native_async: ClassVar[bool] = False
+    #: Whether other processes share what this ledger counts.
+    shared: ClassVar[bool] = True
+
+    # ------------------------------------------------------------- async API
+
+    @property
+    def full_pools(self) -> FullPools:
+        """What this process remembers of full pools (see :class:`FullPools`)."""
+        known: FullPools | None = self.__dict__.get("_full_pools")
+        if known is None:
+            known = self.__dict__.setdefault("_full_pools", FullPools(shared=self.shared))
+        return known
+
+    def remembered(self, pool: str, demand: Demand, now: float) -> Refusal | None:
+        """The refusal ``demand`` would get in ``pool``, if this process already
+        knows it (no I/O): see :class:`FullPools`."""
+        return self.full_pools.refusal(pool, demand, now)
+
+    def _worker(self) -> ThreadPoolExecutor:
+        """This ledger's worker thread (one per process: a fork gets its own)."""
+        pid = os.getpid()
+        state: tuple[int, ThreadPoolExecutor] | None = self.__dict__.get("_worker_state")
+        if state is None or state[0] != pid:
+            with _WORKER_LOCK:
+                state = self.__dict__.get("_worker_state")
+                if state is None or state[0] != pid:
+                    name = f"quota-ledger-{self.scheme}"
+                    state = (pid, ThreadPoolExecutor(max_workers=1, thread_name_prefix=name))
+                    self.__dict__["_worker_state"] = state
+        return state[1]
+
+    async def arun(self, fn: Callable[..., _T], /, *args: Any) -> _T:
+        """Run ``fn(*args)``, which uses this ledger's blocking API, off the event
+        loop: in the ledger's worker thread (inline for a memory ledger).
+
+        One thread per ledger, so a ledger that waits (a SQLite file another
+        process has locked) makes its own callers wait, never the loop.
+        """
+        if not self.blocking:
+            return fn(*args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker(), functools.partial(fn, *args))
+
+    async def areserve(
+        self,
+        pool: str,
+        limits: Sequence[Limit],
+        demand: Demand,
+        now: float,
+        *,
+        key: str | None = None,
+        model: str | None = None,
+    ) -> Reservation | Refusal:
+        """:meth:`reserve` without blocking the event loop.
+
+        A caller cancelled while the reservation is being made does not leak it:
+        once made, it is taken back.
+        """
+        known = self.remembered(pool, demand, now)
+        if known is not None:
+            return known
+        reserve = functools.partial(self.reserve, pool, limits, demand, now, key=key, model=model)
+        if not self.blocking:
+            return reserve()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._worker(), reserve)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(functools.partial(_take_back, self, now))
+            raise
+
+    async def asettle(self, reservation: Reservation, used: Demand, now: float) -> None:
+        """:meth:`settle` without blocking the event loop."""
+        await self.arun(self.settle, reservation, used, now)
+
+    async def ausage(self, pool: str, limits: Sequence[Limit], now: float) -> list[LimitUsage]:
+        """:meth:`usage` without blocking the event loop."""
+        return await self.arun(self.usage, pool, limits, now)
 
     @abstractmethod
     def reserve(
@@ -306,8 +497,11 @@ class Ledger(ABC):
     def reset(self, pool: str) -> None:
         """Forget everything counted in ``pool`` and lift its block."""
 
-    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+    def close(self) -> None:
         """Release connections; the ledger reopens them if used again."""
+        state = self.__dict__.pop("_worker_state", None)
+        if state is not None and state[0] == os.getpid():
+            state[1].shutdown(wait=False)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -338,6 +532,12 @@ class BucketLedger(Ledger):
         key: str | None = None,
         model: str | None = None,
     ) -> Reservation | Refusal:
+        full = self.full_pools
+        if full.sync_due():
+            full.replace(self._full_records(), now)
+        known = full.refusal(pool, demand, now)
+        if known is not None:
+            return known
         subjects = [POOL_PREFIX + pool]
         if key:
             subjects.append(KEY_PREFIX + key)
@@ -358,6 +558,9 @@ class BucketLedger(Ledger):
                 need = demand.amount(limit.metric)
                 refusal = self._check(pool, limit, need, used, now)
                 if refusal is not None:
+                    record = full.note(refusal, self._first_lease(pool))
+                    if record is not None:
+                        self._set_hold(record)
                     return refusal
                 levels.append((limit, used + need))
                 series = limit.series
@@ -385,6 +588,12 @@ class BucketLedger(Ledger):
             self._maybe_prune(pool, limits, now)
         return reservation
 
+    def _full_records(self) -> list[Hold]:
+        """Every pool's ``full:`` record (a backend may read them without a write
+        lock: they are only hints)."""
+        with self._atomic():
+            return [h for h in self._all_holds() if h.subject.startswith(FULL_PREFIX)]
+
     def _expire(self, pool: str, overdue: Sequence[tuple[str, str]]) -> None:
         """Release what the overdue leases ``(id, encoded releases)`` held, and
         forget them."""
@@ -402,7 +611,8 @@ class BucketLedger(Ledger):
         lo, hi = limit.window.bucket_range(now)
         buckets = self._buckets(pool, limit.series, lo, hi)
         retry_at = limit.window.frees_at(now, buckets, used + need - limit.amount)
-        return Refusal(pool, f"{limit} is used up ({used} counted)", retry_at, limit)
+        room = max(0, limit.amount - used)
+        return Refusal(pool, f"{limit} is used up ({used} counted)", retry_at, limit, room)
 
     def settle(self, reservation: Reservation, used: Demand, now: float) -> None:
         """Replace a reservation's estimate with what the call really spent.
@@ -416,6 +626,7 @@ class BucketLedger(Ledger):
             if live:
                 with self._atomic():
                     self._add_many(reservation.pool, live)
+                    self._gave_back(reservation.pool, live)
             return
         expired = _deltas(reservation, lease_floor(reservation.demand), used)
         self._settle(reservation, live, expired)
@@ -433,6 +644,15 @@ class BucketLedger(Ledger):
             deltas = live if gone else expired
             if deltas:
                 self._add_many(pool, deltas)
+                self._gave_back(pool, deltas)
+
+    def _gave_back(self, pool: str, deltas: Sequence[tuple[str, int, int]]) -> None:
+        """After a correction: if it gave room back, the pool is no longer known full
+        (here at once; elsewhere at the next sync, its record being gone)."""
+        if any(amount < 0 for _, _, amount in deltas):
+            self.full_pools.forget(pool)
+            if self.shared:
+                self._delete_hold(FULL_PREFIX + pool)
 
     def record(self, reservation: Reservation, used: Demand, now: float) -> None:
         adds = [
@@ -467,6 +687,8 @@ class BucketLedger(Ledger):
     def unblock(self, pool: str) -> None:
         with self._atomic():
             self._delete_hold(POOL_PREFIX + pool)
+            self._delete_hold(FULL_PREFIX + pool)
+        self.full_pools.forget(pool)
 
     def mark_unavailable(self, model: str, until: float, reason: str) -> None:
         with self._atomic():
@@ -480,7 +702,7 @@ class BucketLedger(Ledger):
         with self._atomic():
             found = self._all_holds()
         return sorted(
-            (h for h in found if h.active(now) and not h.subject.startswith(LEARNED_PREFIX)),
+            (h for h in found if h.active(now) and not _is_record(h.subject)),
             key=lambda h: h.subject,
         )
 
@@ -513,6 +735,8 @@ class BucketLedger(Ledger):
         with self._atomic():
             self._delete_pool(pool)
             self._delete_hold(POOL_PREFIX + pool)
+            self._delete_hold(FULL_PREFIX + pool)
+        self.full_pools.forget(pool)
 
     def _maybe_prune(self, pool: str, limits: Sequence[Limit], now: float) -> None:
         for limit in limits:
@@ -579,6 +803,10 @@ class BucketLedger(Ledger):
         """``(id, encoded releases)`` of the pool's leases that ran out by ``now``."""
 
     @abstractmethod
+    def _first_lease(self, pool: str) -> float | None:
+        """When the pool's earliest open lease runs out, if it has one."""
+
+    @abstractmethod
     def _drop_lease(self, pool: str, lease_id: str, expires_at: float) -> bool:
         """Forget a lease; whether it was still there."""
 
@@ -611,6 +839,11 @@ class BucketLedger(Ledger):
         """Remove a hold if there is one."""
 
 
+def _is_record(subject: str) -> bool:
+    """Whether a hold-shaped entry is a record (learned limit, full pool), not a hold."""
+    return subject.startswith((LEARNED_PREFIX, FULL_PREFIX))
+
+
 def learned_record(pool: str, limit: Limit, now: float) -> Hold:
     """A learned limit as the hold-shaped record ledgers keep it in."""
     return Hold(f"{LEARNED_PREFIX}{pool}{_LEARNED_SEP}{limit.series}", now, str(limit))
@@ -638,3 +871,19 @@ def _deltas(reservation: Reservation, counted: Demand, used: Demand) -> list[tup
         for series, bucket, metric in reservation.entries
     ]
     return [d for d in deltas if d[2]]
+
+
+def _take_back(ledger: Ledger, now: float, future: asyncio.Future[Reservation | Refusal]) -> None:
+    """A reservation made for a caller that was cancelled meanwhile: undo it (in
+    the worker thread, never on the loop)."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    made = future.result()
+    if isinstance(made, Reservation):
+        undo: Future[None] = ledger._worker().submit(ledger.settle, made, Demand(0, 0, 0), now)
+        undo.add_done_callback(_ignore)
+
+
+def _ignore(future: Future[None]) -> None:
+    # A reservation that could not be taken back is released when its lease ends.
+    future.exception()

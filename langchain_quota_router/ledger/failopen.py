@@ -328,7 +328,12 @@ class FailOpenLedger(Ledger):
         self._run(lambda ledger: ledger.reset(pool))
         self._seen.pop(pool, None)
 
+    def remembered(self, pool: str, demand: Demand, now: float) -> Refusal | None:
+        # The primary remembers what it refused; the fallback's refusals are its own.
+        return None if self.away else self.primary.remembered(pool, demand, now)
+
     def close(self) -> None:
+        super().close()
         self.primary.close()
         self.fallback.close()
 

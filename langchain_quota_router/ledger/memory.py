@@ -17,6 +17,8 @@ class MemoryLedger(BucketLedger):
     """
 
     scheme = "memory"
+    blocking = False
+    shared = False
 
     def __init__(self, url: str = "memory://") -> None:
         super().__init__()
@@ -68,6 +70,10 @@ class MemoryLedger(BucketLedger):
         if not leases:
             return []
         return [(i, text) for i, (at, text) in leases.items() if at <= now]
+
+    def _first_lease(self, pool: str) -> float | None:
+        leases = self._leases.get(pool)
+        return min(at for at, _ in leases.values()) if leases else None
 
     def _drop_lease(self, pool: str, lease_id: str, expires_at: float) -> bool:
         leases = self._leases.get(pool)

@@ -54,6 +54,7 @@ ledger needs a single Redis server (or a primary with replicas), not Redis Clust
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import importlib.resources
@@ -62,7 +63,9 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -70,8 +73,8 @@ from langchain_quota_router._errors import ConfigurationError, LedgerError
 from langchain_quota_router._limits import Limit, Metric, Window
 from langchain_quota_router.ledger._url import redact_url
 from langchain_quota_router.ledger.base import (
+    FULL_PREFIX,
     KEY_PREFIX,
-    LEARNED_PREFIX,
     MODEL_PREFIX,
     POOL_PREFIX,
     Demand,
@@ -81,6 +84,8 @@ from langchain_quota_router.ledger.base import (
     LimitUsage,
     Refusal,
     Reservation,
+    _is_record,
+    _take_back,
     learned_from,
     learned_record,
     lease_floor,
@@ -89,7 +94,8 @@ from langchain_quota_router.ledger.base import (
 
 if TYPE_CHECKING:
     from redis import Redis
-    from redis.commands.core import Script
+    from redis.asyncio import Redis as AsyncRedis
+    from redis.commands.core import AsyncScript, Script
 
 logger = logging.getLogger("langchain_quota_router")
 
@@ -164,6 +170,34 @@ def _hgetall(client: Redis, key: str) -> dict[str, str]:
     return cast("dict[str, str]", client.hgetall(key))
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One script call, ready to send by either client."""
+
+    script: str
+    keys: list[str]
+    args: list[str | int]
+
+
+@dataclass(frozen=True)
+class _Loop:
+    """A redis.asyncio client bound to one event loop, and what closes it."""
+
+    client: AsyncRedis
+    scripts: dict[str, AsyncScript]
+    closer: AsyncIterator[None]
+
+
+async def _close_with_loop(client: AsyncRedis) -> AsyncIterator[None]:
+    """An async generator the loop finalizes when it shuts down (``asyncio.run``,
+    pytest, IPython call ``shutdown_asyncgens``): it closes the loop's client, so no
+    connection outlives its loop."""
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
 def _encode_hold(until: float | None, reason: str) -> str:
     return f"{'' if until is None else repr(float(until))}|{reason}"
 
@@ -190,6 +224,7 @@ class RedisLedger(Ledger):
     """
 
     scheme = "redis"
+    native_async = True
 
     #: Seconds between two "alive" notes of this process (one round trip each), by
     #: which every process learns how many share the Redis (:meth:`fleet_size`).
@@ -240,6 +275,10 @@ class RedisLedger(Ledger):
         self._client_id = new_lease_id()
         self._fleet: int | None = None
         self._heartbeat_at = -math.inf
+        # One redis.asyncio client per event loop (a client cannot change loops).
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @staticmethod
     def _split_options(url: str) -> tuple[dict[str, str], str]:
@@ -284,6 +323,48 @@ class RedisLedger(Ledger):
                 }
                 self._client = client
             return self._client
+
+    async def _aclient(self) -> _Loop:
+        """The running loop's client, made on first use there."""
+        loop = asyncio.get_running_loop()
+        known = self._loops.get(loop)
+        if known is not None:
+            return known
+        from redis.asyncio import Redis as AsyncRedis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        client = AsyncRedis.from_url(
+            self._client_url,
+            decode_responses=True,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            socket_timeout=_SOCKET_TIMEOUT,
+            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+        )
+        closer = _close_with_loop(client)
+        await closer.__anext__()
+        made = _Loop(
+            client,
+            {name: client.register_script(_script_text(name)) for name in _SCRIPTS},
+            closer,
+        )
+        self._loops[loop] = made
+        if self.durable is None:
+            # Asked once, in the worker thread: never a blocking call on the loop.
+            with contextlib.suppress(RuntimeError):
+                self._worker().submit(self._check_once)
+        return made
+
+    async def _aremote(self, operation: str, call: Callable[[_Loop], Awaitable[_T]]) -> _T:
+        """:meth:`_remote` on the running loop's async client."""
+        from redis.exceptions import RedisError
+
+        try:
+            return await call(await self._aclient())
+        except RedisError as exc:
+            msg = f"Redis ledger {self.url} could not {operation}: {self._scrub(exc)}"
+            raise LedgerError(msg) from exc
 
     def check_durability(self) -> bool | None:
         """Ask the server whether counts survive its restart; warn when they do not.
@@ -404,8 +485,123 @@ class RedisLedger(Ledger):
         One Lua script releases overdue leases, checks the holds on the pool, on
         ``key`` and on ``model``, then every limit, and adds to every counter, or
         to none. ``lease_id`` (default: a new one) names the reservation: a reserve
-        sent again with the same id after a lost reply is not counted twice.
+        sent again with the same id after a lost reply is not counted twice. A pool
+        this process knows is full is refused without a round trip (see
+        :class:`~langchain_quota_router.ledger.base.FullPools`).
         """
+        full = self.full_pools
+        known = full.refusal(pool, demand, now)
+        if known is not None:
+            return known
+        if full.sync_due():
+            full.replace(self._all_holds(), now)
+            known = full.refusal(pool, demand, now)
+            if known is not None:
+                return known
+        call, entries, lease_id, expires_at = self._reserve_call(
+            pool, limits, demand, now, key, model, lease_id
+        )
+
+        def run(client: Redis) -> Any:
+            return self._scripts[call.script](call.keys, call.args)
+
+        reply = self._remote(f"reserve in pool {pool!r}", run)
+        if time.monotonic() - self._heartbeat_at >= self.heartbeat_interval:
+            self._heartbeat()
+        made = self._decode_reserve(reply, pool, limits, demand, now, entries, lease_id, expires_at)
+        if isinstance(made, Refusal) and made.room is not None:
+            leases_key = self._lease_keys(pool)[0]
+            with contextlib.suppress(LedgerError):  # only a hint, for us and others
+                first = self._remote(
+                    "read leases", lambda c: c.zrange(leases_key, 0, 0, withscores=True)
+                )
+                record = full.note(made, _first_score(first))
+                if record is not None:
+                    self._set_hold(record)
+        return made
+
+    async def areserve(
+        self,
+        pool: str,
+        limits: Sequence[Limit],
+        demand: Demand,
+        now: float,
+        *,
+        key: str | None = None,
+        model: str | None = None,
+    ) -> Reservation | Refusal:
+        """:meth:`reserve` through redis.asyncio: one round trip on the caller's
+        path (the fleet count and the full-pool sync, each at most once in a while,
+        add one)."""
+        full = self.full_pools
+        known = full.refusal(pool, demand, now)
+        if known is not None:
+            return known
+        if full.sync_due():
+            values = await self._aremote("read holds", lambda c: c.client.hgetall(self._holds_key))
+            full.replace([_decode_hold(str(k), str(v)) for k, v in values.items()], now)
+            known = full.refusal(pool, demand, now)
+            if known is not None:
+                return known
+        call, entries, lease_id, expires_at = self._reserve_call(
+            pool, limits, demand, now, key, model, None
+        )
+        sent = asyncio.ensure_future(
+            self._aremote(
+                f"reserve in pool {pool!r}",
+                lambda c: c.scripts[call.script](keys=call.keys, args=call.args),
+            )
+        )
+        try:
+            reply = await asyncio.shield(sent)
+        except asyncio.CancelledError:
+            # The script may have run: take the reservation back if it did.
+            loop = asyncio.get_running_loop()
+            decoded: asyncio.Future[Reservation | Refusal] = loop.create_future()
+
+            def decode(done: asyncio.Future[Any]) -> None:
+                if done.cancelled() or done.exception() is not None:
+                    decoded.cancel()
+                    return
+                decoded.set_result(
+                    self._decode_reserve(
+                        done.result(), pool, limits, demand, now, entries, lease_id, expires_at
+                    )
+                )
+
+            decoded.add_done_callback(functools.partial(_take_back, self, now))
+            sent.add_done_callback(decode)
+            raise
+        if time.monotonic() - self._heartbeat_at >= self.heartbeat_interval:
+            self._heartbeat_at = time.monotonic()
+            self._worker().submit(self._heartbeat)
+        made = self._decode_reserve(reply, pool, limits, demand, now, entries, lease_id, expires_at)
+        if isinstance(made, Refusal) and made.room is not None:
+            leases_key = self._lease_keys(pool)[0]
+            with contextlib.suppress(LedgerError):  # only a hint, for us and others
+                first = await self._aremote(
+                    "read leases", lambda c: c.client.zrange(leases_key, 0, 0, withscores=True)
+                )
+                record = full.note(made, _first_score(first))
+                if record is not None:
+                    value = _encode_hold(record.until, record.reason)
+                    await self._aremote(
+                        "note a full pool",
+                        lambda c: c.client.hset(self._holds_key, record.subject, value),
+                    )
+        return made
+
+    def _reserve_call(
+        self,
+        pool: str,
+        limits: Sequence[Limit],
+        demand: Demand,
+        now: float,
+        key: str | None,
+        model: str | None,
+        lease_id: str | None,
+    ) -> tuple[_Call, dict[str, tuple[str, int, Metric]], str, float]:
+        """The ``reserve.lua`` call for a demand, and what decoding its reply needs."""
         # Distinct series in order of first appearance, as the base class does.
         entries: dict[str, tuple[str, int, Metric]] = {}
         windows: dict[str, Window] = {}
@@ -449,14 +645,7 @@ class RedisLedger(Ledger):
         expires_at = now + self.reservation_lease
         args += [lease_id, repr(expires_at), "\x1e".join(releases)]
         args.append(math.ceil((self.reservation_lease + _EXPIRY_MARGIN) * 1000))
-
-        def run(client: Redis) -> Any:
-            return self._scripts["reserve"](keys, args)
-
-        reply = self._remote(f"reserve in pool {pool!r}", run)
-        if time.monotonic() - self._heartbeat_at >= self.heartbeat_interval:
-            self._heartbeat()
-        return self._decode_reserve(reply, pool, limits, demand, now, entries, lease_id, expires_at)
+        return _Call("reserve", keys, args), entries, lease_id, expires_at
 
     @staticmethod
     def _decode_reserve(
@@ -494,7 +683,8 @@ class RedisLedger(Ledger):
         flat = [int(x) for x in reply[3:]]
         buckets = sorted(zip(flat[::2], flat[1::2], strict=True))
         retry_at = limit.window.frees_at(now, buckets, used + need - limit.amount)
-        return Refusal(pool, f"{limit} is used up ({used} counted)", retry_at, limit)
+        room = max(0, limit.amount - used)
+        return Refusal(pool, f"{limit} is used up ({used} counted)", retry_at, limit, room)
 
     def settle(self, reservation: Reservation, used: Demand, now: float) -> None:
         """Replace a reservation's estimate with what the call really spent (one
@@ -517,10 +707,48 @@ class RedisLedger(Ledger):
         self._settle(unleased, used, now, cancel=False)
 
     def _settle(self, reservation: Reservation, used: Demand, now: float, *, cancel: bool) -> None:
+        call = self._settle_call(reservation, used, now, cancel=cancel)
+        if call is None:
+            return
+
+        def run(client: Redis) -> None:
+            self._scripts[call.script](call.keys, call.args)
+
+        self._remote(f"settle in pool {reservation.pool!r}", run)
+        if _gives_back(call):
+            self.full_pools.forget(reservation.pool)
+
+    async def asettle(self, reservation: Reservation, used: Demand, now: float) -> None:
+        """:meth:`settle` without a round trip on the caller's path when it only
+        gives room back (the usual case: the output estimate was generous).
+
+        Such a settlement is sent by the ledger's worker thread, unawaited: until
+        it lands, the pool looks fuller than it is, never emptier. One that adds
+        to the count (the call spent more than estimated) is awaited, so no
+        process sees room that is not there.
+        """
+        call = self._settle_call(reservation, used, now, cancel=False)
+        if call is None:
+            return
+        if _gives_back(call) and not _takes(call):
+            from langchain_quota_router._settle import settle
+
+            self.full_pools.forget(reservation.pool)
+            self._worker().submit(settle, self, reservation, used, now)
+            return
+        await self._aremote(
+            f"settle in pool {reservation.pool!r}",
+            lambda c: c.scripts[call.script](keys=call.keys, args=call.args),
+        )
+
+    def _settle_call(
+        self, reservation: Reservation, used: Demand, now: float, *, cancel: bool
+    ) -> _Call | None:
+        """The ``settle.lua`` call for a settlement (None: nothing to send)."""
         pool = reservation.pool
         floor = lease_floor(reservation.demand)
-        keys = [self._index_key(pool), *self._lease_keys(pool)]
-        args: list[str | int] = [reservation.lease_id]
+        keys = [self._index_key(pool), *self._lease_keys(pool), self._holds_key]
+        args: list[str | int] = [reservation.lease_id, FULL_PREFIX + pool]
         for series, bucket, metric in reservation.entries:
             live = used.amount(metric) - reservation.demand.amount(metric)
             expired = 0 if cancel else used.amount(metric) - floor.amount(metric)
@@ -528,13 +756,19 @@ class RedisLedger(Ledger):
                 keys.append(self._counter_key(pool, series))
                 args += [bucket, live, expired]
                 args.append(_expiry_ms(_window_of(series), bucket, now))
-        if len(args) == 1 and not reservation.lease_id:
+        if len(args) == 2 and not reservation.lease_id:
+            return None
+        return _Call("settle", keys, args)
+
+    def _drain(self) -> None:
+        """Wait for the settlements this process sent unawaited, so what it reads
+        next includes them (not from the worker thread itself)."""
+        state = self.__dict__.get("_worker_state")
+        if state is None or state[0] != os.getpid():
             return
-
-        def run(client: Redis) -> None:
-            self._scripts["settle"](keys, args)
-
-        self._remote(f"settle in pool {pool!r}", run)
+        if threading.current_thread().name.startswith("quota-ledger-"):
+            return
+        state[1].submit(lambda: None).result()
 
     def observe(self, pool: str, limit: Limit, remaining: int, now: float) -> None:
         """Lower the room ``limit`` has in ``pool`` to what the vendor says remains.
@@ -561,6 +795,8 @@ class RedisLedger(Ledger):
     def unblock(self, pool: str) -> None:
         """Lift a :meth:`block`."""
         self._delete_hold(POOL_PREFIX + pool)
+        self._delete_hold(FULL_PREFIX + pool)
+        self.full_pools.forget(pool)
 
     def disable(self, key: str, reason: str) -> None:
         """Refuse every demand made with ``key`` until :meth:`enable`."""
@@ -588,11 +824,7 @@ class RedisLedger(Ledger):
 
     def holds(self, now: float) -> list[Hold]:
         """Every block and disabled key in force at ``now``, ordered by subject."""
-        return [
-            h
-            for h in self._all_holds()
-            if h.active(now) and not h.subject.startswith(LEARNED_PREFIX)
-        ]
+        return [h for h in self._all_holds() if h.active(now) and not _is_record(h.subject)]
 
     def _set_hold(self, hold: Hold) -> None:
         value = _encode_hold(hold.until, hold.reason)
@@ -617,6 +849,7 @@ class RedisLedger(Ledger):
         One script: releases overdue leases, then reads every counter, so the
         figures are one snapshot.
         """
+        self._drain()
         names = list(dict.fromkeys(limit.series for limit in limits))
         keys = [*self._lease_keys(pool), *(self._counter_key(pool, n) for n in names)]
 
@@ -644,8 +877,25 @@ class RedisLedger(Ledger):
 
     def reset(self, pool: str) -> None:
         """Forget everything counted in ``pool`` and lift its block (one script)."""
+        self._drain()
         keys = [self._holds_key, self._index_key(pool), *self._lease_keys(pool)]
         self._remote(
             f"reset pool {pool!r}",
-            lambda _: self._scripts["reset"](keys, [POOL_PREFIX + pool]),
+            lambda _: self._scripts["reset"](keys, [POOL_PREFIX + pool, FULL_PREFIX + pool]),
         )
+        self.full_pools.forget(pool)
+
+
+def _gives_back(call: _Call) -> bool:
+    """Whether a settle call gives room back (a negative live correction)."""
+    return any(int(a) < 0 for a in call.args[3::4])
+
+
+def _takes(call: _Call) -> bool:
+    """Whether a settle call adds to a count (live or after its lease ran out)."""
+    return any(int(a) > 0 for a in (*call.args[3::4], *call.args[4::4]))
+
+
+def _first_score(reply: Any) -> float | None:
+    """The score of ``ZRANGE key 0 0 WITHSCORES``: the earliest lease's expiry."""
+    return float(reply[0][1]) if reply else None

@@ -33,7 +33,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from langchain_quota_router._errors import ConfigurationError, LedgerError
-from langchain_quota_router.ledger.base import BucketLedger, Hold, encode_releases
+from langchain_quota_router.ledger.base import FULL_PREFIX, BucketLedger, Hold, encode_releases
 
 logger = logging.getLogger("langchain_quota_router")
 
@@ -378,6 +378,21 @@ class SQLiteLedger(BucketLedger):
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
 
+    def _full_records(self) -> list[Hold]:
+        # A plain read (WAL: never waits for a writer), no write lock.
+        try:
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT subject, until, reason FROM holds WHERE subject >= ? AND subject < ?",
+                    (FULL_PREFIX, FULL_PREFIX[:-1] + chr(ord(FULL_PREFIX[-1]) + 1)),
+                )
+                .fetchall()
+            )
+        except sqlite3.Error as exc:
+            raise self._broken(exc, "could not be read") from exc
+        return [Hold(s, u, r) for s, u, r in rows]
+
     # ------------------------------------------------------- storage primitives
 
     def _sum(self, pool: str, series: str, lo: int, hi: int) -> int:
@@ -475,6 +490,13 @@ class SQLiteLedger(BucketLedger):
             (pool, _LEASE_SERIES, _lease_key("", now) | ((1 << _LEASE_ID_BITS) - 1)),
         ).fetchall()
         return [(str(b), str(a)) for b, a in rows]
+
+    def _first_lease(self, pool: str) -> float | None:
+        row = self._local.conn.execute(
+            "SELECT MIN(bucket) FROM counters WHERE pool = ? AND series = ?",
+            (pool, _LEASE_SERIES),
+        ).fetchone()
+        return None if row[0] is None else (int(row[0]) >> _LEASE_ID_BITS) / 1000
 
     def _drop_lease(self, pool: str, lease_id: str, expires_at: float) -> bool:
         cursor = self._local.conn.execute(
