@@ -74,7 +74,7 @@ class Settler:
         try:
             ledger.settle(reservation, used, now)
         except LedgerError as exc:
-            self._failed(exc, ledger, reservation, used, now)
+            self.failed(exc, ledger, reservation, used, now)
             return False
         return True
 
@@ -85,11 +85,11 @@ class Settler:
         try:
             await ledger.asettle(reservation, used, now)
         except LedgerError as exc:
-            self._failed(exc, ledger, reservation, used, now)
+            self.failed(exc, ledger, reservation, used, now)
             return False
         return True
 
-    def _failed(
+    def failed(
         self, exc: LedgerError, ledger: Ledger, reservation: Reservation, used: Demand, now: float
     ) -> None:
         """Warn, and retry in the background while retries are left."""
@@ -145,7 +145,7 @@ class Settler:
 
     def _attempt(self, retry: _Retry) -> None:
         try:
-            retry.ledger.settle(retry.reservation, retry.used, retry.now)
+            retry.ledger.settle_now(retry.reservation, retry.used, retry.now)
         except LedgerError as exc:
             retry.attempt += 1
             if retry.attempt < len(self.delays):

@@ -202,6 +202,37 @@ class FullPools:
         self._entries: dict[str, _Full] = {}
         #: Monotonic time of the last sync with the ledger's records.
         self.synced_at = -math.inf
+        # (entries object, valid until) -> the pools no demand can enter.
+        self._closed: tuple[frozenset[str], dict[str, _Full], float] = (
+            frozenset(),
+            self._entries,
+            math.inf,
+        )
+
+    def closed(self, now: float) -> frozenset[str]:
+        """The pools that refuse any demand at ``now`` (no room left at all): a
+        router skips them with a set lookup, however many there are."""
+        if self.shared and time.monotonic() - self.synced_at > self.stale_after:
+            return frozenset()
+        pools, entries, until = self._closed
+        if entries is self._entries and now < until:
+            return pools
+        live = {
+            pool: entry
+            for pool, entry in self._entries.items()
+            if entry.until > now and entry.room <= 0 and entry.limit.metric != "output_tokens"
+        }
+        until = min((e.until for e in live.values()), default=math.inf)
+        closed = frozenset(live)
+        self._closed = (closed, self._entries, until)
+        return closed
+
+    def known(self, pool: str) -> Refusal | None:
+        """The refusal remembered for ``pool``, whatever the demand."""
+        entry = self._entries.get(pool)
+        if entry is None:
+            return None
+        return Refusal(pool, entry.reason, entry.until, entry.limit, entry.room)
 
     def refusal(self, pool: str, demand: Demand, now: float) -> Refusal | None:
         """The remembered refusal ``demand`` would get in ``pool``, if any."""
@@ -226,7 +257,9 @@ class FullPools:
             return None
         if first_lease is not None:
             until = min(until, first_lease)
-        self._entries[refusal.pool] = _Full(until, limit, room, refusal.reason)
+        # Copied, never changed in place: readers in other threads and the closed()
+        # cache see one whole version or the next.
+        self._entries = {**self._entries, refusal.pool: _Full(until, limit, room, refusal.reason)}
         if not self.shared:
             return None
         text = f"{limit}{_LEARNED_SEP}{room}{_LEARNED_SEP}{refusal.reason}"
@@ -234,7 +267,8 @@ class FullPools:
 
     def forget(self, pool: str) -> None:
         """Room came back in ``pool`` (a settlement, a reset): ask again."""
-        self._entries.pop(pool, None)
+        if pool in self._entries:
+            self._entries = {p: e for p, e in self._entries.items() if p != pool}
 
     def sync_due(self) -> bool:
         """Whether the ledger's records should be read again."""
@@ -431,6 +465,12 @@ class Ledger(ABC):
         reservation whose lease already ran out had its output estimate released:
         the correction then starts from what the expiry left counted.
         """
+
+    def settle_now(self, reservation: Reservation, used: Demand, now: float) -> None:
+        """:meth:`settle`, done before it returns (a backend may otherwise send a
+        settlement that only gives room back a little later): how failed
+        settlements are retried."""
+        self.settle(reservation, used, now)
 
     @abstractmethod
     def record(self, reservation: Reservation, used: Demand, now: float) -> None:

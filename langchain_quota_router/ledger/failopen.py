@@ -38,6 +38,7 @@ from langchain_quota_router._errors import ConfigurationError, LedgerError
 from langchain_quota_router._limits import Limit, Metric
 from langchain_quota_router.ledger.base import (
     Demand,
+    FullPools,
     Hold,
     LearnedLimit,
     Ledger,
@@ -102,6 +103,7 @@ class FailOpenLedger(Ledger):
         self._phantoms: list[Reservation] = []
         # pool -> series -> (limit amount, used) as the primary last reported.
         self._seen: dict[str, dict[str, tuple[int, int]]] = {}
+        self._no_full = FullPools(shared=False)
 
     @property
     def reservation_lease(self) -> float:
@@ -285,6 +287,12 @@ class FailOpenLedger(Ledger):
         if self._next_try is None:
             self._hand_back()
 
+    def settle_now(self, reservation: Reservation, used: Demand, now: float) -> None:
+        if not self._is_local(reservation):
+            self.primary.settle_now(reservation, used, now)
+            return
+        self.settle(reservation, used, now)
+
     def record(self, reservation: Reservation, used: Demand, now: float) -> None:
         self._run(lambda ledger: ledger.record(reservation, used, now))
 
@@ -327,6 +335,11 @@ class FailOpenLedger(Ledger):
     def reset(self, pool: str) -> None:
         self._run(lambda ledger: ledger.reset(pool))
         self._seen.pop(pool, None)
+
+    @property
+    def full_pools(self) -> FullPools:
+        # What the primary refused; during an outage, nothing is taken for full.
+        return self._no_full if self.away else self.primary.full_pools
 
     def remembered(self, pool: str, demand: Demand, now: float) -> Refusal | None:
         # The primary remembers what it refused; the fallback's refusals are its own.

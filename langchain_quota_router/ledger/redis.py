@@ -55,6 +55,7 @@ ledger needs a single Redis server (or a primary with replicas), not Redis Clust
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import importlib.resources
@@ -100,6 +101,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger("langchain_quota_router")
 
 _T = TypeVar("_T")
+#: Every Redis ledger of this process: their queued settlements are sent at exit.
+_LIVE: weakref.WeakSet[RedisLedger] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for ledger in list(_LIVE):
+        with contextlib.suppress(Exception):
+            ledger.flush()
+
 
 #: Connection defaults, overridable in the URL: fail fast when Redis is away.
 _CONNECT_TIMEOUT = 0.5
@@ -177,6 +188,16 @@ class _Call:
     script: str
     keys: list[str]
     args: list[str | int]
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """A settlement waiting to be carried to Redis."""
+
+    call: _Call
+    reservation: Reservation
+    used: Demand
+    now: float
 
 
 @dataclass(frozen=True)
@@ -275,6 +296,13 @@ class RedisLedger(Ledger):
         self._client_id = new_lease_id()
         self._fleet: int | None = None
         self._heartbeat_at = -math.inf
+        # Settlements that only give room back, waiting for the next reserve (or
+        # the flush timer) to carry them: (call, reservation, used, now).
+        self._queued: list[_Queued] = []
+        self._queue_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._flush_pending = False
+        _LIVE.add(self)
         # One redis.asyncio client per event loop (a client cannot change loops).
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = (
             weakref.WeakKeyDictionary()
@@ -403,7 +431,11 @@ class RedisLedger(Ledger):
         return on
 
     def close(self) -> None:
-        """Close the connections; the ledger reconnects if used again."""
+        """Send what is queued, close the connections; the ledger reconnects if
+        used again."""
+        with contextlib.suppress(LedgerError):
+            self._drain()
+        super().close()
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
@@ -502,10 +534,23 @@ class RedisLedger(Ledger):
             pool, limits, demand, now, key, model, lease_id
         )
 
-        def run(client: Redis) -> Any:
-            return self._scripts[call.script](call.keys, call.args)
+        carried = self._take_queued()
 
-        reply = self._remote(f"reserve in pool {pool!r}", run)
+        def run(client: Redis) -> Any:
+            if not carried:
+                return self._scripts[call.script](call.keys, call.args)
+            pipe = client.pipeline(transaction=False)
+            for item in carried:
+                self._scripts[item.call.script](item.call.keys, item.call.args, client=pipe)
+            self._scripts[call.script](call.keys, call.args, client=pipe)
+            replies = pipe.execute(raise_on_error=False)
+            return self._carried([*carried, None], replies)
+
+        try:
+            reply = self._remote(f"reserve in pool {pool!r}", run)
+        except LedgerError as exc:
+            self._settle_failed(carried, exc)
+            raise
         if time.monotonic() - self._heartbeat_at >= self.heartbeat_interval:
             self._heartbeat()
         made = self._decode_reserve(reply, pool, limits, demand, now, entries, lease_id, expires_at)
@@ -546,14 +591,26 @@ class RedisLedger(Ledger):
         call, entries, lease_id, expires_at = self._reserve_call(
             pool, limits, demand, now, key, model, None
         )
-        sent = asyncio.ensure_future(
-            self._aremote(
-                f"reserve in pool {pool!r}",
-                lambda c: c.scripts[call.script](keys=call.keys, args=call.args),
-            )
-        )
+        carried = self._take_queued()
+
+        async def run(c: _Loop) -> Any:
+            if not carried:
+                return await c.scripts[call.script](keys=call.keys, args=call.args)
+            pipe = c.client.pipeline(transaction=False)
+            for item in carried:
+                await c.scripts[item.call.script](
+                    keys=item.call.keys, args=item.call.args, client=pipe
+                )
+            await c.scripts[call.script](keys=call.keys, args=call.args, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
+            return self._carried([*carried, None], replies)
+
+        sent = asyncio.ensure_future(self._aremote(f"reserve in pool {pool!r}", run))
         try:
             reply = await asyncio.shield(sent)
+        except LedgerError as exc:
+            self._settle_failed(carried, exc)
+            raise
         except asyncio.CancelledError:
             # The script may have run: take the reservation back if it did.
             loop = asyncio.get_running_loop()
@@ -689,7 +746,8 @@ class RedisLedger(Ledger):
     def settle(self, reservation: Reservation, used: Demand, now: float) -> None:
         """Replace a reservation's estimate with what the call really spent (one
         script: it ends the lease and applies the correction for a live or an
-        expired one)."""
+        expired one), sent before this returns: a settled call stays counted even
+        if the process is killed the next moment."""
         self._settle(reservation, used, now, cancel=False)
 
     def cancel(self, reservation: Reservation, now: float) -> None:
@@ -708,9 +766,10 @@ class RedisLedger(Ledger):
 
     def _settle(self, reservation: Reservation, used: Demand, now: float, *, cancel: bool) -> None:
         call = self._settle_call(reservation, used, now, cancel=cancel)
-        if call is None:
-            return
+        if call is not None:
+            self._send_settle(call, reservation)
 
+    def _send_settle(self, call: _Call, reservation: Reservation) -> None:
         def run(client: Redis) -> None:
             self._scripts[call.script](call.keys, call.args)
 
@@ -718,23 +777,86 @@ class RedisLedger(Ledger):
         if _gives_back(call):
             self.full_pools.forget(reservation.pool)
 
+    # ------------------------------------------------- settlements carried later
+
+    def _enqueue(self, item: _Queued) -> None:
+        """Queue a settlement; the worker thread sends what is queued at once (in
+        one pipeline), unless a reserve of this process carries it first."""
+        with self._queue_lock:
+            self._queued.append(item)
+            if self._flush_pending:
+                return
+            self._flush_pending = True
+        self._worker().submit(self.flush)
+
+    def _take_queued(self) -> list[_Queued]:
+        with self._queue_lock:
+            taken, self._queued = self._queued, []
+        return taken
+
+    def flush(self) -> None:
+        """Send the settlements waiting for a reserve to carry them."""
+        with self._flush_lock:
+            with self._queue_lock:
+                taken, self._queued = self._queued, []
+                self._flush_pending = False
+            if not taken:
+                return
+
+            def run(client: Redis) -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                for item in taken:
+                    self._scripts[item.call.script](item.call.keys, item.call.args, client=pipe)
+                replies: list[Any] = pipe.execute(raise_on_error=False)
+                return replies
+
+            try:
+                replies = self._remote("settle", run)
+            except LedgerError as exc:
+                self._settle_failed(taken, exc)
+                return
+            self._carried([*taken, None], [*replies, None])
+
+    def _carried(self, carried: Sequence[_Queued | None], replies: Sequence[Any]) -> Any:
+        """Hand the failed ones among carried settlements to the settler's retries;
+        the last reply (the reserve's) is returned or raised."""
+        from redis.exceptions import RedisError
+
+        for item, reply in zip(carried[:-1], replies[:-1], strict=True):
+            if item is not None and isinstance(reply, RedisError):
+                msg = f"Redis ledger {self.url} could not settle: {self._scrub(reply)}"
+                self._settle_failed([item], LedgerError(msg))
+        last = replies[-1]
+        if isinstance(last, Exception):
+            raise last
+        return last
+
+    def _settle_failed(self, items: Sequence[_Queued], exc: LedgerError) -> None:
+        from langchain_quota_router._settle import SETTLER
+
+        for item in items:
+            SETTLER.failed(exc, self, item.reservation, item.used, item.now)
+
     async def asettle(self, reservation: Reservation, used: Demand, now: float) -> None:
         """:meth:`settle` without a round trip on the caller's path when it only
         gives room back (the usual case: the output estimate was generous).
 
-        Such a settlement is sent by the ledger's worker thread, unawaited: until
-        it lands, the pool looks fuller than it is, never emptier. One that adds
-        to the count (the call spent more than estimated) is awaited, so no
-        process sees room that is not there.
+        Such a settlement is queued and sent at once by the ledger's worker thread
+        (settlements queued meanwhile go in the same pipeline), or carried by this
+        process's next reserve if that comes first. Until it lands the pool looks
+        fuller than it is, never emptier; this process's own reads wait for it. A
+        settlement that adds to the count (the call spent more than estimated) is
+        sent through redis.asyncio and awaited, so no process sees room that is
+        not there. The price: a process killed in the moment between its caller
+        getting the answer and the settlement landing leaves that call counted
+        as its prompt once the lease runs out, as a call killed in flight is.
         """
         call = self._settle_call(reservation, used, now, cancel=False)
         if call is None:
             return
         if _gives_back(call) and not _takes(call):
-            from langchain_quota_router._settle import settle
-
             self.full_pools.forget(reservation.pool)
-            self._worker().submit(settle, self, reservation, used, now)
+            self._enqueue(_Queued(call, reservation, used, now))
             return
         await self._aremote(
             f"settle in pool {reservation.pool!r}",
@@ -761,14 +883,10 @@ class RedisLedger(Ledger):
         return _Call("settle", keys, args)
 
     def _drain(self) -> None:
-        """Wait for the settlements this process sent unawaited, so what it reads
-        next includes them (not from the worker thread itself)."""
-        state = self.__dict__.get("_worker_state")
-        if state is None or state[0] != os.getpid():
-            return
-        if threading.current_thread().name.startswith("quota-ledger-"):
-            return
-        state[1].submit(lambda: None).result()
+        """Send the queued settlements first, so what this process reads next
+        includes them."""
+        if self._queued or self._flush_pending:
+            self.flush()
 
     def observe(self, pool: str, limit: Limit, remaining: int, now: float) -> None:
         """Lower the room ``limit`` has in ``pool`` to what the vendor says remains.
@@ -892,8 +1010,9 @@ def _gives_back(call: _Call) -> bool:
 
 
 def _takes(call: _Call) -> bool:
-    """Whether a settle call adds to a count (live or after its lease ran out)."""
-    return any(int(a) > 0 for a in (*call.args[3::4], *call.args[4::4]))
+    """Whether a settle call adds to a count (for a live lease: one that ran out,
+    minutes ago at least, is corrected a moment later either way)."""
+    return any(int(a) > 0 for a in call.args[3::4])
 
 
 def _first_score(reply: Any) -> float | None:
