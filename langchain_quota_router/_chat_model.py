@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import logging
 import math
@@ -56,7 +57,14 @@ from typing_extensions import Self
 from langchain_quota_router import _streaming as vendor
 from langchain_quota_router._cache import DiskResponseCache
 from langchain_quota_router._clock import Clock, SystemClock
-from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router._errors import ConfigurationError, LedgerError
+from langchain_quota_router._fleet import (
+    FleetCounters,
+    fleet_view,
+    history_window,
+    reading_fleet,
+    usage_history,
+)
 from langchain_quota_router._limits import MAX_AMOUNT, Limit
 from langchain_quota_router._route import Route
 from langchain_quota_router._routing import (
@@ -78,6 +86,7 @@ from langchain_quota_router._watch import (
     estimate_lifespan,
 )
 from langchain_quota_router.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
+from langchain_quota_router.ledger.fleet import FleetStore, fleet_store
 
 logger = logging.getLogger("langchain_quota_router")
 
@@ -181,6 +190,12 @@ class QuotaRoutedChatModel(BaseChatModel):
 
     clock: Clock = Field(default_factory=SystemClock, exclude=True)
     """Where time comes from; tests pass a ``FakeClock``."""
+
+    fleet_counters: bool = True
+    """Count calls, fallbacks, errors, cache hits, 429s, refusals and spend for the
+    fleet, in the ledger's storage (written from a background thread, never on a
+    call's path): ``get_stats()["fleet"]`` and :meth:`history` read them back in any
+    process sharing the ledger. ``False``: this router adds nothing to them."""
 
     _ledger: Ledger | None = PrivateAttr(default=None)
     _ledger_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -286,6 +301,8 @@ class QuotaRoutedChatModel(BaseChatModel):
             self._ledger = self.ledger
         self._ledger.reservation_lease = self.reservation_lease
         self._pools = PoolLimits(self._ledger, pools, configured)
+        if self.fleet_counters and self._stats.fleet is None:
+            self._stats.fleet = FleetCounters(self._ledger, self.clock)
         if self.cache is True:
             self.cache = DiskResponseCache(clock=self.clock)
         elif self.cache is None:
@@ -401,8 +418,25 @@ class QuotaRoutedChatModel(BaseChatModel):
         return self._stats
 
     def get_stats(self) -> dict[str, Any]:
-        """Calls in total and per route, fallbacks, errors, cache hits, last route."""
-        return self._stats.snapshot()
+        """Calls in total and per route, fallbacks, errors, cache hits, last route:
+        this process's, since the router was built.
+
+        ``"fleet"`` holds what every router sharing this ledger counted (this one
+        included), read from the ledger: ``total_calls``, ``calls_per_route``,
+        ``fallbacks``, ``errors``, ``errors_by_kind``, ``rate_limited`` (the
+        vendors' 429s), ``refused`` (calls the ledger kept from full or blocked
+        pools), ``cache_hits``, ``tokens_in``, ``tokens_out``, ``cost`` (USD), and
+        per route and per pool under ``"routes"`` and ``"pools"`` (see
+        :func:`langchain_quota_router._fleet.fleet_view`). ``None`` when the ledger
+        cannot be read (a warning says why).
+        """
+        stats = self._stats.snapshot()
+        try:
+            stats["fleet"] = self._fleet_view()
+        except LedgerError as exc:
+            logger.warning("could not read the fleet counters: %s", exc)
+            stats["fleet"] = None
+        return stats
 
     def usage(self) -> list[LimitUsage]:
         """Per pool and limit: used, remaining, percent and when it resets.
@@ -439,6 +473,55 @@ class QuotaRoutedChatModel(BaseChatModel):
         """
         return self._pool_table.learned()
 
+    def history(
+        self,
+        since: float | dt.datetime | dt.timedelta | None = None,
+        step: float | dt.timedelta | None = None,
+    ) -> list[dict[str, Any]]:
+        """Each pool's limits' use over time, as plain rows (``pandas.DataFrame(rows)``).
+
+        One row per point in time, pool and limit: ``time`` (ISO 8601, UTC),
+        ``time_epoch`` (epoch seconds), ``pool``, ``limit`` (as written,
+        ``"30/minute"``), ``metric``, ``window``, ``used`` (spent in the limit's
+        window ending at that time), ``amount`` and ``percent`` (0-100).
+
+        It is what the fleet's routers spent through this ledger (every process
+        sharing it, counted as each call settled): usage the vendors report from
+        other tools, and what a reset forgot, are not in it. Minutes are kept two
+        days and hours 35 days.
+
+        Args:
+            since: the first time: epoch seconds, a datetime (naive is UTC) or a
+                timedelta back from now; default 24 hours ago.
+            step: seconds (or a timedelta) between points; default the shortest
+                of 1, 5, 10, 15, 30 minutes, 1 ... 24 hours giving at most 240 points.
+
+        Raises:
+            LedgerError: when the ledger cannot be read.
+        """
+        now = self.clock.now()
+        start, seconds = history_window(now, since, step)
+        self._flush_fleet()
+        with reading_fleet():
+            return usage_history(self._fleet_store(), self.pool_limits, now, start, seconds)
+
+    def _fleet_store(self) -> FleetStore:
+        fleet = self._stats.fleet
+        if isinstance(fleet, FleetCounters):
+            return fleet.store
+        return fleet_store(self.ledger_backend)
+
+    def _flush_fleet(self) -> None:
+        fleet = self._stats.fleet
+        if isinstance(fleet, FleetCounters):
+            fleet.flush()
+
+    def _fleet_view(self) -> dict[str, Any]:
+        """The fleet's totals for this router's routes and pools (``get_stats``)."""
+        self._flush_fleet()
+        with reading_fleet():
+            return fleet_view(self._fleet_store(), list(self._route_map), list(self.pool_limits))
+
     def enable(self, route: str) -> None:
         """Use a route again: lift its key's disable (after an authentication
         failure) and its model's unavailable mark (after a model-not-found)."""
@@ -466,7 +549,7 @@ class QuotaRoutedChatModel(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {
-            "routes": [r.name for r in self.routes],
+            "routes": list(self._route_map),
             "strategy": self.strategy,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
@@ -476,7 +559,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         """The route a call goes to first when every route has room."""
         if preferred in self._route_map:
             return self._route_map[preferred]
-        return min(self.routes, key=lambda r: r.priority)
+        return self.settings().by_priority[0]
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         # One model, never a list: tracers price a run by its model. The model that
@@ -633,16 +716,17 @@ class QuotaRoutedChatModel(BaseChatModel):
         _check_call_arguments(kwargs)
         call = RoutedCall(self.settings(), messages, kwargs, stop or self.stop)
         while True:
-            for attempt in call.attempts():
+            async for attempt in call.aattempts():
                 try:
                     result = await vendor.agenerate(attempt, run_manager)
                 except Exception as exc:  # noqa: BLE001 - classified, then fallen back or raised
-                    call.failed(attempt, exc)
+                    await call.afailed(attempt, exc)
                     continue
                 except BaseException:  # cancelled: settle what was reserved
-                    call.abandoned(attempt, None)
+                    await call.aabandoned(attempt, None)
                     raise
-                finished = _finish(call, attempt, result)
+                finished = _tagged(attempt, result)
+                await call.asucceeded(attempt, _first_message(result))
                 await _adispatch_alerts(run_manager, call.alerts)
                 return finished
             await self.clock.asleep(call.wait_or_raise())
@@ -707,7 +791,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                 return
         call = RoutedCall(self.settings(), messages, kwargs, stop)
         while True:
-            for attempt in call.attempts():
+            async for attempt in call.aattempts():
                 relay = StreamRelay(attempt.route)
                 try:
                     async for chunk in vendor.astream(attempt):
@@ -717,18 +801,23 @@ class QuotaRoutedChatModel(BaseChatModel):
                         yield shown
                 except Exception as exc:
                     if relay.shown:
-                        call.abandoned(attempt, relay.merged())
+                        await call.aabandoned(attempt, relay.merged())
                         clean = call.surfaced(exc)
                         if clean is exc:
                             raise
                         raise clean from None
-                    call.failed(attempt, exc)
+                    await call.afailed(attempt, exc)
                     continue
                 except BaseException:  # the caller stopped reading, or was cancelled
-                    call.abandoned(attempt, relay.merged(), error=False)
+                    await call.aabandoned(attempt, relay.merged(), error=False)
                     raise
-                for chunk in _finish_stream(call, attempt, relay, cache, prompt, llm_string):
-                    yield chunk
+                message = relay.merged()
+                await call.asucceeded(attempt, message)
+                tail = _cost_chunk(message)
+                if tail is not None:
+                    yield tail
+                if cache is not None and message is not None:
+                    await cache.aupdate(prompt, llm_string, [ChatGeneration(message=message)])
                 await _adispatch_alerts(run_manager, call.alerts)
                 return
             await self.clock.asleep(call.wait_or_raise())
@@ -798,11 +887,20 @@ def _check_call_arguments(kwargs: Mapping[str, Any]) -> None:
 
 def _finish(call: RoutedCall, attempt: Attempt, result: ChatResult) -> ChatResult:
     """Tag an answer with its route, settle, and tell tracers who answered."""
+    finished = _tagged(attempt, result)
+    call.succeeded(attempt, _first_message(result))
+    return finished
+
+
+def _first_message(result: ChatResult) -> BaseMessage | None:
+    return result.generations[0].message if result.generations else None
+
+
+def _tagged(attempt: Attempt, result: ChatResult) -> ChatResult:
+    """The answer tagged with the route that gave it, for tracers too."""
     route = attempt.route
     for generation in result.generations:
         tag_message(generation.message, route)
-    first = result.generations[0].message if result.generations else None
-    call.succeeded(attempt, first)
     # LangChain tracers read llm_output: the model that answered, not the router.
     vendor_output = result.llm_output or {}
     result.llm_output = {
@@ -825,17 +923,23 @@ def _finish_stream(
 ) -> Iterator[ChatGenerationChunk]:
     message = relay.merged()
     call.succeeded(attempt, message)
-    if message is None:
-        return
-    cost = message.response_metadata.get("cost")
-    if cost is not None:
-        # Stream chunks merge by adding values; a float can only appear once.
-        content: str | list[str | dict[str, Any]] = "" if isinstance(message.content, str) else []
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(content=content, response_metadata={"cost": cost})
-        )
-    if cache is not None:
+    tail = _cost_chunk(message)
+    if tail is not None:
+        yield tail
+    if cache is not None and message is not None:
         cache.update(prompt, llm_string, [ChatGeneration(message=message)])
+
+
+def _cost_chunk(message: BaseMessage | None) -> ChatGenerationChunk | None:
+    """The last chunk of a stream: its cost, which only the whole answer gives."""
+    cost = message.response_metadata.get("cost") if message is not None else None
+    if message is None or cost is None:
+        return None
+    # Stream chunks merge by adding values; a float can only appear once.
+    content: str | list[str | dict[str, Any]] = "" if isinstance(message.content, str) else []
+    return ChatGenerationChunk(
+        message=AIMessageChunk(content=content, response_metadata={"cost": cost})
+    )
 
 
 def _json_mode(
@@ -948,7 +1052,9 @@ class _HitCounter(BaseCache):
     def _mark(self, found: Sequence[Generation] | None) -> Sequence[Generation] | None:
         if not found:
             return found
-        self._stats.hit()
+        first = getattr(found[0], "message", None)
+        route = first.response_metadata.get("route") if isinstance(first, BaseMessage) else None
+        self._stats.hit(route if isinstance(route, str) else None)
         # DiskResponseCache hands out fresh copies; other caches (InMemoryCache) may
         # return the very objects the first caller received, which must not change.
         fresh = isinstance(self.inner, DiskResponseCache)

@@ -18,15 +18,18 @@ of the chat model only calls the vendor and reports the outcome:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import math
 import threading
-from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
@@ -45,11 +48,18 @@ from langchain_quota_router._errors import (
 )
 from langchain_quota_router._limits import Limit
 from langchain_quota_router._secrets import mask, redacted, route_keys
-from langchain_quota_router._settle import settle
+from langchain_quota_router._settle import asettle, settle
 from langchain_quota_router._status import model_subject
 from langchain_quota_router._tokens import TokenEstimator
 from langchain_quota_router._watch import AlertTracker, QuotaAlert
-from langchain_quota_router.ledger import Demand, LearnedLimit, Ledger, Refusal, Reservation
+from langchain_quota_router.ledger import (
+    Demand,
+    LearnedLimit,
+    Ledger,
+    LimitUsage,
+    Refusal,
+    Reservation,
+)
 from langchain_quota_router.vendors import catalog
 from langchain_quota_router.vendors.adapters import take_captured_headers
 from langchain_quota_router.vendors.failures import Failure, FailureKind, classify
@@ -114,26 +124,60 @@ class RouterStats:
     cache_hits: int = 0
     last_route: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Where every event is counted for the fleet too: a ``_fleet.FleetCounters``
+    #: (it writes to the ledger from a background thread), or None.
+    fleet: Any = field(default=None, repr=False, compare=False)
 
-    def served(self, route: str, *, fallback: bool) -> None:
-        """Count a call a route answered (after others could not, if ``fallback``)."""
+    def served(self, route: str, *, fallback: bool, cost: float | None = None) -> None:
+        """Count a call a route answered (after others could not, if ``fallback``),
+        and its cost (USD) when known."""
         with self._lock:
             self.total_calls += 1
             self.calls_per_route[route] += 1
             self.last_route = route
             if fallback:
                 self.fallbacks += 1
+        fleet = self.fleet
+        if fleet is not None:
+            fleet.served(route, fallback=fallback, cost=cost)
 
-    def failed(self, route: str) -> None:
-        """Count a route's failure."""
+    def failed(self, route: str, kind: str = "unknown") -> None:
+        """Count a route's failure, of ``kind`` (a ``FailureKind`` or its value;
+        ``rate_limit`` and ``quota_exhausted`` are the vendor's 429s)."""
         with self._lock:
             self.errors += 1
             self.errors_per_route[route] += 1
+        fleet = self.fleet
+        if fleet is not None:
+            fleet.failed(route, str(getattr(kind, "value", kind)))
 
-    def hit(self) -> None:
-        """Count an answer from the cache."""
+    def refused(self, route: str, pool: str | None = None) -> None:
+        """Count a call the ledger kept from ``route`` (its pool full or blocked)."""
+        fleet = self.fleet
+        if fleet is not None:
+            fleet.refused(route, pool)
+
+    def refused_all(self, routes: Sequence[Route]) -> None:
+        """:meth:`refused` for each of ``routes``, passed over by one call because
+        their pools are known full (counted in bulk: cheap for a thousand)."""
+        fleet = self.fleet
+        if fleet is not None:
+            fleet.refused_all(routes)
+
+    def spent(self, route: str, pool: str, used: Demand) -> None:
+        """Count what a call through ``route`` spent of ``pool``: what the ledger
+        settled it with (the fleet's usage history is made of these)."""
+        fleet = self.fleet
+        if fleet is not None:
+            fleet.spent(route, pool, used.requests, used.input_tokens, used.output_tokens)
+
+    def hit(self, route: str | None = None) -> None:
+        """Count an answer from the cache (first given by ``route``, when known)."""
         with self._lock:
             self.cache_hits += 1
+        fleet = self.fleet
+        if fleet is not None:
+            fleet.hit(route)
 
     def snapshot(self) -> dict[str, Any]:
         """A plain-dict copy, safe to print or serialise."""
@@ -182,9 +226,13 @@ class PoolLimits:
         """The learned limits of these pools, as the ledger keeps them."""
         return [x for x in self.ledger.learned() if x.pool in self._configured]
 
+    def due(self, now: float, *, every: float = 60.0) -> bool:
+        """Whether :meth:`refresh` would read the ledger."""
+        return now - self._read_at >= every
+
     def refresh(self, now: float, *, every: float = 60.0) -> None:
         """Take in limits other processes learned, at most once per ``every`` s."""
-        if now - self._read_at < every:
+        if not self.due(now, every=every):
             return
         self._read_at = now
         for learned in self.learned():
@@ -251,6 +299,96 @@ class Settings:
     tool_kwargs: dict[tuple[str, int, str], tuple[Any, dict[str, Any]]] = field(
         default_factory=dict, compare=False
     )
+
+    @functools.cached_property
+    def by_priority(self) -> tuple[Route, ...]:
+        """The routes in priority order (sorted once, not on every call)."""
+        return tuple(sorted(self.routes, key=lambda r: r.priority))
+
+    @functools.cached_property
+    def by_pool(self) -> dict[str, tuple[Route, ...]]:
+        """Each pool's routes, in priority order."""
+        found: dict[str, list[Route]] = {}
+        for route in self.by_priority:
+            found.setdefault(route.pool, []).append(route)
+        return {pool: tuple(routes) for pool, routes in found.items()}
+
+    @functools.cached_property
+    def rooms(self) -> RoomBoard:
+        """Each pool's room as last seen, for ``strategy="spread"``."""
+        return RoomBoard(self.by_pool)
+
+
+class RoomBoard:
+    """What share of its tightest limit each pool has left, as last seen: what
+    ``strategy="spread"`` orders routes by, without reading every pool per call.
+
+    Kept up to date by every reservation (its levels are the pool's usage at that
+    moment) and refusal (no room); besides, each call re-reads the one pool seen
+    longest ago, if that was more than :attr:`stale_after` seconds ago, so pools
+    that only other processes use, or whose windows slid, are not judged on old
+    figures. The first call reads every pool. It only orders routes: admission is
+    always the ledger's.
+
+    Args:
+        pools: every pool, in the order of their best route's priority (ties
+            between equal shares go to the first).
+    """
+
+    stale_after: ClassVar[float] = 1.0
+
+    def __init__(self, pools: Iterable[str]) -> None:
+        self.shares: dict[str, float] = dict.fromkeys(pools, 1.0)
+        # pool -> monotonic time last seen, oldest first.
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def room(self, pool: str) -> float:
+        return self.shares.get(pool, 1.0)
+
+    def best(self) -> str | None:
+        """The pool with the largest share left (the first of equals)."""
+        shares = self.shares
+        return max(shares, key=shares.__getitem__) if shares else None
+
+    def _set(self, pool: str, share: float) -> None:
+        if pool in self.shares:
+            self.shares[pool] = share
+            self._seen[pool] = time.monotonic()
+            self._seen.move_to_end(pool)
+
+    def note(self, pool: str, levels: Sequence[tuple[Limit, int]]) -> None:
+        """A reservation's levels: ``(limit, used)`` counting it."""
+        shares = [(lim.amount - used) / lim.amount for lim, used in levels if lim.amount > 0]
+        self._set(pool, max(0.0, min(shares)) if shares else 1.0)
+
+    def full(self, pool: str) -> None:
+        self._set(pool, 0.0)
+
+    def usage(self, pool: str, usage: Sequence[LimitUsage]) -> None:
+        self.note(pool, [(u.limit, u.used) for u in usage])
+
+    def to_read(self) -> list[str]:
+        """The pools to read for this call: every one never seen (the first call
+        reads them all), else the one seen longest ago if that is more than
+        :attr:`stale_after` s ago."""
+        if len(self._seen) < len(self.shares):
+            return [pool for pool in self.shares if pool not in self._seen]
+        pool, when = next(iter(self._seen.items()))
+        return [pool] if when < time.monotonic() - self.stale_after else []
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A route's demand and vendor kwargs, worked out before asking the ledger."""
+
+    route: Route
+    prompt: int
+    route_kwargs: dict[str, Any]
+    demand: Demand
+
+
+#: What :meth:`RoutedCall._plan` returns when no further route may be tried.
+_STOP = object()
 
 
 @dataclass(frozen=True)
@@ -320,6 +458,10 @@ class RoutedCall:
         self.reasons: dict[str, str] = {}
         self.categories: dict[str, Category] = {}
         self.retry_ats: list[float] = []
+        #: Routes skipped because their pool is known to have no room at all: their
+        #: reasons are written out only if someone reads them (see _explain).
+        self.known_full: list[Route] = []
+        self._known_counted = 0
         self.first_error: BaseException | None = None
         self.argument_error: TypeError | None = None
         self.last_vendor_error: BaseException | None = None
@@ -327,81 +469,187 @@ class RoutedCall:
         self.waited = 0.0
         self.tried = 0
         self.alerts: list[QuotaAlert] = []
-        self.pools.refresh(self.clock.now())
 
     # ------------------------------------------------------------ candidates
 
     def attempts(self) -> Iterator[Attempt]:
         """Admitted routes, best first; each must end in succeeded(), failed() or
         abandoned()."""
+        ledger, now = self.ledger, self.clock.now()
+        self.pools.refresh(now)
+        for pool in self._pools_to_read():
+            self.settings.rooms.usage(pool, ledger.usage(pool, self.pools[pool], now))
+        closed = ledger.full_pools.closed(now)
         for route in self._ordered():
-            prompt = self.tokens.for_route(route.name, self.raw_tokens)
-            skip = self._cannot_take(route, prompt)
-            if skip is not None:
-                self._skip(route, *skip)
+            if route.pool in closed:
+                self._closed(route)
                 continue
-            try:
-                route_kwargs = self._route_kwargs(route)
-            except TypeError as exc:
-                # The route's own bind_tools does not take an option (strict=...).
-                self._skip(route, f"cannot take these bind_tools options ({exc})", "tools")
-                continue
-            except Exception as exc:  # noqa: BLE001 - the route's own bind_tools refused
-                self._skip(route, f"cannot take these tools ({exc})", "tools")
-                continue
-            demand = Demand(1, prompt, self._output_budget(route, route_kwargs))
-            if self.bad_request_retries_left is not None and self.bad_request_retries_left <= 0:
+            plan = self._plan(route)
+            if plan is _STOP:
                 return
-            admitted = self.ledger.reserve(
-                route.pool,
-                self.pools[route.pool],
-                demand,
-                self.clock.now(),
-                key=route.credential,
-                model=model_subject(route),
-            )
-            if isinstance(admitted, Refusal):
-                category = "quota" if admitted.limit is not None else _hold_category(admitted)
-                self._skip(route, admitted.reason, category)
-                if admitted.retry_at is not None:
-                    self.retry_ats.append(admitted.retry_at)
+            if isinstance(plan, _Plan):
+                pool = route.pool
+                made = ledger.reserve(
+                    pool,
+                    self.pools[pool],
+                    plan.demand,
+                    self.clock.now(),
+                    key=route.credential,
+                    model=model_subject(route),
+                )
+                attempt = self._taken(plan, made)
+                if attempt is not None:
+                    yield attempt
+
+    async def aattempts(self) -> AsyncIterator[Attempt]:
+        """:meth:`attempts` for the async paths: the ledger is never asked on the
+        event loop (see :meth:`Ledger.areserve`)."""
+        ledger, now = self.ledger, self.clock.now()
+        if self.pools.due(now):
+            await ledger.arun(self.pools.refresh, now)
+        for pool in self._pools_to_read():
+            self.settings.rooms.usage(pool, await ledger.ausage(pool, self.pools[pool], now))
+        closed = ledger.full_pools.closed(now)
+        for route in self._ordered():
+            if route.pool in closed:
+                self._closed(route)
                 continue
-            # After a bad request, one more route is tried: one that is called, not
-            # one the ledger turned away without sending anything.
-            if self.bad_request_retries_left is not None:
-                self.bad_request_retries_left -= 1
-            self.tried += 1
-            take_captured_headers()  # forget any stale headers from an earlier call
-            yield Attempt(
-                route,
-                admitted,
-                route.adapter.messages(self.messages),
-                route_kwargs,
-                self.stop,
-                prompt,
-            )
+            plan = self._plan(route)
+            if plan is _STOP:
+                return
+            if isinstance(plan, _Plan):
+                pool = route.pool
+                made = await ledger.areserve(
+                    pool,
+                    self.pools[pool],
+                    plan.demand,
+                    self.clock.now(),
+                    key=route.credential,
+                    model=model_subject(route),
+                )
+                attempt = self._taken(plan, made)
+                if attempt is not None:
+                    yield attempt
+
+    def _plan(self, route: Route) -> _Plan | object | None:
+        """What asking ``route`` would take, or None when it is skipped without
+        asking the ledger (it cannot take the call, or its pool is known full), or
+        ``_STOP`` when no more routes may be tried."""
+        prompt = self.tokens.for_route(route.name, self.raw_tokens)
+        skip = self._cannot_take(route, prompt)
+        if skip is not None:
+            self._skip(route, *skip)
+            return None
+        # Known full for any demand of this size (the output only adds to it): no
+        # need to work out the vendor's arguments, nor to ask the ledger.
+        known = self.ledger.remembered(route.pool, Demand(1, prompt, 0), self.clock.now())
+        if known is not None:
+            self._refused(route, known)
+            return None
+        try:
+            route_kwargs = self._route_kwargs(route)
+        except TypeError as exc:
+            # The route's own bind_tools does not take an option (strict=...).
+            self._skip(route, f"cannot take these bind_tools options ({exc})", "tools")
+            return None
+        except Exception as exc:  # noqa: BLE001 - the route's own bind_tools refused
+            self._skip(route, f"cannot take these tools ({exc})", "tools")
+            return None
+        if self.bad_request_retries_left is not None and self.bad_request_retries_left <= 0:
+            return _STOP
+        demand = Demand(1, prompt, self._output_budget(route, route_kwargs))
+        return _Plan(route, prompt, route_kwargs, demand)
+
+    def _taken(self, plan: _Plan, made: Reservation | Refusal) -> Attempt | None:
+        """The attempt a reservation allows, or None (the refusal noted)."""
+        route = plan.route
+        if isinstance(made, Refusal):
+            self._refused(route, made)
+            return None
+        if made.levels:
+            self.settings.rooms.note(route.pool, made.levels)
+        # After a bad request, one more route is tried: one that is called, not
+        # one the ledger turned away without sending anything.
+        if self.bad_request_retries_left is not None:
+            self.bad_request_retries_left -= 1
+        self._count_known_full()
+        self.tried += 1
+        take_captured_headers()  # forget any stale headers from an earlier call
+        return Attempt(
+            route,
+            made,
+            route.adapter.messages(self.messages),
+            plan.route_kwargs,
+            self.stop,
+            plan.prompt,
+        )
+
+    def _refused(self, route: Route, refusal: Refusal, *, counted: bool = True) -> None:
+        category = "quota" if refusal.limit is not None else _hold_category(refusal)
+        self._skip(route, refusal.reason, category)
+        if counted:
+            self.stats.refused(route.name, route.pool)
+        if refusal.limit is not None:
+            self.settings.rooms.full(route.pool)
+        if refusal.retry_at is not None:
+            self.retry_ats.append(refusal.retry_at)
+
+    def _count_known_full(self) -> None:
+        """Count the routes passed over as known full since the last count."""
+        if len(self.known_full) > self._known_counted:
+            self.stats.refused_all(tuple(self.known_full[self._known_counted :]))
+            self._known_counted = len(self.known_full)
+
+    def _explain(self) -> None:
+        """Write out why the routes known full were skipped (only when it is read:
+        skipping a thousand full routes must not cost a thousand reasons)."""
+        for route in self.known_full:
+            known = self.ledger.full_pools.known(route.pool)
+            if known is not None:
+                self._refused(route, known, counted=False)
+        self.known_full.clear()
+        self._known_counted = 0
+
+    def _closed(self, route: Route) -> None:
+        """Skip a route whose pool is known to have no room at all (cheaply: a
+        thousand such routes must cost little more than one)."""
+        self.known_full.append(route)
+        if self.settings.strategy == "spread":
+            self.settings.rooms.full(route.pool)
+
+    def _fell_back(self) -> bool:
+        """Whether a route other than the first choice serves (full, skipped, failed)."""
+        return bool(self.reasons or self.known_full)
 
     def _skip(self, route: Route, reason: str, category: Category) -> None:
         self.reasons[route.name] = reason
         self.categories[route.name] = category
 
-    def _ordered(self) -> list[Route]:
-        routes = list(self.settings.routes)
-        if self.settings.strategy == "spread":
-            rooms = {r.pool: self._room(r) for r in routes}
-            routes.sort(key=lambda r: (-rooms[r.pool], r.priority))
-        else:
-            routes.sort(key=lambda r: r.priority)
-        if self.preferred is not None:
-            routes.sort(key=lambda r: r.name != self.preferred)
-        return routes
+    def _ordered(self) -> Iterator[Route]:
+        """The routes in the order to try them (lazily: a call the first route
+        serves never sorts the others)."""
+        settings = self.settings
+        preferred = settings.route_map.get(self.preferred) if self.preferred else None
+        if preferred is not None:
+            yield preferred
+        if settings.strategy != "spread":
+            for route in settings.by_priority:
+                if route is not preferred:
+                    yield route
+            return
+        rooms = settings.rooms
+        best = rooms.best()
+        first = [r for r in settings.by_pool.get(best, ()) if r is not preferred] if best else []
+        yield from first
+        rest = [r for r in settings.by_priority if r is not preferred and r not in first]
+        rest.sort(key=lambda r: -rooms.room(r.pool))  # stable: priority breaks ties
+        yield from rest
 
-    def _room(self, route: Route) -> float:
-        limits = self.pools[route.pool]
-        if not limits:
-            return 1.0
-        usage = self.ledger.usage(route.pool, limits, self.clock.now())
-        return min((u.remaining / u.limit.amount if u.limit.amount else 0.0) for u in usage)
+    def _pools_to_read(self) -> list[str]:
+        """Under ``spread``, the pools whose room to read for this call."""
+        if self.settings.strategy != "spread":
+            return []
+        return self.settings.rooms.to_read()
 
     def _cannot_take(self, route: Route, prompt: int) -> tuple[str, Category] | None:
         if self.tools and type(route.model).bind_tools is BaseChatModel.bind_tools:
@@ -457,14 +705,63 @@ class RoutedCall:
 
     # -------------------------------------------------------------- outcomes
 
-    def succeeded(self, attempt: Attempt, message: BaseMessage | None) -> None:
-        """Settle the reservation with real usage and note the route's headers."""
-        route = attempt.route
-        now = self.clock.now()
+    def succeeded(
+        self,
+        attempt: Attempt,
+        message: BaseMessage | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Settle the reservation with real usage and note the route's headers
+        (``headers``: those the vendor call captured, taken in the caller's context)."""
+        if headers is None:
+            headers = take_captured_headers()
         # The vendor answered and was paid: from here a ledger failure is retried
         # in the background or logged, never raised instead of the answer.
         used = usage_demand(message, attempt.prompt_tokens)
-        settled = settle(self.ledger, attempt.reservation, used, now)
+        settled = settle(self.ledger, attempt.reservation, used, self.clock.now())
+        self._noted(attempt, message, headers, used, settled)
+
+    async def asucceeded(self, attempt: Attempt, message: BaseMessage | None) -> None:
+        """:meth:`succeeded` without blocking the event loop."""
+        headers = take_captured_headers()
+        ledger = self.ledger
+        if not ledger.native_async:
+            await ledger.arun(self.succeeded, attempt, message, headers or {})
+            return
+        used = usage_demand(message, attempt.prompt_tokens)
+        settled = await asettle(ledger, attempt.reservation, used, self.clock.now())
+        if self._quiet(attempt, message, headers):
+            self._noted(attempt, message, headers, used, settled)
+        else:
+            await ledger.arun(self._noted, attempt, message, headers, used, settled)
+
+    def _quiet(
+        self, attempt: Attempt, message: BaseMessage | None, headers: Mapping[str, str] | None
+    ) -> bool:
+        """Whether noting this answer cannot touch the ledger (no headers to
+        observe, no alert threshold near)."""
+        if headers or (message is not None and message.response_metadata.get("headers")):
+            return False
+        if not self.settings.alerts.thresholds:
+            return True
+        lowest = self.settings.alerts.thresholds[0]
+        levels = attempt.reservation.levels
+        return bool(levels) and all(
+            not lim.amount or 100.0 * used / lim.amount < lowest for lim, used in levels
+        )
+
+    def _noted(
+        self,
+        attempt: Attempt,
+        message: BaseMessage | None,
+        headers: Mapping[str, str] | None,
+        used: Demand,
+        settled: bool,
+    ) -> None:
+        """Everything after settling a paid answer: calibration, alerts, headers,
+        cost and counters."""
+        route = attempt.route
+        now = self.clock.now()
         reported = getattr(message, "usage_metadata", None) if message is not None else None
         if reported and reported.get("input_tokens"):
             self.tokens.observe(route.name, self.raw_tokens, int(reported["input_tokens"]))
@@ -474,17 +771,17 @@ class RoutedCall:
                     self.ledger, route.pool, self.pools[route.pool], attempt.reservation, now
                 )
             if message is not None:
-                headers = take_captured_headers() or message.response_metadata.get("headers")
+                headers = headers or message.response_metadata.get("headers")
                 if isinstance(headers, Mapping) and headers:
                     self._observe(route, headers, now)
         except LedgerError as exc:
             logger.warning("could not note pool %r after a paid answer: %s", route.pool, exc)
-        if message is not None:
-            cost = _message_cost(route, message)
-            if cost is not None:
-                message.response_metadata["cost"] = cost
+        cost = _message_cost(route, message) if message is not None else None
+        if message is not None and cost is not None:
+            message.response_metadata["cost"] = cost
         # Served by anyone but the first choice (full, skipped or failed): a fallback.
-        self.stats.served(route.name, fallback=bool(self.reasons))
+        self.stats.served(route.name, fallback=self._fell_back(), cost=cost)
+        self.stats.spent(route.name, route.pool, used)
 
     def abandoned(
         self, attempt: Attempt, message: BaseMessage | None, *, error: bool = True
@@ -499,10 +796,26 @@ class RoutedCall:
         if spent is None:
             spent = Demand(1, attempt.prompt_tokens, 0)
         settle(self.ledger, attempt.reservation, spent, self.clock.now())
+        route = attempt.route
+        self.stats.spent(route.name, route.pool, spent)
         if error:
-            self.stats.failed(attempt.route.name)
+            self.stats.failed(route.name, "interrupted")
         else:
-            self.stats.served(attempt.route.name, fallback=bool(self.reasons))
+            self.stats.served(route.name, fallback=self._fell_back())
+
+    async def aabandoned(
+        self, attempt: Attempt, message: BaseMessage | None, *, error: bool = True
+    ) -> None:
+        """:meth:`abandoned` without blocking the event loop. Safe to await while
+        the caller is being cancelled: the settlement runs to its end regardless."""
+        done = asyncio.ensure_future(
+            self.ledger.arun(functools.partial(self.abandoned, attempt, message, error=error))
+        )
+        await asyncio.shield(done)
+
+    async def afailed(self, attempt: Attempt, exc: BaseException) -> None:
+        """:meth:`failed` without blocking the event loop (raises as it does)."""
+        await self.ledger.arun(self.failed, attempt, exc)
 
     def failed(self, attempt: Attempt, exc: BaseException) -> None:
         """Act on a vendor failure; return to try the next route, or raise."""
@@ -521,12 +834,14 @@ class RoutedCall:
         failure = dataclasses.replace(
             failure, message=mask(failure.message, self._keys(), shapes=False)
         )
-        self.stats.failed(route.name)
+        self.stats.failed(route.name, failure.kind.value)
         self.last_vendor_error = exc
         # The vendor refused or never answered: it spent no tokens. Requests stay
         # counted for failures the vendor may have counted (5xx, timeouts).
         spent = 1 if failure.kind == FailureKind.TRANSIENT else 0
         settle(self.ledger, attempt.reservation, Demand(spent, 0, 0), now)
+        if spent:
+            self.stats.spent(route.name, route.pool, Demand(spent, 0, 0))
         self._skip(
             route, f"{failure.kind.value}: {failure.message}", _FAILURE_CATEGORIES[failure.kind]
         )
@@ -630,6 +945,8 @@ class RoutedCall:
 
     def wait_or_raise(self) -> float:
         """Nobody could serve: the seconds to wait before trying again, or raise."""
+        self._count_known_full()
+        self._explain()
         if self.first_error is not None:
             raise self._vendor_error()
         now = self.clock.now()
@@ -673,6 +990,7 @@ class RoutedCall:
         when its traceback would show a configured key, a
         ``RoutesInvalidRequestError`` chained to a masked stand-in instead."""
         assert self.first_error is not None
+        self._explain()
         keys = self._keys()
         clean = redacted(self.first_error, keys)
         if clean is self.first_error:

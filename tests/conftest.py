@@ -25,6 +25,16 @@ def how(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(autouse=True)
+def _fleet_counts_written_before_the_next_test() -> Iterator[None]:
+    """A router's fleet counts are written by a background thread: write them at
+    the end of the test that made them, never into the next test's ledger."""
+    yield
+    from langchain_quota_router._fleet import flush_all
+
+    flush_all()
+
+
+@pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing a test does may touch the user's real cache directory or keys."""
     monkeypatch.setenv("QUOTA_ROUTER_LEDGER", f"sqlite:///{tmp_path}/default-ledger.db")

@@ -50,7 +50,7 @@ import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -479,11 +479,3 @@ def _new_store(ledger: Ledger) -> FleetStore:
     if RedisLedger is not None and isinstance(ledger, RedisLedger):
         return RedisFleetStore(ledger)
     return MemoryFleetStore()
-
-
-def sum_values(items: Iterable[tuple[int, Key, float]]) -> dict[Key, float]:
-    """Counters summed over buckets."""
-    out: dict[Key, float] = defaultdict(float)
-    for _, key, value in items:
-        out[key] += value
-    return dict(out)
