@@ -256,7 +256,7 @@ class PoolRow:
 
 @dataclass(frozen=True)
 class RouteRow:
-    """A route, its state, and what this process counted for it.
+    """A route, its state, and what this process and the fleet counted for it.
 
     Attributes:
         name: the route's name.
@@ -269,6 +269,11 @@ class RouteRow:
             is masked.
         calls: calls it served in this process (``get_stats()``).
         errors: its failures in this process.
+        fleet: what every router sharing the ledger counted for it
+            (``get_stats()["fleet"]["routes"][name]``: ``calls``, ``fallbacks``,
+            ``errors``, ``errors_by_kind``, ``rate_limited``, ``refused``,
+            ``cache_hits``, ``tokens_in``, ``tokens_out``, ``cost``); ``None`` when
+            the ledger could not say.
     """
 
     name: str
@@ -280,6 +285,7 @@ class RouteRow:
     state: RouteState
     calls: int
     errors: int
+    fleet: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The route as JSON-ready data.
@@ -301,6 +307,7 @@ class RouteRow:
             "reason": self.state.reason or None,
             "calls": self.calls,
             "errors": self.errors,
+            "fleet": self.fleet,
         }
 
 
@@ -349,7 +356,8 @@ class Status:
         routes: every route with its state.
         pools: every pool with its limit rows.
         holds: blocks, disabled keys and unavailable models on this router's routes.
-        stats: this process's counters (``router.get_stats()``).
+        stats: ``router.get_stats()``: this process's counters, and the fleet's
+            (every router sharing the ledger) under ``"fleet"``.
         lifespan: ``{"tokens_per_day": N, "days": {pool: days, "all": days}}`` when
             asked for with ``tokens_per_day``; days without end are ``math.inf``.
         ledger_read_seconds: how long reading the ledger took (wall clock).
@@ -420,6 +428,7 @@ def read_status(router: QuotaRoutedChatModel, *, tokens_per_day: int | None = No
     routes = list(router.routes)
     states = route_states(routes, usage, holds)
     stats = router.get_stats()
+    fleet_routes: dict[str, Any] = (stats.get("fleet") or {}).get("routes") or {}
 
     route_rows = tuple(
         RouteRow(
@@ -436,6 +445,7 @@ def read_status(router: QuotaRoutedChatModel, *, tokens_per_day: int | None = No
             ),
             calls=int(stats.get("calls_per_route", {}).get(route.name, 0)),
             errors=int(stats.get("errors_per_route", {}).get(route.name, 0)),
+            fleet=fleet_routes.get(route.name),
         )
         for route in routes
     )

@@ -12,9 +12,12 @@ installs ``prometheus-client``). Three ways in:
   ``/metrics``.
 
 Every scrape reads the router's ledger, so with a shared ledger (SQLite, Redis) the
-quota gauges are the fleet's, whichever process is scraped. The call counters come
-from ``router.get_stats()`` and count this process's calls only: scrape every worker
-and ``sum by (route)``.
+quota gauges are the fleet's, whichever process is scraped. So are the
+``quota_router_fleet_*`` counters: what every router counting in that ledger did
+(``get_stats()["fleet"]``), the same whichever process is scraped (take ``max by
+(route)`` across scrapes of several workers, never ``sum``). The other call counters
+come from ``router.get_stats()`` and count the scraped process's calls only: scrape
+every worker and ``sum by (route)``.
 
 Metrics (gauges per pool and limit are labelled ``pool``, ``limit`` - the limit as
 written, ``"10/day"`` -, ``metric`` - ``requests``, ``tokens``, ``input_tokens`` or
@@ -38,6 +41,25 @@ written, ``"10/day"`` -, ``metric`` - ``requests``, ``tokens``, ``input_tokens``
 ``quota_router_ledger_read_seconds``        gauge      how long this scrape took to read
                                                        the ledger
 ==========================================  =========  ==========================================
+
+The fleet's counters, per ``route`` (every router counting in the ledger, since it
+first counted them; see :mod:`langchain_quota_router.ledger.fleet`):
+
+- ``quota_router_fleet_route_calls_total``: calls a route served;
+- ``quota_router_fleet_route_fallbacks_total``: of those, served after another route
+  could not;
+- ``quota_router_fleet_route_errors_total`` (also labelled ``kind``: ``rate_limit``,
+  ``quota_exhausted``, ``transient``, ``authentication``, ...): vendor failures;
+- ``quota_router_fleet_route_rate_limited_total``: the vendor's 429s (rate limits and
+  quota walls);
+- ``quota_router_fleet_route_refused_total``: calls the ledger kept from the route,
+  its pool full or blocked;
+- ``quota_router_fleet_route_cache_hits_total``: answers from the cache the route
+  first gave;
+- ``quota_router_fleet_route_input_tokens_total``,
+  ``quota_router_fleet_route_output_tokens_total``: tokens sent and received;
+- ``quota_router_fleet_route_cost_usd_total``: what its answers cost (routes with
+  prices).
 
 Example:
     ```python
@@ -143,9 +165,13 @@ class RouterCollector:
         read = gauge(
             "ledger_read_seconds", "How long this scrape took to read the ledger.", [], "seconds"
         )
-        # The counters are in memory: describe() names them as collect() will.
-        stats = self.router.get_stats() if status is None else status.stats
-        counters = list(_counters(ns, stats, list(self.router.route_map), masked))
+        # The process counters are in memory: describe() names them as collect() will
+        # (get_stats() would read the fleet's from the ledger).
+        stats = self.router.stats.snapshot() if status is None else status.stats
+        routes = list(self.router.route_map)
+        counters = list(_counters(ns, stats, routes, masked))
+        fleet = None if status is None else status.stats.get("fleet")
+        counters += _fleet_counters(ns, fleet, routes, masked)
         if status is None:
             yield from (used, amount, remaining, reset, info, state, *counters, read)
             return
@@ -192,6 +218,49 @@ def _counters(
             family = CounterMetricFamily(f"{ns}_{name}", f"{doc.capitalize()} (this process).")
             family.add_metric([], stats[total])
             yield family
+
+
+#: The fleet's counters per route: (name, field of get_stats()["fleet"]["routes"], doc, unit).
+_FLEET_COUNTERS = (
+    ("calls", "calls", "Calls a route served", ""),
+    ("fallbacks", "fallbacks", "Calls a route served after another route could not", ""),
+    ("rate_limited", "rate_limited", "Rate limits and quota walls (429s) a vendor answered", ""),
+    ("refused", "refused", "Calls the ledger kept from a route, its pool full or blocked", ""),
+    ("cache_hits", "cache_hits", "Answers from the cache a route first gave", ""),
+    ("input_tokens", "tokens_in", "Tokens sent through a route", ""),
+    ("output_tokens", "tokens_out", "Tokens a route's vendor answered with", ""),
+    ("cost_usd", "cost", "What a route's answers cost, in US dollars", "usd"),
+)
+
+
+def _fleet_counters(
+    ns: str, fleet: dict[str, Any] | None, routes: list[str], masked: Masker
+) -> list[CounterMetricFamily]:
+    """The fleet's counters per route (every router counting in the ledger)."""
+    per_route: dict[str, dict[str, Any]] = (fleet or {}).get("routes") or {}
+    found: list[CounterMetricFamily] = []
+    for name, field, doc, unit in _FLEET_COUNTERS:
+        family = CounterMetricFamily(
+            f"{ns}_fleet_route_{name}",
+            f"{doc} (every router counting in this ledger).",
+            labels=["route"],
+            unit=unit,
+        )
+        if fleet is not None:
+            for route in routes:
+                family.add_metric([masked(route)], per_route.get(route, {}).get(field, 0))
+        found.append(family)
+    errors = CounterMetricFamily(
+        f"{ns}_fleet_route_errors",
+        "A route's vendor failures by kind (every router counting in this ledger).",
+        labels=["route", "kind"],
+    )
+    for route in routes if fleet is not None else []:
+        kinds = per_route.get(route, {}).get("errors_by_kind") or {}
+        for kind, count in sorted(kinds.items()):
+            errors.add_metric([masked(route), masked(kind)], count)
+    found.insert(2, errors)
+    return found
 
 
 def make_registry(router: QuotaRoutedChatModel) -> CollectorRegistry:

@@ -3,9 +3,11 @@
 ``create_app(router)`` returns a plain ASGI application (no web framework needed;
 mount it in any ASGI framework, or run it with :func:`serve`):
 
-- ``GET /``: an HTML page with a usage bar per pool and limit, each route's state
-  (ok, full until, blocked until, unavailable, disabled) and, for a signed-in owner,
-  a Reset button per pool and an Enable button per disabled route. No JavaScript.
+- ``GET /``: an HTML page with a usage bar per pool and limit, a chart of each
+  pool's use over the last 24 hours (inline SVG drawn on the server from
+  ``router.history()``), each route's state (ok, full until, blocked until,
+  unavailable, disabled), the fleet's counters and, for a signed-in owner, a Reset
+  button per pool and an Enable button per disabled route. No JavaScript.
 - ``GET /status.json``: the same as JSON (see :func:`status_snapshot`; exactly what
   ``quota-router report --json`` prints).
 - ``GET /metrics``: Prometheus metrics (see :mod:`langchain_quota_router.metrics`;
@@ -45,7 +47,9 @@ Who may do what:
 Bad input is answered 400 with a message saying what is wrong, an unknown route 404.
 
 The page reads the router's ledger, so with a shared ledger (SQLite, Redis) a page
-served by one process shows what every process spent. API keys are never shown
+served by one process shows what every process spent, and the counters (calls,
+fallbacks, errors, 429s, refusals, cache hits) every router counting in that ledger
+made (``get_stats()["fleet"]``). API keys are never shown
 (:class:`~langchain_quota_router._secrets.Masker` masks every response).
 
 Example:
@@ -70,14 +74,14 @@ import secrets
 import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router._errors import ConfigurationError, LedgerError
 from langchain_quota_router._secrets import Masker
 from langchain_quota_router._status import iso, status_snapshot
 
@@ -90,6 +94,7 @@ __all__ = [
     "StatusApp",
     "StatusServer",
     "create_app",
+    "history_chart",
     "make_server",
     "render_page",
     "serve",
@@ -384,6 +389,12 @@ button { font: inherit; font-size: 12px; padding: 2px 10px; border-radius: 6px;
          border: 1px solid var(--line); background: #fff; cursor: pointer; }
 button:hover { background: var(--bg); }
 code { font-size: 12px; }
+.chart { display: block; width: 100%; height: auto; margin-top: 8px; }
+.chart .grid { stroke: var(--line); stroke-width: 1; }
+.chart .axis { fill: var(--muted); font-size: 10px; }
+.chart polyline { fill: none; stroke-width: 1.6; stroke-linejoin: round; }
+.legend { font-size: 12px; color: var(--muted); }
+.legend .key { display: inline-block; width: 10px; height: 3px; margin: 0 4px 3px 8px; }
 """
 
 
@@ -427,8 +438,84 @@ _SIGN_IN = (
 )
 
 
+#: Line colours of a pool's limits in its chart, in the order of its limits.
+_PALETTE = ("#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#57606a")
+_CHART_W, _CHART_H = 420, 130
+_PAD_LEFT, _PAD_RIGHT, _PAD_TOP, _PAD_BOTTOM = 34, 8, 8, 18
+
+
+def _clock_time(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%H:%M")
+
+
+def history_chart(pool: str, rows: Sequence[Mapping[str, Any]], start: float, end: float) -> str:
+    """A usage-over-time chart of one pool as inline SVG (no script, no asset).
+
+    One line per limit: its percentage used at each point of ``rows`` (rows of
+    ``router.history()`` for this pool) from ``start`` to ``end`` (epoch seconds),
+    and an HTML legend under it.
+    """
+    e = html.escape
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        if row["pool"] == pool:
+            lines.setdefault(str(row["limit"]), []).append(
+                (float(row["time_epoch"]), float(row["percent"]))
+            )
+    if not lines:
+        return ""
+    span = max(end - start, 1.0)
+    width = _CHART_W - _PAD_LEFT - _PAD_RIGHT
+    height = _CHART_H - _PAD_TOP - _PAD_BOTTOM
+
+    def x(t: float) -> float:
+        return _PAD_LEFT + width * min(1.0, max(0.0, (t - start) / span))
+
+    def y(percent: float) -> float:
+        return _PAD_TOP + height * (1 - min(100.0, max(0.0, percent)) / 100)
+
+    hours = round(span / 3600)
+    label = f"Use of pool {pool} over the last {hours} hours, percent of each limit"
+    parts = [
+        f'<svg class="chart" data-pool="{e(pool)}" role="img" aria-label="{e(label)}" '
+        f'viewBox="0 0 {_CHART_W} {_CHART_H}" xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{e(label)}</title>",
+    ]
+    for percent in (0, 50, 100):
+        level = y(percent)
+        parts.append(
+            f'<line class="grid" x1="{_PAD_LEFT}" y1="{level:.1f}" '
+            f'x2="{_CHART_W - _PAD_RIGHT}" y2="{level:.1f}"/>'
+            f'<text class="axis" x="{_PAD_LEFT - 4}" y="{level + 3:.1f}" '
+            f'text-anchor="end">{percent}%</text>'
+        )
+    base = _CHART_H - 4
+    parts.append(
+        f'<text class="axis" x="{_PAD_LEFT}" y="{base}">{_clock_time(start)} UTC</text>'
+        f'<text class="axis" x="{_CHART_W - _PAD_RIGHT}" y="{base}" text-anchor="end">'
+        f"now {_clock_time(end)}</text>"
+    )
+    legend = []
+    for i, (limit, points) in enumerate(lines.items()):
+        colour = _PALETTE[i % len(_PALETTE)]
+        coords = " ".join(f"{x(t):.1f},{y(p):.1f}" for t, p in sorted(points))
+        last = sorted(points)[-1][1]
+        parts.append(
+            f'<polyline data-limit="{e(limit)}" stroke="{colour}" points="{coords}">'
+            f"<title>{e(limit)}: {last:.0f}% now</title></polyline>"
+        )
+        legend.append(f'<span class="key" style="background:{colour}"></span>{e(limit)}')
+    parts.append("</svg>")
+    parts.append(f'<div class="legend">{"".join(legend)}</div>')
+    return "".join(parts)
+
+
 def render_page(
-    snapshot: dict[str, Any], notice: str | None = None, *, form_token: str | None = None
+    snapshot: dict[str, Any],
+    notice: str | None = None,
+    *,
+    form_token: str | None = None,
+    history: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """The HTML status page for a :func:`status_snapshot`.
 
@@ -437,13 +524,17 @@ def render_page(
         notice: a line to show at the top (e.g. after a reset), as plain text.
         form_token: the value the Reset and Enable forms send as their ``token``
             field, for a signed-in owner; ``None`` shows a sign-in form instead.
+        history: rows of ``router.history()``; each pool then gets a chart of its
+            use over the rows' span, under its bars.
 
     Returns:
-        A self-contained HTML document: inline CSS, no scripts, no external assets.
+        A self-contained HTML document: inline CSS and SVG, no scripts, no
+        external assets.
     """
     e = html.escape
     now: float = snapshot["now_epoch"]
     stats = snapshot["stats"]
+    fleet = stats.get("fleet")
     parts = [
         *_head("Quota router status", refresh=True),
         "<h1>Quota router status</h1>",
@@ -460,25 +551,43 @@ def render_page(
             '<form method="post" action="logout"><button type="submit">Sign out</button>'
             "</form></div>"
         )
-    parts.append('<div class="stats">')
-    for label, value in (
-        ("calls", stats.get("total_calls", 0)),
-        ("fallbacks", stats.get("fallbacks", 0)),
-        ("errors", stats.get("errors", 0)),
-        ("cache hits", stats.get("cache_hits", 0)),
-        ("last route", stats.get("last_route") or "-"),
-    ):
+    counters = fleet if fleet else stats
+    parts.append(f'<div class="stats" data-counters="{"fleet" if fleet else "process"}">')
+    boxes: list[tuple[str, Any]] = [
+        ("calls", counters.get("total_calls", 0)),
+        ("fallbacks", counters.get("fallbacks", 0)),
+        ("errors", counters.get("errors", 0)),
+    ]
+    if fleet:
+        boxes += [
+            ("vendor 429s", fleet["rate_limited"]),
+            ("kept from full pools", fleet["refused"]),
+        ]
+    boxes += [
+        ("cache hits", counters.get("cache_hits", 0)),
+        ("last route here", stats.get("last_route") or "-"),
+    ]
+    for label, value in boxes:
         parts.append(f'<div class="stat"><b>{e(str(value))}</b>{e(label)}</div>')
     parts.append("</div>")
-    parts.append(
-        '<div class="muted">Counters above are this process\'s; quotas below are the '
-        "ledger's, shared by every process that uses it.</div>"
-    )
+    if fleet:
+        parts.append(
+            '<div class="muted">Counters are the fleet\'s: every router counting in this '
+            f"ledger, since it first counted them (this process: {stats.get('total_calls', 0)} "
+            "calls). Quotas below are the ledger's too.</div>"
+        )
+    else:
+        parts.append(
+            "<div class=\"muted\">Counters above are this process's (the fleet's could not "
+            "be read from the ledger); quotas below are the ledger's, shared by every "
+            "process that uses it.</div>"
+        )
 
     parts.append("<h2>Routes</h2>")
     parts.append(
         '<table id="routes"><thead><tr><th>Route</th><th>Model</th><th>Pool</th>'
-        "<th>Priority</th><th>Calls</th><th>State</th><th></th></tr></thead><tbody>"
+        "<th>Priority</th><th>Calls</th><th>Errors</th><th>429s</th><th>Kept out</th>"
+        "<th>State</th><th></th></tr></thead><tbody>"
     )
     for route in snapshot["routes"]:
         state = route["state"]
@@ -490,7 +599,7 @@ def render_page(
             f"<td>{e(route['provider'])}:{e(route['model'])}</td>",
             f"<td>{e(route['pool'])}</td>",
             f"<td>{route['priority']}</td>",
-            f"<td>{route['calls']}</td>",
+            *_route_counters(route),
         ]
         state_html = f'<span class="badge state-{state}">{e(label)}</span>'
         if route["until_epoch"] is not None:
@@ -552,6 +661,9 @@ def render_page(
                 f'aria-valuemin="0" aria-valuemax="100" aria-valuenow="{percent:.0f}">'
                 f'<div class="fill {level}" style="width:{percent:.1f}%"></div></div></div>'
             )
+        if history:
+            times = [float(row["time_epoch"]) for row in history]
+            parts.append(history_chart(pool["pool"], history, min(times), max(times)))
         parts.append("</section>")
     parts.append("</div>")
     parts.append(
@@ -561,6 +673,21 @@ def render_page(
     )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _route_counters(route: Mapping[str, Any]) -> list[str]:
+    """A route's counter cells: the fleet's, else this process's."""
+    fleet = route.get("fleet")
+    if not fleet:
+        return [f"<td>{route['calls']}</td>", f"<td>{route['errors']}</td>", *["<td>-</td>"] * 2]
+    kinds = ", ".join(f"{k}: {n}" for k, n in sorted(fleet["errors_by_kind"].items()))
+    title = f' title="{html.escape(kinds)}"' if kinds else ""
+    return [
+        f"<td>{fleet['calls']}</td>",
+        f"<td{title}>{fleet['errors']}</td>",
+        f"<td>{fleet['rate_limited']}</td>",
+        f"<td>{fleet['refused']}</td>",
+    ]
 
 
 def _sign_in_page(notice: str | None = None) -> str:
@@ -728,10 +855,17 @@ class StatusApp:
         if path == "/metrics":
             return self._metrics(_header(scope, "accept"))
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        snapshot = status_snapshot(self.router)
+        try:
+            history = self.router.history(since=dt.timedelta(hours=24))
+        except LedgerError as exc:  # the bars and states still show
+            logger.warning("status page: could not read the usage history: %s", exc)
+            history = None
         page = render_page(
-            status_snapshot(self.router),
+            snapshot,
             _notice(query, self.router),
             form_token=self._access.form_token if signed_in else None,
+            history=history,
         )
         return HTTPStatus.OK, [("content-type", "text/html; charset=utf-8")], page.encode()
 

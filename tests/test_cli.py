@@ -289,6 +289,98 @@ def test_report_json_and_csv_are_exclusive(capsys: pytest.CaptureFixture[str]) -
     assert "not allowed with" in err
 
 
+# --------------------------------------------------------------- history
+
+
+def flushed(router: QuotaRoutedChatModel) -> QuotaRoutedChatModel:
+    """The router's fleet counts written to the ledger now, as its process would soon."""
+    fleet = router.stats.fleet
+    assert fleet is not None
+    fleet.flush()
+    return router
+
+
+def test_report_history_csv_exports_the_rows(
+    capsys: pytest.CaptureFixture[str], spent: QuotaRoutedChatModel, clock: FakeClock
+) -> None:
+    flushed(spent)
+    clock.advance(90)
+    code, out, _ = run(capsys, "report", "--history", "--csv", "--since", "2h", "--step", "30m")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == list(cli._report.HISTORY_COLUMNS)
+    times = sorted({float(r["time_epoch"]) for r in rows})
+    start = 1_767_225_600.0
+    assert times == [start - 5400, start - 3600, start - 1800, start, start + 90]
+    assert len(rows) == 5 * (3 + 2 + 1)  # every point, every pool's every limit
+    last = {r["limit"]: r for r in rows if float(r["time_epoch"]) == start + 90}
+    assert (last["10/day"]["used"], last["10/day"]["amount"], last["10/day"]["percent"]) == (
+        "10",
+        "10",
+        "100.0",
+    )
+    assert last["10/day"]["time"] == "2026-01-01T00:01:30+00:00"
+    assert last["20/day@America/Los_Angeles"]["used"] == "1"
+    before = {r["limit"]: r for r in rows if float(r["time_epoch"]) == start}
+    # Midnight, when the calls were made, ends the day before: nothing then.
+    assert before["10/day"]["used"] == "0"
+
+
+def test_report_history_as_json_text_and_export(
+    capsys: pytest.CaptureFixture[str], spent: QuotaRoutedChatModel, tmp_path: Path
+) -> None:
+    flushed(spent)
+    code, out, _ = run(capsys, "report", "--history", "--json", "--step", "1h")
+    assert code == 0
+    rows = json.loads(out)
+    assert {r["pool"] for r in rows} == {"groq", "gemini-project", "openai"}
+    code, out, _ = run(capsys, "report", "--history")
+    assert code == 0
+    assert_fits(out)
+    assert out.splitlines()[1].split()[:4] == ["POOL", "LIMIT", "PEAK", "NOW"]
+    groq_day = next(line for line in out.splitlines() if "10/day" in line)
+    assert "100%" in groq_day
+    assert groq_day.rstrip().endswith("█")
+    target = tmp_path / "history.csv"
+    code, out, _ = run(capsys, "report", "--history", "--export", str(target))
+    assert code == 0
+    assert target.read_text().startswith("time,time_epoch,pool,limit,")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--history", "--step", "0"], "--step 0"),
+        (["--history", "--since", "soon"], "--since soon"),
+        (["--history", "--since", "30d", "--step", "1s"], "larger step"),
+        (["--since", "2h"], "go with --history"),
+        (["--history", "--avg-tokens", "100"], "--avg-tokens"),
+    ],
+)
+def test_report_history_options_are_checked(
+    capsys: pytest.CaptureFixture[str], router_cli: Any, argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, "report", *argv)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert message in err
+
+
+def test_report_history_since_an_iso_time(
+    capsys: pytest.CaptureFixture[str], spent: QuotaRoutedChatModel
+) -> None:
+    code, out, _ = run(
+        capsys, "report", "--history", "--csv", "--since", "2025-12-31T23:00", "--step", "1h"
+    )
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert sorted({r["time"] for r in rows}) == [
+        "2025-12-31T23:00:00+00:00",
+        "2026-01-01T00:00:00+00:00",
+    ]
+
+
 # --------------------------------------------------------- reset, enable
 
 

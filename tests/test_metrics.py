@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ import langchain_quota_router
 from langchain_quota_router import QuotaRoutedChatModel, Route, metrics
 from langchain_quota_router._clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
+from langchain_quota_router.vendors.failures import FailureKind
 from langchain_quota_router.web import create_app
 
 TOKEN = "owner-" + "T0k3n" * 6
@@ -165,6 +167,50 @@ async def test_openmetrics_for_a_scraper_that_asks_for_it(router: QuotaRoutedCha
     assert families["quota_router_limit_reset_seconds"].unit == "seconds"
     groq = Sample("quota_router_route_calls_total", {"route": "groq"}, 3.0)
     assert groq in families["quota_router_route_calls"].samples
+
+
+def test_fleet_counters_per_route_from_every_router_on_the_ledger(
+    router: QuotaRoutedChatModel, clock: FakeClock, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+    # The fixture's routes, counting in a shared file.
+    worker = QuotaRoutedChatModel(routes=router.routes, ledger=url, cache=True, clock=clock)
+    for i in range(4):  # three fill groq's 3/minute, the fourth falls back to gemini
+        worker.invoke(f"fleet hello {i}")
+    worker.invoke("fleet hello 0")  # from the cache
+    worker.stats.failed("gemini", FailureKind.RATE_LIMIT)
+    worker.stats.failed("gemini", FailureKind.TRANSIENT)
+    fleet = worker.stats.fleet
+    assert fleet is not None
+    fleet.flush()
+    # Scraped in another process (a viewer that made no call itself).
+    viewer = QuotaRoutedChatModel(routes=worker.routes, ledger=url, cache=False, clock=clock)
+    registry = CollectorRegistry(auto_describe=True)
+    metrics.register(viewer, registry)
+
+    text = generate_latest(registry).decode()
+    found = samples(text)
+
+    def fleet_count(name: str, route: str, **labels: str) -> float:
+        key = frozenset({"route": route, **labels}.items())
+        return found[f"quota_router_fleet_route_{name}_total", key]
+
+    assert fleet_count("calls", "groq") == 3
+    assert fleet_count("calls", "gemini") == 1
+    assert fleet_count("calls", "paid") == 0  # every route from zero
+    assert fleet_count("fallbacks", "gemini") == 1
+    assert fleet_count("errors", "gemini", kind="rate_limit") == 1
+    assert fleet_count("errors", "gemini", kind="transient") == 1
+    assert fleet_count("rate_limited", "gemini") == 1
+    assert fleet_count("refused", "groq") == 1  # the fourth call: groq was full
+    assert fleet_count("cache_hits", "groq") == 1
+    assert fleet_count("input_tokens", "groq") > 0
+    assert fleet_count("output_tokens", "gemini") > 0
+    assert fleet_count("cost_usd", "groq") == 0
+    # This process's own counters stay its own.
+    assert found["quota_router_route_calls_total", route_label("groq")] == 0
+    check_names(text_string_to_metric_families(text))
+    assert SECRET not in text
 
 
 def test_register_in_a_registry_and_scrape(router: QuotaRoutedChatModel) -> None:

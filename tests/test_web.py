@@ -313,6 +313,66 @@ async def test_page_without_the_token_shows_no_buttons_but_a_sign_in_form(
     assert 'action="login"' in page
 
 
+async def test_page_charts_each_pools_use_over_time_in_inline_svg(
+    router: QuotaRoutedChatModel, client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    for minute in range(0, 180, 20):  # a call every 20 minutes for three hours
+        clock.set(1_767_225_600.0 + minute * 60)
+        router.invoke(f"question {minute}")
+    clock.advance(600)
+
+    page = (await client.get("/")).text
+
+    charts = re.findall(r'<svg class="chart" data-pool="([^"]+)" role="img"', page)
+    assert charts == ["groq", "gemini", "groq-small"]
+    groq = page[page.index('<svg class="chart" data-pool="groq"') :]
+    groq = groq[: groq.index("</svg>")]
+    lines = dict(
+        re.findall(r'<polyline data-limit="([^"]+)" stroke="[^"]+" points="([^"]+)"', groq)
+    )
+    assert set(lines) == {"3/minute", "2000 tokens/minute", "100/day"}
+    # The day's line climbs to 9 calls of 100: its last point is the highest.
+    day = [tuple(map(float, p.split(","))) for p in lines["100/day"].split()]
+    assert len(day) >= 100
+    heights = [y for _, y in day]
+    assert heights[-1] == min(heights) < heights[0]  # SVG y grows downwards
+    assert "<title>100/day: 9% now</title>" in groq
+    # The chart sits in the pool's section, beside its bars; its legend names the limits.
+    section = page[page.index('<section class="pool" data-pool="groq"') :]
+    section = section[: section.index("</section>")]
+    assert "<svg" in section
+    assert 'role="progressbar"' in section
+    assert '<div class="legend">' in section
+    # Drawn on the server: no script, no outside resource, nothing the CSP forbids.
+    assert "<script" not in page
+    assert "<image" not in page
+    assert 'href="http' not in page
+
+
+async def test_page_shows_the_fleets_counters_not_only_this_process(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+    worker = make_router(clock, url)
+    for _ in range(4):  # three on groq, the fourth falls back to gemini
+        worker.invoke("busy worker")
+    fleet = worker.stats.fleet
+    assert fleet is not None
+    fleet.flush()
+    viewer = make_router(clock, url)  # the page's own process, which made no call
+
+    async with connect(create_app(viewer, admin_token=TOKEN), headers=OWNER) as c:
+        page = (await c.get("/")).text
+
+    assert 'data-counters="fleet"' in page
+    stats = page[page.index('<div class="stats"') :]
+    assert "<b>4</b>calls" in stats
+    assert "<b>1</b>fallbacks" in stats
+    assert "this process's" not in page
+    assert "Counters are the fleet's" in page
+    assert re.search(r'data-route="groq" data-state="full"><td><b>groq</b></td>.*?<td>3</td>', page)
+
+
 async def test_head_and_index_html(client: httpx.AsyncClient) -> None:
     head = await client.head("/")
     assert head.status_code == 200
@@ -1043,6 +1103,16 @@ def test_chromium_signs_in_then_resets_and_enables(
         assert [h.subject for h in holds] == ["pool:gemini"]
         # No JavaScript ran on the page: the CSP forbids it, and the forms did it all.
         assert tools.evaluate("document.scripts.length") == 0
+        # The usage charts are drawn: inline SVG the CSP lets through, laid out.
+        assert tools.evaluate("document.querySelectorAll('svg.chart').length") == 3
+        box = tools.evaluate(
+            "(() => { const r = document.querySelector('svg.chart').getBoundingClientRect();"
+            " return [r.width, r.height]; })()"
+        )
+        assert box[0] > 200
+        assert box[1] > 50
+        drawn = "document.querySelector('svg.chart polyline').getTotalLength()"
+        assert tools.evaluate(drawn) > 100
 
 
 ATTACKER_PAGE = """<!doctype html><html><body>

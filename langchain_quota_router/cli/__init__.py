@@ -3,8 +3,11 @@
 ==========================================  ==========================================
 ``quota-router status``                     one line per route: tightest limit, bar,
                                             reset time, state
-``quota-router report [--json|--csv]``      every pool and limit, holds, lifespan;
-``[--export FILE] [--avg-tokens N]``        ``--export`` picks the format by extension
+``quota-router report [--json|--csv]``      every pool and limit, holds, lifespan,
+``[--export FILE] [--avg-tokens N]``        the fleet's counters; ``--export`` picks
+                                            the format by extension
+``quota-router report --history``           each pool's use over time (the rows of
+``[--since 24h] [--step 10m] [--csv]``      ``router.history()``; ``--csv`` to export)
 ``quota-router reset ROUTE_OR_POOL``        forget a pool's usage and lift its block
 ``quota-router enable ROUTE``               use a route again: its key after a 401/403,
                                             its model after a model-not-found
@@ -26,7 +29,9 @@ exit 2 (configuration) or 1 (runtime); API keys are never printed.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -118,6 +123,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    if not args.history and (args.since is not None or args.step is not None):
+        msg = "--since and --step go with --history"
+        raise CliError(msg)
+    if args.history and args.avg_tokens is not None:
+        msg = "--avg-tokens does not go with --history"
+        raise CliError(msg)
     if args.avg_tokens is not None and args.avg_tokens <= 0:
         msg = f"--avg-tokens must be a positive number of tokens per day, got {args.avg_tokens}"
         raise CliError(msg)
@@ -129,14 +140,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
             msg = f"--export {args.export}: the extension must be one of {known}"
             raise CliError(msg)
         kind = _EXPORT_FORMATS[suffix]
+    since = None if args.since is None else _since(args.since)
+    step = None if args.step is None else _span(args.step, "--step")
     router = _router(args)
-    data = _report.report_data(router, args.avg_tokens)
-    render: dict[str, Callable[[dict[str, Any]], str]] = {
-        "json": _report.report_json,
-        "csv": _report.report_csv,
-        "text": _report.report_text,
-    }
-    text = Masker.for_router(router)(render[kind](data))
+    if args.history:
+        try:
+            rows = router.history(since=since, step=step)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        show: dict[str, Callable[[list[dict[str, Any]]], str]] = {
+            "json": _report.history_json,
+            "csv": _report.history_csv,
+            "text": _report.history_text,
+        }
+        text = Masker.for_router(router)(show[kind](rows))
+    else:
+        data = _report.report_data(router, args.avg_tokens)
+        render: dict[str, Callable[[dict[str, Any]], str]] = {
+            "json": _report.report_json,
+            "csv": _report.report_csv,
+            "text": _report.report_text,
+        }
+        text = Masker.for_router(router)(render[kind](data))
     if args.export is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
@@ -147,6 +172,38 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise CliError(msg, 1) from None
     _Output()(f"report written to {args.export} ({kind})")
     return 0
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _span(text: str, option: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``6h`` or ``7d``."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:], 0)
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        msg = f"{option} {text}: give a span such as 90s, 15m, 6h or 7d"
+        raise CliError(msg)
+    return seconds
+
+
+def _since(text: str) -> dt.timedelta | dt.datetime:
+    """``--since``: a span back from now (``24h``), or a time (``2026-01-01T08:00``)."""
+    try:
+        return dt.timedelta(seconds=_span(text, "--since"))
+    except CliError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        msg = f"--since {text}: give a span back from now (24h, 7d) or an ISO time"
+        raise CliError(msg) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -301,6 +358,23 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="estimate how many days each pool lasts at N tokens a day",
+    )
+    sub.add_argument(
+        "--history",
+        action="store_true",
+        help="each pool's use over time, per limit (what the fleet's routers spent); "
+        "with --csv one row per time, pool and limit",
+    )
+    sub.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="with --history: how far back, a span (24h, 7d; default 24h) or an ISO time "
+        "(UTC unless it says); at most 35 days",
+    )
+    sub.add_argument(
+        "--step",
+        metavar="SPAN",
+        help="with --history: time between points (90s, 15m, 1h; default: at most 240 points)",
     )
 
     sub = command("reset", _cmd_reset, "Forget what a route's pool has spent; lift its block.")

@@ -1,9 +1,11 @@
-"""What ``status`` and ``report`` show: a router's pools, limits, holds and lifespan.
+"""What ``status`` and ``report`` show: a router's pools, limits, holds, lifespan,
+the fleet's counters and each pool's use over time.
 
 Everything is read from the router's ledger, so a report made by a fresh process
-shows what every process sharing that ledger has spent. The data is the one status
-model (:mod:`langchain_quota_router._status`): ``report --json`` is exactly what the
-status page's ``/status.json`` gives.
+shows what every process sharing that ledger has spent and counted. The data is the
+one status model (:mod:`langchain_quota_router._status`): ``report --json`` is
+exactly what the status page's ``/status.json`` gives. ``report --history`` gives
+``router.history()``'s rows instead (``--csv``: one row per time, pool and limit).
 """
 
 from __future__ import annotations
@@ -74,7 +76,19 @@ def status_text(router: QuotaRoutedChatModel) -> str:
     text = fmt.table(headers, rows)
     if legend:
         text += "\nblocked HH:MM: resting after a vendor error or quota wall until then (local)"
+    fleet = status.stats.get("fleet")
+    if fleet:
+        text += "\n" + fmt.clip(_fleet_line(fleet), fmt.WIDTH)
     return text
+
+
+def _fleet_line(fleet: dict[str, Any]) -> str:
+    """The fleet's counters in one line."""
+    return (
+        f"fleet: {fleet['total_calls']} calls, {fleet['fallbacks']} fallbacks, "
+        f"{fleet['errors']} errors, {fleet['rate_limited']} vendor 429s, "
+        f"{fleet['refused']} kept out, {fleet['cache_hits']} cache hits"
+    )
 
 
 def _fit_names(headers: list[str], rows: list[list[str]]) -> None:
@@ -186,6 +200,32 @@ def report_text(data: dict[str, Any]) -> str:
         headers = ["LIMIT", "USED", "REMAINING", "USED %", "RESETS AT (UTC)"]
         table = fmt.table(headers, limit_rows, right=[1, 2, 3])
         out.extend("  " + line for line in table.splitlines())
+    fleet = data["stats"].get("fleet")
+    if fleet:
+        out.append("")
+        out.append("fleet counters (every router counting in this ledger)")
+        fleet_rows = [
+            [
+                fmt.clip(name, 13),
+                *(
+                    fmt.count(row[field])
+                    for field in (
+                        "calls",
+                        "fallbacks",
+                        "errors",
+                        "rate_limited",
+                        "refused",
+                        "cache_hits",
+                    )
+                ),
+                fmt.count(row["tokens_in"] + row["tokens_out"]),
+                _dollars(row["cost"]),
+            ]
+            for name, row in fleet["routes"].items()
+        ]
+        headers = ["ROUTE", "CALLS", "FALLBK", "ERRORS", "429S", "KEPT", "HITS", "TOKENS", "COST"]
+        table = fmt.table(headers, fleet_rows, right=list(range(1, 9)))
+        out.extend("  " + line for line in table.splitlines())
     out.append("")
     if data["holds"]:
         out.append("holds")
@@ -210,7 +250,72 @@ def report_text(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _dollars(cost: float) -> str:
+    if not cost:
+        return "-"
+    return f"${cost:.2f}" if cost >= 1 else f"${cost:.4f}"
+
+
 def _epoch(iso: str | None) -> float | None:
     if not iso:
         return None
     return dt.datetime.fromisoformat(iso).timestamp()
+
+
+# ---------------------------------------------------------------- history
+
+HISTORY_COLUMNS = (
+    "time",
+    "time_epoch",
+    "pool",
+    "limit",
+    "metric",
+    "window",
+    "used",
+    "amount",
+    "percent",
+)
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def history_csv(rows: list[dict[str, Any]]) -> str:
+    """``router.history()``'s rows as CSV, one per time, pool and limit."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, HISTORY_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def history_json(rows: list[dict[str, Any]]) -> str:
+    """``router.history()``'s rows as a JSON list."""
+    return json.dumps(rows, indent=2)
+
+
+def history_text(rows: list[dict[str, Any]]) -> str:
+    """Each pool and limit's use over time, as a sparkline of its percentage."""
+    if not rows:
+        return "no history: no pool has limits"
+    times = sorted({row["time_epoch"] for row in rows})
+    lines: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        lines.setdefault((row["pool"], row["limit"]), []).append(float(row["percent"]))
+    width = 32
+    table = []
+    for (pool, limit), values in lines.items():
+        # At most `width` marks, each the highest percentage of its share of points.
+        per = max(1, math.ceil(len(values) / width))
+        peaks = [max(values[i : i + per]) for i in range(0, len(values), per)]
+        spark = "".join(_SPARKS[min(7, math.floor(p / 12.5))] for p in peaks)
+        table.append(
+            [
+                fmt.clip(pool, 14),
+                fmt.clip(limit, 16),
+                f"{max(values):.0f}%",
+                f"{values[-1]:.0f}%",
+                spark,
+            ]
+        )
+    head = f"usage from {_iso_minutes(times[0])} to {_iso_minutes(times[-1])} (UTC)"
+    body = fmt.table(["POOL", "LIMIT", "PEAK", "NOW", "USE OVER TIME"], table, right=[2, 3])
+    return head + "\n" + body
