@@ -377,3 +377,15 @@ async def test_calls_kept_from_full_pools_are_counted_for_the_fleet(
     }
     assert fleet["routes"]["last"]["calls"] == 10
     assert fleet["fallbacks"] == 12
+
+
+async def test_redis_takes_a_thousand_concurrent_calls(
+    make_ledger: Callable[[str], Ledger],
+) -> None:
+    """Found by benchmarks/async_load.py: redis.asyncio's pool refused the 101st
+    concurrent call ("Too many connections"); now calls wait for a connection."""
+    ledger = make_ledger("redis")
+    lims = limits("100000/minute")
+    made = await asyncio.gather(*(ledger.areserve("p", lims, ONE, T0) for _ in range(1000)))
+    assert all(isinstance(m, Reservation) for m in made)
+    assert used(ledger, "p", lims, T0) == [1000]

@@ -294,6 +294,9 @@ class FullPools:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, pool: object) -> bool:
+        return pool in self._entries
+
 
 @dataclass(frozen=True)
 class LearnedLimit:
@@ -690,9 +693,13 @@ class BucketLedger(Ledger):
         """After a correction: if it gave room back, the pool is no longer known full
         (here at once; elsewhere at the next sync, its record being gone)."""
         if any(amount < 0 for _, _, amount in deltas):
-            self.full_pools.forget(pool)
-            if self.shared:
+            full = self.full_pools
+            # Only a record this process knows of (its own, or read at the last
+            # sync, at most a second ago): deleting on every settlement would cost
+            # every call a statement. One written since is lifted by the next.
+            if self.shared and pool in full:
                 self._delete_hold(FULL_PREFIX + pool)
+            full.forget(pool)
 
     def record(self, reservation: Reservation, used: Demand, now: float) -> None:
         adds = [

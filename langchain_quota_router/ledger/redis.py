@@ -116,6 +116,10 @@ def _flush_at_exit() -> None:
 _CONNECT_TIMEOUT = 0.5
 _SOCKET_TIMEOUT = 1.0
 _PREFIX = "qr:"
+#: Connections per event loop for the async API, and how long (seconds) a call
+#: waits for one before the ledger reports Redis unavailable.
+_ASYNC_CONNECTIONS = 32
+_POOL_WAIT = 10.0
 #: Counters outlive their window by this much (seconds), so a host whose clock is a
 #: little behind still finds them.
 _EXPIRY_MARGIN = 60.0
@@ -358,18 +362,24 @@ class RedisLedger(Ledger):
         known = self._loops.get(loop)
         if known is not None:
             return known
+        from redis.asyncio import BlockingConnectionPool
         from redis.asyncio import Redis as AsyncRedis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
 
-        client = AsyncRedis.from_url(
+        # A thousand concurrent calls share a bounded pool and wait their turn for
+        # a connection, rather than fail with "Too many connections".
+        pool = BlockingConnectionPool.from_url(
             self._client_url,
+            max_connections=_ASYNC_CONNECTIONS,
+            timeout=_POOL_WAIT,
             decode_responses=True,
             socket_connect_timeout=_CONNECT_TIMEOUT,
             socket_timeout=_SOCKET_TIMEOUT,
             retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
         )
+        client = AsyncRedis.from_pool(pool)  # closing the client closes the pool
         closer = _close_with_loop(client)
         await closer.__anext__()
         made = _Loop(
