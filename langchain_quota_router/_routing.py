@@ -725,12 +725,9 @@ class RoutedCall:
         """:meth:`succeeded` without blocking the event loop."""
         headers = take_captured_headers()
         ledger = self.ledger
-        if not ledger.native_async:
-            await ledger.arun(self.succeeded, attempt, message, headers or {})
-            return
         used = usage_demand(message, attempt.prompt_tokens)
         settled = await asettle(ledger, attempt.reservation, used, self.clock.now())
-        if self._quiet(attempt, message, headers):
+        if not ledger.blocking or self._quiet(attempt, message, headers):
             self._noted(attempt, message, headers, used, settled)
         else:
             await ledger.arun(self._noted, attempt, message, headers, used, settled)

@@ -389,3 +389,60 @@ async def test_redis_takes_a_thousand_concurrent_calls(
     made = await asyncio.gather(*(ledger.areserve("p", lims, ONE, T0) for _ in range(1000)))
     assert all(isinstance(m, Reservation) for m in made)
     assert used(ledger, "p", lims, T0) == [1000]
+
+
+# ------------------------------------------ exactness across processes, async
+
+
+def _areserve_many(url: str, tasks: int, tries: int, out: Any) -> None:
+    from langchain_quota_router.ledger import open_ledger
+
+    async def main() -> int:
+        ledger = open_ledger(url)
+        daily = [Limit.parse("300/day")]
+
+        async def work() -> int:
+            n = 0
+            for _ in range(tries):
+                made = await ledger.areserve("shared", daily, Demand(1, 1, 1), T0)
+                if isinstance(made, Reservation):
+                    n += 1
+                    await ledger.asettle(made, Demand(1, 1, 0), T0)
+            return n
+
+        counts = await asyncio.gather(*(work() for _ in range(tasks)))
+        ledger.close()
+        return sum(counts)
+
+    out.put(asyncio.run(main()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_processes_reserving_through_the_async_api_admit_exactly_the_limit(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    import multiprocessing
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/shared.db"
+        SQLiteLedger(url).usage("shared", limits("300/day"), T0)  # the file exists
+    else:
+        url = request.getfixturevalue("redis_url")
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_areserve_many, args=(url, 16, 8, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    totals = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    # 4 processes x 16 tasks x 8 tries = 512 for 300 places.
+    assert sum(totals) == 300
+    from langchain_quota_router.ledger import open_ledger
+
+    checker = open_ledger(url)
+    [usage] = checker.usage("shared", limits("300/day"), T0)
+    assert usage.used == 300
+    checker.close()

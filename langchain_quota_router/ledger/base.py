@@ -54,6 +54,12 @@ _T = TypeVar("_T")
 _WORKER_LOCK = threading.Lock()
 
 
+class WouldWait(Exception):  # noqa: N818 - a signal, not an error anyone sees
+    """Raised by an operation tried without waiting (see :meth:`Ledger._inline`)
+    that would have had to wait for a lock: nothing was done; run it where
+    waiting is harmless."""
+
+
 @dataclass(frozen=True)
 class Demand:
     """What one call spends: requests and tokens, estimated or real."""
@@ -391,6 +397,28 @@ class Ledger(ABC):
                     self.__dict__["_worker_state"] = state
         return state[1]
 
+    def _inline(self, operation: Callable[[], _T]) -> _T:
+        """Run ``operation`` (one transaction) right here if that cannot wait on
+        anything; raise :class:`WouldWait` otherwise, with nothing done.
+
+        The default never tries: every operation of a blocking ledger goes to its
+        worker thread. SQLite overrides it (a transaction on a free file is a few
+        microseconds of page-cache work; a locked one raises at once).
+        """
+        raise WouldWait
+
+    async def _aone(self, operation: Callable[[], _T]) -> _T:
+        """One transaction without blocking the event loop: inline when it cannot
+        wait, else in the worker thread."""
+        if not self.blocking:
+            return operation()
+        try:
+            return self._inline(operation)
+        except WouldWait:
+            pass
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker(), operation)
+
     async def arun(self, fn: Callable[..., _T], /, *args: Any) -> _T:
         """Run ``fn(*args)``, which uses this ledger's blocking API, off the event
         loop: in the ledger's worker thread (inline for a memory ledger).
@@ -424,6 +452,10 @@ class Ledger(ABC):
         reserve = functools.partial(self.reserve, pool, limits, demand, now, key=key, model=model)
         if not self.blocking:
             return reserve()
+        try:
+            return self._inline(reserve)
+        except WouldWait:
+            pass
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._worker(), reserve)
         try:
@@ -434,11 +466,11 @@ class Ledger(ABC):
 
     async def asettle(self, reservation: Reservation, used: Demand, now: float) -> None:
         """:meth:`settle` without blocking the event loop."""
-        await self.arun(self.settle, reservation, used, now)
+        await self._aone(functools.partial(self.settle, reservation, used, now))
 
     async def ausage(self, pool: str, limits: Sequence[Limit], now: float) -> list[LimitUsage]:
         """:meth:`usage` without blocking the event loop."""
-        return await self.arun(self.usage, pool, limits, now)
+        return await self._aone(functools.partial(self.usage, pool, limits, now))
 
     @abstractmethod
     def reserve(

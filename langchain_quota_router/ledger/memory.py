@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,8 @@ class MemoryLedger(BucketLedger):
         self._hold_map: dict[str, Hold] = {}
         # pool -> lease id -> (expires at, encoded releases)
         self._leases: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
+        # pool -> no lease of it runs out before this (see _overdue).
+        self._earliest: dict[str, float] = {}
 
     @contextmanager
     def _atomic(self) -> Iterator[None]:
@@ -63,13 +66,22 @@ class MemoryLedger(BucketLedger):
         self, pool: str, lease_id: str, expires_at: float, releases: Sequence[tuple[str, int, int]]
     ) -> bool:
         self._leases[pool][lease_id] = (expires_at, encode_releases(releases))
+        if expires_at < self._earliest.get(pool, math.inf):
+            self._earliest[pool] = expires_at
         return True
 
     def _overdue(self, pool: str, now: float) -> list[tuple[str, str]]:
         leases = self._leases.get(pool)
         if not leases:
             return []
-        return [(i, text) for i, (at, text) in leases.items() if at <= now]
+        # A thousand calls in flight must not cost each reserve a thousand looks:
+        # nothing is overdue before the earliest expiry seen (a lower bound, since
+        # settled leases only raise the true one).
+        if now < self._earliest.get(pool, -math.inf):
+            return []
+        found = [(i, text) for i, (at, text) in leases.items() if at <= now]
+        self._earliest[pool] = min((at for at, _ in leases.values() if at > now), default=math.inf)
+        return found
 
     def _first_lease(self, pool: str) -> float | None:
         leases = self._leases.get(pool)
