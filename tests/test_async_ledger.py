@@ -294,25 +294,53 @@ async def test_redis_takes_one_round_trip_per_call_on_the_callers_path(
     ledger = make_ledger("redis")
     lims = limits("100/minute", "100000 tokens/minute")
     await ledger.areserve("p", lims, Demand(1, 10, 500), T0)  # connects
-    trips: list[str] = []
+    trips: list[list[str]] = []
+    send = ledger._apipeline  # type: ignore[attr-defined]
     remote = ledger._aremote  # type: ignore[attr-defined]
 
-    async def counted(operation: str, call: Any) -> Any:
-        trips.append(operation)
+    async def counted_pipeline(c: Any, calls: Any) -> Any:
+        trips.append([call.script for call in calls])
+        return await send(c, calls)
+
+    async def counted_remote(operation: str, call: Any) -> Any:
+        if operation != "read holds":  # the full-pool sync, once a second
+            trips.append([operation])
         return await remote(operation, call)
 
-    monkeypatch.setattr(ledger, "_aremote", counted)
+    monkeypatch.setattr(ledger, "_apipeline", counted_pipeline)
+    monkeypatch.setattr(ledger, "_aremote", counted_remote)
     for _ in range(5):
         made = await ledger.areserve("p", lims, Demand(1, 10, 500), T0 + 1)
         assert isinstance(made, Reservation)
         await ledger.asettle(made, Demand(1, 10, 20), T0 + 1)
-    # One async round trip per reserve + settle: the settlement is sent by the
-    # worker thread, or carried by the next reserve.
-    assert [t for t in trips if t != "read holds"] == ["reserve in pool 'p'"] * 5
+    # One round trip per reserve + settle on the caller's path: the settlement is
+    # sent by the worker thread, or carried in the next reserve's pipeline.
+    assert len(trips) == 5
+    assert all(trip[-1] == "reserve" for trip in trips)
     # This process reads what it settled; another sees it once sent.
     expected = [6, 6 * 10 + 500 + 5 * 20]
     assert used(ledger, "p", lims, T0 + 2) == expected
     assert used(make_ledger("redis"), "p", lims, T0 + 2) == expected
+
+
+async def test_redis_sends_concurrent_reserves_together(
+    make_ledger: Callable[[str], Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = make_ledger("redis")
+    lims = limits("150/minute")
+    await ledger.areserve("p", lims, ONE, T0)  # connects
+    pipelines: list[int] = []
+    send = ledger._apipeline  # type: ignore[attr-defined]
+
+    async def counted(c: Any, calls: Any) -> Any:
+        pipelines.append(len(calls))
+        return await send(c, calls)
+
+    monkeypatch.setattr(ledger, "_apipeline", counted)
+    made = await asyncio.gather(*(ledger.areserve("p", lims, ONE, T0) for _ in range(200)))
+    assert sum(isinstance(m, Reservation) for m in made) == 149  # exactly the room left
+    assert len(pipelines) < 10  # not 200 round trips
+    assert used(ledger, "p", lims, T0) == [150]
 
 
 async def test_redis_awaits_a_settlement_that_adds(
@@ -446,3 +474,16 @@ def test_processes_reserving_through_the_async_api_admit_exactly_the_limit(
     [usage] = checker.usage("shared", limits("300/day"), T0)
     assert usage.used == 300
     checker.close()
+
+
+async def test_redis_async_reserve_survives_a_script_flush(
+    make_ledger: Callable[[str], Ledger], redis_url: str
+) -> None:
+    import redis
+
+    ledger = make_ledger("redis")
+    lims = limits("10/minute")
+    assert isinstance(await ledger.areserve("p", lims, ONE, T0), Reservation)
+    redis.Redis.from_url(redis_url).script_flush()
+    assert isinstance(await ledger.areserve("p", lims, ONE, T0), Reservation)
+    assert used(ledger, "p", lims, T0) == [2]

@@ -66,7 +66,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -204,13 +204,15 @@ class _Queued:
     now: float
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Loop:
-    """A redis.asyncio client bound to one event loop, and what closes it."""
+    """A redis.asyncio client bound to one event loop, what closes it, and the
+    script calls waiting to go out together (see RedisLedger._batched)."""
 
     client: AsyncRedis
     scripts: dict[str, AsyncScript]
     closer: AsyncIterator[None]
+    waiting: list[tuple[_Call, asyncio.Future[Any]]] = field(default_factory=list)
 
 
 async def _close_with_loop(client: AsyncRedis) -> AsyncIterator[None]:
@@ -307,6 +309,8 @@ class RedisLedger(Ledger):
         self._flush_lock = threading.Lock()
         self._flush_pending = False
         _LIVE.add(self)
+        # Pipelines being sent (kept referenced until done).
+        self._sending: set[asyncio.Task[None]] = set()
         # One redis.asyncio client per event loop (a client cannot change loops).
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = (
             weakref.WeakKeyDictionary()
@@ -393,6 +397,61 @@ class RedisLedger(Ledger):
             with contextlib.suppress(RuntimeError):
                 self._worker().submit(self._check_once)
         return made
+
+    def _batched(self, c: _Loop, call: _Call) -> asyncio.Future[Any]:
+        """Send ``call`` with every other call made in this turn of the event loop,
+        in one pipeline (and one round trip), with the settlements waiting to go:
+        under load, calls share round trips instead of each paying its own."""
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        c.waiting.append((call, reply))
+        if len(c.waiting) == 1:
+            loop.call_soon(self._send_waiting, c)
+        return reply
+
+    def _send_waiting(self, c: _Loop) -> None:
+        batch, c.waiting = c.waiting, []
+        task = asyncio.get_running_loop().create_task(self._send_batch(c, batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send_batch(self, c: _Loop, batch: list[tuple[_Call, asyncio.Future[Any]]]) -> None:
+        from redis.exceptions import NoScriptError, RedisError
+
+        carried = self._take_queued()
+        calls = [item.call for item in carried] + [call for call, _ in batch]
+        try:
+            replies = await self._apipeline(c, calls)
+            if any(isinstance(r, NoScriptError) for r in replies):
+                # The server forgot the scripts (restart, SCRIPT FLUSH): load, resend.
+                for name in {call.script for call in calls}:
+                    await c.client.script_load(_script_text(name))
+                replies = await self._apipeline(c, calls)
+        except (RedisError, OSError) as exc:
+            error = LedgerError(f"Redis ledger {self.url} could not reserve: {self._scrub(exc)}")
+            self._settle_failed(carried, error)
+            for _, reply in batch:
+                if not reply.done():
+                    reply.set_exception(error)
+            return
+        self._carried([*carried, None], [*replies[: len(carried)], None])
+        for (_, reply), answer in zip(batch, replies[len(carried) :], strict=True):
+            if reply.done():
+                continue
+            if isinstance(answer, RedisError):
+                msg = f"Redis ledger {self.url} could not reserve: {self._scrub(answer)}"
+                reply.set_exception(LedgerError(msg))
+            else:
+                reply.set_result(answer)
+
+    @staticmethod
+    async def _apipeline(c: _Loop, calls: Sequence[_Call]) -> list[Any]:
+        """Every call's script by its digest in one pipeline; errors as replies."""
+        pipe = c.client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(c.scripts[call.script].sha, len(call.keys), *call.keys, *call.args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     async def _aremote(self, operation: str, call: Callable[[_Loop], Awaitable[_T]]) -> _T:
         """:meth:`_remote` on the running loop's async client."""
@@ -601,26 +660,9 @@ class RedisLedger(Ledger):
         call, entries, lease_id, expires_at = self._reserve_call(
             pool, limits, demand, now, key, model, None
         )
-        carried = self._take_queued()
-
-        async def run(c: _Loop) -> Any:
-            if not carried:
-                return await c.scripts[call.script](keys=call.keys, args=call.args)
-            pipe = c.client.pipeline(transaction=False)
-            for item in carried:
-                await c.scripts[item.call.script](
-                    keys=item.call.keys, args=item.call.args, client=pipe
-                )
-            await c.scripts[call.script](keys=call.keys, args=call.args, client=pipe)
-            replies = await pipe.execute(raise_on_error=False)
-            return self._carried([*carried, None], replies)
-
-        sent = asyncio.ensure_future(self._aremote(f"reserve in pool {pool!r}", run))
+        sent = self._batched(await self._aclient(), call)
         try:
             reply = await asyncio.shield(sent)
-        except LedgerError as exc:
-            self._settle_failed(carried, exc)
-            raise
         except asyncio.CancelledError:
             # The script may have run: take the reservation back if it did.
             loop = asyncio.get_running_loop()
