@@ -200,6 +200,7 @@ class QuotaRoutedChatModel(BaseChatModel):
     _ledger: Ledger | None = PrivateAttr(default=None)
     _ledger_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _route_map: dict[str, Route] = PrivateAttr(default_factory=dict)
+    _by_priority: tuple[Route, ...] = PrivateAttr(default=())
     _pools: PoolLimits | None = PrivateAttr(default=None)
     _settings: tuple[tuple[Any, ...], Settings] | None = PrivateAttr(default=None)
     _tokens: TokenEstimator = PrivateAttr(default_factory=TokenEstimator)
@@ -259,6 +260,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                 pools[route.pool] = route.limits
                 pool_owner[route.pool] = route.name
         self._route_map = names
+        self._by_priority = tuple(sorted(names.values(), key=lambda r: r.priority))
         # What the user gave explicitly; catalog figures give way to learned limits.
         configured: dict[str, tuple[Limit, ...]] = {}
         for route in self.routes:
@@ -559,7 +561,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         """The route a call goes to first when every route has room."""
         if preferred in self._route_map:
             return self._route_map[preferred]
-        return self.settings().by_priority[0]
+        return self._by_priority[0]
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         # One model, never a list: tracers price a run by its model. The model that

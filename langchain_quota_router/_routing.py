@@ -542,10 +542,11 @@ class RoutedCall:
             return None
         # Known full for any demand of this size (the output only adds to it): no
         # need to work out the vendor's arguments, nor to ask the ledger.
-        known = self.ledger.remembered(route.pool, Demand(1, prompt, 0), self.clock.now())
-        if known is not None:
-            self._refused(route, known)
-            return None
+        if self.ledger.full_pools:  # any pool known full at all: is this one?
+            known = self.ledger.remembered(route.pool, Demand(1, prompt, 0), self.clock.now())
+            if known is not None:
+                self._refused(route, known)
+                return None
         try:
             route_kwargs = self._route_kwargs(route)
         except TypeError as exc:
@@ -566,7 +567,7 @@ class RoutedCall:
         if isinstance(made, Refusal):
             self._refused(route, made)
             return None
-        if made.levels:
+        if made.levels and self.settings.strategy == "spread":
             self.settings.rooms.note(route.pool, made.levels)
         # After a bad request, one more route is tried: one that is called, not
         # one the ledger turned away without sending anything.

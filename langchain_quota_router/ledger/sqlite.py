@@ -198,20 +198,21 @@ class SQLiteLedger(BucketLedger):
         return (st.st_dev, st.st_ino)
 
     def _connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._here, "conn", None)
+        here = self._here
+        conn: sqlite3.Connection | None = getattr(here, "conn", None)
         pid = os.getpid()
-        if conn is not None and self._here.pid == pid:
+        if conn is not None and here.pid == pid:
             now = time.monotonic()
             if now < self._next_file_check:
                 return conn
-            if self._file_identity() == self._here.identity:
+            if self._file_identity() == here.identity:
                 self._check_header()
                 self._next_file_check = now + self.file_check_interval
                 return conn
-            self._wiped(self._here.identity)
+            self._wiped(here.identity)
         if conn is not None:
             self._orphans.append(conn)
-            self._here.conn = None
+            here.conn = None
         # Opening would create an empty file where the ledger was.
         known = self.on_wipe != "restart" and self._identity is not None
         if known and self._file_identity() != self._identity:
@@ -224,9 +225,9 @@ class SQLiteLedger(BucketLedger):
             elif identity != self._identity:
                 conn.close()
                 raise LedgerError(self._wiped_message())
-        self._here.conn = conn
-        self._here.pid = pid
-        self._here.identity = identity
+        here.conn = conn
+        here.pid = pid
+        here.identity = identity
         return conn
 
     def _check_header(self) -> None:
@@ -402,6 +403,8 @@ class SQLiteLedger(BucketLedger):
     @contextmanager
     def _atomic(self) -> Iterator[None]:
         conn = self._connection()
+        # The primitives below run on it (this thread's, in the current mode).
+        self._local.active = conn
         for attempt in range(_LOCKED_RETRIES):
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -461,7 +464,7 @@ class SQLiteLedger(BucketLedger):
     # ------------------------------------------------------- storage primitives
 
     def _sum(self, pool: str, series: str, lo: int, hi: int) -> int:
-        row = self._here.conn.execute(
+        row = self._local.active.execute(
             "SELECT TOTAL(amount) FROM counters "
             "WHERE pool = ? AND series = ? AND bucket BETWEEN ? AND ?",
             (pool, series, lo, hi),
@@ -469,7 +472,7 @@ class SQLiteLedger(BucketLedger):
         return int(row[0])
 
     def _buckets(self, pool: str, series: str, lo: int, hi: int) -> list[tuple[int, int]]:
-        rows = self._here.conn.execute(
+        rows = self._local.active.execute(
             "SELECT bucket, amount FROM counters WHERE pool = ? AND series = ? "
             "AND bucket BETWEEN ? AND ? AND amount > 0 ORDER BY bucket",
             (pool, series, lo, hi),
@@ -477,7 +480,7 @@ class SQLiteLedger(BucketLedger):
         return [(int(b), int(a)) for b, a in rows]
 
     def _add(self, pool: str, series: str, bucket: int, amount: int) -> None:
-        self._here.conn.execute(
+        self._local.active.execute(
             "INSERT INTO counters (pool, series, bucket, amount) "
             "VALUES (:pool, :series, :bucket, MAX(0, :amount)) "
             "ON CONFLICT (pool, series, bucket) "
@@ -486,7 +489,7 @@ class SQLiteLedger(BucketLedger):
         )
 
     def _add_many(self, pool: str, adds: Sequence[tuple[str, int, int]]) -> None:
-        self._here.conn.executemany(
+        self._local.active.executemany(
             "INSERT INTO counters (pool, series, bucket, amount) "
             "VALUES (?1, ?2, ?3, MAX(0, ?4)) "
             "ON CONFLICT (pool, series, bucket) DO UPDATE SET amount = MAX(0, amount + ?4)",
@@ -521,7 +524,7 @@ class SQLiteLedger(BucketLedger):
         holds: list[Hold] = []
         sums = [0] * len(ranges)
         overdue: list[tuple[str, str]] = []
-        for kind, a, b, c in self._here.conn.execute(" UNION ALL ".join(parts), params):
+        for kind, a, b, c in self._local.active.execute(" UNION ALL ".join(parts), params):
             if kind == 0:
                 holds.append(Hold(a, b, c))
             elif kind == 1:
@@ -531,18 +534,18 @@ class SQLiteLedger(BucketLedger):
         return holds, sums, overdue
 
     def _prune(self, pool: str, series: str, below: int) -> None:
-        self._here.conn.execute(
+        self._local.active.execute(
             "DELETE FROM counters WHERE pool = ? AND series = ? AND bucket < ?",
             (pool, series, below),
         )
 
     def _delete_pool(self, pool: str) -> None:
-        self._here.conn.execute("DELETE FROM counters WHERE pool = ?", (pool,))
+        self._local.active.execute("DELETE FROM counters WHERE pool = ?", (pool,))
 
     def _add_lease(
         self, pool: str, lease_id: str, expires_at: float, releases: Sequence[tuple[str, int, int]]
     ) -> bool:
-        cursor = self._here.conn.execute(
+        cursor = self._local.active.execute(
             "INSERT INTO counters (pool, series, bucket, amount) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (pool, series, bucket) DO NOTHING",
             (pool, _LEASE_SERIES, _lease_key(lease_id, expires_at), encode_releases(releases)),
@@ -550,21 +553,21 @@ class SQLiteLedger(BucketLedger):
         return bool(cursor.rowcount > 0)
 
     def _overdue(self, pool: str, now: float) -> list[tuple[str, str]]:
-        rows = self._here.conn.execute(
+        rows = self._local.active.execute(
             "SELECT bucket, amount FROM counters WHERE pool = ? AND series = ? AND bucket <= ?",
             (pool, _LEASE_SERIES, _lease_key("", now) | ((1 << _LEASE_ID_BITS) - 1)),
         ).fetchall()
         return [(str(b), str(a)) for b, a in rows]
 
     def _first_lease(self, pool: str) -> float | None:
-        row = self._here.conn.execute(
+        row = self._local.active.execute(
             "SELECT MIN(bucket) FROM counters WHERE pool = ? AND series = ?",
             (pool, _LEASE_SERIES),
         ).fetchone()
         return None if row[0] is None else (int(row[0]) >> _LEASE_ID_BITS) / 1000
 
     def _drop_lease(self, pool: str, lease_id: str, expires_at: float) -> bool:
-        cursor = self._here.conn.execute(
+        cursor = self._local.active.execute(
             "DELETE FROM counters WHERE pool = ? AND series = ? AND bucket = ?",
             (pool, _LEASE_SERIES, _lease_key(lease_id, expires_at)),
         )
@@ -572,30 +575,30 @@ class SQLiteLedger(BucketLedger):
 
     def _drop_leases(self, pool: str, lease_ids: Sequence[str]) -> None:
         # Overdue leases are named by their bucket (see _overdue).
-        self._here.conn.executemany(
+        self._local.active.executemany(
             "DELETE FROM counters WHERE pool = ? AND series = ? AND bucket = ?",
             [(pool, _LEASE_SERIES, int(i)) for i in lease_ids],
         )
 
     def _holds(self, subjects: Sequence[str]) -> list[Hold]:
         marks = ",".join("?" * len(subjects))
-        rows = self._here.conn.execute(
+        rows = self._local.active.execute(
             f"SELECT subject, until, reason FROM holds WHERE subject IN ({marks})",  # noqa: S608 - only placeholders are interpolated
             tuple(subjects),
         ).fetchall()
         return [Hold(s, u, r) for s, u, r in rows]
 
     def _all_holds(self) -> list[Hold]:
-        rows = self._here.conn.execute(
+        rows = self._local.active.execute(
             "SELECT subject, until, reason FROM holds ORDER BY subject"
         ).fetchall()
         return [Hold(s, u, r) for s, u, r in rows]
 
     def _set_hold(self, hold: Hold) -> None:
-        self._here.conn.execute(
+        self._local.active.execute(
             "INSERT OR REPLACE INTO holds (subject, until, reason) VALUES (?, ?, ?)",
             (hold.subject, hold.until, hold.reason),
         )
 
     def _delete_hold(self, subject: str) -> None:
-        self._here.conn.execute("DELETE FROM holds WHERE subject = ?", (subject,))
+        self._local.active.execute("DELETE FROM holds WHERE subject = ?", (subject,))
