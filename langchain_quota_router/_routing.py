@@ -385,6 +385,8 @@ class _Plan:
     prompt: int
     route_kwargs: dict[str, Any]
     demand: Demand
+    limits: tuple[Limit, ...]
+    model: str
 
 
 #: What :meth:`RoutedCall._plan` returns when no further route may be tried.
@@ -479,27 +481,18 @@ class RoutedCall:
         self.pools.refresh(now)
         for pool in self._pools_to_read():
             self.settings.rooms.usage(pool, ledger.usage(pool, self.pools[pool], now))
-        closed = ledger.full_pools.closed(now)
-        for route in self._ordered():
-            if route.pool in closed:
-                self._closed(route)
-                continue
-            plan = self._plan(route)
-            if plan is _STOP:
-                return
-            if isinstance(plan, _Plan):
-                pool = route.pool
-                made = ledger.reserve(
-                    pool,
-                    self.pools[pool],
-                    plan.demand,
-                    self.clock.now(),
-                    key=route.credential,
-                    model=model_subject(route),
-                )
-                attempt = self._taken(plan, made)
-                if attempt is not None:
-                    yield attempt
+        for plan in self._plans(now):
+            made = ledger.reserve(
+                plan.route.pool,
+                plan.limits,
+                plan.demand,
+                self.clock.now(),
+                key=plan.route.credential,
+                model=plan.model,
+            )
+            attempt = self._taken(plan, made)
+            if attempt is not None:
+                yield attempt
 
     async def aattempts(self) -> AsyncIterator[Attempt]:
         """:meth:`attempts` for the async paths: the ledger is never asked on the
@@ -509,7 +502,23 @@ class RoutedCall:
             await ledger.arun(self.pools.refresh, now)
         for pool in self._pools_to_read():
             self.settings.rooms.usage(pool, await ledger.ausage(pool, self.pools[pool], now))
-        closed = ledger.full_pools.closed(now)
+        for plan in self._plans(now):
+            made = await ledger.areserve(
+                plan.route.pool,
+                plan.limits,
+                plan.demand,
+                self.clock.now(),
+                key=plan.route.credential,
+                model=plan.model,
+            )
+            attempt = self._taken(plan, made)
+            if attempt is not None:
+                yield attempt
+
+    def _plans(self, now: float) -> Iterator[_Plan]:
+        """The routes to ask the ledger for, in order, each with its demand (lazily:
+        the caller stops at the first admitted one)."""
+        closed = self.ledger.full_pools.closed(now)
         for route in self._ordered():
             if route.pool in closed:
                 self._closed(route)
@@ -518,18 +527,7 @@ class RoutedCall:
             if plan is _STOP:
                 return
             if isinstance(plan, _Plan):
-                pool = route.pool
-                made = await ledger.areserve(
-                    pool,
-                    self.pools[pool],
-                    plan.demand,
-                    self.clock.now(),
-                    key=route.credential,
-                    model=model_subject(route),
-                )
-                attempt = self._taken(plan, made)
-                if attempt is not None:
-                    yield attempt
+                yield plan
 
     def _plan(self, route: Route) -> _Plan | object | None:
         """What asking ``route`` would take, or None when it is skipped without
@@ -559,7 +557,9 @@ class RoutedCall:
         if self.bad_request_retries_left is not None and self.bad_request_retries_left <= 0:
             return _STOP
         demand = Demand(1, prompt, self._output_budget(route, route_kwargs))
-        return _Plan(route, prompt, route_kwargs, demand)
+        return _Plan(
+            route, prompt, route_kwargs, demand, self.pools[route.pool], model_subject(route)
+        )
 
     def _taken(self, plan: _Plan, made: Reservation | Refusal) -> Attempt | None:
         """The attempt a reservation allows, or None (the refusal noted)."""

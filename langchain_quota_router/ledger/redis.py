@@ -58,6 +58,7 @@ import asyncio
 import atexit
 import contextlib
 import functools
+import hashlib
 import importlib.resources
 import logging
 import math
@@ -137,6 +138,12 @@ def _script_text(name: str) -> str:
     folder = importlib.resources.files("langchain_quota_router.ledger") / "lua"
     prelude = (folder / "_leases.lua").read_text(encoding="utf-8")
     return prelude + (folder / f"{name}.lua").read_text(encoding="utf-8")
+
+
+@functools.cache
+def _sha(name: str) -> str:
+    """The digest Redis knows a script by (EVALSHA)."""
+    return hashlib.sha1(_script_text(name).encode(), usedforsecurity=False).hexdigest()
 
 
 def _password_of(url: str) -> str | None:
@@ -416,17 +423,12 @@ class RedisLedger(Ledger):
         task.add_done_callback(self._sending.discard)
 
     async def _send_batch(self, c: _Loop, batch: list[tuple[_Call, asyncio.Future[Any]]]) -> None:
-        from redis.exceptions import NoScriptError, RedisError
+        from redis.exceptions import RedisError
 
         carried = self._take_queued()
         calls = [item.call for item in carried] + [call for call, _ in batch]
         try:
             replies = await self._apipeline(c, calls)
-            if any(isinstance(r, NoScriptError) for r in replies):
-                # The server forgot the scripts (restart, SCRIPT FLUSH): load, resend.
-                for name in {call.script for call in calls}:
-                    await c.client.script_load(_script_text(name))
-                replies = await self._apipeline(c, calls)
         except (RedisError, OSError) as exc:
             error = LedgerError(f"Redis ledger {self.url} could not reserve: {self._scrub(exc)}")
             self._settle_failed(carried, error)
@@ -434,7 +436,7 @@ class RedisLedger(Ledger):
                 if not reply.done():
                     reply.set_exception(error)
             return
-        self._carried([*carried, None], [*replies[: len(carried)], None])
+        self._settled(carried, replies[: len(carried)])
         for (_, reply), answer in zip(batch, replies[len(carried) :], strict=True):
             if reply.done():
                 continue
@@ -446,11 +448,45 @@ class RedisLedger(Ledger):
 
     @staticmethod
     async def _apipeline(c: _Loop, calls: Sequence[_Call]) -> list[Any]:
-        """Every call's script by its digest in one pipeline; errors as replies."""
-        pipe = c.client.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(c.scripts[call.script].sha, len(call.keys), *call.keys, *call.args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        """:meth:`_pipeline` on the loop's async client."""
+        from redis.exceptions import NoScriptError
+
+        async def send() -> list[Any]:
+            pipe = c.client.pipeline(transaction=False)
+            for call in calls:
+                pipe.evalsha(_sha(call.script), len(call.keys), *call.keys, *call.args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
+
+        replies = await send()
+        if any(isinstance(r, NoScriptError) for r in replies):
+            for name in {call.script for call in calls}:
+                await c.client.script_load(_script_text(name))
+            replies = await send()
+        return replies
+
+    @staticmethod
+    def _pipeline(client: Redis, calls: Sequence[_Call]) -> list[Any]:
+        """Every call's script by its digest in one pipeline, errors as replies.
+
+        By digest rather than through ``Script`` objects, whose pipelines first ask
+        the server whether it knows them (a round trip more); a server that forgot
+        them (restart, ``SCRIPT FLUSH``) gets them loaded and the calls resent.
+        """
+        from redis.exceptions import NoScriptError
+
+        def send() -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for call in calls:
+                pipe.evalsha(_sha(call.script), len(call.keys), *call.keys, *call.args)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+            return replies
+
+        replies = send()
+        if any(isinstance(r, NoScriptError) for r in replies):
+            for name in {call.script for call in calls}:
+                client.script_load(_script_text(name))
+            replies = send()
         return replies
 
     async def _aremote(self, operation: str, call: Callable[[_Loop], Awaitable[_T]]) -> _T:
@@ -608,12 +644,11 @@ class RedisLedger(Ledger):
         def run(client: Redis) -> Any:
             if not carried:
                 return self._scripts[call.script](call.keys, call.args)
-            pipe = client.pipeline(transaction=False)
-            for item in carried:
-                self._scripts[item.call.script](item.call.keys, item.call.args, client=pipe)
-            self._scripts[call.script](call.keys, call.args, client=pipe)
-            replies = pipe.execute(raise_on_error=False)
-            return self._carried([*carried, None], replies)
+            replies = self._pipeline(client, [*(item.call for item in carried), call])
+            self._settled(carried, replies[:-1])
+            if isinstance(replies[-1], Exception):
+                raise replies[-1]
+            return replies[-1]
 
         try:
             reply = self._remote(f"reserve in pool {pool!r}", run)
@@ -856,32 +891,23 @@ class RedisLedger(Ledger):
                 return
 
             def run(client: Redis) -> list[Any]:
-                pipe = client.pipeline(transaction=False)
-                for item in taken:
-                    self._scripts[item.call.script](item.call.keys, item.call.args, client=pipe)
-                replies: list[Any] = pipe.execute(raise_on_error=False)
-                return replies
+                return self._pipeline(client, [item.call for item in taken])
 
             try:
                 replies = self._remote("settle", run)
             except LedgerError as exc:
                 self._settle_failed(taken, exc)
                 return
-            self._carried([*taken, None], [*replies, None])
+            self._settled(taken, replies)
 
-    def _carried(self, carried: Sequence[_Queued | None], replies: Sequence[Any]) -> Any:
-        """Hand the failed ones among carried settlements to the settler's retries;
-        the last reply (the reserve's) is returned or raised."""
+    def _settled(self, items: Sequence[_Queued], replies: Sequence[Any]) -> None:
+        """Hand the settlements whose replies are errors to the settler's retries."""
         from redis.exceptions import RedisError
 
-        for item, reply in zip(carried[:-1], replies[:-1], strict=True):
-            if item is not None and isinstance(reply, RedisError):
+        for item, reply in zip(items, replies, strict=True):
+            if isinstance(reply, RedisError):
                 msg = f"Redis ledger {self.url} could not settle: {self._scrub(reply)}"
                 self._settle_failed([item], LedgerError(msg))
-        last = replies[-1]
-        if isinstance(last, Exception):
-            raise last
-        return last
 
     def _settle_failed(self, items: Sequence[_Queued], exc: LedgerError) -> None:
         from langchain_quota_router._settle import SETTLER
