@@ -67,7 +67,7 @@ from langchain_core.runnables import Runnable
 from langchain_openai import ChatOpenAI
 
 from langchain_quota_router import QuotaExhaustedError, QuotaRoutedChatModel, Route
-from langchain_quota_router._tokens import load_tiktoken_file
+from langchain_quota_router.chat.tokens import load_tiktoken_file
 
 TOKENS_PER_MINUTE = 6_000
 WINDOW = 60.0

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
-from langchain_quota_router._limits import Limit
-from langchain_quota_router.ledger import Demand, Reservation, open_ledger
-from langchain_quota_router.ledger.failopen import FailOpenLedger
-from langchain_quota_router.ledger.redis import RedisLedger
+from langchain_quota_router.quota.ledger import Demand, Reservation, open_ledger
+from langchain_quota_router.quota.ledger.failopen import FailOpenLedger
+from langchain_quota_router.quota.ledger.redis.ledger import RedisLedger
+from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.testing import FakeVendorChatModel
 
 # The Redis launcher the tests use: one way to start a throwaway server.

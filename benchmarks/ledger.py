@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from langchain_quota_router._limits import Limit
-from langchain_quota_router.ledger import Ledger, open_ledger
-from langchain_quota_router.ledger.base import Demand, Reservation
+from langchain_quota_router.quota.ledger import Ledger, open_ledger
+from langchain_quota_router.quota.ledger.base import Demand, Reservation
+from langchain_quota_router.quota.limits import Limit
 
 # The Redis launcher the tests use: one way to start a throwaway server.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

@@ -25,7 +25,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 
 from langchain_quota_router import QuotaExhaustedError, QuotaRoutedChatModel, Route
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.simulator import SimKey, Simulator, vendor_model
 
 # Free-tier figures (see the catalog and DESIGN.md), as the simulator enforces them

@@ -4,13 +4,6 @@
 limits, sends each call where it fits and falls back when a vendor fails or says no.
 """
 
-from langchain_quota_router._cache import DiskResponseCache
-from langchain_quota_router._callbacks import (
-    QuotaUsageCallbackHandler,
-    RouteUsage,
-    get_quota_usage_callback,
-)
-from langchain_quota_router._chat_model import QuotaRoutedChatModel
 from langchain_quota_router._errors import (
     ConfigurationError,
     LedgerError,
@@ -18,11 +11,18 @@ from langchain_quota_router._errors import (
     QuotaExhaustedError,
     QuotaRouterError,
 )
-from langchain_quota_router._limits import Limit, Window
-from langchain_quota_router._route import Route
-from langchain_quota_router._routing import RouterStats
-from langchain_quota_router._watch import Lifespan, QuotaAlert
-from langchain_quota_router.ledger import LearnedLimit, LimitUsage
+from langchain_quota_router.cache.disk import DiskResponseCache
+from langchain_quota_router.chat.callbacks import (
+    QuotaUsageCallbackHandler,
+    RouteUsage,
+    get_quota_usage_callback,
+)
+from langchain_quota_router.chat.model import QuotaRoutedChatModel
+from langchain_quota_router.chat.route import Route
+from langchain_quota_router.chat.routing import RouterStats
+from langchain_quota_router.quota.ledger import LearnedLimit, LimitUsage
+from langchain_quota_router.quota.limits import Limit, Window
+from langchain_quota_router.quota.watch import Lifespan, QuotaAlert
 
 __all__ = [
     "ConfigurationError",

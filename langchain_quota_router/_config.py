@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router._limits import MAX_AMOUNT, Limit, Window
-from langchain_quota_router._route import Route, check_base_url
-from langchain_quota_router._secrets import alias, clean_key
+from langchain_quota_router.chat.route import Route, check_base_url
+from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, Window
+from langchain_quota_router.quota.secrets import alias, clean_key
 from langchain_quota_router.vendors.catalog import CATALOG, VendorInfo, default_api_key, lookup
 
 __all__ = ["read_dotenv", "router_kwargs_from_config", "routes_from_env"]
@@ -676,7 +676,7 @@ def _cache(file: Path, value: Any) -> Any:
         msg = f"{file}: cache: {value!r} is not a directory path (it holds a null byte)"
         raise ConfigurationError(msg)
     if isinstance(value, str) and value.strip():
-        from langchain_quota_router._cache import DiskResponseCache
+        from langchain_quota_router.cache.disk import DiskResponseCache
 
         directory = Path(value).expanduser()
         if not directory.is_absolute():

@@ -43,7 +43,7 @@ written, ``"10/day"`` -, ``metric`` - ``requests``, ``tokens``, ``input_tokens``
 ==========================================  =========  ==========================================
 
 The fleet's counters, per ``route`` (every router counting in the ledger, since it
-first counted them; see :mod:`langchain_quota_router.ledger.fleet`):
+first counted them; see :mod:`langchain_quota_router.quota.ledger.fleet`):
 
 - ``quota_router_fleet_route_calls_total``: calls a route served;
 - ``quota_router_fleet_route_fallbacks_total``: of those, served after another route
@@ -94,11 +94,11 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in tests
     )
     raise ImportError(_msg) from exc
 
-from langchain_quota_router._secrets import Masker
-from langchain_quota_router._status import StateKind, Status, read_status
+from langchain_quota_router.quota.secrets import Masker
+from langchain_quota_router.quota.status import StateKind, Status, read_status
 
 if TYPE_CHECKING:
-    from langchain_quota_router._chat_model import QuotaRoutedChatModel
+    from langchain_quota_router.chat.model import QuotaRoutedChatModel
 
 __all__ = ["RouterCollector", "exposition", "make_asgi_app", "make_registry", "register"]
 
@@ -117,7 +117,7 @@ _COUNTERS = (
 class RouterCollector:
     """A ``prometheus_client`` collector over one router.
 
-    Each scrape reads the ledger once (:func:`~langchain_quota_router._status.read_status`,
+    Each scrape reads the ledger once (:func:`~langchain_quota_router.quota.status.read_status`,
     the same rows the status page and ``quota-router report`` show) and yields fresh
     metric families; nothing is kept between scrapes.
     """

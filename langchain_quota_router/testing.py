@@ -25,7 +25,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import PrivateAttr
 
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 
 __all__ = ["FakeClock", "FakeVendorChatModel"]
 

@@ -50,7 +50,7 @@ The page reads the router's ledger, so with a shared ledger (SQLite, Redis) a pa
 served by one process shows what every process spent, and the counters (calls,
 fallbacks, errors, 429s, refusals, cache hits) every router counting in that ledger
 made (``get_stats()["fleet"]``). API keys are never shown
-(:class:`~langchain_quota_router._secrets.Masker` masks every response).
+(:class:`~langchain_quota_router.quota.secrets.Masker` masks every response).
 
 Example:
     ```python
@@ -82,11 +82,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from langchain_quota_router._errors import ConfigurationError, LedgerError
-from langchain_quota_router._secrets import Masker
-from langchain_quota_router._status import iso, status_snapshot
+from langchain_quota_router.quota.secrets import Masker
+from langchain_quota_router.quota.status import iso, status_snapshot
 
 if TYPE_CHECKING:
-    from langchain_quota_router._chat_model import QuotaRoutedChatModel
+    from langchain_quota_router.chat.model import QuotaRoutedChatModel
 
 __all__ = [
     "ADMIN_TOKEN_ENV",

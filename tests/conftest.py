@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from redis_fixture import redis_server, redis_url  # noqa: F401  (fixtures for every test)
 
-from langchain_quota_router._clock import FakeClock
-from langchain_quota_router.ledger import Ledger
-from langchain_quota_router.ledger.memory import MemoryLedger
-from langchain_quota_router.ledger.sqlite import SQLiteLedger
+from langchain_quota_router.quota.clock import FakeClock
+from langchain_quota_router.quota.ledger import Ledger
+from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
+from langchain_quota_router.quota.ledger.sqlite.ledger import SQLiteLedger
 
 #: Every ledger backend, and the fail-open wrapper (over Redis) as a fourth.
 BACKENDS = ["memory", "sqlite", "redis", "redis-failopen"]
@@ -29,7 +29,7 @@ def _fleet_counts_written_before_the_next_test() -> Iterator[None]:
     """A router's fleet counts are written by a background thread: write them at
     the end of the test that made them, never into the next test's ledger."""
     yield
-    from langchain_quota_router._fleet import flush_all
+    from langchain_quota_router.quota.fleet import flush_all
 
     flush_all()
 
@@ -66,11 +66,11 @@ def make_ledger(
         elif backend == "sqlite":
             ledger = SQLiteLedger(f"sqlite:///{tmp_path}/ledger-{len(made)}.db")
         elif backend == "redis":
-            from langchain_quota_router.ledger import open_ledger
+            from langchain_quota_router.quota.ledger import open_ledger
 
             ledger = open_ledger(request.getfixturevalue("redis_url"))
         elif backend == "redis-failopen":
-            from langchain_quota_router.ledger import open_ledger
+            from langchain_quota_router.quota.ledger import open_ledger
 
             ledger = open_ledger(request.getfixturevalue("redis_url") + "?on_error=local")
         else:  # pragma: no cover

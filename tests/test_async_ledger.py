@@ -18,10 +18,10 @@ from call_paths import ask
 from langchain_core.messages import AIMessage
 
 from langchain_quota_router import Limit, QuotaRoutedChatModel, Route
-from langchain_quota_router._clock import FakeClock
-from langchain_quota_router.ledger import Demand, Ledger, Refusal, Reservation
-from langchain_quota_router.ledger.base import FullPools
-from langchain_quota_router.ledger.sqlite import SQLiteLedger
+from langchain_quota_router.quota.clock import FakeClock
+from langchain_quota_router.quota.ledger import Demand, Ledger, Refusal, Reservation
+from langchain_quota_router.quota.ledger.base import FullPools
+from langchain_quota_router.quota.ledger.sqlite.ledger import SQLiteLedger
 from langchain_quota_router.testing import FakeVendorChatModel
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -423,7 +423,7 @@ async def test_redis_takes_a_thousand_concurrent_calls(
 
 
 def _areserve_many(url: str, tasks: int, tries: int, out: Any) -> None:
-    from langchain_quota_router.ledger import open_ledger
+    from langchain_quota_router.quota.ledger import open_ledger
 
     async def main() -> int:
         ledger = open_ledger(url)
@@ -468,7 +468,7 @@ def test_processes_reserving_through_the_async_api_admit_exactly_the_limit(
         assert p.exitcode == 0
     # 4 processes x 16 tasks x 8 tries = 512 for 300 places.
     assert sum(totals) == 300
-    from langchain_quota_router.ledger import open_ledger
+    from langchain_quota_router.quota.ledger import open_ledger
 
     checker = open_ledger(url)
     [usage] = checker.usage("shared", limits("300/day"), T0)

@@ -23,7 +23,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from langchain_quota_router import ConfigurationError, Limit, QuotaRoutedChatModel, Route
 from langchain_quota_router._config import read_dotenv, router_kwargs_from_config, routes_from_env
-from langchain_quota_router._limits import MAX_AMOUNT, Window
+from langchain_quota_router.quota.limits import MAX_AMOUNT, Window
 from langchain_quota_router.vendors.catalog import load_catalog
 
 KEY = "gsk-bad-input-key-0001"

@@ -19,9 +19,9 @@ from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, Generation
 
 import langchain_quota_router
-from langchain_quota_router._cache import CACHE_DIR_ENV, DiskResponseCache
-from langchain_quota_router._clock import FakeClock
 from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router.cache.disk import CACHE_DIR_ENV, DiskResponseCache
+from langchain_quota_router.quota.clock import FakeClock
 
 PROMPT = '[{"lc": 1, "type": "constructor", "kwargs": {"content": "weather?"}}]'
 LLM = "model=fake-1 temperature=0"
@@ -267,7 +267,7 @@ def test_other_process_sees_entries_both_ways(tmp_path: Path) -> None:
         import sys
         from langchain_core.messages import AIMessage
         from langchain_core.outputs import ChatGeneration
-        from langchain_quota_router._cache import DiskResponseCache
+        from langchain_quota_router.cache.disk import DiskResponseCache
 
         directory, prompt, llm = sys.argv[1:4]
         cache = DiskResponseCache(directory, ttl=None)

@@ -33,7 +33,7 @@ from langchain_core.tools import tool
 from pydantic import PrivateAttr
 
 from langchain_quota_router import NoRouteError, QuotaExhaustedError, QuotaRoutedChatModel, Route
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
 
 

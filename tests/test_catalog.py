@@ -19,8 +19,8 @@ from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
 
 from langchain_quota_router import ConfigurationError, Limit, QuotaRoutedChatModel, Route
-from langchain_quota_router._clock import FakeClock
-from langchain_quota_router._secrets import fingerprint
+from langchain_quota_router.quota.clock import FakeClock
+from langchain_quota_router.quota.secrets import fingerprint
 from langchain_quota_router.simulator import SimKey, Simulator
 from langchain_quota_router.vendors import adapters, catalog
 from langchain_quota_router.vendors.catalog import (

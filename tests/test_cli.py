@@ -14,7 +14,7 @@ import pytest
 from langchain_openai import ChatOpenAI
 
 from langchain_quota_router import QuotaRoutedChatModel, Route, cli
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.simulator import SimKey, Simulator
 from langchain_quota_router.testing import FakeVendorChatModel
 

@@ -18,7 +18,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from pydantic import BaseModel, Field
 
 from langchain_quota_router import QuotaExhaustedError, QuotaRoutedChatModel, Route
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
 
 # ------------------------------------------------------------------- helpers

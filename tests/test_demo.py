@@ -7,8 +7,8 @@ import io
 import pytest
 
 from langchain_quota_router import cli
-from langchain_quota_router._limits import Limit
-from langchain_quota_router.demo import DEMO_VENDORS, DemoResult, run_demo, scale_limit, sim_key
+from langchain_quota_router.cli.demo import DEMO_VENDORS, DemoResult, run_demo, scale_limit, sim_key
+from langchain_quota_router.quota.limits import Limit
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
-from langchain_quota_router._cache import DiskResponseCache
+from langchain_quota_router.cache.disk import DiskResponseCache
 from langchain_quota_router.testing import FakeClock, FakeVendorChatModel
 
 pytestmark = pytest.mark.slow

@@ -31,7 +31,7 @@ from langchain_openai.chat_models.base import (
     OpenAITimeoutError,
 )
 
-from langchain_quota_router.vendors.failures import (
+from langchain_quota_router.quota.failures import (
     Failure,
     FailureKind,
     classify,

@@ -21,10 +21,11 @@ import pytest
 from langchain_core.messages import AIMessage
 
 from langchain_quota_router import LedgerError, QuotaRoutedChatModel, Route, cli
-from langchain_quota_router._clock import FakeClock
-from langchain_quota_router._fleet import FleetCounters, flush_all
-from langchain_quota_router.ledger import Demand, Ledger, open_ledger
-from langchain_quota_router.ledger.fleet import (
+from langchain_quota_router.quota.clock import FakeClock
+from langchain_quota_router.quota.failures import FailureKind
+from langchain_quota_router.quota.fleet import FleetCounters, flush_all
+from langchain_quota_router.quota.ledger import Demand, Ledger, open_ledger
+from langchain_quota_router.quota.ledger.fleet import (
     HOUR,
     MINUTE,
     PRUNE_EVERY,
@@ -36,10 +37,9 @@ from langchain_quota_router.ledger.fleet import (
     SQLiteFleetStore,
     fleet_store,
 )
-from langchain_quota_router.ledger.memory import MemoryLedger
-from langchain_quota_router.ledger.sqlite import SQLiteLedger
+from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
+from langchain_quota_router.quota.ledger.sqlite.ledger import SQLiteLedger
 from langchain_quota_router.testing import FakeVendorChatModel
-from langchain_quota_router.vendors.failures import FailureKind
 
 SECRET = "sk-test-FLEETKEYMUSTNEVERBESTORED0123456789"
 

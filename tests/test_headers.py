@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from langchain_quota_router.vendors.headers import (
+from langchain_quota_router.quota.headers import (
     RateLimitHeader,
     parse_duration,
     read_rate_limit_headers,

@@ -26,15 +26,15 @@ from langchain_quota_router import (
     QuotaRoutedChatModel,
     Route,
 )
-from langchain_quota_router._clock import FakeClock
 from langchain_quota_router._config import routes_from_env
 from langchain_quota_router._errors import (
     RoutesAuthenticationError,
     RoutesInvalidRequestError,
     RoutesUnavailableError,
 )
-from langchain_quota_router._secrets import RedactedError, route_keys
 from langchain_quota_router.cli import main as cli_main
+from langchain_quota_router.quota.clock import FakeClock
+from langchain_quota_router.quota.secrets import RedactedError, route_keys
 from langchain_quota_router.simulator import SimKey, Simulator
 from langchain_quota_router.web import create_app
 

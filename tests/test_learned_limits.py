@@ -16,7 +16,7 @@ from pydantic import PrivateAttr
 from vendor_errors import _openai_response
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
 from langchain_quota_router.web import status_snapshot
 

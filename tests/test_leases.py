@@ -23,7 +23,7 @@ import pytest
 from redis_fixture import start_redis
 
 from langchain_quota_router import Limit
-from langchain_quota_router.ledger import Demand, Reservation, open_ledger
+from langchain_quota_router.quota.ledger import Demand, Reservation, open_ledger
 
 pytestmark = pytest.mark.slow
 

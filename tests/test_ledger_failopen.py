@@ -17,11 +17,11 @@ from redis_fixture import start_redis
 
 from langchain_quota_router import LedgerError
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router._limits import Limit
-from langchain_quota_router.ledger import Demand, Refusal, Reservation, open_ledger
-from langchain_quota_router.ledger.failopen import DEFAULT_SHARE, FailOpenLedger
-from langchain_quota_router.ledger.memory import MemoryLedger
-from langchain_quota_router.ledger.redis import RedisLedger
+from langchain_quota_router.quota.ledger import Demand, Refusal, Reservation, open_ledger
+from langchain_quota_router.quota.ledger.failopen import DEFAULT_SHARE, FailOpenLedger
+from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
+from langchain_quota_router.quota.ledger.redis.ledger import RedisLedger
+from langchain_quota_router.quota.limits import Limit
 
 pytestmark = pytest.mark.slow
 

@@ -25,11 +25,11 @@ from redis_fixture import command, start_redis
 
 from langchain_quota_router import LedgerError
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router._limits import Limit
-from langchain_quota_router.ledger import open_ledger
-from langchain_quota_router.ledger.base import Demand, Refusal, Reservation
-from langchain_quota_router.ledger.memory import MemoryLedger
-from langchain_quota_router.ledger.redis import RedisLedger, redact_url
+from langchain_quota_router.quota.ledger import open_ledger
+from langchain_quota_router.quota.ledger.base import Demand, Refusal, Reservation
+from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
+from langchain_quota_router.quota.ledger.redis.ledger import RedisLedger, redact_url
+from langchain_quota_router.quota.limits import Limit
 
 pytestmark = pytest.mark.slow
 
@@ -382,7 +382,7 @@ def test_scripts_survive_a_server_restart(tmp_path: Path) -> None:
 
 
 def test_scripts_ship_as_package_data() -> None:
-    folder = importlib.resources.files("langchain_quota_router.ledger") / "lua"
+    folder = importlib.resources.files("langchain_quota_router.quota.ledger.redis") / "lua"
     for name in ("_leases", "reserve", "settle", "observe", "usage", "reset"):
         assert "redis.call" in (folder / f"{name}.lua").read_text(encoding="utf-8")
 

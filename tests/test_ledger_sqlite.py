@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from langchain_quota_router import ConfigurationError, LedgerError, Limit
-from langchain_quota_router.ledger import (
+from langchain_quota_router.quota.ledger import (
     Demand,
     Reservation,
     default_ledger_url,
     open_ledger,
 )
-from langchain_quota_router.ledger.memory import MemoryLedger
-from langchain_quota_router.ledger.sqlite import SQLiteLedger
+from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
+from langchain_quota_router.quota.ledger.sqlite.ledger import SQLiteLedger
 
 T0 = 1_767_225_600.0
 LIMITS = [Limit.parse("200/day")]
@@ -76,8 +76,8 @@ def test_a_committed_reservation_survives_kill_9(tmp_path: Path) -> None:
         f"""
         import sys, time
         from langchain_quota_router import Limit
-        from langchain_quota_router.ledger import Demand
-        from langchain_quota_router.ledger.sqlite import SQLiteLedger
+        from langchain_quota_router.quota.ledger import Demand
+        from langchain_quota_router.quota.ledger.sqlite.ledger import SQLiteLedger
         ledger = SQLiteLedger({str(db)!r})
         ledger.reserve("p", [Limit.parse("10/day")], Demand(1, 0, 0), {T0})
         print("committed", flush=True)

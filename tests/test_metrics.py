@@ -19,9 +19,9 @@ from prometheus_client.samples import Sample
 
 import langchain_quota_router
 from langchain_quota_router import QuotaRoutedChatModel, Route, metrics
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
+from langchain_quota_router.quota.failures import FailureKind
 from langchain_quota_router.testing import FakeVendorChatModel
-from langchain_quota_router.vendors.failures import FailureKind
 from langchain_quota_router.web import create_app
 
 TOKEN = "owner-" + "T0k3n" * 6

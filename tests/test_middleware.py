@@ -13,7 +13,7 @@ from langchain_core.outputs import ChatResult
 from pydantic import PrivateAttr
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
 
 

@@ -10,12 +10,13 @@ import pytest
 import vendor_errors as errors
 from call_paths import ask
 
-from langchain_quota_router import QuotaRoutedChatModel, Route, _routing
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router import QuotaRoutedChatModel, Route
+from langchain_quota_router.chat import routing as _routing
 from langchain_quota_router.cli._report import report_data, status_text
-from langchain_quota_router.ledger import Demand
+from langchain_quota_router.quota.clock import FakeClock
+from langchain_quota_router.quota.failures import FailureKind, classify
+from langchain_quota_router.quota.ledger import Demand
 from langchain_quota_router.testing import FakeVendorChatModel
-from langchain_quota_router.vendors.failures import FailureKind, classify
 from langchain_quota_router.web import status_snapshot
 
 RETIRED = "llama-3.3-70b-versatile"

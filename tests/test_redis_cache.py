@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from langchain_quota_router.redis_cache import RedisResponseCache
+from langchain_quota_router.cache.redis import RedisResponseCache
 
 WORKER = textwrap.dedent(
     """
     import sys
     from langchain_quota_router import QuotaRoutedChatModel, Route
-    from langchain_quota_router.redis_cache import RedisResponseCache
+    from langchain_quota_router.cache.redis import RedisResponseCache
     from langchain_quota_router.testing import FakeVendorChatModel
 
     url, ledger = sys.argv[1], sys.argv[2]

@@ -20,7 +20,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool, tool
 
 from langchain_quota_router import DiskResponseCache, QuotaRoutedChatModel, Route
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
 
 LOGGER = "langchain_quota_router"
@@ -110,7 +110,7 @@ def test_hit_in_a_new_process_does_not_call_the_vendor(clock: FakeClock) -> None
         f"""
         import json
         from langchain_quota_router import QuotaRoutedChatModel, Route
-        from langchain_quota_router._clock import FakeClock
+        from langchain_quota_router.quota.clock import FakeClock
         from langchain_quota_router.testing import FakeVendorChatModel
 
         fake = FakeVendorChatModel(model="m1", script=[{ANSWER!r}])

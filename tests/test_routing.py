@@ -28,7 +28,7 @@ from vendor_errors import (
 )
 
 from langchain_quota_router import QuotaExhaustedError, QuotaRoutedChatModel, Route
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
 
 T0 = 1_767_225_600.0

@@ -10,7 +10,7 @@ import pytest
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
 from langchain_quota_router._config import router_kwargs_from_config, routes_from_env
-from langchain_quota_router._secrets import alias, fingerprint
+from langchain_quota_router.quota.secrets import alias, fingerprint
 
 KEYS = {
     "GROQ_API_KEY_1": "gsk-SECRET-Qx7mP2zL9w",

@@ -16,11 +16,12 @@ import pytest
 from call_paths import PATHS, ask
 from langchain_core.messages import AIMessageChunk
 
-from langchain_quota_router import LedgerError, QuotaRoutedChatModel, Route, _settle
-from langchain_quota_router._clock import FakeClock
-from langchain_quota_router._limits import Limit
-from langchain_quota_router.ledger import Demand, Reservation
-from langchain_quota_router.ledger.memory import MemoryLedger
+from langchain_quota_router import LedgerError, QuotaRoutedChatModel, Route
+from langchain_quota_router.quota.clock import FakeClock
+from langchain_quota_router.quota.ledger import Demand, Reservation
+from langchain_quota_router.quota.ledger import settle as _settle
+from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
+from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.testing import FakeVendorChatModel
 
 T0 = 1_767_225_600.0

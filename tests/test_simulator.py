@@ -28,7 +28,7 @@ from langchain_core.messages import (
 )
 from langchain_core.tools import tool
 
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.simulator import (
     Fault,
     Reply,

@@ -19,7 +19,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.simulator import (
     Fault,
     RetireStyle,

@@ -10,9 +10,10 @@ import pytest
 from langchain_openai import ChatOpenAI
 
 from langchain_quota_router import QuotaRoutedChatModel, Route, cli
-from langchain_quota_router._clock import FakeClock
-from langchain_quota_router._secrets import REDACTED, Masker, mask, mask_url, router_keys
-from langchain_quota_router._status import (
+from langchain_quota_router.cli._report import CSV_COLUMNS, report_csv
+from langchain_quota_router.quota.clock import FakeClock
+from langchain_quota_router.quota.secrets import REDACTED, Masker, mask, mask_url, router_keys
+from langchain_quota_router.quota.status import (
     LimitRow,
     limit_row,
     model_subject,
@@ -20,7 +21,6 @@ from langchain_quota_router._status import (
     status_snapshot,
     tightest,
 )
-from langchain_quota_router.cli._report import CSV_COLUMNS, report_csv
 from langchain_quota_router.testing import FakeVendorChatModel
 from langchain_quota_router.web import create_app
 

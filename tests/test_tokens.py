@@ -27,8 +27,8 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 
-from langchain_quota_router import _tokens
-from langchain_quota_router._tokens import (
+from langchain_quota_router.chat import tokens as _tokens
+from langchain_quota_router.chat.tokens import (
     PER_MESSAGE_TOKENS,
     REPLY_TOKENS,
     TIKTOKEN_FILES,

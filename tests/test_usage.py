@@ -15,7 +15,7 @@ from langchain_quota_router import (
     Route,
     get_quota_usage_callback,
 )
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
 
 PROMPT = "How many moons does Mars have?"

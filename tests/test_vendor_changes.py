@@ -20,8 +20,8 @@ from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
 
 from langchain_quota_router import QuotaRoutedChatModel, Route, cli
-from langchain_quota_router._clock import FakeClock
-from langchain_quota_router._doctor import check_router
+from langchain_quota_router.cli.doctor import check_router
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.simulator import SimKey, Simulator
 
 VENDORS = ["groq", "gemini", "openai", "cohere"]
@@ -143,7 +143,7 @@ def test_doctor_reports_learned_limits_that_disagree_with_configured_ones(
         cache=False,
         clock=clock,
     )
-    from langchain_quota_router._limits import Limit
+    from langchain_quota_router.quota.limits import Limit
 
     router.ledger_backend.learn("groq", Limit.parse("20/minute"), clock.now())
 

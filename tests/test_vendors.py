@@ -20,7 +20,7 @@ from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.simulator import Fault, Reply, SimKey, Simulator, ToolCall
 
 VENDORS = ["groq", "gemini", "openai", "cohere"]

@@ -14,7 +14,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from vendor_errors import openai_auth_error
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
 
 

@@ -26,7 +26,7 @@ import pytest
 from langchain_groq import ChatGroq
 
 from langchain_quota_router import ConfigurationError, QuotaRoutedChatModel, Route
-from langchain_quota_router._clock import FakeClock
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
 from langchain_quota_router.web import (
     ADMIN_TOKEN_ENV,

@@ -44,11 +44,11 @@ from langchain_quota_router._errors import (
     QuotaExhaustedError,
     QuotaRouterError,
 )
-from langchain_quota_router._secrets import Masker, mask
 from langchain_quota_router.cli import _report
+from langchain_quota_router.quota.secrets import Masker, mask
 
 if TYPE_CHECKING:
-    from langchain_quota_router._chat_model import QuotaRoutedChatModel
+    from langchain_quota_router.chat.model import QuotaRoutedChatModel
 
 __all__ = ["CONFIG_ENV", "main"]
 
@@ -72,7 +72,7 @@ def _load_router(config: str | None) -> QuotaRoutedChatModel:
 
     Tests replace this function to hand commands a router of their own.
     """
-    from langchain_quota_router._chat_model import QuotaRoutedChatModel
+    from langchain_quota_router.chat.model import QuotaRoutedChatModel
 
     path = config or os.environ.get(CONFIG_ENV)
     if path:
@@ -207,7 +207,7 @@ def _since(text: str) -> dt.timedelta | dt.datetime:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from langchain_quota_router._doctor import check_router, doctor_table
+    from langchain_quota_router.cli.doctor import check_router, doctor_table
 
     if args.max_age_days < 0:
         msg = f"--max-age-days must not be negative, got {args.max_age_days}"
@@ -284,7 +284,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from langchain_quota_router.demo import run_demo
+    from langchain_quota_router.cli.demo import run_demo
 
     if args.seconds <= 0:
         msg = f"--seconds must be positive, got {args.seconds}"

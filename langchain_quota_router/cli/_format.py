@@ -6,8 +6,8 @@ import datetime as dt
 import math
 from collections.abc import Iterable, Sequence
 
-from langchain_quota_router._limits import Limit
-from langchain_quota_router._status import LimitRow
+from langchain_quota_router.quota.limits import Limit
+from langchain_quota_router.quota.status import LimitRow
 
 #: Terminal width every table must fit.
 WIDTH = 80

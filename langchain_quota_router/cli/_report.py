@@ -3,7 +3,7 @@ the fleet's counters and each pool's use over time.
 
 Everything is read from the router's ledger, so a report made by a fresh process
 shows what every process sharing that ledger has spent and counted. The data is the
-one status model (:mod:`langchain_quota_router._status`): ``report --json`` is
+one status model (:mod:`langchain_quota_router.quota.status`): ``report --json`` is
 exactly what the status page's ``/status.json`` gives. ``report --history`` gives
 ``router.history()``'s rows instead (``--csv``: one row per time, pool and limit).
 """
@@ -17,11 +17,11 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from langchain_quota_router._status import read_status, status_snapshot, tightest
 from langchain_quota_router.cli import _format as fmt
+from langchain_quota_router.quota.status import read_status, status_snapshot, tightest
 
 if TYPE_CHECKING:
-    from langchain_quota_router._chat_model import QuotaRoutedChatModel
+    from langchain_quota_router.chat.model import QuotaRoutedChatModel
 
 
 def _iso_minutes(timestamp: float | None) -> str:

@@ -18,7 +18,8 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .._clock import Clock, SystemClock
+from langchain_quota_router.quota.clock import Clock, SystemClock
+
 from ._cohere import CohereWire
 from ._engine import BadRequest, Completion, ParsedRequest, complete
 from ._gemini import GeminiWire

@@ -102,7 +102,7 @@ from typing import Any, Literal, NoReturn, TypeVar, get_args
 from langchain_core.language_models import BaseChatModel
 
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router._limits import Limit
+from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.vendors.kinds import (
     HEADER_FAMILIES,
     KINDS,
@@ -799,7 +799,7 @@ def default_api_key(
     info = vendor if isinstance(vendor, VendorInfo) else _vendor(vendor)
     # Imported here: _secrets pulls in the ledger package, which the catalog's
     # readers (the ledger among them) must not need at import time.
-    from langchain_quota_router._secrets import clean_key
+    from langchain_quota_router.quota.secrets import clean_key
 
     env = os.environ if environ is None else environ
     for name in info.key_env:

@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from langchain_quota_router.quota.failures import FailureKind, classify
 from langchain_quota_router.vendors import catalog
-from langchain_quota_router.vendors.failures import FailureKind, classify
 
 if TYPE_CHECKING:
-    from langchain_quota_router._chat_model import QuotaRoutedChatModel
-    from langchain_quota_router._route import Route
+    from langchain_quota_router.chat.model import QuotaRoutedChatModel
+    from langchain_quota_router.chat.route import Route
 
 KeyVerdict = Literal["accepted", "rejected", "unknown"]
 ModelVerdict = Literal["served", "not served", "unknown"]

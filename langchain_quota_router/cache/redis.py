@@ -1,6 +1,6 @@
 """A response cache in Redis, shared by every worker of a fleet (extra ``redis``).
 
-    from langchain_quota_router.redis_cache import RedisResponseCache
+    from langchain_quota_router.cache.redis import RedisResponseCache
 
     llm = QuotaRoutedChatModel(routes=..., ledger="redis://cache-host:6379/0",
                                cache=RedisResponseCache("redis://cache-host:6379/1"))
@@ -23,15 +23,15 @@ from langchain_core.caches import BaseCache
 from langchain_core.load import dumps, loads
 from langchain_core.outputs import Generation
 
-from langchain_quota_router._cache import (
+from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router.cache.disk import (
     _ALLOWED_OBJECTS,
     _NOT_IMPLEMENTED_MARK,
     _cache_key,
     _revivable,
     _ttl_seconds,
 )
-from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router.ledger._url import redact_url
+from langchain_quota_router.quota.ledger.url import redact_url
 
 logger = logging.getLogger("langchain_quota_router")
 

@@ -46,13 +46,14 @@ from langchain_quota_router._errors import (
     RoutesModelNotFoundError,
     RoutesUnavailableError,
 )
-from langchain_quota_router._limits import Limit
-from langchain_quota_router._secrets import mask, redacted, route_keys
-from langchain_quota_router._settle import asettle, settle
-from langchain_quota_router._status import model_subject
-from langchain_quota_router._tokens import TokenEstimator
-from langchain_quota_router._watch import AlertTracker, QuotaAlert
-from langchain_quota_router.ledger import (
+from langchain_quota_router.chat.tokens import TokenEstimator
+from langchain_quota_router.quota.failures import Failure, FailureKind, classify
+from langchain_quota_router.quota.headers import (
+    RateLimitHeader,
+    header_window,
+    read_rate_limit_headers,
+)
+from langchain_quota_router.quota.ledger import (
     Demand,
     LearnedLimit,
     Ledger,
@@ -60,18 +61,17 @@ from langchain_quota_router.ledger import (
     Refusal,
     Reservation,
 )
+from langchain_quota_router.quota.ledger.settle import asettle, settle
+from langchain_quota_router.quota.limits import Limit
+from langchain_quota_router.quota.secrets import mask, redacted, route_keys
+from langchain_quota_router.quota.status import model_subject
+from langchain_quota_router.quota.watch import AlertTracker, QuotaAlert
 from langchain_quota_router.vendors import catalog
 from langchain_quota_router.vendors.adapters import take_captured_headers
-from langchain_quota_router.vendors.failures import Failure, FailureKind, classify
-from langchain_quota_router.vendors.headers import (
-    RateLimitHeader,
-    header_window,
-    read_rate_limit_headers,
-)
 
 if TYPE_CHECKING:
-    from langchain_quota_router._clock import Clock
-    from langchain_quota_router._route import Route
+    from langchain_quota_router.chat.route import Route
+    from langchain_quota_router.quota.clock import Clock
 
 logger = logging.getLogger("langchain_quota_router")
 

@@ -1,9 +1,9 @@
 """Fleet counters: what every router sharing a ledger did, and each pool's use over time.
 
-A router's :class:`~langchain_quota_router._routing.RouterStats` counts this process's
+A router's :class:`~langchain_quota_router.chat.routing.RouterStats` counts this process's
 calls; it also feeds a :class:`FleetCounters`, which adds the same events up in
 memory and writes them to the ledger's storage
-(:mod:`langchain_quota_router.ledger.fleet`) from a background thread, at most every
+(:mod:`langchain_quota_router.quota.ledger.fleet`) from a background thread, at most every
 ``interval`` seconds (1 s). Nothing is written on a caller's path: counting an event
 takes a lock and adds to a dict, so an asyncio caller never waits for I/O. Counts
 are also written when this process reads them (``router.get_stats()``,
@@ -35,9 +35,7 @@ from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from langchain_quota_router._errors import LedgerError
-from langchain_quota_router._secrets import mask
-from langchain_quota_router._status import iso
-from langchain_quota_router.ledger.fleet import (
+from langchain_quota_router.quota.ledger.fleet import (
     HOUR,
     MINUTE,
     RETENTION,
@@ -47,12 +45,14 @@ from langchain_quota_router.ledger.fleet import (
     Row,
     fleet_store,
 )
+from langchain_quota_router.quota.secrets import mask
+from langchain_quota_router.quota.status import iso
 
 if TYPE_CHECKING:
-    from langchain_quota_router._clock import Clock
-    from langchain_quota_router._limits import Limit
-    from langchain_quota_router._route import Route
-    from langchain_quota_router.ledger.base import Ledger
+    from langchain_quota_router.chat.route import Route
+    from langchain_quota_router.quota.clock import Clock
+    from langchain_quota_router.quota.ledger.base import Ledger
+    from langchain_quota_router.quota.limits import Limit
 
 __all__ = [
     "FLUSH_INTERVAL",

@@ -54,20 +54,11 @@ from pydantic import (
 )
 from typing_extensions import Self
 
-from langchain_quota_router import _streaming as vendor
-from langchain_quota_router._cache import DiskResponseCache
-from langchain_quota_router._clock import Clock, SystemClock
 from langchain_quota_router._errors import ConfigurationError, LedgerError
-from langchain_quota_router._fleet import (
-    FleetCounters,
-    fleet_view,
-    history_window,
-    reading_fleet,
-    usage_history,
-)
-from langchain_quota_router._limits import MAX_AMOUNT, Limit
-from langchain_quota_router._route import Route
-from langchain_quota_router._routing import (
+from langchain_quota_router.cache.disk import DiskResponseCache
+from langchain_quota_router.chat import streaming as vendor
+from langchain_quota_router.chat.route import Route
+from langchain_quota_router.chat.routing import (
     TOOL_OPTIONS,
     Attempt,
     PoolLimits,
@@ -75,18 +66,27 @@ from langchain_quota_router._routing import (
     RouterStats,
     Settings,
 )
-from langchain_quota_router._status import model_subject
-from langchain_quota_router._streaming import StreamRelay, replay, tag_message
-from langchain_quota_router._tokens import TokenEstimator
-from langchain_quota_router._watch import (
+from langchain_quota_router.chat.streaming import StreamRelay, replay, tag_message
+from langchain_quota_router.chat.tokens import TokenEstimator
+from langchain_quota_router.quota.clock import Clock, SystemClock
+from langchain_quota_router.quota.fleet import (
+    FleetCounters,
+    fleet_view,
+    history_window,
+    reading_fleet,
+    usage_history,
+)
+from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
+from langchain_quota_router.quota.ledger.fleet import FleetStore, fleet_store
+from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit
+from langchain_quota_router.quota.status import model_subject
+from langchain_quota_router.quota.watch import (
     ALERT_EVENT,
     AlertTracker,
     Lifespan,
     QuotaAlert,
     estimate_lifespan,
 )
-from langchain_quota_router.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
-from langchain_quota_router.ledger.fleet import FleetStore, fleet_store
 
 logger = logging.getLogger("langchain_quota_router")
 
@@ -429,7 +429,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         vendors' 429s), ``refused`` (calls the ledger kept from full or blocked
         pools), ``cache_hits``, ``tokens_in``, ``tokens_out``, ``cost`` (USD), and
         per route and per pool under ``"routes"`` and ``"pools"`` (see
-        :func:`langchain_quota_router._fleet.fleet_view`). ``None`` when the ledger
+        :func:`langchain_quota_router.quota.fleet.fleet_view`). ``None`` when the ledger
         cannot be read (a warning says why).
         """
         stats = self._stats.snapshot()

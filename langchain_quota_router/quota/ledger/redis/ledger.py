@@ -8,9 +8,9 @@ for TLS). Options of our own:
 ``on_error=raise``          (default) fail closed: every operation raises
                             :class:`~langchain_quota_router.LedgerError` while Redis
                             does not answer, so nothing is sent unaccounted.
-``on_error=local``          fail open: :func:`~langchain_quota_router.ledger.open_ledger`
+``on_error=local``          fail open: :func:`~langchain_quota_router.quota.ledger.open_ledger`
                             wraps this ledger in a
-                            :class:`~langchain_quota_router.ledger.failopen.FailOpenLedger`
+                            :class:`~langchain_quota_router.quota.ledger.failopen.FailOpenLedger`
                             (see there; ``retry_interval`` and ``outage_share`` are
                             its options).
 ==========================  =========================================================
@@ -72,9 +72,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from langchain_quota_router._errors import ConfigurationError, LedgerError
-from langchain_quota_router._limits import Limit, Metric, Window
-from langchain_quota_router.ledger._url import redact_url
-from langchain_quota_router.ledger.base import (
+from langchain_quota_router.quota.ledger.base import (
     FULL_PREFIX,
     KEY_PREFIX,
     MODEL_PREFIX,
@@ -93,6 +91,8 @@ from langchain_quota_router.ledger.base import (
     lease_floor,
     new_lease_id,
 )
+from langchain_quota_router.quota.ledger.url import redact_url
+from langchain_quota_router.quota.limits import Limit, Metric, Window
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -135,7 +135,7 @@ WRAPPER_OPTIONS = ("on_error", "retry_interval", "outage_share")
 @functools.cache
 def _script_text(name: str) -> str:
     """The source of one of the package's Lua scripts."""
-    folder = importlib.resources.files("langchain_quota_router.ledger") / "lua"
+    folder = importlib.resources.files("langchain_quota_router.quota.ledger.redis") / "lua"
     prelude = (folder / "_leases.lua").read_text(encoding="utf-8")
     return prelude + (folder / f"{name}.lua").read_text(encoding="utf-8")
 
@@ -624,7 +624,7 @@ class RedisLedger(Ledger):
         to none. ``lease_id`` (default: a new one) names the reservation: a reserve
         sent again with the same id after a lost reply is not counted twice. A pool
         this process knows is full is refused without a round trip (see
-        :class:`~langchain_quota_router.ledger.base.FullPools`).
+        :class:`~langchain_quota_router.quota.ledger.base.FullPools`).
         """
         full = self.full_pools
         known = full.refusal(pool, demand, now)
@@ -910,7 +910,7 @@ class RedisLedger(Ledger):
                 self._settle_failed([item], LedgerError(msg))
 
     def _settle_failed(self, items: Sequence[_Queued], exc: LedgerError) -> None:
-        from langchain_quota_router._settle import SETTLER
+        from langchain_quota_router.quota.ledger.settle import SETTLER
 
         for item in items:
             SETTLER.failed(exc, self, item.reservation, item.used, item.now)

@@ -26,8 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import platformdirs
 
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router.ledger._url import redact_url
-from langchain_quota_router.ledger.base import (
+from langchain_quota_router.quota.ledger.base import (
     DEFAULT_LEASE,
     BucketLedger,
     Demand,
@@ -38,6 +37,7 @@ from langchain_quota_router.ledger.base import (
     Refusal,
     Reservation,
 )
+from langchain_quota_router.quota.ledger.url import redact_url
 
 LEDGER_ENV = "QUOTA_ROUTER_LEDGER"
 _APP = "langchain-quota-router"
@@ -45,10 +45,10 @@ logger = logging.getLogger("langchain_quota_router")
 
 # scheme -> (module, class, the extra that installs its client library)
 _BACKENDS: dict[str, tuple[str, str, str | None]] = {
-    "memory": ("langchain_quota_router.ledger.memory", "MemoryLedger", None),
-    "sqlite": ("langchain_quota_router.ledger.sqlite", "SQLiteLedger", None),
-    "redis": ("langchain_quota_router.ledger.redis", "RedisLedger", "redis"),
-    "rediss": ("langchain_quota_router.ledger.redis", "RedisLedger", "redis"),
+    "memory": ("langchain_quota_router.quota.ledger.memory.ledger", "MemoryLedger", None),
+    "sqlite": ("langchain_quota_router.quota.ledger.sqlite.ledger", "SQLiteLedger", None),
+    "redis": ("langchain_quota_router.quota.ledger.redis.ledger", "RedisLedger", "redis"),
+    "rediss": ("langchain_quota_router.quota.ledger.redis.ledger", "RedisLedger", "redis"),
 }
 
 
@@ -120,7 +120,7 @@ def open_ledger(url: str | Ledger | None = None) -> Ledger:
 
 def _fail_open(url: str, query: dict[str, str]) -> Ledger:
     """``redis://...?on_error=local``: the Redis ledger wrapped to fail open."""
-    from langchain_quota_router.ledger.failopen import RETRY_INTERVAL, FailOpenLedger
+    from langchain_quota_router.quota.ledger.failopen import RETRY_INTERVAL, FailOpenLedger
 
     shown = redact_url(url)
     options: dict[str, float | None] = {}

@@ -10,7 +10,7 @@ the command line, the demo) goes through :class:`Masker`, which hides:
 - every API key the router's vendor models hold (their ``SecretStr`` fields), even
   keys no pattern would recognise;
 - anything shaped like a key or token (``sk-…``, ``gsk_…``, ``AIza…``, ``Bearer …``,
-  ``key=…``), as :func:`langchain_quota_router.vendors.failures.redact` finds them in
+  ``key=…``), as :func:`langchain_quota_router.quota.failures.redact` finds them in
   vendor messages;
 - the user name and password of a URL (:func:`mask_url`), since a Redis ledger URL
   may carry them.
@@ -28,12 +28,12 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import BaseModel, SecretStr
 
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router.ledger._url import redact_url
-from langchain_quota_router.vendors.failures import redact as redact_shapes
+from langchain_quota_router.quota.failures import redact as redact_shapes
+from langchain_quota_router.quota.ledger.url import redact_url
 
 if TYPE_CHECKING:
-    from langchain_quota_router._chat_model import QuotaRoutedChatModel
-    from langchain_quota_router._route import Route
+    from langchain_quota_router.chat.model import QuotaRoutedChatModel
+    from langchain_quota_router.chat.route import Route
 
 __all__ = [
     "REDACTED",

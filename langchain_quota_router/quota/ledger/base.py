@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from langchain_quota_router._limits import Limit, Metric
+from langchain_quota_router.quota.limits import Limit, Metric
 
 POOL_PREFIX = "pool:"
 KEY_PREFIX = "key:"

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from langchain_quota_router._limits import Limit
-from langchain_quota_router.ledger import Ledger, LimitUsage, Reservation
+from langchain_quota_router.quota.ledger import Ledger, LimitUsage, Reservation
+from langchain_quota_router.quota.limits import Limit
 
 logger = logging.getLogger("langchain_quota_router")
 

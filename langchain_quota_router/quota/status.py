@@ -8,7 +8,7 @@ the page, ``quota-router status``, ``/metrics`` and the demo render the same row
 
 A route's state comes from the ledger alone (holds and usage), so every process that
 shares the ledger reports the same state for the same facts. Whatever is shown is
-masked by :class:`~langchain_quota_router._secrets.Masker`.
+masked by :class:`~langchain_quota_router.quota.secrets.Masker`.
 
 JSON field names follow the Python names: a limit row's ``amount`` is
 ``Limit.amount``, ``used``/``remaining``/``percent``/``resets_at``/``learned_at`` are
@@ -25,18 +25,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from langchain_quota_router._secrets import Masker
-from langchain_quota_router.ledger.base import (
+from langchain_quota_router.quota.ledger.base import (
     KEY_PREFIX,
     MODEL_PREFIX,
     POOL_PREFIX,
     Hold,
     LimitUsage,
 )
+from langchain_quota_router.quota.secrets import Masker
 
 if TYPE_CHECKING:
-    from langchain_quota_router._chat_model import QuotaRoutedChatModel
-    from langchain_quota_router._route import Route
+    from langchain_quota_router.chat.model import QuotaRoutedChatModel
+    from langchain_quota_router.chat.route import Route
 
 __all__ = [
     "HoldRow",
@@ -222,7 +222,7 @@ class LimitRow:
 
 
 def limit_row(usage: LimitUsage) -> LimitRow:
-    """The row for one :class:`~langchain_quota_router.ledger.LimitUsage`."""
+    """The row for one :class:`~langchain_quota_router.quota.ledger.LimitUsage`."""
     return LimitRow(
         pool=usage.pool,
         limit=str(usage.limit),

@@ -43,15 +43,15 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool, tool
 
-from langchain_quota_router._cache import DiskResponseCache
-from langchain_quota_router._chat_model import QuotaRoutedChatModel
-from langchain_quota_router._clock import FakeClock
-from langchain_quota_router._limits import Limit
-from langchain_quota_router._route import Route
-from langchain_quota_router._status import LimitRow, read_status, tightest
+from langchain_quota_router.cache.disk import DiskResponseCache
+from langchain_quota_router.chat.model import QuotaRoutedChatModel
+from langchain_quota_router.chat.route import Route
 from langchain_quota_router.cli import _format as fmt
-from langchain_quota_router.ledger import Demand, LimitUsage, Refusal, Reservation
-from langchain_quota_router.ledger.sqlite import SQLiteLedger
+from langchain_quota_router.quota.clock import FakeClock
+from langchain_quota_router.quota.ledger import Demand, LimitUsage, Refusal, Reservation
+from langchain_quota_router.quota.ledger.sqlite.ledger import SQLiteLedger
+from langchain_quota_router.quota.limits import Limit
+from langchain_quota_router.quota.status import LimitRow, read_status, tightest
 from langchain_quota_router.simulator import Fault, SimKey, Simulator, vendor_model
 from langchain_quota_router.simulator._types import Vendor
 from langchain_quota_router.vendors.catalog import ModelInfo, VendorInfo, lookup

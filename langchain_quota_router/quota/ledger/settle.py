@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from langchain_quota_router._errors import LedgerError
-from langchain_quota_router.ledger import Demand, Ledger, Reservation
+from langchain_quota_router.quota.ledger import Demand, Ledger, Reservation
 
 logger = logging.getLogger("langchain_quota_router")
 

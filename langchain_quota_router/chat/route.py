@@ -14,9 +14,9 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, SecretStr
 
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router._limits import MAX_AMOUNT, Limit, parse_limits
-from langchain_quota_router._secrets import alias, clean_key, fingerprint, mask, mask_url
-from langchain_quota_router.ledger._url import redact_url
+from langchain_quota_router.quota.ledger.url import redact_url
+from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, parse_limits
+from langchain_quota_router.quota.secrets import alias, clean_key, fingerprint, mask, mask_url
 from langchain_quota_router.vendors.catalog import (
     build_chat_model,
     default_api_key,

@@ -35,8 +35,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from langchain_quota_router._errors import ConfigurationError, LedgerError
-from langchain_quota_router._limits import Limit, Metric
-from langchain_quota_router.ledger.base import (
+from langchain_quota_router.quota.ledger.base import (
     Demand,
     FullPools,
     Hold,
@@ -47,7 +46,8 @@ from langchain_quota_router.ledger.base import (
     Reservation,
     new_lease_id,
 )
-from langchain_quota_router.ledger.memory import MemoryLedger
+from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
+from langchain_quota_router.quota.limits import Limit, Metric
 
 logger = logging.getLogger("langchain_quota_router")
 

@@ -34,7 +34,7 @@ from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from langchain_quota_router._errors import ConfigurationError, LedgerError
-from langchain_quota_router.ledger.base import (
+from langchain_quota_router.quota.ledger.base import (
     FULL_PREFIX,
     BucketLedger,
     Hold,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
-from langchain_quota_router.vendors.headers import (
+from langchain_quota_router.quota.headers import (
     parse_duration,
     read_rate_limit_headers,
 )

@@ -8,7 +8,7 @@ the status page, another worker) sees the totals.
 A counter is named by a :data:`Key`, ``(kind, name, field)``:
 
 - ``("route", "groq", "calls")``: per route ``calls``, ``fallbacks``,
-  ``errors:<kind>`` (a :class:`~langchain_quota_router.vendors.failures.FailureKind`
+  ``errors:<kind>`` (a :class:`~langchain_quota_router.quota.failures.FailureKind`
   value), ``rate_limited`` (the vendor's 429s), ``refused`` (the ledger kept a call
   from a full or blocked pool), ``cache_hits``, ``tokens_in``, ``tokens_out`` and
   ``cost`` (USD);
@@ -26,7 +26,7 @@ storage stays bounded whatever runs. A bucket is named by its start (epoch secon
 Storage per backend, chosen by :func:`fleet_store` from the ledger's type (the
 ledger's own tables and keys are never touched):
 
-- memory: a store kept beside the :class:`~langchain_quota_router.ledger.memory.MemoryLedger`
+- memory: a store kept beside the :class:`~.memory.ledger.MemoryLedger`
   object (this process only, as its quota is);
 - SQLite: a table ``fleet_counters`` in the ledger's file, written through a
   connection of its own (one per thread, opened anew in a forked child), one
@@ -58,7 +58,7 @@ from urllib.parse import quote
 from langchain_quota_router._errors import LedgerError
 
 if TYPE_CHECKING:
-    from langchain_quota_router.ledger.base import Ledger
+    from langchain_quota_router.quota.ledger.base import Ledger
 
 __all__ = [
     "HOUR",
@@ -244,7 +244,7 @@ class SQLiteFleetStore(FleetStore):
         elif conn is not None:
             self._orphans.append(conn)
         self._local.conn = None
-        from langchain_quota_router.ledger.sqlite import _APPLICATION_ID
+        from langchain_quota_router.quota.ledger.sqlite.ledger import _APPLICATION_ID
 
         if identity is None:
             self._make_file()
@@ -454,7 +454,7 @@ def fleet_store(ledger: Ledger) -> FleetStore:
     A fail-open ledger counts in its primary's store; a ledger of a type this
     module does not know keeps its counters in this process's memory.
     """
-    from langchain_quota_router.ledger.failopen import FailOpenLedger
+    from langchain_quota_router.quota.ledger.failopen import FailOpenLedger
 
     shared = ledger.primary if isinstance(ledger, FailOpenLedger) else ledger
     try:
@@ -468,12 +468,12 @@ def fleet_store(ledger: Ledger) -> FleetStore:
 
 
 def _new_store(ledger: Ledger) -> FleetStore:
-    from langchain_quota_router.ledger.sqlite import SQLiteLedger
+    from langchain_quota_router.quota.ledger.sqlite.ledger import SQLiteLedger
 
     if isinstance(ledger, SQLiteLedger):
         return SQLiteFleetStore(ledger, ledger.path)
     try:
-        from langchain_quota_router.ledger.redis import RedisLedger
+        from langchain_quota_router.quota.ledger.redis.ledger import RedisLedger
     except ImportError:  # pragma: no cover - the redis module imports without redis-py
         RedisLedger = None  # type: ignore[assignment,misc]  # noqa: N806
     if RedisLedger is not None and isinstance(ledger, RedisLedger):

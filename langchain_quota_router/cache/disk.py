@@ -39,8 +39,8 @@ from langchain_core.outputs import (
     GenerationChunk,
 )
 
-from langchain_quota_router._clock import Clock, SystemClock
 from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router.quota.clock import Clock, SystemClock
 
 __all__ = ["CACHE_DIR_ENV", "DiskResponseCache", "default_cache_directory"]
 
