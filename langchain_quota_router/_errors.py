@@ -40,20 +40,9 @@ from langchain_core.exceptions import (
     ModelRateLimitError,
 )
 
-
-class QuotaRouterError(Exception):
-    """Base class of every error raised by langchain-quota-router."""
-
-
-class ConfigurationError(QuotaRouterError, ValueError):
-    """A route, limit, ledger URL or configuration file is wrong.
-
-    The message names the culprit: the route, the limit string, the URL or the file.
-    """
-
-
-class LedgerError(QuotaRouterError):
-    """The ledger could not be read or written, or its storage is not a ledger."""
+from langchain_quota_router.quota.errors import ConfigurationError as ConfigurationError
+from langchain_quota_router.quota.errors import LedgerError as LedgerError
+from langchain_quota_router.quota.errors import QuotaRouterError as QuotaRouterError
 
 
 class NoRouteError(QuotaRouterError):
@@ -112,3 +101,37 @@ class RoutesUnavailableError(NoRouteError, ModelAPIError):
     """Every route failed with a server error, a timeout or a dropped connection."""
 
     summary = "every route failed"
+
+
+_TYPED_ERRORS: dict[str, type[NoRouteError]] = {
+    "context": RoutesContextOverflowError,
+    "auth": RoutesAuthenticationError,
+    "unavailable": RoutesModelNotFoundError,
+    "tools": RoutesInvalidRequestError,
+    "transient": RoutesUnavailableError,
+}
+
+
+def no_route_error(
+    categories: set[str], reasons: Mapping[str, str], resets_at: dt.datetime | None
+) -> NoRouteError:
+    """The LangChain-typed error for a call nobody could serve.
+
+    Args:
+        categories: why each route or key could not serve, in the quota core's words
+            (``quota``, ``context``, ``auth``, ``unavailable``, ``tools``,
+            ``transient``, ``other``).
+        reasons: name -> why, in the order tried (already masked).
+        resets_at: the earliest moment one of them frees up, if any does.
+
+    Returns:
+        One kind when every route failed the same way (all keys rejected: a
+        ``RoutesAuthenticationError``); ``RoutesUnavailableError`` when they failed
+        in several ways none of which is quota; else ``QuotaExhaustedError``.
+    """
+    kind: type[NoRouteError] = QuotaExhaustedError
+    if len(categories) == 1:
+        kind = _TYPED_ERRORS.get(next(iter(categories)), QuotaExhaustedError)
+    elif categories and "quota" not in categories and categories <= set(_TYPED_ERRORS):
+        kind = RoutesUnavailableError
+    return kind(reasons, resets_at)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
-from langchain_quota_router.chat import routing as _routing
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.fleet import FleetCounters
 from langchain_quota_router.quota.ledger import Demand, Ledger
@@ -19,12 +17,6 @@ from langchain_quota_router.testing import FakeVendorChatModel
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the fake clock's start
 COLUMNS = ["time", "time_epoch", "pool", "limit", "metric", "window", "used", "amount", "percent"]
-
-#: Whether RoutedCall reports what each call spent (``RouterStats.spent``) yet.
-WIRED = "stats.spent(" in inspect.getsource(_routing.RoutedCall)
-needs_wiring = pytest.mark.xfail(
-    not WIRED, reason="RoutedCall does not call RouterStats.spent() yet", strict=True
-)
 
 
 def make_router(ledger: str | Ledger, clock: FakeClock) -> QuotaRoutedChatModel:
@@ -190,7 +182,6 @@ def test_another_router_on_the_ledger_sees_the_history(
     assert at(rows, clock.now(), "1000 tokens/once")["used"] == 32
 
 
-@needs_wiring
 @pytest.mark.parametrize("how", ["invoke", "stream"])
 def test_calls_through_the_router_make_the_history(clock: FakeClock, how: str) -> None:
     router = make_router("memory://", clock)

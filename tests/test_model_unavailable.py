@@ -11,8 +11,8 @@ import vendor_errors as errors
 from call_paths import ask
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
-from langchain_quota_router.chat import routing as _routing
 from langchain_quota_router.cli._report import report_data, status_text
+from langchain_quota_router.quota import admission as _routing
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.failures import FailureKind, classify
 from langchain_quota_router.quota.ledger import Demand

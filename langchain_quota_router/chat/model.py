@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -54,7 +55,7 @@ from pydantic import (
 )
 from typing_extensions import Self
 
-from langchain_quota_router._errors import ConfigurationError, LedgerError
+from langchain_quota_router._errors import ConfigurationError, LedgerError, no_route_error
 from langchain_quota_router.cache.disk import DiskResponseCache
 from langchain_quota_router.chat import streaming as vendor
 from langchain_quota_router.chat.route import Route
@@ -65,6 +66,7 @@ from langchain_quota_router.chat.routing import (
     RoutedCall,
     RouterStats,
     Settings,
+    successor_of,
 )
 from langchain_quota_router.chat.streaming import StreamRelay, replay, tag_message
 from langchain_quota_router.chat.tokens import TokenEstimator
@@ -79,6 +81,7 @@ from langchain_quota_router.quota.fleet import (
 from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
 from langchain_quota_router.quota.ledger.fleet import FleetStore, fleet_store
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit
+from langchain_quota_router.quota.secrets import route_keys
 from langchain_quota_router.quota.status import model_subject
 from langchain_quota_router.quota.watch import (
     ALERT_EVENT,
@@ -389,8 +392,11 @@ class QuotaRoutedChatModel(BaseChatModel):
         if known is not None and known[0] == mark:
             return known[1]
         settings = Settings(
-            routes=tuple(self.routes),
-            route_map=self._route_map,
+            members=tuple(self.routes),
+            member_map=self._route_map,
+            error_for=no_route_error,
+            secrets=functools.partial(route_keys, tuple(self.routes)),
+            successor_of=successor_of,
             pools=self._pool_table,
             ledger=self.ledger_backend,
             clock=self.clock,

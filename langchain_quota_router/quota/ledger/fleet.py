@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from langchain_quota_router._errors import LedgerError
+from langchain_quota_router.quota.errors import LedgerError
 
 if TYPE_CHECKING:
     from langchain_quota_router.quota.ledger.base import Ledger

@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from langchain_quota_router._errors import ConfigurationError, LedgerError
+from langchain_quota_router.quota.errors import ConfigurationError, LedgerError
 from langchain_quota_router.quota.ledger.base import (
     FULL_PREFIX,
     KEY_PREFIX,

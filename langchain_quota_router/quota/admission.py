@@ -1,0 +1,839 @@
+"""Admission: for one call, which routes or keys to ask, in what order, and what
+their failures mean. The part of routing every client shares.
+
+The quota core's clients (the chat model, embeddings, key rotators, the proxy) each
+plan their own attempts; this module decides for all of them:
+
+1. order the members (routes or keys) by the strategy, the caller's ``preferred``
+   member first;
+2. skip members whose pool is known full, blocked, disabled or whose model is gone,
+   then ask the ledger to reserve; a refused member is never called;
+3. after the call, settle the reservation, or classify the failure and block, cool
+   down, disable or mark the model unavailable, and learn limits from headers;
+4. when nobody is left, wait (bounded by ``max_wait``) or raise the error the
+   client's ``error_for`` builds from why each member could not serve.
+
+It knows nothing of messages, tools or LangChain: a member is anything with a name,
+a pool, a credential, a priority, a provider and a model name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+from langchain_quota_router.quota.clock import Clock
+from langchain_quota_router.quota.errors import ConfigurationError, LedgerError
+from langchain_quota_router.quota.failures import Failure, FailureKind, classify
+from langchain_quota_router.quota.headers import (
+    RateLimitHeader,
+    header_window,
+    read_rate_limit_headers,
+)
+from langchain_quota_router.quota.ledger import (
+    Demand,
+    LearnedLimit,
+    Ledger,
+    LimitUsage,
+    Refusal,
+    Reservation,
+)
+from langchain_quota_router.quota.ledger.settle import asettle, settle
+from langchain_quota_router.quota.limits import Limit
+from langchain_quota_router.quota.secrets import mask, redacted
+from langchain_quota_router.quota.stats import RouterStats
+from langchain_quota_router.quota.watch import AlertTracker
+
+logger = logging.getLogger("langchain_quota_router")
+
+# Why a member could not serve, in the words the final error is chosen by.
+Category = Literal[
+    "quota", "context", "auth", "unavailable", "transient", "tools", "argument", "other"
+]
+_HOLD_CATEGORIES: dict[str, Category] = {
+    FailureKind.RATE_LIMIT.value: "quota",
+    FailureKind.QUOTA_EXHAUSTED.value: "quota",
+    FailureKind.TRANSIENT.value: "transient",
+    "disabled": "auth",
+    "model": "unavailable",
+}
+FAILURE_CATEGORIES: dict[FailureKind, Category] = {
+    FailureKind.RATE_LIMIT: "quota",
+    FailureKind.QUOTA_EXHAUSTED: "quota",
+    FailureKind.AUTHENTICATION: "auth",
+    FailureKind.TRANSIENT: "transient",
+    FailureKind.CONTEXT_TOO_LONG: "context",
+    FailureKind.MODEL_UNAVAILABLE: "unavailable",
+    FailureKind.BAD_REQUEST: "other",
+    FailureKind.UNKNOWN: "other",
+}
+
+
+class Member(Protocol):
+    """What admission needs of a route or a key."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def pool(self) -> str: ...
+
+    @property
+    def credential(self) -> str: ...
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+
+def model_subject(member: Member) -> str:
+    """What the ledger marks unavailable for a member: its model on its key.
+
+    Another model on the same key stays usable, and so does the same model on
+    another key (vendors retire models for everyone, but a key may lack access).
+    """
+    return f"{member.credential}|{member.model_name}"
+
+
+class PoolLimits:
+    """Each pool's limits: configured, taken from the catalog, or learned from vendors.
+
+    The order of authority: what the user configured, then what the vendor's headers
+    state (learned limits, kept in the ledger so every process enforces them), then
+    the catalog's figures.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        pools: Mapping[str, tuple[Limit, ...]],
+        configured: Mapping[str, tuple[Limit, ...]],
+    ) -> None:
+        self.ledger = ledger
+        #: pool -> the limits enforced now; read on every call, replaced (not
+        #: mutated) when a limit is learned, so readers never see a half update.
+        self.current: dict[str, tuple[Limit, ...]] = dict(pools)
+        self._configured = {pool: configured.get(pool, ()) for pool in pools}
+        self._read_at = -math.inf
+        self._lock = threading.Lock()
+
+    def __getitem__(self, pool: str) -> tuple[Limit, ...]:
+        return self.current[pool]
+
+    def is_configured(self, pool: str, limit: Limit) -> bool:
+        """Whether ``limit`` was given explicitly for ``pool``: it always wins."""
+        return limit in self._configured.get(pool, ())
+
+    def learned(self) -> list[LearnedLimit]:
+        """The learned limits of these pools, as the ledger keeps them."""
+        return [x for x in self.ledger.learned() if x.pool in self._configured]
+
+    def due(self, now: float, *, every: float = 60.0) -> bool:
+        """Whether :meth:`refresh` would read the ledger."""
+        return now - self._read_at >= every
+
+    def refresh(self, now: float, *, every: float = 60.0) -> None:
+        """Take in limits other processes learned, at most once per ``every`` s."""
+        if not self.due(now, every=every):
+            return
+        self._read_at = now
+        for learned in self.learned():
+            self._adopt(learned.pool, learned.limit)
+
+    def learn(self, member: Member, seen: RateLimitHeader, now: float) -> Limit | None:
+        """Turn a vendor's rate-limit header into a limit of the route's pool.
+
+        Returns the limit to observe the header against: a configured limit of the
+        same metric and window when there is one (it wins over what the vendor
+        says), else the learned limit, now recorded in the ledger.
+        """
+        if seen.limit is None:
+            return None
+        window = header_window(seen, member.provider)
+        noun = "" if seen.metric == "requests" else " tokens"
+        try:
+            limit = Limit.parse(f"{seen.limit}{noun}/{window}")
+        except ConfigurationError:
+            return None
+        for configured in self._configured.get(member.pool, ()):
+            if configured.series == limit.series:
+                return configured
+        if limit not in self.current.get(member.pool, ()):
+            self.ledger.learn(member.pool, limit, now)
+            logger.info("%s: learned %s from the vendor's headers", member.name, limit)
+        self._adopt(member.pool, limit)
+        return limit
+
+    def _adopt(self, pool: str, limit: Limit) -> None:
+        """Enforce a learned limit in ``pool``, replacing an older learned one or a
+        catalog figure of the same metric and window."""
+        configured = self._configured.get(pool)
+        if configured is None or any(c.series == limit.series for c in configured):
+            return
+        with self._lock:
+            current = self.current.get(pool, ())
+            if limit in current:
+                return
+            kept = tuple(c for c in current if c.series != limit.series)
+            self.current[pool] = (*kept, limit)
+
+
+class RoomBoard:
+    """What share of its tightest limit each pool has left, as last seen: what
+    ``strategy="spread"`` orders routes by, without reading every pool per call.
+
+    Kept up to date by every reservation (its levels are the pool's usage at that
+    moment) and refusal (no room); besides, each call re-reads the one pool seen
+    longest ago, if that was more than :attr:`stale_after` seconds ago, so pools
+    that only other processes use, or whose windows slid, are not judged on old
+    figures. The first call reads every pool. It only orders routes: admission is
+    always the ledger's.
+
+    Args:
+        pools: every pool, in the order of their best route's priority (ties
+            between equal shares go to the first).
+    """
+
+    stale_after: ClassVar[float] = 1.0
+
+    def __init__(self, pools: Iterable[str]) -> None:
+        self.shares: dict[str, float] = dict.fromkeys(pools, 1.0)
+        # pool -> monotonic time last seen, oldest first.
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def room(self, pool: str) -> float:
+        return self.shares.get(pool, 1.0)
+
+    def best(self) -> str | None:
+        """The pool with the largest share left (the first of equals)."""
+        shares = self.shares
+        return max(shares, key=shares.__getitem__) if shares else None
+
+    def _set(self, pool: str, share: float) -> None:
+        if pool in self.shares:
+            self.shares[pool] = share
+            self._seen[pool] = time.monotonic()
+            self._seen.move_to_end(pool)
+
+    def note(self, pool: str, levels: Sequence[tuple[Limit, int]]) -> None:
+        """A reservation's levels: ``(limit, used)`` counting it."""
+        shares = [(lim.amount - used) / lim.amount for lim, used in levels if lim.amount > 0]
+        self._set(pool, max(0.0, min(shares)) if shares else 1.0)
+
+    def full(self, pool: str) -> None:
+        self._set(pool, 0.0)
+
+    def usage(self, pool: str, usage: Sequence[LimitUsage]) -> None:
+        self.note(pool, [(u.limit, u.used) for u in usage])
+
+    def to_read(self) -> list[str]:
+        """The pools to read for this call: every one never seen (the first call
+        reads them all), else the one seen longest ago if that is more than
+        :attr:`stale_after` s ago."""
+        if len(self._seen) < len(self.shares):
+            return [pool for pool in self.shares if pool not in self._seen]
+        pool, when = next(iter(self._seen.items()))
+        return [pool] if when < time.monotonic() - self.stale_after else []
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    """Everything admission needs from its client, taken once when it is built.
+
+    Attributes:
+        members: the routes or keys, in the order given.
+        member_map: name -> member.
+        pools: each pool's limits (configured, catalog, learned).
+        ledger: where quota is counted.
+        clock: what "now" is.
+        stats: this process's counters (and the fleet's, when wired).
+        alerts: threshold alerts as pools fill.
+        strategy: ``"priority"`` (in priority order) or ``"spread"`` (most room first).
+        max_wait: seconds a call may wait for quota before giving up.
+        transient_cooldown: seconds a member rests after a 5xx or timeout.
+        rate_limit_cooldown: seconds a member rests after a 429 that names no time.
+        model_recheck: seconds before a retired model is asked again.
+        error_for: builds the error raised when nobody can serve, from the
+            categories, the (masked) reasons and the earliest reset.
+        secrets: every configured key, longest first (masked out of every reason).
+        successor_of: the model that replaces a member's retired model, if known.
+        retry_bad_requests: after a request the vendor calls bad, try one more
+            member before raising it (chat: another vendor may take it), or raise
+            at once (a key rotator: another key would be refused the same way).
+    """
+
+    members: tuple[Any, ...]
+    member_map: Mapping[str, Any]
+    pools: PoolLimits
+    ledger: Ledger
+    clock: Clock
+    stats: RouterStats
+    alerts: AlertTracker
+    strategy: str
+    max_wait: float
+    transient_cooldown: float
+    rate_limit_cooldown: float
+    model_recheck: float
+    error_for: Callable[[set[str], Mapping[str, str], dt.datetime | None], BaseException]
+    secrets: Callable[[], list[str]] = field(default=list, compare=False)
+    successor_of: Callable[[Any], str | None] = field(default=lambda m: None, compare=False)
+    retry_bad_requests: bool = True
+
+    @functools.cached_property
+    def by_priority(self) -> tuple[Any, ...]:
+        """The members in priority order (sorted once, not on every call)."""
+        return tuple(sorted(self.members, key=lambda m: m.priority))
+
+    @functools.cached_property
+    def by_pool(self) -> dict[str, tuple[Any, ...]]:
+        """Each pool's members, in priority order."""
+        found: dict[str, list[Any]] = {}
+        for member in self.by_priority:
+            found.setdefault(member.pool, []).append(member)
+        return {pool: tuple(members) for pool, members in found.items()}
+
+    @functools.cached_property
+    def rooms(self) -> RoomBoard:
+        """Each pool's room as last seen, for ``strategy="spread"``."""
+        return RoomBoard(self.by_pool)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A member's demand, worked out before asking the ledger.
+
+    Attributes:
+        member: the route or key.
+        demand: what to reserve.
+        limits: the pool's limits now.
+        payload: whatever the client needs to make the call (the chat model keeps
+            the vendor kwargs and the prompt estimate here).
+    """
+
+    member: Any
+    demand: Demand
+    limits: tuple[Limit, ...]
+    payload: Any = None
+
+
+#: What :meth:`Admission.plan` returns when no further member may be tried.
+STOP = object()
+
+
+class Admission:
+    """The state and policy of one call's admission; see the module docstring.
+
+    Clients subclass it (or use it as is) and override :meth:`plan` to say what a
+    member's call would take, or why the member cannot take it.
+    """
+
+    def __init__(self, policy: Policy, *, preferred: str | None = None) -> None:
+        self.policy = policy
+        self.ledger = policy.ledger
+        self.clock = policy.clock
+        self.pools = policy.pools
+        self.stats = policy.stats
+        if preferred is not None and preferred not in policy.member_map:
+            msg = (
+                f"preferred route {preferred!r} is not one of this router's "
+                f"routes: {sorted(policy.member_map)}"
+            )
+            raise ValueError(msg)
+        self.preferred = preferred
+        self.reasons: dict[str, str] = {}
+        self.categories: dict[str, Category] = {}
+        self.retry_ats: list[float] = []
+        #: Members skipped because their pool is known to have no room at all: their
+        #: reasons are written out only if someone reads them (see _explain).
+        self.known_full: list[Any] = []
+        self._known_counted = 0
+        self.first_error: BaseException | None = None
+        self.last_vendor_error: BaseException | None = None
+        self.bad_request_retries_left: int | None = None
+        self.waited = 0.0
+        self.tried = 0
+
+    # ------------------------------------------------------------ candidates
+
+    def admitted(self) -> Iterator[tuple[Plan, Reservation]]:
+        """Admitted members, best first, each with its reservation; each must end
+        in :meth:`settled`, :meth:`failed_with` or an abandon of the client's."""
+        ledger, now = self.ledger, self.clock.now()
+        self.pools.refresh(now)
+        for pool in self._pools_to_read():
+            self.policy.rooms.usage(pool, ledger.usage(pool, self.pools[pool], now))
+        for plan in self._plans(now):
+            member = plan.member
+            made = ledger.reserve(
+                member.pool,
+                plan.limits,
+                plan.demand,
+                self.clock.now(),
+                key=member.credential,
+                model=model_subject(member),
+            )
+            if self._taken(plan, made):
+                assert isinstance(made, Reservation)
+                yield plan, made
+
+    async def aadmitted(self) -> AsyncIterator[tuple[Plan, Reservation]]:
+        """:meth:`admitted` for async callers: the ledger is never asked on the
+        event loop (see :meth:`Ledger.areserve`)."""
+        ledger, now = self.ledger, self.clock.now()
+        if self.pools.due(now):
+            await ledger.arun(self.pools.refresh, now)
+        for pool in self._pools_to_read():
+            self.policy.rooms.usage(pool, await ledger.ausage(pool, self.pools[pool], now))
+        for plan in self._plans(now):
+            member = plan.member
+            made = await ledger.areserve(
+                member.pool,
+                plan.limits,
+                plan.demand,
+                self.clock.now(),
+                key=member.credential,
+                model=model_subject(member),
+            )
+            if self._taken(plan, made):
+                assert isinstance(made, Reservation)
+                yield plan, made
+
+    def _plans(self, now: float) -> Iterator[Plan]:
+        """The members to ask the ledger for, in order, each with its demand
+        (lazily: the caller stops at the first admitted one)."""
+        closed = self.ledger.full_pools.closed(now)
+        for member in self._ordered():
+            if member.pool in closed:
+                self._closed(member)
+                continue
+            plan = self.plan(member)
+            if plan is STOP:
+                return
+            if isinstance(plan, Plan):
+                yield plan
+
+    def plan(self, member: Any) -> Plan | object | None:
+        """What asking ``member`` would take: a :class:`Plan`, or None when it is
+        skipped without asking the ledger, or :data:`STOP` when no more members
+        may be tried. This one reserves one request; clients override it."""
+        return self.plan_demand(member, Demand(1, 0, 0))
+
+    def plan_demand(
+        self, member: Any, demand: Demand, payload: Any = None, *, checked: bool = False
+    ) -> Plan | object | None:
+        """A :class:`Plan` for ``demand``, unless the pool is known full for it (then
+        None, the refusal noted) or no more members may be tried (:data:`STOP`).
+        ``checked``: the caller already asked whether the pool is known full."""
+        if not checked and self.ledger.full_pools:  # any pool known full: is this one?
+            floor = Demand(demand.requests, demand.input_tokens, 0)
+            known = self.ledger.remembered(member.pool, floor, self.clock.now())
+            if known is not None:
+                self._refused(member, known)
+                return None
+        if self.bad_request_retries_left is not None and self.bad_request_retries_left <= 0:
+            return STOP
+        return Plan(member, demand, self.pools[member.pool], payload)
+
+    def _taken(self, plan: Plan, made: Reservation | Refusal) -> bool:
+        """Whether a reservation was made (a refusal is noted)."""
+        member = plan.member
+        if isinstance(made, Refusal):
+            self._refused(member, made)
+            return False
+        if made.levels and self.policy.strategy == "spread":
+            self.policy.rooms.note(member.pool, made.levels)
+        # After a bad request, one more member is tried: one that is called, not
+        # one the ledger turned away without sending anything.
+        if self.bad_request_retries_left is not None:
+            self.bad_request_retries_left -= 1
+        self._count_known_full()
+        self.tried += 1
+        return True
+
+    def _refused(self, member: Any, refusal: Refusal, *, counted: bool = True) -> None:
+        category = "quota" if refusal.limit is not None else _hold_category(refusal)
+        self.skip(member, refusal.reason, category)
+        if counted:
+            self.stats.refused(member.name, member.pool)
+        if refusal.limit is not None:
+            self.policy.rooms.full(member.pool)
+        if refusal.retry_at is not None:
+            self.retry_ats.append(refusal.retry_at)
+
+    def _count_known_full(self) -> None:
+        """Count the members passed over as known full since the last count."""
+        if len(self.known_full) > self._known_counted:
+            self.stats.refused_all(tuple(self.known_full[self._known_counted :]))
+            self._known_counted = len(self.known_full)
+
+    def _explain(self) -> None:
+        """Write out why the members known full were skipped (only when it is read:
+        skipping a thousand full routes must not cost a thousand reasons)."""
+        for member in self.known_full:
+            known = self.ledger.full_pools.known(member.pool)
+            if known is not None:
+                self._refused(member, known, counted=False)
+        self.known_full.clear()
+        self._known_counted = 0
+
+    def _closed(self, member: Any) -> None:
+        """Skip a member whose pool is known to have no room at all (cheaply: a
+        thousand such members must cost little more than one)."""
+        self.known_full.append(member)
+        if self.policy.strategy == "spread":
+            self.policy.rooms.full(member.pool)
+
+    def fell_back(self) -> bool:
+        """Whether a member other than the first choice serves (full, skipped, failed)."""
+        return bool(self.reasons or self.known_full)
+
+    def skip(self, member: Any, reason: str, category: Category) -> None:
+        """Note why ``member`` could not serve this call."""
+        self.reasons[member.name] = reason
+        self.categories[member.name] = category
+
+    def _ordered(self) -> Iterator[Any]:
+        """The members in the order to try them (lazily: a call the first member
+        serves never sorts the others)."""
+        policy = self.policy
+        preferred = policy.member_map.get(self.preferred) if self.preferred else None
+        if preferred is not None:
+            yield preferred
+        if policy.strategy != "spread":
+            for member in policy.by_priority:
+                if member is not preferred:
+                    yield member
+            return
+        rooms = policy.rooms
+        best = rooms.best()
+        first = [m for m in policy.by_pool.get(best, ()) if m is not preferred] if best else []
+        yield from first
+        rest = [m for m in policy.by_priority if m is not preferred and m not in first]
+        rest.sort(key=lambda m: -rooms.room(m.pool))  # stable: priority breaks ties
+        yield from rest
+
+    def _pools_to_read(self) -> list[str]:
+        """Under ``spread``, the pools whose room to read for this call."""
+        if self.policy.strategy != "spread":
+            return []
+        return self.policy.rooms.to_read()
+
+    # -------------------------------------------------------------- outcomes
+
+    def settled(self, plan: Plan, reservation: Reservation, used: Demand) -> bool:
+        """Settle a served call with what it really used (a ledger failure is retried
+        in the background, never raised: the vendor was paid). Returns whether the
+        settlement is done."""
+        return settle(self.ledger, reservation, used, self.clock.now())
+
+    async def asettled(self, plan: Plan, reservation: Reservation, used: Demand) -> bool:
+        """:meth:`settled` without blocking the event loop."""
+        return await asettle(self.ledger, reservation, used, self.clock.now())
+
+    def after_answer(
+        self,
+        member: Any,
+        reservation: Reservation,
+        used: Demand,
+        headers: Mapping[str, str] | None,
+        *,
+        settled: bool,
+        cost: float | None = None,
+    ) -> list[Any]:
+        """Everything after settling a paid answer: alerts, headers and counters.
+        Returns the alerts now due."""
+        now = self.clock.now()
+        alerts: list[Any] = []
+        try:
+            if settled:
+                alerts = self.policy.alerts.check(
+                    self.ledger, member.pool, self.pools[member.pool], reservation, now
+                )
+            if headers:
+                self.observe(member, headers, now)
+        except LedgerError as exc:
+            logger.warning("could not note pool %r after a paid answer: %s", member.pool, exc)
+        # Served by anyone but the first choice (full, skipped or failed): a fallback.
+        self.stats.served(member.name, fallback=self.fell_back(), cost=cost)
+        self.stats.spent(member.name, member.pool, used)
+        return alerts
+
+    def quiet(self, reservation: Reservation, headers: Mapping[str, str] | None) -> bool:
+        """Whether noting this answer cannot touch the ledger (no headers to
+        observe, no alert threshold near)."""
+        if headers:
+            return False
+        if not self.policy.alerts.thresholds:
+            return True
+        lowest = self.policy.alerts.thresholds[0]
+        levels = reservation.levels
+        return bool(levels) and all(
+            not lim.amount or 100.0 * used / lim.amount < lowest for lim, used in levels
+        )
+
+    def failed_with(
+        self,
+        member: Any,
+        reservation: Reservation,
+        exc: BaseException,
+        failure: Failure | None = None,
+    ) -> None:
+        """Act on a vendor failure; return to try the next member, or raise."""
+        now = self.clock.now()
+        failure = failure or classify(exc, now=now)
+        # The message goes to the log and the ledger's reasons: never a key the
+        # vendor echoed, even one no pattern recognises.
+        failure = dataclasses.replace(
+            failure, message=mask(failure.message, self.keys(), shapes=False)
+        )
+        self.stats.failed(member.name, failure.kind.value)
+        self.last_vendor_error = exc
+        # The vendor refused or never answered: it spent no tokens. Requests stay
+        # counted for failures the vendor may have counted (5xx, timeouts).
+        spent = 1 if failure.kind == FailureKind.TRANSIENT else 0
+        settle(self.ledger, reservation, Demand(spent, 0, 0), now)
+        if spent:
+            self.stats.spent(member.name, member.pool, Demand(spent, 0, 0))
+        self.skip(
+            member, f"{failure.kind.value}: {failure.message}", FAILURE_CATEGORIES[failure.kind]
+        )
+        if failure.headers:
+            # A 429 states the limits as plainly as a success does.
+            self.observe(member, failure.headers, now)
+        until = self._act(member, failure, now)
+        if until is not None:
+            self.retry_ats.append(until)
+        logger.warning(
+            "%s failed (%s, status %s): %s; trying the next one",
+            self.describe(member),
+            failure.kind.value,
+            failure.status,
+            failure.message,
+        )
+        if failure.kind in (FailureKind.BAD_REQUEST, FailureKind.UNKNOWN):
+            if self.first_error is None:
+                self.first_error = exc
+                self.bad_request_retries_left = 1
+                if not self.policy.retry_bad_requests:
+                    raise self.vendor_error() from None
+            else:
+                error = self.vendor_error()
+                # The vendor's own exception as before; a stand-in keeps its masked
+                # cause (``from None`` would drop it).
+                raise error from (None if error is self.first_error else error.__cause__)
+
+    def describe(self, member: Any) -> str:
+        """How log lines name a member (``route groq``, ``key serp#1``)."""
+        return f"route {member.name}"
+
+    def _act(self, member: Any, failure: Failure, now: float) -> float | None:
+        policy = self.policy
+        kind = failure.kind
+        wait = failure.retry_after
+        if kind == FailureKind.AUTHENTICATION:
+            self.ledger.disable(
+                member.credential,
+                f"disabled: {failure.message} (after fixing the key: "
+                f"router.enable({member.name!r}) or `quota-router enable {member.name}`)",
+            )
+            return None
+        if kind == FailureKind.MODEL_UNAVAILABLE:
+            successor = policy.successor_of(member)
+            hint = f"; the catalog names {successor!r} as its successor" if successor else ""
+            self.ledger.mark_unavailable(
+                model_subject(member),
+                now + policy.model_recheck,
+                f"model {member.model_name!r} unavailable{hint}: {failure.message}",
+            )
+            _warn_unavailable_once(self.describe(member), member, successor, policy.model_recheck)
+            return None
+        if kind == FailureKind.RATE_LIMIT:
+            # retry-after: 0 means "now", not "the vendor said nothing".
+            until = now + (wait if wait is not None else policy.rate_limit_cooldown)
+        elif kind == FailureKind.QUOTA_EXHAUSTED:
+            until = self._period_end(member, failure, now)
+        elif kind == FailureKind.TRANSIENT:
+            until = now + max(wait or 0.0, policy.transient_cooldown)
+        else:
+            return None
+        if until <= now:
+            return now
+        self.ledger.block(member.pool, until, f"{kind.value}: {failure.message}")
+        return until
+
+    def _period_end(self, member: Any, failure: Failure, now: float) -> float:
+        """When the window a quota wall names resets (the vendor's own clock)."""
+        limits = self.pools[member.pool]
+        if failure.period in ("day", "month"):
+            for limit in limits:
+                window = limit.window
+                if window.kind == "calendar" and window.unit == failure.period:
+                    return window.bounds(now)[1]
+            return Limit.parse(f"1/{failure.period}").window.bounds(now)[1]
+        if failure.retry_after is not None:
+            return now + failure.retry_after
+        calendar = [lim.window.bounds(now)[1] for lim in limits if lim.window.kind == "calendar"]
+        return max(calendar) if calendar else now + 86_400
+
+    def observe(self, member: Any, headers: Mapping[str, str], now: float) -> None:
+        """Bring the pool in line with what the vendor's headers say.
+
+        A counter that matches one of the pool's limits lowers its room. A counter
+        with a size the pool has no limit for (or that contradicts a catalog figure)
+        becomes a learned limit, unless a configured limit covers that metric and
+        window. A counter at 0 with no size still blocks the pool until its reset.
+        """
+        limits = self.pools[member.pool]
+        for seen in read_rate_limit_headers(headers, now=now):
+            limit = _match_limit(limits, seen.metric, seen.limit, seen.reset_after)
+            stated = seen.limit is not None and seen.limit > 0
+            if stated and (
+                limit is None
+                or (limit.amount != seen.limit and not self.pools.is_configured(member.pool, limit))
+            ):
+                limit = self.pools.learn(member, seen, now) or limit
+            if limit is not None:
+                self.ledger.observe(member.pool, limit, seen.remaining, now)
+            elif seen.remaining == 0:
+                wait = seen.reset_after
+                until = now + (wait if wait is not None else self.policy.rate_limit_cooldown)
+                self.ledger.block(member.pool, until, f"the vendor reports no {seen.metric} left")
+
+    # ------------------------------------------------------------ giving up
+
+    def wait_or_raise(self) -> float:
+        """Nobody could serve: the seconds to wait before trying again, or raise."""
+        self._count_known_full()
+        self._explain()
+        if self.first_error is not None:
+            raise self.vendor_error()
+        now = self.clock.now()
+        resets = min(self.retry_ats) if self.retry_ats else None
+        budget = self.policy.max_wait - self.waited
+        if resets is not None and budget > 0 and resets - now <= budget:
+            delay = max(0.0, resets - now) + 0.001
+            self.waited += delay
+            self.reasons.clear()
+            self.categories.clear()
+            self.retry_ats.clear()
+            logger.info("all routes are full; waiting %.1fs for quota", delay)
+            return delay
+        raise self.error(resets)
+
+    def error(self, resets: float | None) -> BaseException:
+        """The error that says why nobody could serve, as the client types it.
+
+        No configured key survives in it: not in the reasons (a vendor's message may
+        echo the key) and not in the chained vendor exception, which is replaced by
+        a masked stand-in when its traceback would show a key.
+        """
+        keys = self.keys()
+        categories: set[str] = set(self.categories.values())
+        categories.discard("argument")
+        when = dt.datetime.fromtimestamp(resets, dt.timezone.utc) if resets else None
+        error = self.policy.error_for(categories, self.masked_reasons(keys), when)
+        if self.last_vendor_error is not None:
+            error.__cause__ = redacted(self.last_vendor_error, keys)
+        return error
+
+    def vendor_error(self) -> BaseException:
+        """The vendor's own exception for a bad request, as it is re-raised; when
+        its traceback would show a configured key, the client's error for the
+        ``"tools"`` category (a bad request) chained to a masked stand-in instead."""
+        assert self.first_error is not None
+        self._explain()
+        keys = self.keys()
+        clean = redacted(self.first_error, keys)
+        if clean is self.first_error:
+            return clean
+        error = self.policy.error_for({"tools"}, self.masked_reasons(keys), None)
+        error.__cause__ = clean
+        return error
+
+    def surfaced(self, exc: BaseException) -> BaseException:
+        """What to raise for a vendor error the caller must see as it is (a stream
+        broken after its first chunk): the vendor's own, or a masked stand-in when
+        its traceback would show a configured key."""
+        return redacted(exc, self.keys())
+
+    def keys(self) -> list[str]:
+        """Every configured key, longest first."""
+        return self.policy.secrets()
+
+    def masked_reasons(self, keys: list[str] | None = None) -> dict[str, str]:
+        """Why each member could not serve, with no configured key in it."""
+        keys = self.keys() if keys is None else keys
+        # Known keys only: the reasons' other text was redacted when classified.
+        return {name: mask(why, keys, shapes=False) for name, why in self.reasons.items()}
+
+
+def _hold_category(refusal: Refusal) -> Category:
+    """What kind of hold refused a reservation, from the reason the ledger keeps."""
+    reason = refusal.reason
+    if reason.startswith("model "):
+        return "unavailable"
+    head = reason.split(":", 1)[0]
+    return _HOLD_CATEGORIES.get(head, "quota")
+
+
+_warned_unavailable: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_unavailable_once(
+    label: str, member: Member, successor: str | None, recheck: float
+) -> None:
+    """Say once per process that a route's model is gone, and what replaces it."""
+    with _warned_lock:
+        mark = (member.name, member.model_name)
+        if mark in _warned_unavailable:
+            return
+        _warned_unavailable.add(mark)
+    hint = f" The catalog names {successor!r} as its successor." if successor else ""
+    logger.warning(
+        "%s: the vendor no longer serves model %r on this key; it is "
+        "skipped and asked again in %.0f s (router.enable(%r) or `quota-router "
+        "enable %s` to try it now).%s",
+        label,
+        member.model_name,
+        recheck,
+        member.name,
+        member.name,
+        hint,
+    )
+
+
+def _match_limit(
+    limits: Sequence[Limit], metric: str, amount: int | None, reset_after: float | None
+) -> Limit | None:
+    """The pool limit a vendor's rate-limit header speaks of, if any."""
+    same = [lim for lim in limits if lim.metric == metric]
+    if amount is not None:
+        exact = [lim for lim in same if lim.amount == amount]
+        if exact:
+            return exact[0]
+    if reset_after is not None:
+        # The smallest window that could still be running for that long.
+        spans = [
+            (lim.window.seconds if lim.window.kind == "sliding" else 86_400, lim)
+            for lim in same
+            if lim.window.kind != "once"
+        ]
+        fitting = sorted((s, i, lim) for i, (s, lim) in enumerate(spans) if s >= reset_after)
+        if fitting:
+            return fitting[0][2]
+    return None
