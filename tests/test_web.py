@@ -721,7 +721,7 @@ async def test_a_failing_ledger_is_a_500_with_the_same_headers(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"ledger down, key {SECRET}")
 
-    monkeypatch.setattr("langchain_quota_router.web.status_snapshot", broken)
+    monkeypatch.setattr("langchain_quota_router.web.app.status_snapshot", broken)
     answer = await client.get("/status.json")
     assert answer.status_code == 500
     assert answer.headers["x-frame-options"] == "DENY"
