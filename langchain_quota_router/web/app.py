@@ -1,14 +1,15 @@
 """A status page for a router: quota bars per pool, route states, reset and enable.
 
 ``create_app(router)`` returns a plain ASGI application (no web framework needed;
-mount it in any ASGI framework, or run it with :func:`serve`):
+mount it in any ASGI framework, or run it with :func:`~langchain_quota_router.web.server.serve`):
 
 - ``GET /``: an HTML page with a usage bar per pool and limit, a chart of each
   pool's use over the last 24 hours (inline SVG drawn on the server from
   ``router.history()``), each route's state (ok, full until, blocked until,
   unavailable, disabled), the fleet's counters and, for a signed-in owner, a Reset
   button per pool and an Enable button per disabled route. No JavaScript.
-- ``GET /status.json``: the same as JSON (see :func:`status_snapshot`; exactly what
+- ``GET /status.json``: the same as JSON (see
+  :func:`~langchain_quota_router.quota.status.status_snapshot`; exactly what
   ``quota-router report --json`` prints).
 - ``GET /metrics``: Prometheus metrics (see :mod:`langchain_quota_router.metrics`;
   needs the ``metrics`` extra).
@@ -19,30 +20,9 @@ mount it in any ASGI framework, or run it with :func:`serve`):
 - ``POST /enable`` with form fields ``route`` and ``token``: re-enable a route whose
   key or model was refused, then redirect to ``/``.
 
-Who may do what:
-
-- **Changing anything** (reset, enable) needs the admin token, every time: the
-  ``token`` field the page's own forms carry once the owner has signed in, or an
-  ``Authorization: Bearer`` header from a script. A session cookie alone is not
-  enough, so a forged cross-site form cannot ride on it. The token comes from
-  ``admin_token=``, else ``$QUOTA_ROUTER_ADMIN_TOKEN``, else it is generated (and
-  :func:`serve` prints it once).
-- **Reading** (the page, ``/status.json``, ``/metrics``) is open to clients on the
-  same machine (a loopback address, and no proxy's forwarding headers), and needs
-  the token from anywhere else: a signed-in browser's cookie, or ``Authorization:
-  Bearer`` (what Prometheus's ``authorization`` setting sends). Local readers can
-  read the ledger's file anyway; remote ones would learn which vendors, keys'
-  pools and models a service uses, and when its quota runs out. ``open_reads=``
-  overrides the rule (``False`` behind a reverse proxy on the same machine).
-- **The Host header** must name the address the request came in on (``localhost``
-  too, on loopback) or one of ``allowed_hosts``: a DNS-rebinding page, whose Host
-  and Origin are both the attacker's name, gets 403 for every request.
-- **Cross-site posts** are refused: ``Origin: null``, an ``Origin`` (or, without
-  one, a ``Referer``) not matching the Host, and ``Sec-Fetch-Site`` other than
-  ``same-origin``.
-- **Every response** forbids framing (``X-Frame-Options: DENY``, CSP
-  ``frame-ancestors 'none'``), scripts and outside resources (CSP ``default-src
-  'none'``), caching and content sniffing.
+Who may read and who may change is decided in :mod:`~langchain_quota_router.web.auth`
+(the admin token, the sign-in cookie, Host and cross-site checks); this module
+parses requests, asks it, and answers with the security headers every response carries.
 
 Bad input is answered 400 with a message saying what is wrong, an unknown route 404.
 
@@ -51,46 +31,41 @@ served by one process shows what every process spent, and the counters (calls,
 fallbacks, errors, 429s, refusals, cache hits) every router counting in that ledger
 made (``get_stats()["fleet"]``). API keys are never shown
 (:class:`~langchain_quota_router.quota.secrets.Masker` masks every response).
-
-Example:
-    ```python
-    from langchain_quota_router.web import serve
-
-    serve(router, port=8765)  # http://127.0.0.1:8765/ until Ctrl+C; prints the token
-    ```
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import html
-import ipaddress
 import json
 import logging
-import os
-import secrets
 import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote
 
-from langchain_quota_router._errors import ConfigurationError, LedgerError
+from langchain_quota_router._errors import LedgerError
 from langchain_quota_router.quota.secrets import Masker
 from langchain_quota_router.quota.status import iso, status_snapshot
+from langchain_quota_router.web.asgi import HTTPError, Receive, Response, Scope, Send, header
+from langchain_quota_router.web.auth import (
+    ADMIN_TOKEN_ENV,
+    Access,
+    choose_admin_token,
+    is_loopback,
+    same_secret,
+    session_cookie,
+)
 
 if TYPE_CHECKING:
     from langchain_quota_router.chat.model import QuotaRoutedChatModel
 
 __all__ = [
-    "ADMIN_TOKEN_ENV",
-    "ASGIApp",
+    "MAX_BODY",
     "StatusApp",
     "StatusServer",
     "create_app",
@@ -98,34 +73,17 @@ __all__ = [
     "make_server",
     "render_page",
     "serve",
-    "status_snapshot",
 ]
 
 logger = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-"""An ASGI 3 application."""
-
-ADMIN_TOKEN_ENV = "QUOTA_ROUTER_ADMIN_TOKEN"  # noqa: S105 - a variable's name, not a token
-"""The environment variable holding the admin token, when ``admin_token=`` is not given."""
-
 #: The largest POST body accepted; a form with a route name and a token is under 200 bytes.
 MAX_BODY = 64 * 1024
-#: An admin token shorter than this is refused: it could be guessed.
-MIN_TOKEN_LENGTH = 16
-#: The name of the signed-in owner's cookie.
-SESSION_COOKIE = "quota_router_session"
 
 _FORM = "application/x-www-form-urlencoded"
-_WEB_EXTRA = "pip install 'langchain-quota-router[web]'"
 _READS = {"/", "/index.html", "/status.json", "/metrics"}
 _ACTIONS = {"/reset", "/enable", "/login", "/logout"}
-#: Headers a reverse proxy adds: a request that has one did not start on this machine.
-_FORWARDING = ("forwarded", "x-forwarded-for", "x-real-ip")
+_WEB_EXTRA = "pip install 'langchain-quota-router[web]'"
 _SECURITY_HEADERS = [
     ("x-frame-options", "DENY"),
     # No scripts, fonts or outside resources at all; the page's own <style> and bar
@@ -142,171 +100,6 @@ _SECURITY_HEADERS = [
     ("cross-origin-resource-policy", "same-origin"),
     ("cache-control", "no-store"),
 ]
-
-
-# ------------------------------------------------------------------- access
-
-
-def _admin_token(given: str | None) -> tuple[str, bool]:
-    """The admin token to use, and whether it was generated here.
-
-    Raises:
-        ConfigurationError: for a token shorter than :data:`MIN_TOKEN_LENGTH`.
-    """
-    token = given if given is not None else os.environ.get(ADMIN_TOKEN_ENV, "")
-    if not token:
-        return secrets.token_urlsafe(24), True
-    if len(token) < MIN_TOKEN_LENGTH:
-        source = "admin_token" if given is not None else f"${ADMIN_TOKEN_ENV}"
-        msg = (
-            f"{source} is too short to be safe: use at least {MIN_TOKEN_LENGTH} characters "
-            "(python -c 'import secrets; print(secrets.token_urlsafe())' makes one)"
-        )
-        raise ConfigurationError(msg)
-    return token, False
-
-
-def _derive(token: str, purpose: str) -> str:
-    """A value for one purpose (the cookie, the forms) that does not reveal the token."""
-    return hmac.new(token.encode(), f"quota-router {purpose}".encode(), hashlib.sha256).hexdigest()
-
-
-def _same(given: str | None, expected: str) -> bool:
-    # compare_digest on bytes: on str it refuses non-ASCII, which anyone can send.
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _host_name(header: str) -> str | None:
-    """The name in a Host header (``[::1]:8765`` gives ``::1``), lowercased."""
-    host = header.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        rest = host[end + 1 :] if end > 0 else ""
-        if end <= 0 or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
-            return None
-        return host[1:end]
-    name, colon, port = host.partition(":")
-    if colon and not port.isdigit():
-        return None
-    return name.rstrip(".") or None
-
-
-def _header(scope: Scope, name: str) -> str | None:
-    wanted = name.encode("latin-1")
-    for key, value in scope.get("headers", []):
-        if bytes(key).lower() == wanted:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-class _Access:
-    """Who may read and who may change: the admin token and the names the page answers to."""
-
-    def __init__(self, token: str, allowed_hosts: Iterable[str], open_reads: bool | None) -> None:
-        self.token = token
-        self.allowed_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
-        self.open_reads = open_reads
-        self.session = _derive(token, "session")
-        self.form_token = _derive(token, "form")
-
-    def check_host(self, scope: Scope) -> None:
-        """Refuse a Host header this page was not bound to or told about (DNS rebinding)."""
-        header = _header(scope, "host")
-        name = None if header is None else _host_name(header)
-        if name is not None and self._host_allowed(name, scope.get("server")):
-            return
-        shown = "no Host header" if header is None else f"Host {header!r}"
-        msg = (
-            f"{shown} is not a name this page answers to; to serve it under another name, "
-            "start it with --allow-host NAME (allowed_hosts=[...] in Python)"
-        )
-        raise _HTTPError(HTTPStatus.FORBIDDEN, msg)
-
-    def _host_allowed(self, name: str, server: Any) -> bool:
-        if "*" in self.allowed_hosts or name in self.allowed_hosts:
-            return True
-        if not server:
-            return False
-        bound = str(server[0]).lower()
-        # On loopback, "localhost" and "127.0.0.1" are the same page; a rebinding
-        # attacker's name is neither.
-        return name == bound or (_is_loopback(bound) and _is_loopback(name))
-
-    def reads_open(self, scope: Scope) -> bool:
-        """Whether this request may read without the token: it came from this machine."""
-        if self.open_reads is not None:
-            return self.open_reads
-        client = scope.get("client")
-        if not client or not _is_loopback(str(client[0])):
-            return False
-        return not any(_header(scope, name) for name in _FORWARDING)
-
-    def signed_in(self, scope: Scope) -> bool:
-        """The owner's session cookie, or the token as a bearer credential."""
-        if self._bearer(scope):
-            return True
-        cookie = _header(scope, "cookie")
-        if not cookie:
-            return False
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(cookie)
-        except CookieError:
-            return False
-        morsel = jar.get(SESSION_COOKIE)
-        return morsel is not None and _same(morsel.value, self.session)
-
-    def _bearer(self, scope: Scope) -> bool:
-        auth = _header(scope, "authorization") or ""
-        scheme, _, credentials = auth.strip().partition(" ")
-        return scheme.lower() == "bearer" and _same(credentials.strip(), self.token)
-
-    def may_change(self, scope: Scope, fields: dict[str, list[str]]) -> bool:
-        """The token came with the request itself: a form field or a bearer header."""
-        if self._bearer(scope):
-            return True
-        given = fields.get("token", [])
-        if len(given) != 1:
-            return False
-        # Both compared, always: the answer's timing says nothing about which matched.
-        form, raw = _same(given[0], self.form_token), _same(given[0], self.token)
-        return form or raw
-
-    @staticmethod
-    def check_same_origin(scope: Scope) -> None:
-        """Refuse a post another site's page sent (CSRF), by what the browser says."""
-        refused = "cross-site requests may not change quotas"
-        site = _header(scope, "sec-fetch-site")
-        if site is not None and site.strip().lower() not in ("same-origin", "none"):
-            raise _HTTPError(HTTPStatus.FORBIDDEN, f"{refused} (Sec-Fetch-Site: {site})")
-        host = (_header(scope, "host") or "").strip().lower()
-        origin = _header(scope, "origin")
-        if origin is not None:
-            if origin.strip().lower() == "null":
-                # Sandboxed frames, file: and data: pages: no one to trust.
-                raise _HTTPError(HTTPStatus.FORBIDDEN, f"{refused} (Origin: null)")
-            if _netloc(origin) != host:
-                raise _HTTPError(HTTPStatus.FORBIDDEN, f"{refused} (Origin: {origin})")
-            return
-        referer = _header(scope, "referer")
-        if referer and _netloc(referer) != host:
-            raise _HTTPError(HTTPStatus.FORBIDDEN, f"{refused} (Referer from another site)")
-
-
-def _netloc(url: str) -> str | None:
-    try:
-        return urlsplit(url.strip()).netloc.lower()
-    except ValueError:
-        return None
 
 
 # --------------------------------------------------------------------- the page
@@ -517,10 +310,10 @@ def render_page(
     form_token: str | None = None,
     history: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
-    """The HTML status page for a :func:`status_snapshot`.
+    """The HTML status page for a :func:`~langchain_quota_router.quota.status.status_snapshot`.
 
     Args:
-        snapshot: what :func:`status_snapshot` returned.
+        snapshot: what :func:`~langchain_quota_router.quota.status.status_snapshot` returned.
         notice: a line to show at the top (e.g. after a reset), as plain text.
         form_token: the value the Reset and Enable forms send as their ``token``
             field, for a signed-in owner; ``None`` shows a sign-in form instead.
@@ -690,7 +483,7 @@ def _route_counters(route: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _sign_in_page(notice: str | None = None) -> str:
+def sign_in_page(notice: str | None = None) -> str:
     """What a reader from another machine sees before signing in."""
     parts = [*_head("Quota router status: sign in"), "<h1>Quota router status</h1>"]
     if notice:
@@ -702,21 +495,6 @@ def _sign_in_page(notice: str | None = None) -> str:
 
 
 # ---------------------------------------------------------------- the ASGI app
-
-
-class _HTTPError(Exception):
-    """A response other than 2xx/3xx, with a message for people."""
-
-    def __init__(
-        self, status: HTTPStatus, message: str, headers: list[tuple[str, str]] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or []
-
-
-_Response = tuple[HTTPStatus, list[tuple[str, str]], bytes]
 
 
 class StatusApp:
@@ -738,8 +516,8 @@ class StatusApp:
     ) -> None:
         """See :func:`create_app`."""
         self.router = router
-        self.admin_token, self.token_generated = _admin_token(admin_token)
-        self._access = _Access(self.admin_token, allowed_hosts, open_reads)
+        self.admin_token, self.token_generated = choose_admin_token(admin_token)
+        self._access = Access(self.admin_token, allowed_hosts, open_reads)
         self._metrics_registry: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -753,7 +531,7 @@ class StatusApp:
             raise RuntimeError(msg)
         try:
             status, headers, body = await self._handle(scope, receive)
-        except _HTTPError as exc:
+        except HTTPError as exc:
             if exc.status == HTTPStatus.FORBIDDEN:
                 # The owner should hear of attempts: a forged post, a rebinding page.
                 logger.warning(
@@ -800,7 +578,7 @@ class StatusApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _handle(self, scope: Scope, receive: Receive) -> _Response:
+    async def _handle(self, scope: Scope, receive: Receive) -> Response:
         path = scope["path"]
         method = scope["method"]
         root = scope.get("root_path", "")
@@ -809,10 +587,10 @@ class StatusApp:
         # Before anything else, reads included: a rebinding page must learn nothing.
         self._access.check_host(scope)
         if path not in _READS and path not in _ACTIONS:
-            raise _HTTPError(HTTPStatus.NOT_FOUND, f"no page {path!r}; see / or /status.json")
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"no page {path!r}; see / or /status.json")
         allowed = "GET, HEAD" if path in _READS else "POST"
         if method not in allowed.split(", "):
-            raise _HTTPError(
+            raise HTTPError(
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 f"{path} takes {allowed}, not {method}",
                 [("allow", allowed)],
@@ -823,21 +601,21 @@ class StatusApp:
                 return self._sign_in_required(path)
             return self._read(path, scope, signed_in)
         self._access.check_same_origin(scope)
-        fields = _form_fields(await _read_body(receive), _header(scope, "content-type"))
+        fields = _form_fields(await _read_body(receive), header(scope, "content-type"))
         if path == "/login":
             return self._login(scope, fields)
         if path == "/logout":
-            return _redirect(scope, "logout", cookie=_cookie(scope, ""))
+            return _redirect(scope, "logout", cookie=session_cookie(scope, ""))
         if not self._access.may_change(scope, fields):
             msg = (
                 "reset and enable need the admin token: sign in on the page (its forms "
                 "send the token), or send 'Authorization: Bearer TOKEN'"
             )
-            raise _HTTPError(HTTPStatus.FORBIDDEN, msg)
+            raise HTTPError(HTTPStatus.FORBIDDEN, msg)
         route = _one_field(fields, "route")
         if route not in self.router.route_map:
             known = ", ".join(sorted(self.router.route_map))
-            raise _HTTPError(HTTPStatus.NOT_FOUND, f"no route named {route!r}; routes: {known}")
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"no route named {route!r}; routes: {known}")
         action = path[1:]
         if action == "reset":
             self.router.reset(route)
@@ -846,14 +624,14 @@ class StatusApp:
         logger.info("status page: %s route %s", action, route)
         return _redirect(scope, action, route)
 
-    def _read(self, path: str, scope: Scope, signed_in: bool) -> _Response:
+    def _read(self, path: str, scope: Scope, signed_in: bool) -> Response:
         # Ledger reads are a few quick queries; they run inline rather than in a
         # thread pool, whose SQLite connection per thread would leak per request.
         if path == "/status.json":
             body = json.dumps(status_snapshot(self.router), indent=2).encode()
             return HTTPStatus.OK, [("content-type", "application/json")], body
         if path == "/metrics":
-            return self._metrics(_header(scope, "accept"))
+            return self._metrics(header(scope, "accept"))
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         snapshot = status_snapshot(self.router)
         try:
@@ -869,28 +647,28 @@ class StatusApp:
         )
         return HTTPStatus.OK, [("content-type", "text/html; charset=utf-8")], page.encode()
 
-    def _sign_in_required(self, path: str) -> _Response:
+    def _sign_in_required(self, path: str) -> Response:
         challenge = ("www-authenticate", 'Bearer realm="quota-router"')
         if path in ("/", "/index.html"):
             headers = [("content-type", "text/html; charset=utf-8"), challenge]
-            return HTTPStatus.UNAUTHORIZED, headers, _sign_in_page().encode()
+            return HTTPStatus.UNAUTHORIZED, headers, sign_in_page().encode()
         msg = (
             "reading the status from another machine needs the admin token: "
             "send 'Authorization: Bearer TOKEN', or sign in on the page"
         )
-        raise _HTTPError(HTTPStatus.UNAUTHORIZED, msg, [challenge])
+        raise HTTPError(HTTPStatus.UNAUTHORIZED, msg, [challenge])
 
-    def _login(self, scope: Scope, fields: dict[str, list[str]]) -> _Response:
+    def _login(self, scope: Scope, fields: dict[str, list[str]]) -> Response:
         token = _one_field(fields, "token")
-        if not _same(token, self.admin_token):
-            raise _HTTPError(HTTPStatus.FORBIDDEN, "that is not the admin token")
-        return _redirect(scope, "login", cookie=_cookie(scope, self._access.session))
+        if not same_secret(token, self.admin_token):
+            raise HTTPError(HTTPStatus.FORBIDDEN, "that is not the admin token")
+        return _redirect(scope, "login", cookie=session_cookie(scope, self._access.session))
 
-    def _metrics(self, accept: str | None) -> _Response:
+    def _metrics(self, accept: str | None) -> Response:
         try:
             from langchain_quota_router import metrics
         except ImportError as exc:
-            raise _HTTPError(HTTPStatus.NOT_IMPLEMENTED, str(exc)) from None
+            raise HTTPError(HTTPStatus.NOT_IMPLEMENTED, str(exc)) from None
         if self._metrics_registry is None:
             self._metrics_registry = metrics.make_registry(self.router)
         body, content_type = metrics.exposition(self._metrics_registry, accept)
@@ -899,7 +677,7 @@ class StatusApp:
 
 def _redirect(
     scope: Scope, done: str, route: str | None = None, cookie: str | None = None
-) -> _Response:
+) -> Response:
     # 303: the browser follows with a GET, so reloading the page does not repost.
     location = f"{scope.get('root_path', '')}/?done={done}"
     if route is not None:
@@ -908,22 +686,6 @@ def _redirect(
     if cookie is not None:
         headers.append(("set-cookie", cookie))
     return HTTPStatus.SEE_OTHER, headers, b""
-
-
-def _cookie(scope: Scope, value: str) -> str:
-    """The session cookie (an empty value signs out): never readable by scripts,
-    never sent with another site's requests."""
-    parts = [
-        f"{SESSION_COOKIE}={value}",
-        f"Path={scope.get('root_path', '') or '/'}",
-        "HttpOnly",
-        "SameSite=Strict",
-    ]
-    if not value:
-        parts.append("Max-Age=0")
-    if scope.get("scheme") == "https":
-        parts.append("Secure")
-    return "; ".join(parts)
 
 
 def _notice(query: dict[str, list[str]], router: QuotaRoutedChatModel) -> str | None:
@@ -950,11 +712,11 @@ async def _read_body(receive: Receive) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise _HTTPError(HTTPStatus.BAD_REQUEST, "the client went away")
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "the client went away")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
-            raise _HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY} bytes")
+            raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -967,31 +729,31 @@ def _form_fields(body: bytes, content_type: str | None) -> dict[str, list[str]]:
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise _HTTPError(HTTPStatus.BAD_REQUEST, "the body is not valid JSON") from None
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "the body is not valid JSON") from None
         if not isinstance(data, dict):
-            raise _HTTPError(HTTPStatus.BAD_REQUEST, 'send a JSON object: {"route": "name"}')
+            raise HTTPError(HTTPStatus.BAD_REQUEST, 'send a JSON object: {"route": "name"}')
         for name, value in data.items():
             if value is not None and not isinstance(value, str):
-                raise _HTTPError(HTTPStatus.BAD_REQUEST, f"field {name!r} must be a string")
+                raise HTTPError(HTTPStatus.BAD_REQUEST, f"field {name!r} must be a string")
         return {name: [value] for name, value in data.items() if isinstance(value, str)}
     if mime in ("", _FORM):
         try:
             return parse_qs(body.decode("utf-8"), errors="strict", max_num_fields=20)
         except (UnicodeDecodeError, ValueError) as exc:
-            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"cannot read the form: {exc}") from None
-    raise _HTTPError(HTTPStatus.BAD_REQUEST, f"send the form as {_FORM} (or JSON), not {mime}")
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"cannot read the form: {exc}") from None
+    raise HTTPError(HTTPStatus.BAD_REQUEST, f"send the form as {_FORM} (or JSON), not {mime}")
 
 
 def _one_field(fields: dict[str, list[str]], name: str) -> str:
     """The one, non-empty value of form field ``name``."""
     values = fields.get(name, [])
     if not values:
-        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"form field {name!r} is required")
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"form field {name!r} is required")
     if len(values) > 1:
-        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"give form field {name!r} once")
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"give form field {name!r} once")
     value = values[0].strip()
     if not value:
-        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"form field {name!r} is empty")
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"form field {name!r} is empty")
     return value
 
 
@@ -1147,7 +909,7 @@ def make_server(
     app = create_app(
         router, admin_token=admin_token, allowed_hosts=allowed_hosts, open_reads=open_reads
     )
-    if not _is_loopback(host):
+    if not is_loopback(host):
         logger.warning(
             "the status page on %s is reachable from other machines: they need the "
             "admin token to read it, and everyone needs it to reset or enable; serve "
