@@ -11,11 +11,8 @@ import logging
 import os
 import re
 import shutil
-import signal
 import struct
-import subprocess
 import threading
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from langchain_groq import ChatGroq
+from support.browser import DevTools, browser, run_chromium
 
 from langchain_quota_router import ConfigurationError, QuotaRoutedChatModel, Route
 from langchain_quota_router.quota.clock import FakeClock
@@ -721,7 +719,7 @@ async def test_a_failing_ledger_is_a_500_with_the_same_headers(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"ledger down, key {SECRET}")
 
-    monkeypatch.setattr("langchain_quota_router.web.status_snapshot", broken)
+    monkeypatch.setattr("langchain_quota_router.web.app.status_snapshot", broken)
     answer = await client.get("/status.json")
     assert answer.status_code == 500
     assert answer.headers["x-frame-options"] == "DENY"
@@ -884,18 +882,6 @@ def test_without_uvicorn_the_server_names_the_extra(
 
 # --------------------------------------------------------------- Chromium
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
-
 
 @pytest.fixture
 def chromium() -> str:
@@ -920,16 +906,6 @@ def devtools_client() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{message}, which is not installed")
         pytest.skip(f"{message}: pip install websockets")
-
-
-def run_chromium(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
 
 
 def busy_router(clock: FakeClock) -> QuotaRoutedChatModel:
@@ -970,97 +946,6 @@ def test_chromium_renders_the_page(chromium: str, clock: FakeClock, tmp_path: Pa
     width, height = struct.unpack(">II", png[16:24])
     assert (width, height) == (1000, 800)
     assert len(png) > 20_000  # a rendered page, not a blank one
-
-
-class DevTools:
-    """A minimal Chrome DevTools Protocol client over one page's WebSocket."""
-
-    def __init__(self, socket: Any) -> None:
-        self.socket = socket
-        self.next_id = 0
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        self.socket.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:  # skip events until our answer
-            message = json.loads(self.socket.recv(timeout=30))
-            if message.get("id") == self.next_id:
-                assert "error" not in message, message
-                result: dict[str, Any] = message["result"]
-                return result
-
-    def evaluate(self, expression: str, *, wait: bool = False) -> Any:
-        answer = self.call(
-            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=wait
-        )
-        return answer["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 20) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(AssertionError):  # mid-navigation: no context yet
-                value = self.evaluate(expression)
-                if value:
-                    return value
-            time.sleep(0.05)
-        pytest.fail(f"timed out waiting for {expression}")
-
-    def open(self, url: str) -> None:
-        """Navigate and wait until the new document has loaded."""
-        self.call("Page.navigate", url=url)
-        self.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete'")
-
-    def click(self, selector: str) -> None:
-        self.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
-
-    def type(self, selector: str, text: str) -> None:
-        """Focus a field and type into it, as a person would."""
-        self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
-        self.call("Input.insertText", text=text)
-
-    def text(self) -> str:
-        return str(self.evaluate("document.body ? document.body.innerText : ''"))
-
-
-@contextlib.contextmanager
-def browser(chromium: str, profile: Path, *flags: str) -> Iterator[DevTools]:
-    """A headless Chromium driven over DevTools, on a port it picks itself."""
-    proc = subprocess.Popen(
-        [
-            chromium,
-            *CHROMIUM_FLAGS,
-            *flags,
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            "--remote-debugging-address=127.0.0.1",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its helper processes share our group id: stop them all
-    )
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert proc.poll() is None, "chromium exited early"
-            assert time.monotonic() < deadline, "chromium did not open DevTools"
-            time.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
-            page = next(t for t in json.load(r) if t["type"] == "page")
-        from websockets.sync.client import connect as ws_connect
-
-        with ws_connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as socket:
-            yield DevTools(socket)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def sign_in(tools: DevTools, url: str) -> None:

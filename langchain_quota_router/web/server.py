@@ -1,0 +1,209 @@
+"""The status page on its own server: uvicorn on a socket, and ``serve`` for a terminal.
+
+Needs the ``web`` extra (uvicorn); the ASGI app in :mod:`~langchain_quota_router.web.app`
+does not, so it mounts in any ASGI server without it.
+
+Example:
+    ```python
+    from langchain_quota_router.web import serve
+
+    serve(router, port=8765)  # http://127.0.0.1:8765/ until Ctrl+C; prints the token
+    ```
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+from collections.abc import Iterable
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from langchain_quota_router.web.app import StatusApp, create_app
+from langchain_quota_router.web.auth import ADMIN_TOKEN_ENV, is_loopback
+
+if TYPE_CHECKING:
+    from langchain_quota_router.chat.model import QuotaRoutedChatModel
+
+__all__ = ["StatusServer", "make_server", "serve"]
+
+logger = logging.getLogger(__name__)
+
+_WEB_EXTRA = "pip install 'langchain-quota-router[web]'"
+
+
+def _uvicorn() -> ModuleType:
+    """The uvicorn module, or an ImportError that says which extra installs it."""
+    try:
+        import uvicorn
+    except ImportError as exc:
+        msg = f"the status page's server needs uvicorn: {_WEB_EXTRA}"
+        raise ImportError(msg) from exc
+    return uvicorn
+
+
+class StatusServer:
+    """The status page on uvicorn, bound to its address but not serving yet.
+
+    Made by :func:`make_server`. Call :meth:`serve_forever` (in a thread if need be)
+    and :meth:`shutdown` from another thread to stop; :attr:`server_address` says
+    the port when ``port=0`` picked a free one.
+    """
+
+    def __init__(self, app: StatusApp, sock: socket.socket) -> None:
+        """Serve ``app`` on the bound, listening socket ``sock``."""
+        uvicorn = _uvicorn()
+        self.app = app
+        self.socket = sock
+        config = uvicorn.Config(
+            app,
+            lifespan="on",
+            loop="asyncio",
+            http="h11",
+            ws="none",
+            # The service's logging is the service's: uvicorn configures none, logs
+            # no request lines (a URL may carry anything) and names no server.
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        self._stopped = threading.Event()
+        self._stopped.set()
+        host, port = sock.getsockname()[:2]
+        self.server_address: tuple[str, int] = (str(host), int(port))
+        """The bound host and port."""
+
+    @property
+    def url(self) -> str:
+        """The page's address, such as ``http://127.0.0.1:8765/``."""
+        host, port = self.server_address
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}/"
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown`, or Ctrl+C in the main thread."""
+        self._stopped.clear()
+        try:
+            self._server.run(sockets=[self.socket])
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop serving (finishing requests under way) and wait until it has."""
+        self._server.should_exit = True
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        """Close the listening socket."""
+        self.socket.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        # Connections wait in the backlog until the server runs: no start-up race.
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def make_server(
+    router: QuotaRoutedChatModel,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    admin_token: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    open_reads: bool | None = None,
+) -> StatusServer:
+    """A bound, not yet serving, uvicorn server for the status page of ``router``.
+
+    Args:
+        router: the router to show and act on.
+        host: the address to bind (default loopback only).
+        port: the TCP port; 0 picks a free one.
+        admin_token: see :func:`create_app`.
+        allowed_hosts: see :func:`create_app`.
+        open_reads: see :func:`create_app`.
+
+    Returns:
+        The server; ``server.app.admin_token`` is the token.
+
+    Raises:
+        ImportError: without the ``web`` extra (uvicorn), naming it.
+        ConfigurationError: for an admin token shorter than 16 characters.
+    """
+    _uvicorn()
+    app = create_app(
+        router, admin_token=admin_token, allowed_hosts=allowed_hosts, open_reads=open_reads
+    )
+    if not is_loopback(host):
+        logger.warning(
+            "the status page on %s is reachable from other machines: they need the "
+            "admin token to read it, and everyone needs it to reset or enable; serve "
+            "it over TLS (a reverse proxy) so the token is not sent in clear",
+            host,
+        )
+    return StatusServer(app, _bind(host, port))
+
+
+def serve(
+    router: QuotaRoutedChatModel,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    admin_token: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    open_reads: bool | None = None,
+) -> None:
+    """Serve the status page of ``router`` on uvicorn until interrupted (Ctrl+C).
+
+    Prints the page's address and, when it was generated here, the admin token
+    (once: it is not logged or stored anywhere).
+
+    Args:
+        router: the router to show and act on.
+        host: the address to bind (default loopback only).
+        port: the TCP port; 0 picks a free one.
+        admin_token: see :func:`create_app`.
+        allowed_hosts: see :func:`create_app`.
+        open_reads: see :func:`create_app`.
+
+    Raises:
+        ImportError: without the ``web`` extra (uvicorn), naming it.
+    """
+    server = make_server(
+        router,
+        host,
+        port,
+        admin_token=admin_token,
+        allowed_hosts=allowed_hosts,
+        open_reads=open_reads,
+    )
+    lines = [f"quota router status on {server.url} (Ctrl+C to stop)"]
+    if server.app.token_generated:
+        lines.append(
+            f"admin token, to sign in for reset and enable (shown once; set "
+            f"${ADMIN_TOKEN_ENV} to choose it): {server.app.admin_token}"
+        )
+    else:
+        lines.append("admin token: the one you gave (sign in with it to reset or enable)")
+    sys.stderr.write("\n".join(lines) + "\n")
+    sys.stderr.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
