@@ -437,6 +437,64 @@ def routes_from_env(
     return routes
 
 
+@dataclass(frozen=True)
+class _Prefix:
+    """An API that is not in the catalog, known by its variables' prefix only."""
+
+    env_prefix: str
+    key_env: tuple[str, ...] = ()
+
+
+def key_specs_from_env(
+    prefix: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    dotenv: str | os.PathLike[str] | None = ".env",
+) -> list[tuple[str, tuple[Limit, ...] | None, str]]:
+    """Every key the environment gives an API by ``prefix`` (``SERP``), for
+    :meth:`KeyRotator.from_env`, with the same variables and errors as the chat
+    routes': ``SERP_API_KEYS=k1,k2``, ``SERP_API_KEY``, ``SERP_API_KEY_<n>``,
+    ``SERP_LIMITS[_<n>]``, ``SERP_MAX_REQUESTS_PER_DAY[_<n>]``…
+
+    Returns:
+        ``(secret, limits or None for the rotator's own, name suffix)`` per key,
+        the suffix being ``"#<n>"`` for a numbered or listed key and ``""`` for
+        ``SERP_API_KEY``.
+
+    Raises:
+        ConfigurationError: no key at all (naming the variables looked for), or a
+            bad setting (naming the variable).
+    """
+    clean = prefix.strip().upper()
+    if not re.fullmatch(r"[A-Z][A-Z0-9_]*", clean) or clean.endswith("_"):
+        msg = f"{prefix!r} is not an environment variable prefix (letters, digits, _)"
+        raise ConfigurationError(msg)
+    env = _environment(environ, dotenv)
+    api = _Prefix(clean)
+    keys, settings = _read_vendor(api, env)  # type: ignore[arg-type]
+    _check_indexes(api, keys, settings)  # type: ignore[arg-type]
+    if not keys:
+        msg = (
+            f"no {clean} keys found in the environment; looked for {clean}_API_KEYS, "
+            f"{clean}_API_KEY and {clean}_API_KEY_<n>"
+        )
+        raise ConfigurationError(msg)
+    found = []
+    for key in keys:
+        assert key.secret is not None
+        index = key.index
+        limits_entry = settings.pick(settings.limits, index)
+        maxima = [lim for _, lim in settings.maxima.get(None, [])]
+        if index is not None:
+            maxima += [lim for _, lim in settings.maxima.get(index, [])]
+        base: list[Limit] | None = limits_entry[1] if limits_entry else None
+        if maxima:
+            base = _apply_maxima(base or [], maxima)
+        limits = None if base is None else tuple(base)
+        found.append((key.secret, limits, "" if index is None else f"#{index}"))
+    return found
+
+
 def _fingerprint_length(keys: list[_Key]) -> int:
     # Two keys of one vendor with the same 4-digit tag would share a pool and a
     # disable switch: lengthen the tags of that vendor until they differ.

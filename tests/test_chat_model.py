@@ -10,8 +10,6 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_openai import ChatOpenAI
 
-import langchain_quota_router
-import langchain_quota_router.testing
 from langchain_quota_router import (
     ConfigurationError,
     LedgerError,
@@ -43,32 +41,6 @@ def two_routes(clock: FakeClock, **kw: Any) -> QuotaRoutedChatModel:
         clock=clock,
         **kw,
     )
-
-
-def test_public_api_is_pinned() -> None:
-    assert langchain_quota_router.__all__ == [
-        "ConfigurationError",
-        "DiskResponseCache",
-        "LearnedLimit",
-        "LedgerError",
-        "Lifespan",
-        "Limit",
-        "LimitUsage",
-        "NoRouteError",
-        "QuotaAlert",
-        "QuotaExhaustedError",
-        "QuotaRoutedChatModel",
-        "QuotaRouterError",
-        "QuotaUsageCallbackHandler",
-        "Route",
-        "RouteUsage",
-        "RouterStats",
-        "Window",
-        "get_quota_usage_callback",
-    ]
-    for name in langchain_quota_router.__all__:
-        assert getattr(langchain_quota_router, name) is not None
-    assert langchain_quota_router.testing.__all__ == ["FakeClock", "FakeVendorChatModel"]
 
 
 # ------------------------------------------------------------- call paths

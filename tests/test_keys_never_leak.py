@@ -32,9 +32,10 @@ from langchain_quota_router._errors import (
     RoutesInvalidRequestError,
     RoutesUnavailableError,
 )
+from langchain_quota_router.chat.route import route_keys
 from langchain_quota_router.cli import main as cli_main
 from langchain_quota_router.quota.clock import FakeClock
-from langchain_quota_router.quota.secrets import RedactedError, route_keys
+from langchain_quota_router.quota.secrets import RedactedError
 from langchain_quota_router.simulator import SimKey, Simulator
 from langchain_quota_router.web import create_app
 

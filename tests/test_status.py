@@ -11,12 +11,12 @@ from langchain_openai import ChatOpenAI
 
 from langchain_quota_router import QuotaRoutedChatModel, Route, cli
 from langchain_quota_router.cli._report import CSV_COLUMNS, report_csv
+from langchain_quota_router.quota.admission import model_subject
 from langchain_quota_router.quota.clock import FakeClock
-from langchain_quota_router.quota.secrets import REDACTED, Masker, mask, mask_url, router_keys
+from langchain_quota_router.quota.secrets import REDACTED, Masker, mask, mask_url
 from langchain_quota_router.quota.status import (
     LimitRow,
     limit_row,
-    model_subject,
     read_status,
     status_snapshot,
     tightest,
@@ -172,7 +172,7 @@ def test_lifespan_is_part_of_the_status_when_asked(router: QuotaRoutedChatModel)
 
 
 def test_router_keys_are_every_secret_the_models_hold(router: QuotaRoutedChatModel) -> None:
-    assert router_keys(router) == [PLAIN]
+    assert router.keys_to_mask() == [PLAIN]
 
 
 def test_mask_hides_known_keys_and_key_shapes() -> None:

@@ -58,7 +58,7 @@ from typing_extensions import Self
 from langchain_quota_router._errors import ConfigurationError, LedgerError, no_route_error
 from langchain_quota_router.cache.disk import DiskResponseCache
 from langchain_quota_router.chat import streaming as vendor
-from langchain_quota_router.chat.route import Route
+from langchain_quota_router.chat.route import Route, route_keys
 from langchain_quota_router.chat.routing import (
     TOOL_OPTIONS,
     Attempt,
@@ -70,6 +70,7 @@ from langchain_quota_router.chat.routing import (
 )
 from langchain_quota_router.chat.streaming import StreamRelay, replay, tag_message
 from langchain_quota_router.chat.tokens import TokenEstimator
+from langchain_quota_router.quota.admission import model_subject
 from langchain_quota_router.quota.clock import Clock, SystemClock
 from langchain_quota_router.quota.fleet import (
     FleetCounters,
@@ -81,8 +82,6 @@ from langchain_quota_router.quota.fleet import (
 from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
 from langchain_quota_router.quota.ledger.fleet import FleetStore, fleet_store
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit
-from langchain_quota_router.quota.secrets import route_keys
-from langchain_quota_router.quota.status import model_subject
 from langchain_quota_router.quota.watch import (
     ALERT_EVENT,
     AlertTracker,
@@ -414,6 +413,16 @@ class QuotaRoutedChatModel(BaseChatModel):
         )
         self._settings = (mark, settings)
         return settings
+
+    @property
+    def members(self) -> tuple[Route, ...]:
+        """The routes, as the quota core's status model reads them."""
+        return tuple(self.routes)
+
+    def keys_to_mask(self) -> list[str]:
+        """Every API key the routes' vendor models hold, longest first: what every
+        page, report and error must never show."""
+        return route_keys(self.routes)
 
     @property
     def alert_tracker(self) -> AlertTracker:

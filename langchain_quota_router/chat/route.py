@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,7 +16,14 @@ from pydantic import BaseModel, SecretStr
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.quota.ledger.url import redact_url
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, parse_limits
-from langchain_quota_router.quota.secrets import alias, clean_key, fingerprint, mask, mask_url
+from langchain_quota_router.quota.secrets import (
+    MIN_KEY_LENGTH,
+    alias,
+    clean_key,
+    fingerprint,
+    mask,
+    mask_url,
+)
 from langchain_quota_router.vendors.catalog import (
     build_chat_model,
     default_api_key,
@@ -397,3 +404,20 @@ def model_params(model: BaseChatModel) -> dict[str, Any]:
         for k, v in dict(model._identifying_params).items()
         if not any(mark in k.lower() for mark in _SECRET_MARKS)
     }
+
+
+def route_keys(routes: Iterable[Route]) -> list[str]:
+    """Every API key the routes' vendor models hold, longest first (so that a key
+    containing another is masked whole): their ``SecretStr`` fields' values."""
+    found: set[str] = set()
+    for route in routes:
+        model = route.model
+        if not isinstance(model, BaseModel):
+            continue
+        for name in type(model).model_fields:
+            value = getattr(model, name, None)
+            if isinstance(value, SecretStr):
+                secret = value.get_secret_value()
+                if len(secret) >= MIN_KEY_LENGTH:
+                    found.add(secret)
+    return sorted(found, key=lambda k: (-len(k), k))

@@ -316,7 +316,7 @@ def _as_status(value: object) -> int | None:
 def _status_of(error: BaseException) -> int | None:
     """Find the HTTP status on one exception or its response."""
     # openai/groq/cohere: status_code; google.genai: code (openai's code is a str).
-    for name in ("status_code", "code", "http_status"):
+    for name in ("status_code", "status", "code", "http_status"):
         if (status := _as_status(_attr(error, name))) is not None:
             return status
     response = _attr(error, "response")

@@ -49,7 +49,6 @@ from langchain_quota_router.quota.secrets import mask
 from langchain_quota_router.quota.status import iso
 
 if TYPE_CHECKING:
-    from langchain_quota_router.chat.route import Route
     from langchain_quota_router.quota.clock import Clock
     from langchain_quota_router.quota.ledger.base import Ledger
     from langchain_quota_router.quota.limits import Limit
@@ -228,7 +227,7 @@ class FleetCounters:
         if not state.registered:
             _register(state)
 
-    def refused_all(self, routes: Sequence[Route]) -> None:
+    def refused_all(self, routes: Sequence[Any]) -> None:
         """:meth:`refused` for each of ``routes`` (pools known full, passed over
         by one call): O(1) here, expanded when written, so a call that passes
         over a thousand full routes does not pay for counting them one by one."""

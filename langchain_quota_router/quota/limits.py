@@ -346,12 +346,17 @@ def parse_limits(limits: object, *, owner: str) -> tuple[Limit, ...]:
     """Read a route's ``limits=`` argument.
 
     Args:
-        limits: ``None``, one limit string or ``Limit``, or a sequence of them.
+        limits: ``None``, one limit string or ``Limit``, a comma-separated string
+            of limits, or a sequence of strings and ``Limit`` objects.
         owner: who the limits belong to, for error messages.
     """
     if limits is None:
         return ()
-    items = [limits] if isinstance(limits, (str, Limit)) else limits
+    if isinstance(limits, str):
+        # One string may list several, as GROQ_LIMITS does: "30/minute, 1000/day".
+        items: object = [part.strip() for part in limits.split(",") if part.strip()]
+    else:
+        items = [limits] if isinstance(limits, Limit) else limits
     if not isinstance(items, (list, tuple)):
         msg = f"{owner}: limits must be a list of strings or Limit objects"
         raise ConfigurationError(msg)

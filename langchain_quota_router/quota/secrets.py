@@ -22,18 +22,19 @@ import hashlib
 import logging
 import traceback
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
-
-from pydantic import BaseModel, SecretStr
 
 from langchain_quota_router.quota.errors import ConfigurationError
 from langchain_quota_router.quota.failures import redact as redact_shapes
 from langchain_quota_router.quota.ledger.url import redact_url
 
-if TYPE_CHECKING:
-    from langchain_quota_router.chat.model import QuotaRoutedChatModel
-    from langchain_quota_router.chat.route import Route
+
+class HasKeys(Protocol):
+    """Anything that holds API keys to mask: a router, a key rotator."""
+
+    def keys_to_mask(self) -> list[str]: ...
+
 
 __all__ = [
     "REDACTED",
@@ -46,8 +47,6 @@ __all__ = [
     "mask",
     "mask_url",
     "redacted",
-    "route_keys",
-    "router_keys",
 ]
 
 logger = logging.getLogger("langchain_quota_router")
@@ -59,7 +58,7 @@ REDACTED = "[REDACTED]"
 
 #: Shorter "keys" are not masked: replacing every "ab" in a page would garble it, and
 #: no vendor issues keys that short.
-_MIN_KEY_LENGTH = 4
+MIN_KEY_LENGTH = 4
 
 
 def fingerprint(api_key: str, *, length: int = 4) -> str:
@@ -99,26 +98,12 @@ def alias(vendor: str, index: int | None, api_key: str, *, length: int = 4) -> s
     return f"{vendor}{number} {fingerprint(api_key, length=length)}"
 
 
-def router_keys(router: QuotaRoutedChatModel) -> list[str]:
-    """Every API key the router's vendor models hold, longest first.
-
-    Longest first, so that a key containing another is masked whole.
-
-    Args:
-        router: the router whose routes' models to read.
-
-    Returns:
-        The values of the models' ``SecretStr`` fields (at least four characters).
-    """
-    return route_keys(router.routes)
-
-
 def mask(text: str, keys: Iterable[str] = (), *, shapes: bool = True) -> str:
     """``text`` with the given keys, and anything shaped like a key, replaced.
 
     Args:
         text: text that may hold a key (a vendor's message, a route name, a report).
-        keys: known keys to hide wherever they appear (see :func:`router_keys`).
+        keys: known keys to hide wherever they appear (a router's ``keys_to_mask()``).
         shapes: also replace what merely looks like a key; ``False`` replaces only
             ``keys`` (for text already redacted once).
 
@@ -168,9 +153,9 @@ class Masker:
         self.keys = sorted({k for k in keys if k}, key=lambda k: (-len(k), k))
 
     @classmethod
-    def for_router(cls, router: QuotaRoutedChatModel) -> Masker:
-        """A masker for every key ``router``'s vendor models hold."""
-        return cls(router_keys(router))
+    def for_router(cls, *sources: HasKeys) -> Masker:
+        """A masker for every key the routers (and key rotators) hold."""
+        return cls([key for source in sources for key in source.keys_to_mask()])
 
     def __call__(self, text: str) -> str:
         """``text`` masked (see :func:`mask`)."""
@@ -226,23 +211,6 @@ def clean_key(secret: str, where: str) -> str:
     return stripped
 
 
-def route_keys(routes: Iterable[Route]) -> list[str]:
-    """Every API key the routes' vendor models hold, longest first (see
-    :func:`router_keys`)."""
-    found: set[str] = set()
-    for route in routes:
-        model = route.model
-        if not isinstance(model, BaseModel):
-            continue
-        for name in type(model).model_fields:
-            value = getattr(model, name, None)
-            if isinstance(value, SecretStr):
-                secret = value.get_secret_value()
-                if len(secret) >= _MIN_KEY_LENGTH:
-                    found.add(secret)
-    return sorted(found, key=lambda k: (-len(k), k))
-
-
 class RedactedError(Exception):
     """Stands in for a vendor's exception whose text held an API key.
 
@@ -275,7 +243,7 @@ def exception_leaks(exc: BaseException, keys: Iterable[str]) -> bool:
     """Whether ``exc`` as a traceback prints (chained causes included) shows one of
     ``keys``."""
     text = "".join(traceback.format_exception(exc))
-    return any(key in text for key in keys if len(key) >= _MIN_KEY_LENGTH)
+    return any(key in text for key in keys if len(key) >= MIN_KEY_LENGTH)
 
 
 def redacted(exc: BaseException, keys: Iterable[str]) -> BaseException:
@@ -288,7 +256,7 @@ def redacted(exc: BaseException, keys: Iterable[str]) -> BaseException:
 
     Args:
         exc: a vendor's exception, about to be raised or chained by the router.
-        keys: the router's keys (see :func:`route_keys`).
+        keys: the router's keys (``keys_to_mask()``).
     """
     keys = list(keys)
     if not exception_leaks(exc, keys):

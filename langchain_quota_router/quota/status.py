@@ -23,8 +23,11 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
+from langchain_quota_router.quota.admission import model_subject
+from langchain_quota_router.quota.clock import Clock
+from langchain_quota_router.quota.ledger import Ledger
 from langchain_quota_router.quota.ledger.base import (
     KEY_PREFIX,
     MODEL_PREFIX,
@@ -33,10 +36,7 @@ from langchain_quota_router.quota.ledger.base import (
     LimitUsage,
 )
 from langchain_quota_router.quota.secrets import Masker
-
-if TYPE_CHECKING:
-    from langchain_quota_router.chat.model import QuotaRoutedChatModel
-    from langchain_quota_router.chat.route import Route
+from langchain_quota_router.quota.watch import Lifespan, estimate_lifespan
 
 __all__ = [
     "HoldRow",
@@ -44,12 +44,13 @@ __all__ = [
     "PoolRow",
     "RouteRow",
     "RouteState",
+    "Source",
     "StateKind",
     "Status",
     "iso",
     "lifespan_days",
     "limit_row",
-    "model_subject",
+    "merge_stats",
     "read_status",
     "route_states",
     "status_snapshot",
@@ -79,17 +80,27 @@ class RouteState:
     reason: str = ""
 
 
-def model_subject(route: Route) -> str:
-    """What the ledger marks unavailable for a route: its model on its key.
+class Source(Protocol):
+    """A client of the quota core whose status can be read: a chat router, a key
+    rotator, an embeddings router."""
 
-    Another model on the same key stays usable, and so does the same model on
-    another key (vendors retire models for everyone, but a key may lack access).
-    """
-    return f"{route.key}|{route.model_name}"
+    @property
+    def members(self) -> Sequence[Any]: ...
+    @property
+    def ledger_backend(self) -> Ledger: ...
+    @property
+    def pool_limits(self) -> dict[str, Any]: ...
+
+    clock: Clock
+
+    def usage(self) -> list[LimitUsage]: ...
+    def get_stats(self) -> dict[str, Any]: ...
+    def keys_to_mask(self) -> list[str]: ...
+    def lifespan(self, tokens_per_day: int) -> Lifespan: ...
 
 
 def route_states(
-    routes: Iterable[Route], usage: Sequence[LimitUsage], holds: Sequence[Hold]
+    routes: Iterable[Any], usage: Sequence[LimitUsage], holds: Sequence[Hold]
 ) -> dict[str, RouteState]:
     """Each route's state: a disabled key wins, then an unavailable model, then a
     block, then a full limit."""
@@ -101,7 +112,7 @@ def route_states(
     states: dict[str, RouteState] = {}
     for route in routes:
         for prefix, subject, kind in (
-            (KEY_PREFIX, route.key, "disabled"),
+            (KEY_PREFIX, route.credential, "disabled"),
             (MODEL_PREFIX, model_subject(route), "unavailable"),
             (POOL_PREFIX, route.pool, "blocked"),
         ):
@@ -150,7 +161,7 @@ def tightest(usage: Iterable[_SpentT], pool: str) -> _SpentT | None:
     return max(mine, key=lambda u: (u.percent, u.resets_at or math.inf))
 
 
-def lifespan_days(router: QuotaRoutedChatModel, tokens_per_day: int) -> dict[str, float]:
+def lifespan_days(router: Source, tokens_per_day: int) -> dict[str, float]:
     """Days each pool (and ``"all"``: the whole set) lasts at ``tokens_per_day``.
 
     The router's own estimate (:meth:`QuotaRoutedChatModel.lifespan`): one-time
@@ -274,6 +285,9 @@ class RouteRow:
             ``errors``, ``errors_by_kind``, ``rate_limited``, ``refused``,
             ``cache_hits``, ``tokens_in``, ``tokens_out``, ``cost``); ``None`` when
             the ledger could not say.
+        kind: ``"route"`` (a chat or embeddings route) or ``"key"`` (a
+            :class:`~langchain_quota_router.keys.KeyRotator`'s key, whose
+            ``provider`` is the rotator's name).
     """
 
     name: str
@@ -286,6 +300,7 @@ class RouteRow:
     calls: int
     errors: int
     fleet: dict[str, Any] | None = None
+    kind: str = "route"
 
     def as_dict(self) -> dict[str, Any]:
         """The route as JSON-ready data.
@@ -308,6 +323,7 @@ class RouteRow:
             "calls": self.calls,
             "errors": self.errors,
             "fleet": self.fleet,
+            "kind": self.kind,
         }
 
 
@@ -407,27 +423,46 @@ class Status:
 # ------------------------------------------------------------------ reading
 
 
-def read_status(router: QuotaRoutedChatModel, *, tokens_per_day: int | None = None) -> Status:
-    """Read a router's routes, pools, holds and counters from its ledger, once.
+def read_status(*sources: Source, tokens_per_day: int | None = None) -> Status:
+    """Read routers' (and key rotators') members, pools, holds and counters from
+    their ledger, once.
 
     Args:
-        router: the router to report on.
+        sources: the router to report on, and any key rotators to show beside it
+            (members named alike are shown once).
         tokens_per_day: also estimate how many days each pool lasts at this demand.
 
     Returns:
         The :class:`Status`, with every reason and the ledger URL masked.
     """
-    masked = Masker.for_router(router)
+    if not sources:
+        msg = "read_status needs at least one router or key rotator"
+        raise ValueError(msg)
+    masked = Masker([k for s in sources for k in s.keys_to_mask()])
     started = time.perf_counter()
-    now = router.clock.now()
-    ledger = router.ledger_backend
+    first = sources[0]
+    now = first.clock.now()
+    ledger = first.ledger_backend
     # Read once: the ledger may be shared with other processes and change meanwhile.
-    usage = router.usage()
-    holds = ledger.holds(now)
+    usage: list[LimitUsage] = []
+    holds: list[Hold] = []
+    seen_ledgers: list[Ledger] = []
+    for source in sources:
+        usage.extend(u for u in source.usage() if u not in usage)
+        if not any(source.ledger_backend is known for known in seen_ledgers):
+            seen_ledgers.append(source.ledger_backend)
+            holds.extend(source.ledger_backend.holds(now))
     read_seconds = time.perf_counter() - started
-    routes = list(router.routes)
+    routes: list[Any] = []
+    kinds: dict[str, str] = {}
+    for source in sources:
+        kind = "route" if source is first or not hasattr(source, "rotate") else "key"
+        for member in source.members:
+            if member.name not in kinds:
+                routes.append(member)
+                kinds[member.name] = kind
     states = route_states(routes, usage, holds)
-    stats = router.get_stats()
+    stats = merge_stats([source.get_stats() for source in sources])
     fleet_routes: dict[str, Any] = (stats.get("fleet") or {}).get("routes") or {}
 
     route_rows = tuple(
@@ -446,25 +481,34 @@ def read_status(router: QuotaRoutedChatModel, *, tokens_per_day: int | None = No
             calls=int(stats.get("calls_per_route", {}).get(route.name, 0)),
             errors=int(stats.get("errors_per_route", {}).get(route.name, 0)),
             fleet=fleet_routes.get(route.name),
+            kind=kinds[route.name],
         )
         for route in routes
     )
     routes_of: dict[str, list[str]] = {}
     for route in routes:
         routes_of.setdefault(route.pool, []).append(route.name)
+    pool_limits: dict[str, Any] = {}
+    for source in sources:
+        for pool, limits in source.pool_limits.items():
+            pool_limits.setdefault(pool, limits)
     pools = tuple(
         PoolRow(
             pool=pool,
             routes=tuple(routes_of.get(pool, ())),
             limits=tuple(limit_row(u) for u in usage if u.pool == pool),
         )
-        for pool in router.pool_limits
+        for pool in pool_limits
     )
     lifespan = None
     if tokens_per_day is not None:
+        estimate = estimate_lifespan(ledger, pool_limits, tokens_per_day, now)
         lifespan = {
             "tokens_per_day": tokens_per_day,
-            "days": lifespan_days(router, tokens_per_day),
+            "days": {
+                **{str(k): float(v) for k, v in estimate.pools.items()},
+                "all": float(estimate.total),
+            },
         }
     return Status(
         now=now,
@@ -478,8 +522,32 @@ def read_status(router: QuotaRoutedChatModel, *, tokens_per_day: int | None = No
     )
 
 
+def merge_stats(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several clients' ``get_stats()`` as one: counts added, per-name tables
+    joined, the fleet's figures likewise (``None`` if any could not be read)."""
+    if len(snapshots) == 1:
+        return snapshots[0]
+    merged: dict[str, Any] = _merge(snapshots)
+    return merged
+
+
+def _merge(items: Sequence[Any]) -> Any:
+    present = [x for x in items if x is not None]
+    if len(present) < len(items) and all(isinstance(x, dict) for x in present):
+        return None  # a fleet view one source could not read: not a partial sum
+    first = present[0]
+    if isinstance(first, bool) or not isinstance(first, (int, float, dict)):
+        return next((x for x in reversed(present) if x is not None), first)
+    if isinstance(first, dict):
+        keys: list[str] = []
+        for item in present:
+            keys.extend(k for k in item if k not in keys)
+        return {k: _merge([item[k] for item in present if k in item]) for k in keys}
+    return sum(present)
+
+
 def _hold_rows(
-    routes: Sequence[Route],
+    routes: Sequence[Any],
     holds: Sequence[Hold],
     routes_of: dict[str, list[str]],
     masked: Masker,
@@ -498,15 +566,13 @@ def _hold_rows(
             kind, names = "unavailable", [r.name for r in routes if model_subject(r) == subject]
         else:
             key = hold.subject.removeprefix(KEY_PREFIX)
-            kind, names = "disabled", [r.name for r in routes if r.key == key]
+            kind, names = "disabled", [r.name for r in routes if r.credential == key]
         if names:
             rows.append(HoldRow(kind, pool, tuple(names), hold.until, masked(hold.reason)))
     return tuple(rows)
 
 
-def status_snapshot(
-    router: QuotaRoutedChatModel, *, tokens_per_day: int | None = None
-) -> dict[str, Any]:
+def status_snapshot(*sources: Source, tokens_per_day: int | None = None) -> dict[str, Any]:
     """:func:`read_status` as JSON-ready data: what ``/status.json`` and
     ``quota-router report --json`` give (see :meth:`Status.as_dict`)."""
-    return read_status(router, tokens_per_day=tokens_per_day).as_dict()
+    return read_status(*sources, tokens_per_day=tokens_per_day).as_dict()

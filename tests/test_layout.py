@@ -1,0 +1,167 @@
+"""The package's shape: a small pinned public API, a quota core that needs no
+LangChain, and imports that point one way (no cycle, not even under
+``TYPE_CHECKING`` or inside a function)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import langchain_quota_router
+import langchain_quota_router.testing
+
+PACKAGE = Path(langchain_quota_router.__file__).parent
+ROOT = "langchain_quota_router"
+
+
+def test_public_api_is_pinned() -> None:
+    assert langchain_quota_router.__all__ == [
+        "ConfigurationError",
+        "DiskResponseCache",
+        "Key",
+        "KeyLease",
+        "KeyRotator",
+        "LearnedLimit",
+        "Ledger",
+        "LedgerError",
+        "Lifespan",
+        "Limit",
+        "LimitUsage",
+        "NoRouteError",
+        "QuotaAlert",
+        "QuotaExhaustedError",
+        "QuotaRoutedChatModel",
+        "QuotaRouterError",
+        "QuotaUsageCallbackHandler",
+        "RedisResponseCache",
+        "Route",
+        "RouteUsage",
+        "RouterStats",
+        "RoutesAuthenticationError",
+        "RoutesContextOverflowError",
+        "RoutesInvalidRequestError",
+        "RoutesModelNotFoundError",
+        "RoutesUnavailableError",
+        "Window",
+        "get_quota_usage_callback",
+    ]
+    for name in langchain_quota_router.__all__:
+        assert getattr(langchain_quota_router, name) is not None
+    assert set(langchain_quota_router.__all__) <= set(dir(langchain_quota_router))
+    assert langchain_quota_router.testing.__all__ == ["FakeClock", "FakeVendorChatModel"]
+
+
+def test_every_documented_error_is_exported() -> None:
+    from langchain_quota_router import _errors
+
+    documented = {
+        name
+        for name, value in vars(_errors).items()
+        if isinstance(value, type)
+        and issubclass(value, Exception)
+        and not name.startswith("_")
+        and value.__module__.startswith(ROOT)
+    }
+    assert documented <= set(langchain_quota_router.__all__)
+
+
+def test_the_quota_core_imports_without_langchain() -> None:
+    code = (
+        "import sys\n"
+        "import langchain_quota_router.quota.admission, langchain_quota_router.quota.book\n"
+        "import langchain_quota_router.quota.status, langchain_quota_router.quota.ledger\n"
+        "import langchain_quota_router.quota.fleet, langchain_quota_router.quota.watch\n"
+        "avoid = ('langchain_core', 'langchain_quota_router.chat')\n"
+        "loaded = [m for m in sys.modules if m.startswith(avoid)]\n"
+        "print(loaded)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every project module ``name`` imports, wherever the import statement is."""
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            targets = [f"{module}.{alias.name}" for alias in node.names] + [module]
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name and target.startswith(ROOT):
+                found.add(target)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    graph = {name: _imports(name, path, known) for name, path in modules.items()}
+    # The package root only re-exports (lazily); a package's own __init__ importing
+    # its submodules is how packages are made, not a dependency.
+    graph[ROOT] = set()
+    for name, deps in graph.items():
+        graph[name] = {d for d in deps if not name.startswith(d + ".")}
+    return graph
+
+
+def test_no_module_imports_the_package_root() -> None:
+    offenders = sorted(n for n, deps in _graph().items() if ROOT in deps)
+    assert offenders == []
+
+
+def test_imports_have_no_cycle() -> None:
+    graph = _graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                cycles.append([*stack[stack.index(dep) :], dep])
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert cycles == []
+
+
+def test_the_core_imports_only_the_core() -> None:
+    graph = _graph()
+    core = f"{ROOT}.quota"
+    leaks = {
+        name: sorted(d for d in deps if not d.startswith(core))
+        for name, deps in graph.items()
+        if name.startswith(core)
+    }
+    assert {name: deps for name, deps in leaks.items() if deps} == {}
