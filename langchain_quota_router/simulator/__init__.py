@@ -1,4 +1,5 @@
-"""A local simulator of the OpenAI, Groq, Gemini and Cohere chat APIs, for tests.
+"""A local simulator of the OpenAI, Groq, Gemini and Cohere chat APIs (and the
+OpenAI, Gemini and Cohere embedding APIs), for tests.
 
 It lets the real LangChain vendor classes (``ChatOpenAI``, ``ChatGroq``,
 ``ChatGoogleGenerativeAI``, ``ChatCohere``) run over real HTTP on 127.0.0.1, with
