@@ -22,10 +22,16 @@ exactly those on that vendor's wire (a vendor not given serves every name), each
 vendor's list-models endpoint answers from them, and
 ``sim.retire("llama-3.3-70b-versatile", vendor="groq")`` makes a model answer as
 the vendor does after a shutdown; ``sim.model_stats(model)`` counts its requests.
+
+Embeddings: ``vendor_embeddings(sim, "openai", key, "text-embedding-3-small")``
+builds ``OpenAIEmbeddings`` (likewise ``GoogleGenerativeAIEmbeddings`` and
+``CohereEmbeddings``) against the simulator, retries off. Vectors are unit vectors
+determined by (model, dimension, text); embed calls count against the key's limits
+like chat calls.
 """
 
 from ._cli import main
-from ._clients import vendor_model
+from ._clients import vendor_embeddings, vendor_model
 from ._server import Simulator
 from ._types import (
     Fault,
@@ -51,5 +57,6 @@ __all__ = [
     "ToolCall",
     "Vendor",
     "main",
+    "vendor_embeddings",
     "vendor_model",
 ]
