@@ -1,4 +1,5 @@
-"""A local simulator of the OpenAI, Groq, Gemini and Cohere chat APIs, for tests.
+"""A local simulator of the OpenAI, Groq, Gemini and Cohere chat APIs (and the
+OpenAI, Gemini and Cohere embedding APIs), for tests.
 
 It lets the real LangChain vendor classes (``ChatOpenAI``, ``ChatGroq``,
 ``ChatGoogleGenerativeAI``, ``ChatCohere``) run over real HTTP on 127.0.0.1, with
@@ -21,10 +22,16 @@ exactly those on that vendor's wire (a vendor not given serves every name), each
 vendor's list-models endpoint answers from them, and
 ``sim.retire("llama-3.3-70b-versatile", vendor="groq")`` makes a model answer as
 the vendor does after a shutdown; ``sim.model_stats(model)`` counts its requests.
+
+Embeddings: ``vendor_embeddings(sim, "openai", key, "text-embedding-3-small")``
+builds ``OpenAIEmbeddings`` (likewise ``GoogleGenerativeAIEmbeddings`` and
+``CohereEmbeddings``) against the simulator, retries off. Vectors are unit vectors
+determined by (model, dimension, text); embed calls count against the key's limits
+like chat calls.
 """
 
 from ._cli import main
-from ._clients import vendor_model
+from ._clients import vendor_embeddings, vendor_model
 from ._server import Simulator
 from ._types import (
     Fault,
@@ -50,5 +57,6 @@ __all__ = [
     "ToolCall",
     "Vendor",
     "main",
+    "vendor_embeddings",
     "vendor_model",
 ]

@@ -29,6 +29,19 @@ _QUOTA = {
     "tpm": (_TOKENS_METRIC, "GenerateContentInputTokensPerModelPerMinute-FreeTier"),
     "tpd": (_TOKENS_METRIC, "GenerateContentInputTokensPerModelPerDay-FreeTier"),
 }
+# What an embedding 429 names instead. The request metric and quota ids are as
+# Gemini's free tier answers; the token ones follow the same pattern (unseen).
+_EMBED_REQUESTS_METRIC = "generativelanguage.googleapis.com/embed_content_free_tier_requests"
+_EMBED_TOKENS_METRIC = "generativelanguage.googleapis.com/embed_content_free_tier_input_token_count"
+EMBED_QUOTA = {
+    "rpm": (
+        _EMBED_REQUESTS_METRIC,
+        "EmbedContentRequestsPerMinutePerUserPerProjectPerModel-FreeTier",
+    ),
+    "rpd": (_EMBED_REQUESTS_METRIC, "EmbedContentRequestsPerDayPerProjectPerModel-FreeTier"),
+    "tpm": (_EMBED_TOKENS_METRIC, "EmbedContentInputTokensPerModelPerMinute-FreeTier"),
+    "tpd": (_EMBED_TOKENS_METRIC, "EmbedContentInputTokensPerModelPerDay-FreeTier"),
+}
 _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
 # What ListModels says a chat model supports (streaming is not listed separately).
 _METHODS = ["generateContent", "countTokens", "createCachedContent", "batchGenerateContent"]
@@ -46,6 +59,10 @@ class GeminiWire(Wire):
     """
 
     vendor: Vendor = "gemini"
+
+    def __init__(self, quota: Mapping[str, tuple[str, str]] | None = None) -> None:
+        # The metric and quota id a 429 names, per limit (embeddings have their own).
+        self._quota = quota if quota is not None else _QUOTA
 
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str:
         return headers.get("x-goog-api-key") or query.get("key", "")
@@ -195,7 +212,7 @@ class GeminiWire(Wire):
         return events
 
     def rate_limited(self, key: SimKey, model: str, refusal: Refusal, usage: Usage) -> HttpAnswer:
-        metric, quota_id = _QUOTA[refusal.limit_name]
+        metric, quota_id = self._quota[refusal.limit_name]
         seconds = max(1, math.ceil(refusal.retry_after))
         message = (
             "You exceeded your current quota, please check your plan and billing "

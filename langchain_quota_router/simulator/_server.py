@@ -21,13 +21,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from langchain_quota_router.quota.clock import Clock, SystemClock
 
 from ._cohere import CohereWire
+from ._embed import CohereEmbedWire, EmbedRequest, EmbedWire, GeminiEmbedWire, OpenAIEmbedWire
 from ._engine import BadRequest, Completion, ParsedRequest, complete
-from ._gemini import GeminiWire
+from ._gemini import EMBED_QUOTA, GeminiWire
 from ._models import ModelTable, check_style, style_of
 from ._openai import OpenAIWire
 from ._quota import KeyQuota
 from ._types import (
     VENDORS,
+    Endpoint,
     Fault,
     KeyStats,
     RecordedRequest,
@@ -44,7 +46,7 @@ logger = logging.getLogger("langchain_quota_router.simulator")
 
 _GEMINI_PATH = re.compile(
     r"^/(?P<version>v1(?:beta)?)/models/(?P<model>[^/:]+)"
-    r":(?P<method>generateContent|streamGenerateContent)$"
+    r":(?P<method>generateContent|streamGenerateContent|embedContent|batchEmbedContents)$"
 )
 # GET list-models / get-model paths: OpenAI, Cohere and Gemini (3.x) share /v1/models.
 _MODELS_PATH = re.compile(r"^(?P<prefix>/openai)?/(?P<version>v1(?:beta)?)/models(?:/(?P<id>.+))?$")
@@ -66,13 +68,14 @@ class _Route:
     """Where a request line leads: which wire, which endpoint, which model."""
 
     wire: Wire
-    kind: Literal["chat", "list", "get"] = "chat"
+    kind: Literal["chat", "embed", "list", "get"] = "chat"
     model: str = ""  # from the path (Gemini chat, get-model)
     stream: bool = False  # from the path (Gemini's streamGenerateContent)
     api_version: str = "v1"
     # What a Gemini 404 says is not supported; "generateContent" for both chat
-    # methods, as Gemini words it.
+    # methods, as Gemini words it. For embeds: the endpoint, for the embed wire.
     method: str = "generateContent"
+    embed: EmbedWire | None = None  # for kind == "embed": its request/answer format
 
 
 @dataclass
@@ -86,7 +89,8 @@ class _Outcome:
 
 
 class Simulator:
-    """A local HTTP server that speaks the OpenAI, Groq, Gemini and Cohere chat APIs.
+    """A local HTTP server that speaks the OpenAI, Groq, Gemini and Cohere chat APIs,
+    and the OpenAI, Gemini and Cohere embedding APIs.
 
     It enforces each configured key's limits with the vendor's own windows and
     refusals, answers deterministically (or from a script), and can inject faults,
@@ -104,6 +108,13 @@ class Simulator:
     ``GET /v1beta/models`` and ``/v1/models``, Cohere ``GET /v1/models``, and
     the get-model endpoints below them) answer from the same table; they check
     the key like chat does but count against no limit.
+
+    Embeddings (OpenAI ``POST /v1/embeddings``, Gemini
+    ``models/{model}:embedContent`` and ``:batchEmbedContents``, Cohere
+    ``POST /v2/embed`` and ``/v1/embed``) answer deterministic unit vectors (see
+    ``_embed.embed_vector``). An embed call counts against the same per-key
+    limits as chat (one request, its input tokens), and gets the same 401s, 429s,
+    faults and retired-model answers; scripts are for chat only.
 
     Args:
         keys: the keys to accept, with their limits.
@@ -305,7 +316,7 @@ class Simulator:
         successor: str | None = None,
         style: RetireStyle | None = None,
     ) -> None:
-        """Make chat requests for ``model`` answer as for a retired model.
+        """Make chat and embed requests for ``model`` answer as for a retired model.
 
         The model also leaves list-models. It need not be configured: a vendor
         serving every name then serves every name but this one. ``reset`` undoes
@@ -353,9 +364,9 @@ class Simulator:
             return self._stats.get(key, KeyStats())
 
     def model_stats(self, model: str, *, vendor: Vendor | None = None) -> KeyStats:
-        """Return what happened so far to chat requests for ``model``.
+        """Return what happened so far to chat and embed requests for ``model``.
 
-        Every chat request naming the model counts, whatever the answer (401,
+        Every request naming the model counts, whatever the answer (401,
         429, fault, retired, served), so a test can tell how often a retired
         route was still called.
 
@@ -375,7 +386,8 @@ class Simulator:
         return total
 
     def requests_for_model(self, model: str, *, vendor: Vendor | None = None) -> int:
-        """Return how many chat requests named ``model`` (``model_stats().received``)."""
+        """Return how many chat and embed requests named ``model``
+        (``model_stats().received``)."""
         return self.model_stats(model, vendor=vendor).received
 
     def models(self, vendor: Vendor) -> list[SimModel]:
@@ -397,7 +409,7 @@ class Simulator:
         self._stats[key] = _added(self._stats.get(key), changes)
 
     def _count(self, key: str, wire: Wire, model: str, **changes: int) -> None:
-        """Count a chat request's outcome for its key and for its model."""
+        """Count a chat or embed request's outcome for its key and for its model."""
         self._bump(key, **changes)
         where = (wire.vendor, model)
         self._model_stats[where] = _added(self._model_stats.get(where), changes)
@@ -411,7 +423,14 @@ class Simulator:
         status: int,
         body: Mapping[str, Any],
         completion: Completion | None = None,
+        *,
+        endpoint: Endpoint = "chat",
+        embedded: EmbedRequest | None = None,
     ) -> None:
+        """Log a request (``embedded``: the embed request served, for its tokens)."""
+        input_tokens = completion.input_tokens if completion else 0
+        if embedded is not None:
+            input_tokens = embedded.input_tokens
         self._log.append(
             (
                 key,
@@ -421,9 +440,10 @@ class Simulator:
                     model=model,
                     stream=stream,
                     status=status,
-                    input_tokens=completion.input_tokens if completion else 0,
+                    input_tokens=input_tokens,
                     output_tokens=completion.output_tokens if completion else 0,
                     body=body,
+                    endpoint=endpoint,
                 ),
             )
         )
@@ -445,8 +465,9 @@ class Simulator:
         query: Mapping[str, str],
         raw_body: bytes,
     ) -> _Outcome:
-        """Decide the answer to one chat request (called by the HTTP handler)."""
+        """Decide the answer to one chat or embed request (called by the HTTP handler)."""
         wire, path_model, path_stream = route.wire, route.model, route.stream
+        endpoint: Endpoint = "embed" if route.embed is not None else "chat"
         key = wire.api_key(headers, query)
         try:
             loaded = json.loads(raw_body or b"{}")
@@ -461,7 +482,7 @@ class Simulator:
             spec = self._authorized(wire, key)
             if spec is None:
                 self._count(key, wire, model, unauthorized=1)
-                self._record(key, wire, model, stream, 401, body)
+                self._record(key, wire, model, stream, 401, body, endpoint=endpoint)
                 logger.info("%s %s: 401 unknown/disabled key", wire.vendor, fingerprint(key))
                 return _Outcome(wire.unauthorized(fingerprint(key)))
             pending = self._take_fault(key)
@@ -469,13 +490,13 @@ class Simulator:
                 self._count(key, wire, model, faults=1)
 
         if pending is not None:
-            outcome = self._fault_outcome(key, wire, model, stream, body, pending)
+            outcome = self._fault_outcome(key, wire, model, stream, body, pending, endpoint)
             if outcome is not None:
                 return outcome
 
         if loaded is None or not isinstance(loaded, Mapping):
             with self._lock:
-                self._record(key, wire, model, stream, 400, body)
+                self._record(key, wire, model, stream, 400, body, endpoint=endpoint)
             return _Outcome(wire.bad_request("request body is not a JSON object"))
         # Before the body is validated and before any quota: a vendor has no
         # quota for a model it does not serve. An empty name is left to parse();
@@ -494,7 +515,7 @@ class Simulator:
                         method=route.method,
                     )
                     self._count(key, wire, model, model_unavailable=1)
-                    self._record(key, wire, model, stream, answer.status, body)
+                    self._record(key, wire, model, stream, answer.status, body, endpoint=endpoint)
                     logger.info(
                         "%s %s: %d for model %s (%s)",
                         wire.vendor,
@@ -504,6 +525,8 @@ class Simulator:
                         "unknown" if found is None else "retired",
                     )
                     return _Outcome(answer)
+        if route.embed is not None:
+            return self._handle_embed(key, spec, route, model, body, pending)
         try:
             request = wire.parse(body, path_model, path_stream)
         except BadRequest as exc:
@@ -560,6 +583,7 @@ class Simulator:
         stream: bool,
         body: Mapping[str, Any],
         pending: _PendingFault,
+        endpoint: Endpoint,
     ) -> _Outcome | None:
         fault = pending.fault
         logger.info("%s %s: injected fault %s", wire.vendor, fingerprint(key), fault.name)
@@ -572,11 +596,62 @@ class Simulator:
         with self._lock:
             if fault is Fault.UNAUTHORIZED:
                 self._count(key, wire, model, unauthorized=1)
-                self._record(key, wire, model, stream, 401, body)
+                self._record(key, wire, model, stream, 401, body, endpoint=endpoint)
                 return _Outcome(wire.unauthorized(fingerprint(key)))
             status = pending.status or (500 if fault is Fault.SERVER_ERROR else 503)
-            self._record(key, wire, model, stream, status, body)
+            self._record(key, wire, model, stream, status, body, endpoint=endpoint)
             return _Outcome(wire.server_error(status))
+
+    def _handle_embed(
+        self,
+        key: str,
+        spec: SimKey,
+        route: _Route,
+        model: str,
+        body: Mapping[str, Any],
+        pending: _PendingFault | None,
+    ) -> _Outcome:
+        """Finish an embed request: parse, quota, answer (auth and faults are done).
+
+        It counts against the key's limits exactly as a chat request does: one
+        request, and its input tokens (there are no output tokens).
+        """
+        wire, embed = route.wire, route.embed
+        assert embed is not None  # only embed routes come here
+        try:
+            request = embed.parse(body, route.model, route.method)
+        except BadRequest as exc:
+            with self._lock:
+                self._record(key, wire, model, False, 400, body, endpoint="embed")
+            return _Outcome(wire.bad_request(str(exc)))
+        with self._lock:
+            now = self.clock.now()
+            quota = self._quotas[key]
+            if pending is not None and pending.fault is Fault.CUT_STREAM:
+                # No answer at all: nothing counted.
+                self._record(key, wire, model, False, 0, body, endpoint="embed")
+                return _Outcome(cut_after=0)
+            refusal = quota.check(now, request.input_tokens)
+            if refusal is not None:
+                self._count(key, wire, model, refused=1)
+                self._record(key, wire, model, False, 429, body, endpoint="embed")
+                logger.info(
+                    "%s %s: 429 on %s for an embed (retry in %.1fs)",
+                    wire.vendor,
+                    fingerprint(key),
+                    refusal.limit_name,
+                    refusal.retry_after,
+                )
+                usage = quota.usage(now)
+                return _Outcome(embed.rate_limited(spec, request.model, refusal, usage))
+            quota.record(now, request.input_tokens)
+            self._count(key, wire, model, served=1, input_tokens=request.input_tokens)
+            self._record(key, wire, model, False, 200, body, endpoint="embed", embedded=request)
+            headers = wire.success_headers(spec, quota.usage(now))
+            self._counter += 1
+            rid = f"sim{self._counter:06d}"
+        answer = embed.answer(request, rid)  # vectors are built outside the lock
+        return _Outcome(HttpAnswer(answer.status, answer.body, {**answer.headers, **headers}))
 
     def _peek_script(self, key: str) -> Reply | None:
         queue = self._scripts.get(key)
@@ -675,7 +750,13 @@ class Simulator:
             return _Route(_WIRES["groq"])
         if path == "/v2/chat":
             return _Route(_WIRES["cohere"])
+        if path == "/v1/embeddings":
+            return _embed_route("openai", "embeddings")
+        if path in ("/v1/embed", "/v2/embed"):
+            return _embed_route("cohere", path[1:3])
         match = _GEMINI_PATH.match(path)
+        if match and match["method"] in ("embedContent", "batchEmbedContents"):
+            return _embed_route("gemini", match["method"], match["model"], match["version"])
         if match:
             return _Route(
                 _WIRES["gemini"],
@@ -716,6 +797,17 @@ _WIRES: dict[Vendor, Wire] = {
     "gemini": GeminiWire(),
     "cohere": CohereWire(),
 }
+# Groq serves no embeddings. Gemini's embed 429s name the embed quotas.
+_EMBED_WIRES: dict[Vendor, EmbedWire] = {
+    "openai": OpenAIEmbedWire(_WIRES["openai"]),
+    "gemini": GeminiEmbedWire(GeminiWire(EMBED_QUOTA)),
+    "cohere": CohereEmbedWire(_WIRES["cohere"]),
+}
+
+
+def _embed_route(vendor: Vendor, method: str, model: str = "", version: str = "v1") -> _Route:
+    embed = _EMBED_WIRES[vendor]
+    return _Route(embed.base, "embed", model, api_version=version, method=method, embed=embed)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -798,7 +890,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def do_POST(self) -> None:
-        """Answer a chat request on any of the vendors' paths."""
+        """Answer a chat or embed request on any of the vendors' paths."""
         parts = urlsplit(self.path)
         length = int(self.headers.get("content-length") or 0)
         if length < 0 or length > _MAX_BODY:

@@ -14,7 +14,7 @@ Vendor = Literal["openai", "groq", "gemini", "cohere"]
 VENDORS: tuple[Vendor, ...] = get_args(Vendor)
 
 RetireStyle = Literal["not_found", "decommissioned", "gone"]
-"""How a retired model's chat requests are answered.
+"""How a retired model's chat and embed requests are answered.
 
 - ``"not_found"``: the vendor's own 404 for an unknown model (OpenAI and Groq
   ``model_not_found``, Gemini ``NOT_FOUND``, Cohere ``model '...' not found``).
@@ -24,6 +24,9 @@ RetireStyle = Literal["not_found", "decommissioned", "gone"]
 """
 
 RETIRE_STYLES: tuple[RetireStyle, ...] = get_args(RetireStyle)
+
+Endpoint = Literal["chat", "embed"]
+"""Which kind of request: a chat completion or an embedding."""
 
 
 def fingerprint(key: str) -> str:
@@ -101,7 +104,7 @@ class SimModel:
         owned_by: OpenAI/Groq ``owned_by`` (default: ``"system"`` on OpenAI; on
             Groq the id's prefix before ``/``, else ``"Groq"``).
         created: Unix time reported as ``created`` (OpenAI/Groq).
-        retired: chat requests are refused as for a retired model and it is
+        retired: chat and embed requests are refused as for a retired model and it is
             left out of list-models.
         successor: the model the vendor names instead (named in the ``"gone"``
             answer; kept for tests to read).
@@ -191,11 +194,12 @@ class Fault(enum.Enum):
 
 @dataclass(frozen=True)
 class KeyStats:
-    """What happened to the chat requests that named one key (``Simulator.stats``)
+    """What happened to the chat and embed requests that named one key (``Simulator.stats``)
     or one model (``Simulator.model_stats``).
 
     Attributes:
-        received: chat requests that arrived with this key (or for this model).
+        received: chat and embed requests that arrived with this key (or for this
+            model); embed calls count as one request each, like chat.
         served: requests answered with 200 (a cut stream is a fault, not served).
         refused: requests refused with 429 because a limit was reached.
         faults: requests that hit an injected fault (SLOW ones may also be served).
@@ -205,7 +209,7 @@ class KeyStats:
         model_unavailable: requests refused because the model is retired, or not
             among the configured models (404, Groq's 400, or 410).
         listed: list-models and get-model requests with this key (any answer);
-            they are not chat requests: not in ``received``, never counted
+            they are not chat or embed requests: not in ``received``, never counted
             against a limit. Always 0 in ``model_stats``.
     """
 
@@ -233,6 +237,7 @@ class RecordedRequest:
         input_tokens: input tokens reported (0 unless served).
         output_tokens: output tokens reported (0 unless served).
         body: the parsed JSON body (empty if it was not JSON).
+        endpoint: ``"chat"`` or ``"embed"``.
     """
 
     key_alias: str
@@ -243,3 +248,4 @@ class RecordedRequest:
     input_tokens: int
     output_tokens: int
     body: Mapping[str, Any]
+    endpoint: Endpoint = "chat"
