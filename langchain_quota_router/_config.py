@@ -480,7 +480,8 @@ def key_specs_from_env(
         )
         raise ConfigurationError(msg)
     found = []
-    for key in keys:
+    # In the order a reader expects: the single key, then by number.
+    for key in sorted(keys, key=lambda k: (k.index is not None, k.index or 0)):
         assert key.secret is not None
         index = key.index
         limits_entry = settings.pick(settings.limits, index)
