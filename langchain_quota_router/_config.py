@@ -570,7 +570,9 @@ _TOP_LEVEL = {
     "temperature",
     "routes",
     "pools",
+    "keys",
 }
+_KEYS_KEYS = {"name", "env", "limits", "pool", "strategy", "max_wait", "param"}
 _ROUTE_KEYS = {
     "model",
     "name",
@@ -661,6 +663,12 @@ def router_kwargs_from_config(
         [pools.my-org]
         limits = ["12000 tokens/minute"] # a shared pool's limits, given once
 
+        [[keys]]                         # a KeyRotator for another API
+        name = "serp"
+        env = "SERP"                     # SERP_API_KEYS, SERP_MAX_REQUESTS_PER_DAY_0...
+        limits = ["100/month"]           # each key's own, unless pool = "..." names
+                                         # a pool shared with routes or other keys
+
     Route keys: ``model`` (a catalog spec, required), ``name``, ``api_key_env`` or
     ``api_key`` (allowed, with a warning: keys belong in the environment),
     ``base_url``, ``limits``, ``priority`` (default: the catalog's vendor order),
@@ -720,12 +728,68 @@ def router_kwargs_from_config(
             )
             raise ConfigurationError(msg)
         named[route.name] = i
-    unused = sorted(set(pools) - {r.pool for r in routes})
+    key_rotators = [
+        _toml_keys(file, i, raw, pools, env) for i, raw in enumerate(_tables(file, data, "keys"))
+    ]
+    pools_named = {r.pool for r in routes} | {k["pool"] for k in key_rotators if k.get("pool")}
+    unused = sorted(set(pools) - pools_named)
     if unused:
         msg = f"{file}: [pools.{unused[0]}] is not named by any route's pool"
         raise ConfigurationError(msg)
     kwargs["routes"] = routes
+    if key_rotators:
+        kwargs["key_rotators"] = key_rotators
     return kwargs
+
+
+def _tables(file: Path, data: Mapping[str, Any], name: str) -> list[Any]:
+    raw = data.get(name, [])
+    if not isinstance(raw, list):
+        msg = f"{file}: {name} must be written as [[{name}]] tables"
+        raise ConfigurationError(msg)
+    return raw
+
+
+def _toml_keys(
+    file: Path, index: int, raw: Any, pools: Mapping[str, list[str]], env: Mapping[str, str]
+) -> dict[str, Any]:
+    """One ``[[keys]]`` table as ``KeyRotator`` arguments: ``name``, ``keys`` (from
+    the environment, as ``KeyRotator.from_env`` reads them), and the settings."""
+    where = f"{file}: keys[{index}]"
+    if not isinstance(raw, dict):
+        msg = f"{where} must be a table"
+        raise ConfigurationError(msg)
+    unknown = sorted(set(raw) - _KEYS_KEYS)
+    if unknown:
+        msg = (
+            f"{where}: unknown setting {', '.join(unknown)}; known: {', '.join(sorted(_KEYS_KEYS))}"
+        )
+        raise ConfigurationError(msg)
+    for required in ("name", "env"):
+        if not isinstance(raw.get(required), str) or not raw[required].strip():
+            msg = f'{where}: {required} = "..." is required'
+            raise ConfigurationError(msg)
+    out: dict[str, Any] = {"name": raw["name"]}
+    pool = raw.get("pool")
+    if pool is not None:
+        out["pool"] = _number(f"{where}.pool", pool, str)
+    limits = raw.get("limits")
+    if limits is not None:
+        out["limits"] = _limit_strings(f"{where}.limits", limits)
+    elif pool is not None and pool in pools:
+        out["limits"] = pools[pool]
+    for name in ("strategy", "param"):
+        if name in raw:
+            out[name] = _number(f"{where}.{name}", raw[name], str)
+    if "max_wait" in raw:
+        out["max_wait"] = _real(f"{where}.max_wait", raw["max_wait"])
+    try:
+        found = key_specs_from_env(raw["env"], env, dotenv=None)
+    except ConfigurationError as exc:
+        msg = f"{where} ({raw['name']!r}): {exc}"
+        raise ConfigurationError(msg) from None
+    out["keys"] = found
+    return out
 
 
 def _cache(file: Path, value: Any) -> Any:

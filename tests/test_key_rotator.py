@@ -95,7 +95,8 @@ async def test_a_bounded_wait_for_the_next_window(clock: FakeClock, way: str) ->
     for _ in range(3):
         await use(serp, way, api)
     assert api.seen == [K1] * 3
-    assert clock.slept and 0 < sum(clock.slept) <= 62  # the minute's oldest second frees up
+    assert clock.slept
+    assert 0 < sum(clock.slept) <= 62  # the minute's oldest second frees up
 
 
 async def test_cost_is_counted_in_the_unit_of_the_limits(clock: FakeClock, way: str) -> None:
@@ -199,26 +200,26 @@ def test_statuses_are_read_from_requests_and_from_any_status_attribute(clock: Fa
     response.status_code = 401
     by_requests = requests.HTTPError("401 Client Error", response=response)
 
-    class Odd(Exception):
+    class OddError(Exception):
         status = 429
 
     serp = rotator(clock, K1, K2, K3, limits=["100/day"])
-    api = FakeAPI({K1: by_requests, K2: Odd("slow down")})
+    api = FakeAPI({K1: by_requests, K2: OddError("slow down")})
     assert serp.call(lambda *, api_key: api(api_key)) == f"results for {K3[:13]}"
     states = {h.reason.split(":")[0] for h in serp.ledger_backend.holds(clock.now())}
     assert states == {"disabled", "rate_limit"}
 
 
 def test_classify_reads_errors_an_api_reports_its_own_way(clock: FakeClock) -> None:
-    class Throttled(Exception):
+    class ThrottledError(Exception):
         pass
 
     serp = rotator(
         clock,
         limits=["100/day"],
-        classify=lambda exc: FailureKind.RATE_LIMIT if isinstance(exc, Throttled) else None,
+        classify=lambda exc: FailureKind.RATE_LIMIT if isinstance(exc, ThrottledError) else None,
     )
-    api = FakeAPI({K1: Throttled("try later")})
+    api = FakeAPI({K1: ThrottledError("try later")})
     assert serp.call(lambda *, api_key: api(api_key)) == f"results for {K2[:13]}"
 
 
@@ -364,7 +365,8 @@ async def test_keys_never_show(
     shown.extend(h.reason for h in serp.ledger_backend.holds(clock.now()))
     shown.append(str(serp.get_stats()))
     text = "\n".join(shown)
-    assert K1 not in text and K2 not in text
+    assert K1 not in text
+    assert K2 not in text
 
 
 def test_a_lease_repr_shows_no_key(clock: FakeClock) -> None:

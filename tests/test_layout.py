@@ -4,7 +4,7 @@ LangChain, and imports that point one way (no cycle, not even under
 
 from __future__ import annotations
 
-import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -81,51 +81,12 @@ def test_the_quota_core_imports_without_langchain() -> None:
     assert out.stdout.strip() == "[]", out.stdout
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-
-
-def _imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """Every project module ``name`` imports, wherever the import statement is."""
-    is_package = path.name == "__init__.py"
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        targets: list[str] = []
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = name.split(".") if is_package else name.split(".")[:-1]
-                base = base[: len(base) - (node.level - 1)]
-                module = ".".join([*base, *([node.module] if node.module else [])])
-            else:
-                module = node.module or ""
-            targets = [f"{module}.{alias.name}" for alias in node.names] + [module]
-        for target in targets:
-            while target and target not in known:
-                target = target.rpartition(".")[0]
-            if target and target != name and target.startswith(ROOT):
-                found.add(target)
-    return found
-
-
 def _graph() -> dict[str, set[str]]:
-    modules = _modules()
-    known = set(modules)
-    graph = {name: _imports(name, path, known) for name, path in modules.items()}
-    # The package root only re-exports (lazily); a package's own __init__ importing
-    # its submodules is how packages are made, not a dependency.
-    graph[ROOT] = set()
-    for name, deps in graph.items():
-        graph[name] = {d for d in deps if not name.startswith(d + ".")}
-    return graph
+    script = Path(__file__).parent / "support" / "import_graph.py"
+    out = subprocess.run(
+        [sys.executable, str(script), str(PACKAGE)], capture_output=True, text=True, check=True
+    )
+    return {name: set(deps) for name, deps in json.loads(out.stdout).items()}
 
 
 def test_no_module_imports_the_package_root() -> None:

@@ -70,6 +70,7 @@ from langchain_quota_router.chat.routing import (
 )
 from langchain_quota_router.chat.streaming import StreamRelay, replay, tag_message
 from langchain_quota_router.chat.tokens import TokenEstimator
+from langchain_quota_router.keys import Key, KeyRotator
 from langchain_quota_router.quota.admission import model_subject
 from langchain_quota_router.quota.clock import Clock, SystemClock
 from langchain_quota_router.quota.fleet import (
@@ -192,6 +193,14 @@ class QuotaRoutedChatModel(BaseChatModel):
 
     clock: Clock = Field(default_factory=SystemClock, exclude=True)
     """Where time comes from; tests pass a ``FakeClock``."""
+
+    key_rotators: list[KeyRotator] = Field(default_factory=list)
+    """:class:`~langchain_quota_router.KeyRotator` objects for other APIs' keys, shown
+    beside the routes wherever this router's quota is shown (``quota-router
+    status``, the page, ``/status.json``, ``/metrics``); ``enable()`` and ``reset()``
+    reach their keys by name. They count in their own ledger (pass this router's
+    ``ledger_backend`` to share pools with routes). A ``[[keys]]`` table in a config
+    file adds one."""
 
     fleet_counters: bool = True
     """Count calls, fallbacks, errors, cache hits, 429s, refusals and spend for the
@@ -348,7 +357,23 @@ class QuotaRoutedChatModel(BaseChatModel):
         """
         from langchain_quota_router._config import router_kwargs_from_config
 
-        return cls(**{**router_kwargs_from_config(path), **kwargs})
+        given = {**router_kwargs_from_config(path), **kwargs}
+        specs = given.pop("key_rotators", [])
+        router = cls(**given)
+        for spec in specs:
+            if isinstance(spec, KeyRotator):
+                router.key_rotators.append(spec)
+                continue
+            spec = dict(spec)
+            name, pool = spec.pop("name"), spec.pop("pool", None)
+            keys = [
+                Key(secret, limits=limits, pool=pool, name=f"{name}{suffix}")
+                for secret, limits, suffix in spec.pop("keys")
+            ]
+            router.key_rotators.append(
+                KeyRotator(name, keys, ledger=router.ledger_backend, clock=router.clock, **spec)
+            )
+        return router
 
     # ------------------------------------------------------------ public API
 
@@ -420,9 +445,12 @@ class QuotaRoutedChatModel(BaseChatModel):
         return tuple(self.routes)
 
     def keys_to_mask(self) -> list[str]:
-        """Every API key the routes' vendor models hold, longest first: what every
-        page, report and error must never show."""
-        return route_keys(self.routes)
+        """Every API key the routes' vendor models (and the key rotators) hold,
+        longest first: what every page, report and error must never show."""
+        keys = set(route_keys(self.routes))
+        for rotator in self.key_rotators:
+            keys.update(rotator.keys_to_mask())
+        return sorted(keys, key=lambda k: (-len(k), k))
 
     @property
     def alert_tracker(self) -> AlertTracker:
@@ -542,13 +570,28 @@ class QuotaRoutedChatModel(BaseChatModel):
     def enable(self, route: str) -> None:
         """Use a route again: lift its key's disable (after an authentication
         failure) and its model's unavailable mark (after a model-not-found)."""
+        rotator = self._rotator_of(route)
+        if rotator is not None:
+            rotator.enable(route)
+            return
         found = self._named(route)
         self.ledger_backend.enable(found.credential)
         self.ledger_backend.make_available(model_subject(found))
 
     def reset(self, route: str) -> None:
-        """Forget what a route's pool has spent and lift its block."""
+        """Forget what a route's (or a key rotator's key's) pool has spent and lift
+        its block."""
+        rotator = self._rotator_of(route)
+        if rotator is not None:
+            rotator.reset(route)
+            return
         self.ledger_backend.reset(self._named(route).pool)
+
+    def _rotator_of(self, name: str) -> KeyRotator | None:
+        """The key rotator holding a key called ``name``, unless a route is."""
+        if name in self._route_map:
+            return None
+        return next((r for r in self.key_rotators if name in r.keys), None)
 
     def _named(self, route: str) -> Route:
         try:

@@ -567,8 +567,8 @@ class KeyRotator:
         """The keys as the status model reads them (name, pool, limits…)."""
         return self._slots
 
-    def secrets(self) -> list[str]:
-        """Every key (for masking), longest first."""
+    def keys_to_mask(self) -> list[str]:
+        """Every key, longest first: what no page, report or error may show."""
         return self._policy.secrets()
 
     @property

@@ -438,6 +438,13 @@ def read_status(*sources: Source, tokens_per_day: int | None = None) -> Status:
     if not sources:
         msg = "read_status needs at least one router or key rotator"
         raise ValueError(msg)
+    # A router shows the key rotators it was given beside its routes.
+    expanded: list[Source] = []
+    for source in sources:
+        for found in (source, *getattr(source, "key_rotators", ())):
+            if not any(found is known for known in expanded):
+                expanded.append(found)
+    sources = tuple(expanded)
     masked = Masker([k for s in sources for k in s.keys_to_mask()])
     started = time.perf_counter()
     first = sources[0]
