@@ -51,7 +51,7 @@ from langchain_quota_router.quota.status import iso
 if TYPE_CHECKING:
     from langchain_quota_router.chat.route import Route
     from langchain_quota_router.quota.clock import Clock
-    from langchain_quota_router.quota.ledger.base import Ledger
+    from langchain_quota_router.quota.ledger import Ledger
     from langchain_quota_router.quota.limits import Limit
 
 __all__ = [

@@ -25,13 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from langchain_quota_router.quota.ledger.base import (
-    KEY_PREFIX,
-    MODEL_PREFIX,
-    POOL_PREFIX,
-    Hold,
-    LimitUsage,
-)
+from langchain_quota_router.quota.ledger import Hold, LimitUsage
+from langchain_quota_router.quota.ledger.records import KEY_PREFIX, MODEL_PREFIX, POOL_PREFIX
 from langchain_quota_router.quota.secrets import Masker
 
 if TYPE_CHECKING:

@@ -26,13 +26,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import platformdirs
 
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router.quota.ledger.base import (
+from langchain_quota_router.quota.ledger.buckets import BucketLedger
+from langchain_quota_router.quota.ledger.contract import Ledger
+from langchain_quota_router.quota.ledger.types import (
     DEFAULT_LEASE,
-    BucketLedger,
     Demand,
     Hold,
     LearnedLimit,
-    Ledger,
     LimitUsage,
     Refusal,
     Reservation,

@@ -35,18 +35,18 @@ from dataclasses import replace
 from typing import TypeVar
 
 from langchain_quota_router._errors import ConfigurationError, LedgerError
-from langchain_quota_router.quota.ledger.base import (
+from langchain_quota_router.quota.ledger.contract import Ledger
+from langchain_quota_router.quota.ledger.full import FullPools
+from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
+from langchain_quota_router.quota.ledger.types import (
     Demand,
-    FullPools,
     Hold,
     LearnedLimit,
-    Ledger,
     LimitUsage,
     Refusal,
     Reservation,
     new_lease_id,
 )
-from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
 from langchain_quota_router.quota.limits import Limit, Metric
 
 logger = logging.getLogger("langchain_quota_router")

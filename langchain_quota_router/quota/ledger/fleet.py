@@ -58,7 +58,7 @@ from urllib.parse import quote
 from langchain_quota_router._errors import LedgerError
 
 if TYPE_CHECKING:
-    from langchain_quota_router.quota.ledger.base import Ledger
+    from langchain_quota_router.quota.ledger.contract import Ledger
 
 __all__ = [
     "HOUR",

@@ -8,7 +8,8 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from langchain_quota_router.quota.ledger.base import BucketLedger, Hold, encode_releases
+from langchain_quota_router.quota.ledger.buckets import BucketLedger
+from langchain_quota_router.quota.ledger.types import Hold, encode_releases
 
 
 class MemoryLedger(BucketLedger):

@@ -72,22 +72,23 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from langchain_quota_router._errors import ConfigurationError, LedgerError
-from langchain_quota_router.quota.ledger.base import (
+from langchain_quota_router.quota.ledger.contract import Ledger, take_back
+from langchain_quota_router.quota.ledger.records import (
     FULL_PREFIX,
     KEY_PREFIX,
     MODEL_PREFIX,
     POOL_PREFIX,
+    is_record,
+    learned_from,
+    learned_record,
+)
+from langchain_quota_router.quota.ledger.types import (
     Demand,
     Hold,
     LearnedLimit,
-    Ledger,
     LimitUsage,
     Refusal,
     Reservation,
-    _is_record,
-    _take_back,
-    learned_from,
-    learned_record,
     lease_floor,
     new_lease_id,
 )
@@ -624,7 +625,7 @@ class RedisLedger(Ledger):
         to none. ``lease_id`` (default: a new one) names the reservation: a reserve
         sent again with the same id after a lost reply is not counted twice. A pool
         this process knows is full is refused without a round trip (see
-        :class:`~langchain_quota_router.quota.ledger.base.FullPools`).
+        :class:`~langchain_quota_router.quota.ledger.full.FullPools`).
         """
         full = self.full_pools
         known = full.refusal(pool, demand, now)
@@ -713,7 +714,7 @@ class RedisLedger(Ledger):
                     )
                 )
 
-            decoded.add_done_callback(functools.partial(_take_back, self, now))
+            decoded.add_done_callback(functools.partial(take_back, self, now))
             sent.add_done_callback(decode)
             raise
         if time.monotonic() - self._heartbeat_at >= self.heartbeat_interval:
@@ -1020,7 +1021,7 @@ class RedisLedger(Ledger):
 
     def holds(self, now: float) -> list[Hold]:
         """Every block and disabled key in force at ``now``, ordered by subject."""
-        return [h for h in self._all_holds() if h.active(now) and not _is_record(h.subject)]
+        return [h for h in self._all_holds() if h.active(now) and not is_record(h.subject)]
 
     def _set_hold(self, hold: Hold) -> None:
         value = _encode_hold(hold.until, hold.reason)

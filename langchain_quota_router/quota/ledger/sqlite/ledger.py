@@ -34,13 +34,10 @@ from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from langchain_quota_router._errors import ConfigurationError, LedgerError
-from langchain_quota_router.quota.ledger.base import (
-    FULL_PREFIX,
-    BucketLedger,
-    Hold,
-    WouldWait,
-    encode_releases,
-)
+from langchain_quota_router.quota.ledger.buckets import BucketLedger
+from langchain_quota_router.quota.ledger.contract import WouldWait
+from langchain_quota_router.quota.ledger.records import FULL_PREFIX
+from langchain_quota_router.quota.ledger.types import Hold, encode_releases
 
 logger = logging.getLogger("langchain_quota_router")
 
