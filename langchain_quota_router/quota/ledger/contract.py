@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
+from langchain_quota_router.quota.ledger.fleet import FleetStore
 from langchain_quota_router.quota.ledger.full import FullPools
 from langchain_quota_router.quota.ledger.types import (
     DEFAULT_LEASE,
@@ -33,6 +34,8 @@ from langchain_quota_router.quota.limits import Limit
 
 _T = TypeVar("_T")
 _WORKER_LOCK = threading.Lock()
+# Reentrant: a wrapper's store is its primary's, made while the wrapper's is.
+_FLEET_LOCK = threading.RLock()
 
 
 class WouldWait(Exception):  # noqa: N818 - a signal, not an error anyone sees
@@ -269,6 +272,26 @@ class Ledger(ABC):
     @abstractmethod
     def reset(self, pool: str) -> None:
         """Forget everything counted in ``pool`` and lift its block."""
+
+    # ------------------------------------------------------------ fleet counters
+
+    def fleet_store(self) -> FleetStore:
+        """Where the routers counting in this ledger keep their fleet counters
+        (see :mod:`~langchain_quota_router.quota.ledger.fleet`): beside the quota,
+        in the backend's own storage. One store per ledger object, made on first
+        use."""
+        store: FleetStore | None = self.__dict__.get("_fleet_store")
+        if store is None:
+            with _FLEET_LOCK:
+                store = self.__dict__.get("_fleet_store")
+                if store is None:
+                    store = self.__dict__["_fleet_store"] = self._new_fleet_store()
+        return store
+
+    @abstractmethod
+    def _new_fleet_store(self) -> FleetStore:
+        """A new store for this ledger's fleet counters (:meth:`fleet_store` keeps
+        the one it gets)."""
 
     def close(self) -> None:
         """Release connections; the ledger reopens them if used again."""

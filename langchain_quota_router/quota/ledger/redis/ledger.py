@@ -73,6 +73,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from langchain_quota_router._errors import ConfigurationError, LedgerError
 from langchain_quota_router.quota.ledger.contract import Ledger, take_back
+from langchain_quota_router.quota.ledger.fleet import FleetStore
 from langchain_quota_router.quota.ledger.records import (
     FULL_PREFIX,
     KEY_PREFIX,
@@ -82,6 +83,7 @@ from langchain_quota_router.quota.ledger.records import (
     learned_from,
     learned_record,
 )
+from langchain_quota_router.quota.ledger.redis.fleet import RedisFleetStore
 from langchain_quota_router.quota.ledger.types import (
     Demand,
     Hold,
@@ -570,6 +572,9 @@ class RedisLedger(Ledger):
         # The operation itself succeeded; if asking failed, the next connect asks.
         with contextlib.suppress(LedgerError):
             self.check_durability()
+
+    def _new_fleet_store(self) -> FleetStore:
+        return RedisFleetStore(self)
 
     def fleet_size(self) -> int | None:
         """How many processes used this Redis in the last ten minutes, as last
