@@ -40,20 +40,21 @@ from langchain_core.exceptions import (
     ModelRateLimitError,
 )
 
+# Defined without LangChain, for the quota core; the same classes here.
+from langchain_quota_router.quota.errors import ConfigurationError, LedgerError, QuotaRouterError
 
-class QuotaRouterError(Exception):
-    """Base class of every error raised by langchain-quota-router."""
-
-
-class ConfigurationError(QuotaRouterError, ValueError):
-    """A route, limit, ledger URL or configuration file is wrong.
-
-    The message names the culprit: the route, the limit string, the URL or the file.
-    """
-
-
-class LedgerError(QuotaRouterError):
-    """The ledger could not be read or written, or its storage is not a ledger."""
+__all__ = [
+    "ConfigurationError",
+    "LedgerError",
+    "NoRouteError",
+    "QuotaExhaustedError",
+    "QuotaRouterError",
+    "RoutesAuthenticationError",
+    "RoutesContextOverflowError",
+    "RoutesInvalidRequestError",
+    "RoutesModelNotFoundError",
+    "RoutesUnavailableError",
+]
 
 
 class NoRouteError(QuotaRouterError):

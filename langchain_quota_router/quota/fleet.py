@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
-from langchain_quota_router._errors import LedgerError
+from langchain_quota_router.quota.errors import LedgerError
 from langchain_quota_router.quota.ledger.fleet import (
     HOUR,
     MINUTE,

@@ -26,7 +26,7 @@ from fractions import Fraction
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router.quota.errors import ConfigurationError
 
 Metric = Literal["requests", "tokens", "input_tokens", "output_tokens"]
 WindowKind = Literal["sliding", "calendar", "once"]

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, SecretStr
 
-from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router.quota.errors import ConfigurationError
 from langchain_quota_router.quota.failures import redact as redact_shapes
 from langchain_quota_router.quota.ledger.url import redact_url
 

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import platformdirs
 
-from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router.quota.errors import ConfigurationError
 from langchain_quota_router.quota.ledger.buckets import BucketLedger
 from langchain_quota_router.quota.ledger.contract import Ledger
 from langchain_quota_router.quota.ledger.failopen import RETRY_INTERVAL, FailOpenLedger

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from langchain_quota_router._errors import ConfigurationError, LedgerError
+from langchain_quota_router.quota.errors import ConfigurationError, LedgerError
 from langchain_quota_router.quota.ledger.contract import Ledger
 from langchain_quota_router.quota.ledger.fleet import FleetStore
 from langchain_quota_router.quota.ledger.full import FullPools

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from langchain_quota_router._errors import LedgerError
+from langchain_quota_router.quota.errors import LedgerError
 from langchain_quota_router.quota.ledger.contract import Ledger
 from langchain_quota_router.quota.ledger.types import Demand, Reservation
 

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from langchain_quota_router._errors import LedgerError
+from langchain_quota_router.quota.errors import LedgerError
 from langchain_quota_router.quota.ledger.fleet import (
     KINDS,
     RETENTION,

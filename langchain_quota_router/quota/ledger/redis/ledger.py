@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from langchain_quota_router._errors import ConfigurationError, LedgerError
+from langchain_quota_router.quota.errors import ConfigurationError, LedgerError
 from langchain_quota_router.quota.ledger.contract import Ledger, take_back
 from langchain_quota_router.quota.ledger.fleet import FleetStore
 from langchain_quota_router.quota.ledger.records import (

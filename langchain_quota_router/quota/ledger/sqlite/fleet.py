@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
-from langchain_quota_router._errors import LedgerError
+from langchain_quota_router.quota.errors import LedgerError
 from langchain_quota_router.quota.ledger.contract import Ledger
 from langchain_quota_router.quota.ledger.fleet import KINDS, TOTAL, FleetStore, Key, Row
 from langchain_quota_router.quota.ledger.sqlite.schema import APPLICATION_ID

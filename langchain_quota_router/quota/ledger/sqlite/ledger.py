@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
-from langchain_quota_router._errors import ConfigurationError, LedgerError
+from langchain_quota_router.quota.errors import ConfigurationError, LedgerError
 from langchain_quota_router.quota.ledger.buckets import BucketLedger
 from langchain_quota_router.quota.ledger.contract import WouldWait
 from langchain_quota_router.quota.ledger.fleet import FleetStore
