@@ -20,7 +20,8 @@ so an unreachable Redis fails fast: ``socket_connect_timeout=0.5`` and
 ``socket_timeout=1`` (seconds). A dropped connection is retried once at once (a
 restarted server leaves stale pooled connections); timeouts are not retried.
 
-Atomicity comes from Lua scripts shipped with the package (``ledger/lua/*.lua``): each
+Atomicity comes from Lua scripts shipped with the package (``redis/lua/*.lua``, see
+:mod:`~langchain_quota_router.quota.ledger.redis.scripts`): each
 of ``reserve``, ``settle``, ``observe``, ``usage`` and ``reset`` is one script, one
 round trip; holds are single commands.
 Python computes every bucket number and expiry (calendars and time zones stay
@@ -599,7 +600,7 @@ class RedisLedger(Ledger):
         lease_id: str | None,
     ) -> tuple[Call, dict[str, tuple[str, int, Metric]], str, float]:
         """The ``reserve.lua`` call for a demand, and what decoding its reply needs."""
-        # Distinct series in order of first appearance, as the base class does.
+        # Distinct series in order of first appearance, as BucketLedger does.
         entries: dict[str, tuple[str, int, Metric]] = {}
         windows: dict[str, Window] = {}
         for limit in limits:
@@ -912,7 +913,7 @@ class RedisLedger(Ledger):
 
     @staticmethod
     def _limit_usage(pool: str, limit: Limit, counter: dict[int, int], now: float) -> LimitUsage:
-        """How much of ``limit`` a counter hash's buckets spend, as the base says."""
+        """How much of ``limit`` a counter hash's buckets spend, as BucketLedger says."""
         lo, hi = limit.window.bucket_range(now)
         buckets = sorted((b, a) for b, a in counter.items() if lo <= b <= hi and a)
         used = sum(a for _, a in buckets)
