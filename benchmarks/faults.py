@@ -39,7 +39,7 @@ from typing import Any
 from langchain_quota_router import QuotaRoutedChatModel, Route
 from langchain_quota_router.quota.ledger import Demand, Reservation, open_ledger
 from langchain_quota_router.quota.ledger.failopen import FailOpenLedger
-from langchain_quota_router.quota.ledger.redis.ledger import RedisLedger
+from langchain_quota_router.quota.ledger.redis import RedisLedger
 from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.testing import FakeVendorChatModel
 

@@ -31,8 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from langchain_quota_router.quota.ledger import Ledger, open_ledger
-from langchain_quota_router.quota.ledger.base import Demand, Reservation
+from langchain_quota_router.quota.ledger import Demand, Ledger, Reservation, open_ledger
 from langchain_quota_router.quota.limits import Limit
 
 # The Redis launcher the tests use: one way to start a throwaway server.

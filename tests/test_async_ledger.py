@@ -20,8 +20,8 @@ from langchain_core.messages import AIMessage
 from langchain_quota_router import Limit, QuotaRoutedChatModel, Route
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.ledger import Demand, Ledger, Refusal, Reservation
-from langchain_quota_router.quota.ledger.base import FullPools
-from langchain_quota_router.quota.ledger.sqlite.ledger import SQLiteLedger
+from langchain_quota_router.quota.ledger.full import FullPools
+from langchain_quota_router.quota.ledger.sqlite import SQLiteLedger
 from langchain_quota_router.testing import FakeVendorChatModel
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z

@@ -31,14 +31,11 @@ from langchain_quota_router.quota.ledger.fleet import (
     PRUNE_EVERY,
     RETENTION,
     FleetStore,
-    MemoryFleetStore,
-    RedisFleetStore,
     Row,
-    SQLiteFleetStore,
-    fleet_store,
 )
-from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
-from langchain_quota_router.quota.ledger.sqlite.ledger import SQLiteLedger
+from langchain_quota_router.quota.ledger.memory import MemoryFleetStore, MemoryLedger
+from langchain_quota_router.quota.ledger.redis import RedisFleetStore
+from langchain_quota_router.quota.ledger.sqlite import SQLiteFleetStore, SQLiteLedger
 from langchain_quota_router.testing import FakeVendorChatModel
 
 SECRET = "sk-test-FLEETKEYMUSTNEVERBESTORED0123456789"
@@ -380,17 +377,17 @@ def test_a_fail_open_ledger_counts_in_its_shared_ledgers_store(redis_url: str) -
     wrapped = open_ledger(redis_url + "?on_error=local")
     primary = getattr(wrapped, "primary", None)
     assert primary is not None
-    assert fleet_store(wrapped) is fleet_store(primary)
-    assert isinstance(fleet_store(primary), RedisFleetStore)
-    assert isinstance(fleet_store(SQLiteLedger(Path("unused.db"))), SQLiteFleetStore)
-    assert isinstance(fleet_store(MemoryLedger()), MemoryFleetStore)
+    assert wrapped.fleet_store() is primary.fleet_store()
+    assert isinstance(primary.fleet_store(), RedisFleetStore)
+    assert isinstance(SQLiteLedger(Path("unused.db")).fleet_store(), SQLiteFleetStore)
+    assert isinstance(MemoryLedger().fleet_store(), MemoryFleetStore)
     wrapped.close()
 
 
 def test_the_sqlite_store_never_creates_a_file_that_is_not_a_ledger(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     ledger = SQLiteLedger(path)
-    store = fleet_store(ledger)
+    store = ledger.fleet_store()
     store.add({(0, 0, ("route", "a", "calls")): 1}, 1_767_225_600.0)
     # The ledger made its file first, with its own stamp; the counters sit beside it.
     assert ledger.usage("a", [], 1_767_225_600.0) == []

@@ -12,7 +12,7 @@ from langchain_quota_router import QuotaRoutedChatModel, Route
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.fleet import FleetCounters
 from langchain_quota_router.quota.ledger import Demand, Ledger
-from langchain_quota_router.quota.ledger.sqlite.ledger import SQLiteLedger
+from langchain_quota_router.quota.ledger.sqlite import SQLiteLedger
 from langchain_quota_router.testing import FakeVendorChatModel
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the fake clock's start

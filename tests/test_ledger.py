@@ -9,7 +9,7 @@ import pytest
 
 from langchain_quota_router import Limit
 from langchain_quota_router.quota.ledger import Demand, Ledger, Refusal, Reservation
-from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
+from langchain_quota_router.quota.ledger.memory import MemoryLedger
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a Thursday
 ONE = Demand(1, 0, 0)

@@ -19,8 +19,8 @@ from langchain_quota_router import LedgerError
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.quota.ledger import Demand, Refusal, Reservation, open_ledger
 from langchain_quota_router.quota.ledger.failopen import DEFAULT_SHARE, FailOpenLedger
-from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
-from langchain_quota_router.quota.ledger.redis.ledger import RedisLedger
+from langchain_quota_router.quota.ledger.memory import MemoryLedger
+from langchain_quota_router.quota.ledger.redis import RedisLedger
 from langchain_quota_router.quota.limits import Limit
 
 pytestmark = pytest.mark.slow

@@ -25,10 +25,10 @@ from redis_fixture import command, start_redis
 
 from langchain_quota_router import LedgerError
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router.quota.ledger import open_ledger
-from langchain_quota_router.quota.ledger.base import Demand, Refusal, Reservation
-from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
-from langchain_quota_router.quota.ledger.redis.ledger import RedisLedger, redact_url
+from langchain_quota_router.quota.ledger import Demand, Refusal, Reservation, open_ledger
+from langchain_quota_router.quota.ledger.memory import MemoryLedger
+from langchain_quota_router.quota.ledger.redis import RedisLedger
+from langchain_quota_router.quota.ledger.url import redact_url
 from langchain_quota_router.quota.limits import Limit
 
 pytestmark = pytest.mark.slow

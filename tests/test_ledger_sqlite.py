@@ -23,8 +23,8 @@ from langchain_quota_router.quota.ledger import (
     default_ledger_url,
     open_ledger,
 )
-from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
-from langchain_quota_router.quota.ledger.sqlite.ledger import SQLiteLedger
+from langchain_quota_router.quota.ledger.memory import MemoryLedger
+from langchain_quota_router.quota.ledger.sqlite import SQLiteLedger
 
 T0 = 1_767_225_600.0
 LIMITS = [Limit.parse("200/day")]
@@ -77,7 +77,7 @@ def test_a_committed_reservation_survives_kill_9(tmp_path: Path) -> None:
         import sys, time
         from langchain_quota_router import Limit
         from langchain_quota_router.quota.ledger import Demand
-        from langchain_quota_router.quota.ledger.sqlite.ledger import SQLiteLedger
+        from langchain_quota_router.quota.ledger.sqlite import SQLiteLedger
         ledger = SQLiteLedger({str(db)!r})
         ledger.reserve("p", [Limit.parse("10/day")], Demand(1, 0, 0), {T0})
         print("committed", flush=True)

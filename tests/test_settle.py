@@ -20,7 +20,7 @@ from langchain_quota_router import LedgerError, QuotaRoutedChatModel, Route
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.ledger import Demand, Reservation
 from langchain_quota_router.quota.ledger import settle as _settle
-from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
+from langchain_quota_router.quota.ledger.memory import MemoryLedger
 from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.testing import FakeVendorChatModel
 

@@ -81,7 +81,7 @@ from langchain_quota_router.quota.fleet import (
     usage_history,
 )
 from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
-from langchain_quota_router.quota.ledger.fleet import FleetStore, fleet_store
+from langchain_quota_router.quota.ledger.fleet import FleetStore
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit
 from langchain_quota_router.quota.watch import (
     ALERT_EVENT,
@@ -554,7 +554,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         fleet = self._stats.fleet
         if isinstance(fleet, FleetCounters):
             return fleet.store
-        return fleet_store(self.ledger_backend)
+        return self.ledger_backend.fleet_store()
 
     def _flush_fleet(self) -> None:
         fleet = self._stats.fleet

@@ -49,7 +49,7 @@ from langchain_quota_router.chat.route import Route
 from langchain_quota_router.cli import _format as fmt
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.ledger import Demand, LimitUsage, Refusal, Reservation
-from langchain_quota_router.quota.ledger.sqlite.ledger import SQLiteLedger
+from langchain_quota_router.quota.ledger.sqlite import SQLiteLedger
 from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.quota.status import LimitRow, read_status, tightest
 from langchain_quota_router.simulator import Fault, SimKey, Simulator, vendor_model

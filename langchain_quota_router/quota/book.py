@@ -25,8 +25,8 @@ from langchain_quota_router.quota.fleet import (
     usage_history,
 )
 from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage
-from langchain_quota_router.quota.ledger.base import KEY_PREFIX, MODEL_PREFIX
-from langchain_quota_router.quota.ledger.fleet import FleetStore, fleet_store
+from langchain_quota_router.quota.ledger.fleet import FleetStore
+from langchain_quota_router.quota.ledger.records import KEY_PREFIX, MODEL_PREFIX
 from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.quota.stats import RouterStats
 from langchain_quota_router.quota.watch import Lifespan, estimate_lifespan
@@ -157,7 +157,7 @@ class QuotaBook:
         fleet = self.stats.fleet
         if isinstance(fleet, FleetCounters):
             return fleet.store
-        return fleet_store(self.ledger)
+        return self.ledger.fleet_store()
 
     def flush_fleet(self) -> None:
         """Write this process's pending fleet counts now."""

@@ -43,14 +43,13 @@ from langchain_quota_router.quota.ledger.fleet import (
     FleetStore,
     Key,
     Row,
-    fleet_store,
 )
 from langchain_quota_router.quota.secrets import mask
 from langchain_quota_router.quota.status import iso
 
 if TYPE_CHECKING:
     from langchain_quota_router.quota.clock import Clock
-    from langchain_quota_router.quota.ledger.base import Ledger
+    from langchain_quota_router.quota.ledger import Ledger
     from langchain_quota_router.quota.limits import Limit
 
 __all__ = [
@@ -160,13 +159,14 @@ class FleetCounters:
     """Counts a router's events for the fleet and writes them to the ledger's storage.
 
     Args:
-        ledger: the router's ledger; counts go to its store (:func:`fleet_store`).
+        ledger: the router's ledger; counts go to its store
+            (:meth:`~langchain_quota_router.quota.ledger.Ledger.fleet_store`).
         clock: the router's clock: each event is counted in the minute it happened.
         interval: seconds between two background writes.
     """
 
     def __init__(self, ledger: Ledger, clock: Clock, *, interval: float = FLUSH_INTERVAL) -> None:
-        self._state = _State(ledger, fleet_store(ledger), clock, interval)
+        self._state = _State(ledger, ledger.fleet_store(), clock, interval)
         weakref.finalize(self, _orphan, self._state)
 
     @property

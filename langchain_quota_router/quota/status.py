@@ -27,14 +27,8 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from langchain_quota_router.quota.admission import model_subject
 from langchain_quota_router.quota.clock import Clock
-from langchain_quota_router.quota.ledger import Ledger
-from langchain_quota_router.quota.ledger.base import (
-    KEY_PREFIX,
-    MODEL_PREFIX,
-    POOL_PREFIX,
-    Hold,
-    LimitUsage,
-)
+from langchain_quota_router.quota.ledger import Hold, Ledger, LimitUsage
+from langchain_quota_router.quota.ledger.records import KEY_PREFIX, MODEL_PREFIX, POOL_PREFIX
 from langchain_quota_router.quota.secrets import Masker
 from langchain_quota_router.quota.watch import Lifespan, estimate_lifespan
 

@@ -26,13 +26,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import platformdirs
 
 from langchain_quota_router.quota.errors import ConfigurationError
-from langchain_quota_router.quota.ledger.base import (
+from langchain_quota_router.quota.ledger.buckets import BucketLedger
+from langchain_quota_router.quota.ledger.contract import Ledger
+from langchain_quota_router.quota.ledger.failopen import RETRY_INTERVAL, FailOpenLedger
+from langchain_quota_router.quota.ledger.types import (
     DEFAULT_LEASE,
-    BucketLedger,
     Demand,
     Hold,
     LearnedLimit,
-    Ledger,
     LimitUsage,
     Refusal,
     Reservation,
@@ -43,12 +44,14 @@ LEDGER_ENV = "QUOTA_ROUTER_LEDGER"
 _APP = "langchain-quota-router"
 logger = logging.getLogger("langchain_quota_router")
 
-# scheme -> (module, class, the extra that installs its client library)
-_BACKENDS: dict[str, tuple[str, str, str | None]] = {
-    "memory": ("langchain_quota_router.quota.ledger.memory.ledger", "MemoryLedger", None),
-    "sqlite": ("langchain_quota_router.quota.ledger.sqlite.ledger", "SQLiteLedger", None),
-    "redis": ("langchain_quota_router.quota.ledger.redis.ledger", "RedisLedger", "redis"),
-    "rediss": ("langchain_quota_router.quota.ledger.redis.ledger", "RedisLedger", "redis"),
+# scheme -> ("module:Class", the extra that installs its client library). Named, not
+# imported: a backend loads when a URL asks for it (memory loads anyway: it is the
+# fail-open fallback), and no backend imports this module.
+_BACKENDS: dict[str, tuple[str, str | None]] = {
+    "memory": ("langchain_quota_router.quota.ledger.memory:MemoryLedger", None),
+    "sqlite": ("langchain_quota_router.quota.ledger.sqlite:SQLiteLedger", None),
+    "redis": ("langchain_quota_router.quota.ledger.redis:RedisLedger", "redis"),
+    "rediss": ("langchain_quota_router.quota.ledger.redis:RedisLedger", "redis"),
 }
 
 
@@ -105,7 +108,8 @@ def open_ledger(url: str | Ledger | None = None) -> Ledger:
         query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
         if query.get("on_error") == "local":
             return _fail_open(url, query)
-    module_name, class_name, extra = _BACKENDS[scheme]
+    target, extra = _BACKENDS[scheme]
+    module_name, class_name = target.split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -120,8 +124,6 @@ def open_ledger(url: str | Ledger | None = None) -> Ledger:
 
 def _fail_open(url: str, query: dict[str, str]) -> Ledger:
     """``redis://...?on_error=local``: the Redis ledger wrapped to fail open."""
-    from langchain_quota_router.quota.ledger.failopen import RETRY_INTERVAL, FailOpenLedger
-
     shown = redact_url(url)
     options: dict[str, float | None] = {}
     for name, default in (("retry_interval", RETRY_INTERVAL), ("outage_share", None)):

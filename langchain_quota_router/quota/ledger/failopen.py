@@ -35,18 +35,19 @@ from dataclasses import replace
 from typing import TypeVar
 
 from langchain_quota_router.quota.errors import ConfigurationError, LedgerError
-from langchain_quota_router.quota.ledger.base import (
+from langchain_quota_router.quota.ledger.contract import Ledger
+from langchain_quota_router.quota.ledger.fleet import FleetStore
+from langchain_quota_router.quota.ledger.full import FullPools
+from langchain_quota_router.quota.ledger.memory import MemoryLedger
+from langchain_quota_router.quota.ledger.types import (
     Demand,
-    FullPools,
     Hold,
     LearnedLimit,
-    Ledger,
     LimitUsage,
     Refusal,
     Reservation,
     new_lease_id,
 )
-from langchain_quota_router.quota.ledger.memory.ledger import MemoryLedger
 from langchain_quota_router.quota.limits import Limit, Metric
 
 logger = logging.getLogger("langchain_quota_router")
@@ -344,6 +345,10 @@ class FailOpenLedger(Ledger):
     def remembered(self, pool: str, demand: Demand, now: float) -> Refusal | None:
         # The primary remembers what it refused; the fallback's refusals are its own.
         return None if self.away else self.primary.remembered(pool, demand, now)
+
+    def _new_fleet_store(self) -> FleetStore:
+        # The fleet's counters are shared: they stay in the primary during an outage.
+        return self.primary.fleet_store()
 
     def close(self) -> None:
         super().close()

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from langchain_quota_router.quota.errors import LedgerError
-from langchain_quota_router.quota.ledger import Demand, Ledger, Reservation
+from langchain_quota_router.quota.ledger.contract import Ledger
+from langchain_quota_router.quota.ledger.types import Demand, Reservation
 
 logger = logging.getLogger("langchain_quota_router")
 

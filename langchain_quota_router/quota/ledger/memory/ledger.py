@@ -8,7 +8,9 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from langchain_quota_router.quota.ledger.base import BucketLedger, Hold, encode_releases
+from langchain_quota_router.quota.ledger.buckets import BucketLedger
+from langchain_quota_router.quota.ledger.memory.fleet import MemoryFleetStore
+from langchain_quota_router.quota.ledger.types import Hold, encode_releases
 
 
 class MemoryLedger(BucketLedger):
@@ -31,6 +33,9 @@ class MemoryLedger(BucketLedger):
         self._leases: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
         # pool -> no lease of it runs out before this (see _overdue).
         self._earliest: dict[str, float] = {}
+
+    def _new_fleet_store(self) -> MemoryFleetStore:
+        return MemoryFleetStore()
 
     @contextmanager
     def _atomic(self) -> Iterator[None]:

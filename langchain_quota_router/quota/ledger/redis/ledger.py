@@ -20,7 +20,8 @@ so an unreachable Redis fails fast: ``socket_connect_timeout=0.5`` and
 ``socket_timeout=1`` (seconds). A dropped connection is retried once at once (a
 restarted server leaves stale pooled connections); timeouts are not retried.
 
-Atomicity comes from Lua scripts shipped with the package (``ledger/lua/*.lua``): each
+Atomicity comes from Lua scripts shipped with the package (``redis/lua/*.lua``, see
+:mod:`~langchain_quota_router.quota.ledger.redis.scripts`): each
 of ``reserve``, ``settle``, ``observe``, ``usage`` and ``reset`` is one script, one
 round trip; holds are single commands.
 Python computes every bucket number and expiry (calendars and time zones stay
@@ -58,36 +59,45 @@ import asyncio
 import atexit
 import contextlib
 import functools
-import hashlib
-import importlib.resources
 import logging
 import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from langchain_quota_router.quota.errors import ConfigurationError, LedgerError
-from langchain_quota_router.quota.ledger.base import (
+from langchain_quota_router.quota.ledger.contract import Ledger, take_back
+from langchain_quota_router.quota.ledger.fleet import FleetStore
+from langchain_quota_router.quota.ledger.records import (
     FULL_PREFIX,
     KEY_PREFIX,
     MODEL_PREFIX,
     POOL_PREFIX,
+    is_record,
+    learned_from,
+    learned_record,
+)
+from langchain_quota_router.quota.ledger.redis.clients import (
+    LoopClient,
+    LoopClients,
+    Waiting,
+    connect,
+)
+from langchain_quota_router.quota.ledger.redis.fleet import RedisFleetStore
+from langchain_quota_router.quota.ledger.redis.scripts import Call, apipeline, pipeline
+from langchain_quota_router.quota.ledger.settle import SETTLER
+from langchain_quota_router.quota.ledger.types import (
     Demand,
     Hold,
     LearnedLimit,
-    Ledger,
     LimitUsage,
     Refusal,
     Reservation,
-    _is_record,
-    _take_back,
-    learned_from,
-    learned_record,
     lease_floor,
     new_lease_id,
 )
@@ -96,8 +106,7 @@ from langchain_quota_router.quota.limits import Limit, Metric, Window
 
 if TYPE_CHECKING:
     from redis import Redis
-    from redis.asyncio import Redis as AsyncRedis
-    from redis.commands.core import AsyncScript, Script
+    from redis.commands.core import Script
 
 logger = logging.getLogger("langchain_quota_router")
 
@@ -113,37 +122,15 @@ def _flush_at_exit() -> None:
             ledger.flush()
 
 
-#: Connection defaults, overridable in the URL: fail fast when Redis is away.
-_CONNECT_TIMEOUT = 0.5
-_SOCKET_TIMEOUT = 1.0
 _PREFIX = "qr:"
-#: Connections per event loop for the async API, and how long (seconds) a call
-#: waits for one before the ledger reports Redis unavailable.
-_ASYNC_CONNECTIONS = 32
-_POOL_WAIT = 10.0
 #: Counters outlive their window by this much (seconds), so a host whose clock is a
 #: little behind still finds them.
 _EXPIRY_MARGIN = 60.0
 #: How long a process counts as one of the fleet after it last said it is alive
 #: (for the fail-open wrapper's even share).
 _FLEET_WINDOW = 600.0
-_SCRIPTS = ("reserve", "settle", "observe", "usage", "reset")
 #: Options of the fail-open wrapper, which ``open_ledger`` takes off the URL.
 WRAPPER_OPTIONS = ("on_error", "retry_interval", "outage_share")
-
-
-@functools.cache
-def _script_text(name: str) -> str:
-    """The source of one of the package's Lua scripts."""
-    folder = importlib.resources.files("langchain_quota_router.quota.ledger.redis") / "lua"
-    prelude = (folder / "_leases.lua").read_text(encoding="utf-8")
-    return prelude + (folder / f"{name}.lua").read_text(encoding="utf-8")
-
-
-@functools.cache
-def _sha(name: str) -> str:
-    """The digest Redis knows a script by (EVALSHA)."""
-    return hashlib.sha1(_script_text(name).encode(), usedforsecurity=False).hexdigest()
 
 
 def _password_of(url: str) -> str | None:
@@ -193,43 +180,13 @@ def _hgetall(client: Redis, key: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class _Call:
-    """One script call, ready to send by either client."""
-
-    script: str
-    keys: list[str]
-    args: list[str | int]
-
-
-@dataclass(frozen=True)
 class _Queued:
     """A settlement waiting to be carried to Redis."""
 
-    call: _Call
+    call: Call
     reservation: Reservation
     used: Demand
     now: float
-
-
-@dataclass
-class _Loop:
-    """A redis.asyncio client bound to one event loop, what closes it, and the
-    script calls waiting to go out together (see RedisLedger._batched)."""
-
-    client: AsyncRedis
-    scripts: dict[str, AsyncScript]
-    closer: AsyncIterator[None]
-    waiting: list[tuple[_Call, asyncio.Future[Any]]] = field(default_factory=list)
-
-
-async def _close_with_loop(client: AsyncRedis) -> AsyncIterator[None]:
-    """An async generator the loop finalizes when it shuts down (``asyncio.run``,
-    pytest, IPython call ``shutdown_asyncgens``): it closes the loop's client, so no
-    connection outlives its loop."""
-    try:
-        yield
-    finally:
-        await client.aclose()
 
 
 def _encode_hold(until: float | None, reason: str) -> str:
@@ -316,12 +273,7 @@ class RedisLedger(Ledger):
         self._flush_lock = threading.Lock()
         self._flush_pending = False
         _LIVE.add(self)
-        # Pipelines being sent (kept referenced until done).
-        self._sending: set[asyncio.Task[None]] = set()
-        # One redis.asyncio client per event loop (a client cannot change loops).
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._loop_clients = LoopClients(self._client_url)
 
     @staticmethod
     def _split_options(url: str) -> tuple[dict[str, str], str]:
@@ -345,84 +297,21 @@ class RedisLedger(Ledger):
             return client
         with self._lock:
             if self._client is None:
-                from redis import Redis
-                from redis.backoff import NoBackoff
-                from redis.exceptions import ConnectionError as RedisConnectionError
-                from redis.retry import Retry
-
-                client = Redis.from_url(
-                    self._client_url,
-                    decode_responses=True,
-                    socket_connect_timeout=_CONNECT_TIMEOUT,
-                    socket_timeout=_SOCKET_TIMEOUT,
-                    # One immediate retry on a dropped connection (stale after a
-                    # server restart); never on a timeout, which may have run.
-                    retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
-                )
-                # register_script re-loads a script the server forgot (NOSCRIPT
-                # after SCRIPT FLUSH or a restart).
-                self._scripts = {
-                    name: client.register_script(_script_text(name)) for name in _SCRIPTS
-                }
-                self._client = client
+                self._client, self._scripts = connect(self._client_url)
             return self._client
 
-    async def _aclient(self) -> _Loop:
+    async def _aclient(self) -> LoopClient:
         """The running loop's client, made on first use there."""
-        loop = asyncio.get_running_loop()
-        known = self._loops.get(loop)
-        if known is not None:
-            return known
-        from redis.asyncio import BlockingConnectionPool
-        from redis.asyncio import Redis as AsyncRedis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-        from redis.exceptions import ConnectionError as RedisConnectionError
-
-        # A thousand concurrent calls share a bounded pool and wait their turn for
-        # a connection, rather than fail with "Too many connections".
-        pool = BlockingConnectionPool.from_url(
-            self._client_url,
-            max_connections=_ASYNC_CONNECTIONS,
-            timeout=_POOL_WAIT,
-            decode_responses=True,
-            socket_connect_timeout=_CONNECT_TIMEOUT,
-            socket_timeout=_SOCKET_TIMEOUT,
-            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
-        )
-        client = AsyncRedis.from_pool(pool)  # closing the client closes the pool
-        closer = _close_with_loop(client)
-        await closer.__anext__()
-        made = _Loop(
-            client,
-            {name: client.register_script(_script_text(name)) for name in _SCRIPTS},
-            closer,
-        )
-        self._loops[loop] = made
-        if self.durable is None:
+        made, new = await self._loop_clients.get()
+        if new and self.durable is None:
             # Asked once, in the worker thread: never a blocking call on the loop.
             with contextlib.suppress(RuntimeError):
                 self._worker().submit(self._check_once)
         return made
 
-    def _batched(self, c: _Loop, call: _Call) -> asyncio.Future[Any]:
-        """Send ``call`` with every other call made in this turn of the event loop,
-        in one pipeline (and one round trip), with the settlements waiting to go:
-        under load, calls share round trips instead of each paying its own."""
-        loop = asyncio.get_running_loop()
-        reply: asyncio.Future[Any] = loop.create_future()
-        c.waiting.append((call, reply))
-        if len(c.waiting) == 1:
-            loop.call_soon(self._send_waiting, c)
-        return reply
-
-    def _send_waiting(self, c: _Loop) -> None:
-        batch, c.waiting = c.waiting, []
-        task = asyncio.get_running_loop().create_task(self._send_batch(c, batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send_batch(self, c: _Loop, batch: list[tuple[_Call, asyncio.Future[Any]]]) -> None:
+    async def _send_batch(self, c: LoopClient, batch: list[Waiting]) -> None:
+        """Send a turn's calls, carrying the settlements waiting to go, in one
+        pipeline, and answer each call."""
         from redis.exceptions import RedisError
 
         carried = self._take_queued()
@@ -447,49 +336,11 @@ class RedisLedger(Ledger):
                 reply.set_result(answer)
 
     @staticmethod
-    async def _apipeline(c: _Loop, calls: Sequence[_Call]) -> list[Any]:
-        """:meth:`_pipeline` on the loop's async client."""
-        from redis.exceptions import NoScriptError
+    async def _apipeline(c: LoopClient, calls: Sequence[Call]) -> list[Any]:
+        """:func:`~.scripts.pipeline` on the loop's async client."""
+        return await apipeline(c.client, calls)
 
-        async def send() -> list[Any]:
-            pipe = c.client.pipeline(transaction=False)
-            for call in calls:
-                pipe.evalsha(_sha(call.script), len(call.keys), *call.keys, *call.args)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-            return replies
-
-        replies = await send()
-        if any(isinstance(r, NoScriptError) for r in replies):
-            for name in {call.script for call in calls}:
-                await c.client.script_load(_script_text(name))
-            replies = await send()
-        return replies
-
-    @staticmethod
-    def _pipeline(client: Redis, calls: Sequence[_Call]) -> list[Any]:
-        """Every call's script by its digest in one pipeline, errors as replies.
-
-        By digest rather than through ``Script`` objects, whose pipelines first ask
-        the server whether it knows them (a round trip more); a server that forgot
-        them (restart, ``SCRIPT FLUSH``) gets them loaded and the calls resent.
-        """
-        from redis.exceptions import NoScriptError
-
-        def send() -> list[Any]:
-            pipe = client.pipeline(transaction=False)
-            for call in calls:
-                pipe.evalsha(_sha(call.script), len(call.keys), *call.keys, *call.args)
-            replies: list[Any] = pipe.execute(raise_on_error=False)
-            return replies
-
-        replies = send()
-        if any(isinstance(r, NoScriptError) for r in replies):
-            for name in {call.script for call in calls}:
-                client.script_load(_script_text(name))
-            replies = send()
-        return replies
-
-    async def _aremote(self, operation: str, call: Callable[[_Loop], Awaitable[_T]]) -> _T:
+    async def _aremote(self, operation: str, call: Callable[[LoopClient], Awaitable[_T]]) -> _T:
         """:meth:`_remote` on the running loop's async client."""
         from redis.exceptions import RedisError
 
@@ -570,6 +421,9 @@ class RedisLedger(Ledger):
         with contextlib.suppress(LedgerError):
             self.check_durability()
 
+    def _new_fleet_store(self) -> FleetStore:
+        return RedisFleetStore(self)
+
     def fleet_size(self) -> int | None:
         """How many processes used this Redis in the last ten minutes, as last
         counted (None before the first count)."""
@@ -624,7 +478,7 @@ class RedisLedger(Ledger):
         to none. ``lease_id`` (default: a new one) names the reservation: a reserve
         sent again with the same id after a lost reply is not counted twice. A pool
         this process knows is full is refused without a round trip (see
-        :class:`~langchain_quota_router.quota.ledger.base.FullPools`).
+        :class:`~langchain_quota_router.quota.ledger.full.FullPools`).
         """
         full = self.full_pools
         known = full.refusal(pool, demand, now)
@@ -644,7 +498,7 @@ class RedisLedger(Ledger):
         def run(client: Redis) -> Any:
             if not carried:
                 return self._scripts[call.script](call.keys, call.args)
-            replies = self._pipeline(client, [*(item.call for item in carried), call])
+            replies = pipeline(client, [*(item.call for item in carried), call])
             self._settled(carried, replies[:-1])
             if isinstance(replies[-1], Exception):
                 raise replies[-1]
@@ -695,7 +549,7 @@ class RedisLedger(Ledger):
         call, entries, lease_id, expires_at = self._reserve_call(
             pool, limits, demand, now, key, model, None
         )
-        sent = self._batched(await self._aclient(), call)
+        sent = self._loop_clients.batched(await self._aclient(), call, self._send_batch)
         try:
             reply = await asyncio.shield(sent)
         except asyncio.CancelledError:
@@ -713,7 +567,7 @@ class RedisLedger(Ledger):
                     )
                 )
 
-            decoded.add_done_callback(functools.partial(_take_back, self, now))
+            decoded.add_done_callback(functools.partial(take_back, self, now))
             sent.add_done_callback(decode)
             raise
         if time.monotonic() - self._heartbeat_at >= self.heartbeat_interval:
@@ -744,9 +598,9 @@ class RedisLedger(Ledger):
         key: str | None,
         model: str | None,
         lease_id: str | None,
-    ) -> tuple[_Call, dict[str, tuple[str, int, Metric]], str, float]:
+    ) -> tuple[Call, dict[str, tuple[str, int, Metric]], str, float]:
         """The ``reserve.lua`` call for a demand, and what decoding its reply needs."""
-        # Distinct series in order of first appearance, as the base class does.
+        # Distinct series in order of first appearance, as BucketLedger does.
         entries: dict[str, tuple[str, int, Metric]] = {}
         windows: dict[str, Window] = {}
         for limit in limits:
@@ -789,7 +643,7 @@ class RedisLedger(Ledger):
         expires_at = now + self.reservation_lease
         args += [lease_id, repr(expires_at), "\x1e".join(releases)]
         args.append(math.ceil((self.reservation_lease + _EXPIRY_MARGIN) * 1000))
-        return _Call("reserve", keys, args), entries, lease_id, expires_at
+        return Call("reserve", keys, args), entries, lease_id, expires_at
 
     @staticmethod
     def _decode_reserve(
@@ -856,7 +710,7 @@ class RedisLedger(Ledger):
         if call is not None:
             self._send_settle(call, reservation)
 
-    def _send_settle(self, call: _Call, reservation: Reservation) -> None:
+    def _send_settle(self, call: Call, reservation: Reservation) -> None:
         def run(client: Redis) -> None:
             self._scripts[call.script](call.keys, call.args)
 
@@ -891,7 +745,7 @@ class RedisLedger(Ledger):
                 return
 
             def run(client: Redis) -> list[Any]:
-                return self._pipeline(client, [item.call for item in taken])
+                return pipeline(client, [item.call for item in taken])
 
             try:
                 replies = self._remote("settle", run)
@@ -910,8 +764,6 @@ class RedisLedger(Ledger):
                 self._settle_failed([item], LedgerError(msg))
 
     def _settle_failed(self, items: Sequence[_Queued], exc: LedgerError) -> None:
-        from langchain_quota_router.quota.ledger.settle import SETTLER
-
         for item in items:
             SETTLER.failed(exc, self, item.reservation, item.used, item.now)
 
@@ -943,7 +795,7 @@ class RedisLedger(Ledger):
 
     def _settle_call(
         self, reservation: Reservation, used: Demand, now: float, *, cancel: bool
-    ) -> _Call | None:
+    ) -> Call | None:
         """The ``settle.lua`` call for a settlement (None: nothing to send)."""
         pool = reservation.pool
         floor = lease_floor(reservation.demand)
@@ -958,7 +810,7 @@ class RedisLedger(Ledger):
                 args.append(_expiry_ms(_window_of(series), bucket, now))
         if len(args) == 2 and not reservation.lease_id:
             return None
-        return _Call("settle", keys, args)
+        return Call("settle", keys, args)
 
     def _drain(self) -> None:
         """Send the queued settlements first, so what this process reads next
@@ -1020,7 +872,7 @@ class RedisLedger(Ledger):
 
     def holds(self, now: float) -> list[Hold]:
         """Every block and disabled key in force at ``now``, ordered by subject."""
-        return [h for h in self._all_holds() if h.active(now) and not _is_record(h.subject)]
+        return [h for h in self._all_holds() if h.active(now) and not is_record(h.subject)]
 
     def _set_hold(self, hold: Hold) -> None:
         value = _encode_hold(hold.until, hold.reason)
@@ -1061,7 +913,7 @@ class RedisLedger(Ledger):
 
     @staticmethod
     def _limit_usage(pool: str, limit: Limit, counter: dict[int, int], now: float) -> LimitUsage:
-        """How much of ``limit`` a counter hash's buckets spend, as the base says."""
+        """How much of ``limit`` a counter hash's buckets spend, as BucketLedger says."""
         lo, hi = limit.window.bucket_range(now)
         buckets = sorted((b, a) for b, a in counter.items() if lo <= b <= hi and a)
         used = sum(a for _, a in buckets)
@@ -1082,12 +934,12 @@ class RedisLedger(Ledger):
         self.full_pools.forget(pool)
 
 
-def _gives_back(call: _Call) -> bool:
+def _gives_back(call: Call) -> bool:
     """Whether a settle call gives room back (a negative live correction)."""
     return any(int(a) < 0 for a in call.args[3::4])
 
 
-def _takes(call: _Call) -> bool:
+def _takes(call: Call) -> bool:
     """Whether a settle call adds to a count (for a live lease: one that ran out,
     minutes ago at least, is corrected a moment later either way)."""
     return any(int(a) > 0 for a in call.args[3::4])

@@ -34,32 +34,16 @@ from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from langchain_quota_router.quota.errors import ConfigurationError, LedgerError
-from langchain_quota_router.quota.ledger.base import (
-    FULL_PREFIX,
-    BucketLedger,
-    Hold,
-    WouldWait,
-    encode_releases,
-)
+from langchain_quota_router.quota.ledger.buckets import BucketLedger
+from langchain_quota_router.quota.ledger.contract import WouldWait
+from langchain_quota_router.quota.ledger.fleet import FleetStore
+from langchain_quota_router.quota.ledger.records import FULL_PREFIX
+from langchain_quota_router.quota.ledger.sqlite.fleet import SQLiteFleetStore
+from langchain_quota_router.quota.ledger.sqlite.schema import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
+from langchain_quota_router.quota.ledger.types import Hold, encode_releases
 
 logger = logging.getLogger("langchain_quota_router")
 
-_APPLICATION_ID = 0x51524C47  # "QRLG"
-_SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS counters (
-    pool   TEXT    NOT NULL,
-    series TEXT    NOT NULL,
-    bucket INTEGER NOT NULL,
-    amount INTEGER NOT NULL,
-    PRIMARY KEY (pool, series, bucket)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS holds (
-    subject TEXT PRIMARY KEY,
-    until   REAL,
-    reason  TEXT NOT NULL
-) WITHOUT ROWID;
-"""
 #: Open reservations' leases live in the counters table, as rows of this reserved
 #: series: bucket = expiry in ms << 20 | 20 bits of the lease id, amount = what the
 #: lease releases (text). Beside the pool's counters, a reservation's lease lands
@@ -156,6 +140,9 @@ class SQLiteLedger(BucketLedger):
         # Connections inherited through fork() must never be used or closed by the
         # child; keep them referenced so garbage collection does not close them.
         self._orphans: list[sqlite3.Connection] = []
+
+    def _new_fleet_store(self) -> FleetStore:
+        return SQLiteFleetStore(self, self.path)
 
     # ------------------------------------------------------------ connections
 
@@ -344,7 +331,7 @@ class SQLiteLedger(BucketLedger):
                 time.sleep(0.005 * (attempt + 1))
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
-        if conn.execute("PRAGMA application_id").fetchone()[0] == _APPLICATION_ID:
+        if conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
             self._check_version(conn)
             return
         conn.execute("BEGIN IMMEDIATE")
@@ -353,7 +340,7 @@ class SQLiteLedger(BucketLedger):
             tables = conn.execute(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
             ).fetchone()[0]
-            if app_id != _APPLICATION_ID and (app_id != 0 or tables):
+            if app_id != APPLICATION_ID and (app_id != 0 or tables):
                 msg = (
                     f"{str(self.path)!r} is a SQLite database of another program, "
                     "not a langchain-quota-router ledger; point the ledger at "
@@ -361,11 +348,11 @@ class SQLiteLedger(BucketLedger):
                 )
                 raise LedgerError(msg)
             if app_id == 0:
-                for statement in _SCHEMA.split(";"):
+                for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute(f"PRAGMA application_id={_APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -374,7 +361,7 @@ class SQLiteLedger(BucketLedger):
 
     def _check_version(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > _SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:
             msg = (
                 f"ledger {str(self.path)!r} was written by a newer "
                 f"langchain-quota-router (schema {version}); upgrade the package"

@@ -1,0 +1,178 @@
+"""The ledger's plain data: what a call spends, what was reserved or refused, holds,
+learned limits and usage reports.
+
+Every reservation with an output estimate carries a lease: a record of what it
+would give back (its output estimate, bucket by bucket) and when. Settling removes
+the record; touching a pool (reserve, usage) first releases the pool's overdue ones,
+so the quota of a process killed mid-call comes back when its lease runs out.
+
+Counters are keyed by ``(pool, series, bucket)``: a series is one metric over one
+window shape (``"tokens:s60"``, ``"requests:day@UTC"``), a bucket one slice of time.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from langchain_quota_router.quota.limits import Limit, Metric
+
+#: How long (seconds) a reservation stays whole without being settled: past it, the
+#: ledger takes its process for dead and releases its unspent output estimate.
+DEFAULT_LEASE = 900.0
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one call spends: requests and tokens, estimated or real."""
+
+    requests: int = 1
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def amount(self, metric: Metric) -> int:
+        """How much of ``metric`` this demand counts."""
+        if metric == "requests":
+            return self.requests
+        if metric == "tokens":
+            return self.input_tokens + self.output_tokens
+        if metric == "input_tokens":
+            return self.input_tokens
+        return self.output_tokens
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """An admitted demand, counted in the ledger until it is settled.
+
+    Attributes:
+        pool: the pool it was counted in.
+        demand: what was reserved.
+        entries: ``(series, bucket, metric)`` for every counter it was added to,
+            so :meth:`Ledger.settle` corrects the same buckets.
+        at: when it was admitted.
+        levels: ``(limit, used)`` for each limit, counting this reservation; lets
+            the router notice a pool nearing a limit without another query.
+            Empty when a backend does not report them.
+        lease_id: the id of its lease in the ledger (``""``: no lease, nothing
+            would be released when it runs out).
+        expires_at: when its lease runs out (epoch seconds), if it has one.
+    """
+
+    pool: str
+    demand: Demand
+    entries: tuple[tuple[str, int, Metric], ...]
+    at: float
+    levels: tuple[tuple[Limit, int], ...] = ()
+    lease_id: str = ""
+    expires_at: float | None = None
+
+    def releases(self) -> list[tuple[str, int, int]]:
+        """``(series, bucket, amount)`` its lease gives back when it runs out: the
+        output estimate. The request and the prompt stay counted."""
+        floor = lease_floor(self.demand)
+        found = []
+        for series, bucket, metric in self.entries:
+            amount = self.demand.amount(metric) - floor.amount(metric)
+            if amount:
+                found.append((series, bucket, amount))
+        return found
+
+
+def lease_floor(demand: Demand) -> Demand:
+    """What a reservation still counts once its lease ran out: the request (the
+    vendor may have seen it) and the prompt, not the output it never reported."""
+    return Demand(demand.requests, demand.input_tokens, 0)
+
+
+def new_lease_id() -> str:
+    """A reservation id, unique across processes and machines."""
+    return secrets.token_hex(8)
+
+
+def encode_releases(releases: Sequence[tuple[str, int, int]]) -> str:
+    """A lease's releases as one line of text (for backends that store text)."""
+    return "\x1e".join(f"{s}\x1f{b}\x1f{a}" for s, b, a in releases)
+
+
+def decode_releases(text: str) -> list[tuple[str, int, int]]:
+    """The inverse of :func:`encode_releases`."""
+    found = []
+    for part in text.split("\x1e") if text else []:
+        series, bucket, amount = part.split("\x1f")
+        found.append((series, int(bucket), int(amount)))
+    return found
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a pool could not take a demand, and when it may.
+
+    Attributes:
+        pool: the pool that refused.
+        reason: one line for people (``"30/minute is used up"``).
+        retry_at: epoch seconds at which the demand would fit, or ``None`` when the
+            pool never frees up by itself (credit spent, key disabled, demand larger
+            than the limit).
+        limit: the limit that refused, when one did.
+        room: what that limit had left when it refused (a smaller demand may fit).
+    """
+
+    pool: str
+    reason: str
+    retry_at: float | None
+    limit: Limit | None = None
+    room: int | None = None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A block on a pool (``until`` a time) or a disabled key (``until`` is None)."""
+
+    subject: str
+    until: float | None
+    reason: str
+
+    def active(self, now: float) -> bool:
+        """Whether the hold still applies at ``now``."""
+        return self.until is None or self.until > now
+
+
+@dataclass(frozen=True)
+class LearnedLimit:
+    """A limit a vendor's rate-limit headers stated for a pool.
+
+    Attributes:
+        pool: the pool it applies to.
+        limit: the limit, as the vendor stated it.
+        learned_at: when it was last seen (epoch seconds).
+    """
+
+    pool: str
+    limit: Limit
+    learned_at: float
+
+
+@dataclass(frozen=True)
+class LimitUsage:
+    """How much of one limit of one pool is spent."""
+
+    pool: str
+    limit: Limit
+    used: int
+    resets_at: float | None
+    learned_at: float | None = None
+    """When the vendor's headers stated this limit; ``None`` for a configured one."""
+
+    @property
+    def remaining(self) -> int:
+        """What is left (never negative)."""
+        return max(0, self.limit.amount - self.used)
+
+    @property
+    def percent(self) -> float:
+        """Share of the limit spent, 0-100 (100 for a zero limit)."""
+        if self.limit.amount == 0:
+            return 100.0
+        return min(100.0, 100.0 * self.used / self.limit.amount)
