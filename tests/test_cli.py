@@ -431,8 +431,16 @@ def test_enable_lifts_a_disabled_key(
     spent.ledger_backend.disable(spent.route_map["openai"].key, "disabled: 401")
     code, out, _ = run(capsys, "enable", "openai")
     assert code == 0
-    assert "enabled route openai" in out
+    assert "enabled openai" in out
     assert make_router().ledger_backend.holds(clock.now()) == []
+
+
+def test_enable_on_a_healthy_route_says_there_was_nothing_to_do(
+    capsys: pytest.CaptureFixture[str], spent: QuotaRoutedChatModel
+) -> None:
+    code, out, _ = run(capsys, "enable", "openai")
+    assert code == 0
+    assert "was not disabled; nothing to do" in out
 
 
 def test_enable_an_unknown_route_exits_2(

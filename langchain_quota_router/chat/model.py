@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import functools
 import json
@@ -55,7 +54,7 @@ from pydantic import (
 )
 from typing_extensions import Self
 
-from langchain_quota_router._errors import ConfigurationError, LedgerError, no_route_error
+from langchain_quota_router._errors import ConfigurationError, no_route_error
 from langchain_quota_router.cache.disk import DiskResponseCache
 from langchain_quota_router.chat import streaming as vendor
 from langchain_quota_router.chat.route import Route, route_keys
@@ -71,24 +70,18 @@ from langchain_quota_router.chat.routing import (
 from langchain_quota_router.chat.streaming import StreamRelay, replay, tag_message
 from langchain_quota_router.chat.tokens import TokenEstimator
 from langchain_quota_router.keys import Key, KeyRotator
-from langchain_quota_router.quota.admission import model_subject
+from langchain_quota_router.quota.book import QuotaBook
 from langchain_quota_router.quota.clock import Clock, SystemClock
 from langchain_quota_router.quota.fleet import (
     FleetCounters,
-    fleet_view,
-    history_window,
-    reading_fleet,
-    usage_history,
 )
 from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
-from langchain_quota_router.quota.ledger.fleet import FleetStore
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit
 from langchain_quota_router.quota.watch import (
     ALERT_EVENT,
     AlertTracker,
     Lifespan,
     QuotaAlert,
-    estimate_lifespan,
 )
 
 logger = logging.getLogger("langchain_quota_router")
@@ -209,6 +202,7 @@ class QuotaRoutedChatModel(BaseChatModel):
     process sharing the ledger. ``False``: this router adds nothing to them."""
 
     _ledger: Ledger | None = PrivateAttr(default=None)
+    _book: QuotaBook = PrivateAttr()
     _ledger_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _route_map: dict[str, Route] = PrivateAttr(default_factory=dict)
     _by_priority: tuple[Route, ...] = PrivateAttr(default=())
@@ -314,6 +308,7 @@ class QuotaRoutedChatModel(BaseChatModel):
             self._ledger = self.ledger
         self._ledger.reservation_lease = self.reservation_lease
         self._pools = PoolLimits(self._ledger, pools, configured)
+        self._book = QuotaBook(names, self._ledger, self._pools, self.clock, self._stats)
         if self.fleet_counters and self._stats.fleet is None:
             self._stats.fleet = FleetCounters(self._ledger, self.clock)
         if self.cache is True:
@@ -475,40 +470,21 @@ class QuotaRoutedChatModel(BaseChatModel):
         :func:`langchain_quota_router.quota.fleet.fleet_view`). ``None`` when the ledger
         cannot be read (a warning says why).
         """
-        stats = self._stats.snapshot()
-        try:
-            stats["fleet"] = self._fleet_view()
-        except LedgerError as exc:
-            logger.warning("could not read the fleet counters: %s", exc)
-            stats["fleet"] = None
-        return stats
+        return self._book.get_stats()
 
     def usage(self) -> list[LimitUsage]:
         """Per pool and limit: used, remaining, percent and when it resets.
 
         Limits learned from the vendor's headers say when (``learned_at``).
         """
-        now = self.clock.now()
-        pools = self._pool_table
-        pools.refresh(now, every=0.0)
-        learned = {(x.pool, x.limit): x.learned_at for x in pools.learned()}
-        report: list[LimitUsage] = []
-        for pool, limits in pools.current.items():
-            for usage in self.ledger_backend.usage(pool, limits, now):
-                when = learned.get((pool, usage.limit))
-                if when is not None and not pools.is_configured(pool, usage.limit):
-                    usage = dataclasses.replace(usage, learned_at=when)
-                report.append(usage)
-        return report
+        return self._book.usage()
 
     def lifespan(self, tokens_per_day: int) -> Lifespan:
         """How many days each pool, and the whole set, last at ``tokens_per_day``.
 
         One-time credits run out; daily and monthly limits renew.
         """
-        return estimate_lifespan(
-            self.ledger_backend, self.pool_limits, tokens_per_day, self.clock.now()
-        )
+        return self._book.lifespan(tokens_per_day)
 
     def learned_limits(self) -> list[LearnedLimit]:
         """Limits the vendors' headers stated for this router's pools, and when.
@@ -516,7 +492,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         They are enforced beside the configured ones; a configured limit of the
         same metric and window always wins.
         """
-        return self._pool_table.learned()
+        return self._book.learned_limits()
 
     def history(
         self,
@@ -544,39 +520,16 @@ class QuotaRoutedChatModel(BaseChatModel):
         Raises:
             LedgerError: when the ledger cannot be read.
         """
-        now = self.clock.now()
-        start, seconds = history_window(now, since, step)
-        self._flush_fleet()
-        with reading_fleet():
-            return usage_history(self._fleet_store(), self.pool_limits, now, start, seconds)
+        return self._book.history(since, step)
 
-    def _fleet_store(self) -> FleetStore:
-        fleet = self._stats.fleet
-        if isinstance(fleet, FleetCounters):
-            return fleet.store
-        return self.ledger_backend.fleet_store()
-
-    def _flush_fleet(self) -> None:
-        fleet = self._stats.fleet
-        if isinstance(fleet, FleetCounters):
-            fleet.flush()
-
-    def _fleet_view(self) -> dict[str, Any]:
-        """The fleet's totals for this router's routes and pools (``get_stats``)."""
-        self._flush_fleet()
-        with reading_fleet():
-            return fleet_view(self._fleet_store(), list(self._route_map), list(self.pool_limits))
-
-    def enable(self, route: str) -> None:
-        """Use a route again: lift its key's disable (after an authentication
-        failure) and its model's unavailable mark (after a model-not-found)."""
+    def enable(self, route: str) -> bool:
+        """Use a route (or a key rotator's key) again: lift its key's disable (after
+        an authentication failure) and its model's unavailable mark (after a
+        model-not-found). Returns whether there was anything to lift."""
         rotator = self._rotator_of(route)
         if rotator is not None:
-            rotator.enable(route)
-            return
-        found = self._named(route)
-        self.ledger_backend.enable(found.credential)
-        self.ledger_backend.make_available(model_subject(found))
+            return rotator.enable(route)
+        return self._book.enable(route)
 
     def reset(self, route: str) -> None:
         """Forget what a route's (or a key rotator's key's) pool has spent and lift
@@ -585,7 +538,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         if rotator is not None:
             rotator.reset(route)
             return
-        self.ledger_backend.reset(self._named(route).pool)
+        self._book.reset(route)
 
     def _rotator_of(self, name: str) -> KeyRotator | None:
         """The key rotator holding a key called ``name``, unless a route is."""
@@ -594,11 +547,8 @@ class QuotaRoutedChatModel(BaseChatModel):
         return next((r for r in self.key_rotators if name in r.keys), None)
 
     def _named(self, route: str) -> Route:
-        try:
-            return self._route_map[route]
-        except KeyError:
-            msg = f"no route named {route!r}; routes: {sorted(self._route_map)}"
-            raise ConfigurationError(msg) from None
+        found: Route = self._book.named(route)
+        return found
 
     # --------------------------------------------------- LangChain overrides
 

@@ -245,8 +245,11 @@ def _cmd_reset(args: argparse.Namespace) -> int:
 
 def _cmd_enable(args: argparse.Namespace) -> int:
     router = _router(args)
-    router.enable(args.route)  # ConfigurationError names the routes when unknown
-    _Output.of(router)(f"enabled route {args.route}: its key and model may be used again")
+    lifted = router.enable(args.route)  # ConfigurationError names the routes when unknown
+    if lifted:
+        _Output.of(router)(f"enabled {args.route}: its key and model may be used again")
+    else:
+        _Output.of(router)(f"{args.route} was not disabled; nothing to do")
     return 0
 
 
