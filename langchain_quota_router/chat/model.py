@@ -55,7 +55,12 @@ from pydantic import (
 )
 from typing_extensions import Self
 
-from langchain_quota_router._errors import ConfigurationError, LedgerError, no_route_error
+from langchain_quota_router._errors import (
+    ConfigurationError,
+    LedgerError,
+    NoRouteError,
+    no_route_error,
+)
 from langchain_quota_router.cache.disk import DiskResponseCache
 from langchain_quota_router.chat import streaming as vendor
 from langchain_quota_router.chat.route import Route
@@ -81,7 +86,7 @@ from langchain_quota_router.quota.fleet import (
 from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
 from langchain_quota_router.quota.ledger.fleet import FleetStore, fleet_store
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit
-from langchain_quota_router.quota.secrets import route_keys
+from langchain_quota_router.quota.secrets import guard_logs, mask, route_keys
 from langchain_quota_router.quota.status import model_subject
 from langchain_quota_router.quota.watch import (
     ALERT_EVENT,
@@ -241,6 +246,8 @@ class QuotaRoutedChatModel(BaseChatModel):
         if not self.routes:
             msg = "QuotaRoutedChatModel needs at least one route"
             raise ConfigurationError(msg)
+        # Log lines quote route names, which may embed a key.
+        guard_logs(route_keys(r for r in self.routes if isinstance(r, Route)))
         names: dict[str, Route] = {}
         pools: dict[str, tuple[Limit, ...]] = {}
         pool_owner: dict[str, str] = {}
@@ -394,7 +401,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         settings = Settings(
             members=tuple(self.routes),
             member_map=self._route_map,
-            error_for=no_route_error,
+            error_for=functools.partial(_masked_no_route_error, tuple(self.routes)),
             secrets=functools.partial(route_keys, tuple(self.routes)),
             successor_of=successor_of,
             pools=self._pool_table,
@@ -863,6 +870,19 @@ class QuotaRoutedChatModel(BaseChatModel):
             self._tool_schemas.clear()
         self._tool_schemas[id(tools)] = (tools, schemas)
         return schemas
+
+
+def _masked_no_route_error(
+    routes: tuple[Route, ...],
+    categories: set[str],
+    reasons: Mapping[str, str],
+    resets_at: dt.datetime | None,
+) -> NoRouteError:
+    """:func:`no_route_error` with route names masked too: a name may embed a key
+    (``backup-<key>``), and the reasons are keyed by name."""
+    keys = route_keys(routes)
+    named = {mask(name, keys, shapes=False): why for name, why in reasons.items()}
+    return no_route_error(categories, named, resets_at)
 
 
 def _bad_call_argument(name: str, value: Any) -> str | None:
