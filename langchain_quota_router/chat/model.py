@@ -51,6 +51,8 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from typing_extensions import Self
@@ -230,6 +232,15 @@ class QuotaRoutedChatModel(BaseChatModel):
                 if isinstance(cause, ConfigurationError):
                     raise cause from None
             raise
+
+    @field_validator("max_tokens", "default_output_tokens", mode="before")
+    @classmethod
+    def _refuse_booleans_as_counts(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic would read True as 1 token.
+        if isinstance(value, bool):
+            msg = f"{info.field_name} must be a whole number of tokens, not {value!r}"
+            raise ConfigurationError(msg)
+        return value
 
     @model_validator(mode="before")
     @classmethod
