@@ -1232,3 +1232,18 @@ def test_uvicorn_answers_a_trickled_body_408(router: QuotaRoutedChatModel) -> No
             )
             answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 408")
+
+
+async def test_the_page_starts_while_the_ledger_is_down(
+    router: QuotaRoutedChatModel, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from langchain_quota_router import LedgerError
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise LedgerError("ledger down")
+
+    monkeypatch.setattr(router.ledger_backend, "reserve", down)
+    app = create_app(router, admin_token=TOKEN)
+    assert "could not end earlier sign-ins" in caplog.text
+    async with connect(app, headers=OWNER) as c:
+        assert (await c.get("/status.json")).status_code == 200

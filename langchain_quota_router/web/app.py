@@ -131,7 +131,12 @@ class StatusApp:
                 raise ConfigurationError(msg)
         sessions = Sessions(self.admin_token, router.ledger_backend, router.clock, session_seconds)
         # A (re)started page ends the sessions and form tokens signed before it.
-        sessions.rotate()
+        try:
+            sessions.rotate()
+        except LedgerError as exc:
+            # The page still starts (it shows the ledger's error per request); the
+            # sessions of the last generation the ledger holds stay valid meanwhile.
+            logger.warning("status page: could not end earlier sign-ins: %s", exc)
         self._access = Access(self.admin_token, allowed_hosts, open_reads, sessions)
         self.body_timeout = body_timeout
         self._metrics_registry: Any = None
