@@ -40,7 +40,7 @@ from typing import Any
 
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.chat.route import Route, check_base_url
-from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, Window
+from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, Window, parse_whole
 from langchain_quota_router.quota.secrets import alias, clean_key
 from langchain_quota_router.vendors.catalog import CATALOG, VendorInfo, default_api_key, lookup
 
@@ -116,6 +116,7 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
         msg = f"cannot read {str(path)!r}: the path holds a null byte"
         raise ConfigurationError(msg) from None
     values: dict[str, str] = {}
+    lines: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -125,7 +126,17 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
         if match is None:
             msg = f"{where}: expected KEY=VALUE"
             raise ConfigurationError(msg)
-        values[match["key"]] = _unquote(match["value"], where)
+        key = match["key"]
+        if key in lines:
+            # Never the values: either may be a key.
+            logger.warning(
+                "%s: %s is set again (first on line %d); the later value is used",
+                where,
+                key,
+                lines[key],
+            )
+        lines[key] = number
+        values[key] = _unquote(match["value"], where)
     return values
 
 
@@ -192,11 +203,12 @@ def _split(value: str) -> list[str]:
 
 
 def _int(variable: str, value: str) -> int:
-    try:
-        return int(value.strip().replace("_", ""))
-    except ValueError:
-        msg = f"{variable}={value!r}: expected a whole number"
-        raise ConfigurationError(msg) from None
+    # The grammar of a limit's amount: int() alone would take "٣٠" as 30.
+    number = parse_whole(value.strip())
+    if number is None:
+        msg = f"{variable}={value!r}: expected a whole number written in ASCII digits"
+        raise ConfigurationError(msg)
+    return number
 
 
 def _read_vendor(vendor: VendorInfo, env: Mapping[str, str]) -> tuple[list[_Key], _Settings]:

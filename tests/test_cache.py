@@ -7,11 +7,13 @@ import datetime as dt
 import logging
 import os
 import pickle
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -513,3 +515,40 @@ async def test_as_a_chat_model_cache_async(tmp_path: Path) -> None:
     model = FakeListChatModel(responses=["first", "second"], cache=cache)
     assert (await model.ainvoke("hello")).content == "first"
     assert (await model.ainvoke("hello")).content == "first"
+
+
+def test_a_full_disk_rests_the_cache_and_it_comes_back_when_space_returns(
+    tmp_path: Path,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import diskcache
+
+    cache = DiskResponseCache(tmp_path, clock=clock)
+    cache.update(PROMPT, LLM, answer())
+    real_set = diskcache.Cache.set
+    disk_full = True
+
+    def set_on_a_full_disk(self: diskcache.Cache, *args: Any, **kwargs: Any) -> Any:
+        if disk_full:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_set(self, *args, **kwargs)
+
+    monkeypatch.setattr(diskcache.Cache, "set", set_on_a_full_disk)
+    cache.update(PROMPT + " (a second prompt)", LLM, answer())
+    assert cache.lookup(PROMPT, LLM) is None  # resting: the disk is not even asked
+    # Still full a minute later: tried again, off again, and still one warning.
+    clock.advance(61)
+    assert cache.lookup(PROMPT, LLM) == answer()
+    cache.update(PROMPT + " (a second prompt)", LLM, answer())
+    assert cache.lookup(PROMPT, LLM) is None
+    # Space returns: after the longer rest the cache reads and writes again.
+    disk_full = False
+    clock.advance(121)
+    assert cache.lookup(PROMPT, LLM) == answer()
+    cache.update(PROMPT + " (a second prompt)", LLM, answer())
+    assert cache.lookup(PROMPT + " (a second prompt)", LLM) == answer()
+    assert cache.directory == tmp_path
+    (warning,) = cache_warnings(caplog)
+    assert "disk is full" in warning.getMessage()

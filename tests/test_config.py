@@ -10,7 +10,12 @@ from langchain_core.messages import AIMessage
 from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
 
-from langchain_quota_router import ConfigurationError, DiskResponseCache, QuotaRoutedChatModel
+from langchain_quota_router import (
+    ConfigurationError,
+    DiskResponseCache,
+    Limit,
+    QuotaRoutedChatModel,
+)
 from langchain_quota_router._config import read_dotenv, router_kwargs_from_config, routes_from_env
 from langchain_quota_router.chat.route import Route
 from langchain_quota_router.quota.secrets import alias, fingerprint
@@ -471,3 +476,36 @@ base_url = "{sim.groq_base_url}"
         message = llm.invoke("hello")
         assert isinstance(message, AIMessage)
         assert sim.stats(G1).served == 1
+
+
+# ------------------------------------------------------------------ issue 17, item 8
+
+
+@pytest.mark.parametrize("value", ["\u0663\u0660", "\uff13\uff10", "30\u0663"])
+def test_environment_numbers_take_ascii_digits_only_as_limits_do(value: str) -> None:
+    env = {"GROQ_API_KEY": "gsk-env-numbers-0001", "GROQ_MAX_REQUESTS_PER_MINUTE": value}
+    with pytest.raises(ConfigurationError, match="GROQ_MAX_REQUESTS_PER_MINUTE"):
+        routes_from_env(env, dotenv=None)
+    with pytest.raises(ConfigurationError, match="cannot parse limit"):
+        Limit.parse(f"{value}/minute")
+
+
+def test_environment_numbers_are_grouped_as_limits_are() -> None:
+    env = {"GROQ_API_KEY": "gsk-env-numbers-0001", "GROQ_MAX_REQUESTS_PER_MINUTE": "1,000"}
+    (route,) = routes_from_env(env, dotenv=None)
+    assert Limit.parse("1,000/minute") in route.limits
+
+
+def test_a_dotenv_key_given_twice_is_named_with_both_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    file = tmp_path / ".env"
+    file.write_text("GROQ_API_KEY=gsk-first-0001\n# a comment\nGROQ_API_KEY=gsk-second-0002\n")
+    with caplog.at_level(logging.WARNING):
+        values = read_dotenv(file)
+    assert values["GROQ_API_KEY"] == "gsk-second-0002"
+    assert "GROQ_API_KEY" in caplog.text
+    assert "line 3" in caplog.text
+    assert "line 1" in caplog.text
+    assert "gsk-first" not in caplog.text
+    assert "gsk-second" not in caplog.text

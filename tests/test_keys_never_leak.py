@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+import random
+import string
+import sys
 import threading
 import traceback
 from collections.abc import Iterator
@@ -18,6 +22,7 @@ import pytest
 from call_paths import ask
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.tools import tool
+from pydantic import SecretStr
 
 from langchain_quota_router import (
     ConfigurationError,
@@ -36,7 +41,9 @@ from langchain_quota_router.chat.route import route_keys
 from langchain_quota_router.cli import main as cli_main
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.secrets import RedactedError
+from langchain_quota_router.quota.status import status_snapshot
 from langchain_quota_router.simulator import SimKey, Simulator
+from langchain_quota_router.testing import FakeVendorChatModel
 from langchain_quota_router.web import create_app
 
 KEYS = {
@@ -326,3 +333,133 @@ def test_no_echoed_key_in_the_log(echo: _EchoServer, caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING), pytest.raises(RoutesAuthenticationError):
         llm.invoke("hello")
     assert ECHOED["groq"] not in caplog.text
+
+
+# ------------------------------------------------------------------ keys echoed in part
+
+
+def _random_key(prefix: str, length: int, seed: int) -> str:
+    alphabet = string.ascii_letters + string.digits
+    rng = random.Random(f"{prefix}{seed}")
+    return prefix + "".join(rng.choice(alphabet) for _ in range(length))
+
+
+#: Key shapes as vendors issue them: (prefix, characters after it).
+KEY_SHAPES = {
+    "groq": ("gsk_", 52),
+    "openai": ("sk-", 48),
+    "openai-project": ("sk-proj-", 56),
+    "cerebras": ("csk-", 48),
+    "gemini": ("AIza", 35),
+    "cohere": ("", 40),
+    "huggingface": ("hf_", 34),
+}
+
+
+class _VendorHTTPError(Exception):
+    """A vendor's HTTP error as SDKs raise it: a status and the decoded body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"Error code: {status} - {{'error': {{'message': {message!r}}}}}")
+        self.status_code = status
+        self.body = {"error": {"message": message}}
+
+
+class _KeyedVendor(FakeVendorChatModel):
+    """A vendor model that holds its key as vendor models do (a ``SecretStr``)."""
+
+    api_key: SecretStr
+
+
+def _echoing(name: str, key: str, status: int, echoed: str, pool: str | None = None) -> Route:
+    said = (
+        f"Incorrect API key provided: {echoed}. You can find your API key at "
+        "https://platform.example.com/account/api-keys."
+        if status == 401
+        else f"request from caller {echoed}... failed: unknown parameter 'foo'"
+    )
+    model = _KeyedVendor(api_key=SecretStr(key), script=[_VendorHTTPError(status, said)])
+    return Route(model, name=name, pool=pool, limits=["100/day"])
+
+
+def _shown_by(error: BaseException) -> str:
+    shown = "".join(traceback.format_exception(error))
+    current: BaseException | None = error
+    seen: list[BaseException] = []
+    while current is not None and current not in seen:
+        seen.append(current)
+        shown += repr(current) + repr(current.args) + repr(vars(current))
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return shown
+
+
+def _cli_status(router: QuotaRoutedChatModel, monkeypatch: pytest.MonkeyPatch) -> str:
+    import langchain_quota_router.cli as cli
+
+    monkeypatch.setattr(cli, "_load_router", lambda config: router)
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    cli_main(["status"])
+    monkeypatch.undo()
+    return out.getvalue()
+
+
+def _everything_shown(
+    router: QuotaRoutedChatModel, error: BaseException, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    now = router.clock.now()
+    return {
+        "the raised error": _shown_by(error),
+        "usage()": repr(router.usage()),
+        "the ledger's holds": repr(router.ledger_backend.holds(now)),
+        "status_snapshot": json.dumps(status_snapshot(router)),
+        "quota-router status": _cli_status(router, monkeypatch),
+    }
+
+
+@pytest.mark.parametrize("shape", list(KEY_SHAPES))
+async def test_a_key_echoed_in_part_shows_nowhere(
+    shape: str, how: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix, length = KEY_SHAPES[shape]
+    first, second = (_random_key(prefix, length, seed) for seed in (1, 2))
+    echoed = {"the first 22 characters": first[:22], "a middle part": second[10:30]}
+    router = QuotaRoutedChatModel(
+        routes=[
+            # Refused (401): the route's key is disabled, with the vendor's reason.
+            _echoing("first", first, 401, echoed["the first 22 characters"]),
+            # A bad request (400): raised to the caller.
+            _echoing("second", second, 400, echoed["a middle part"]),
+        ],
+        ledger="memory://",
+        cache=False,
+        max_wait=0,
+    )
+    with caplog.at_level(logging.WARNING), pytest.raises(RoutesInvalidRequestError) as caught:
+        await ask(router, how)
+    shown = {**_everything_shown(router, caught.value, monkeypatch), "the log": caplog.text}
+    assert "[REDACTED]" in shown["the raised error"]
+    assert "disabled" in shown["status_snapshot"]
+    for part, text in echoed.items():
+        for where, output in shown.items():
+            assert text not in output, f"{part} of the key shows in {where}"
+
+
+async def test_a_route_and_pool_named_after_their_key_show_no_part_of_it(
+    how: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = _random_key("", 40, 3)
+    route = _echoing(f"backup-{key}", key, 401, "[not echoed]", pool=f"pool-{key}")
+    router = QuotaRoutedChatModel(routes=[route], ledger="memory://", cache=False, max_wait=0)
+    with caplog.at_level(logging.WARNING), pytest.raises(RoutesAuthenticationError) as caught:
+        await ask(router, how)
+    shown = {**_everything_shown(router, caught.value, monkeypatch), "the log": caplog.text}
+    # The Python API answers with the names as given: they are the caller's own.
+    del shown["usage()"], shown["the ledger's holds"]
+    assert "backup-[REDACT" in shown["quota-router status"]  # masked, then clipped
+    for where, output in shown.items():
+        # Not the key, nor what is left of it when a column clips the name.
+        for start in range(len(key) - 11):
+            assert key[start : start + 12] not in output, f"part of the key shows in {where}"

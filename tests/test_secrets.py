@@ -10,7 +10,8 @@ import pytest
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
 from langchain_quota_router._config import router_kwargs_from_config, routes_from_env
-from langchain_quota_router.quota.secrets import alias, fingerprint
+from langchain_quota_router.quota.failures import redact
+from langchain_quota_router.quota.secrets import Masker, alias, fingerprint, mask
 
 KEYS = {
     "GROQ_API_KEY_1": "gsk-SECRET-Qx7mP2zL9w",
@@ -95,3 +96,52 @@ def test_toml_route_never_shows_its_key(tmp_path: Path, caplog: pytest.LogCaptur
         kwargs = router_kwargs_from_config(path, environ=KEYS)
     assert_no_secret(caplog.text)
     assert_no_secret(repr(kwargs))
+
+
+# ------------------------------------------------------------------ keys in part
+
+PART_KEY = "csk-zFU89L0zlmq9jRh6ndx4Tq8WbNa2Lk5Pv0Ys3Hd7Rc1Mf6Ge"
+
+
+@pytest.mark.parametrize(
+    ("echoed", "why"),
+    [
+        (PART_KEY[:22], "the first 22 characters"),
+        (PART_KEY[17:29], "12 characters from the middle"),
+        (PART_KEY[-15:], "the tail"),
+        (PART_KEY, "the whole key"),
+    ],
+)
+def test_any_run_of_twelve_characters_of_a_key_is_masked(echoed: str, why: str) -> None:
+    text = f"Incorrect API key provided: {echoed}. See your account."
+    shown = mask(text, [PART_KEY], shapes=False)
+    assert shown == "Incorrect API key provided: [REDACTED]. See your account.", why
+    assert Masker([PART_KEY])(text) == shown
+    assert redact(text, [PART_KEY]) == shown
+    assert Masker([PART_KEY]).body(text.encode()) == shown.encode()
+
+
+def test_eleven_characters_of_a_key_are_ordinary_text() -> None:
+    text = f"model {PART_KEY[20:31]} refused"
+    assert mask(text, [PART_KEY], shapes=False) == text
+
+
+def test_two_parts_of_keys_side_by_side_are_one_mask() -> None:
+    other = "Q" * 4 + "w9Xc2Vb7Nm4Lk1Jh8Gf5Ds3Az6"
+    text = f"keys {PART_KEY[5:25]}{other[4:20]} and {other[-13:]}!"
+    assert mask(text, [PART_KEY, other], shapes=False) == "keys [REDACTED] and [REDACTED]!"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "csk-" + "a1b2c3d4e5" * 4,
+        "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz12345678",
+    ],
+)
+def test_cerebras_and_hugging_face_keys_are_masked_by_their_shape(key: str) -> None:
+    assert redact(f"bad key {key[:22]} given") == "bad key [REDACTED] given"
+
+
+def test_hf_names_are_not_keys() -> None:
+    assert redact("set hf_token in the config") == "set hf_token in the config"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import http.client
@@ -11,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import struct
 import threading
 import urllib.request
@@ -286,7 +288,7 @@ async def test_page_shows_bars_states_and_buttons(
     assert page.count('action="enable"') == 1
     enable_form = page[page.index('action="enable"') :][:400]
     assert 'name="route" value="groq-small"' in enable_form
-    assert re.search(r'name="token" value="[0-9a-f]{64}"', enable_form)
+    assert re.search(r'name="token" value="[0-9]+\.[0-9a-f]{64}"', enable_form)
     assert TOKEN not in page
     assert 'action="login"' not in page
     # Self-contained: no scripts, stylesheets, images or fonts from anywhere.
@@ -1083,3 +1085,165 @@ def test_chromium_a_page_from_another_origin_cannot_reset(
     refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert sum("POST /reset: cross-site" in m for m in refused) == 2  # fetch, then form
     assert any("GET /status.json" in m and "rebind.test" in m for m in refused)
+
+
+# ------------------------------------------------------------ issue 17: a bad day for the page
+
+
+async def test_a_forged_path_and_host_write_no_raw_newline_or_escape_into_the_log(
+    app: StatusApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with connect(app, headers={"host": "evil.example\x1b[2J"}) as c:
+        with caplog.at_level(logging.INFO):
+            answer = await c.get("/%0aWARNING%20forged%20line%1b[31m")
+    assert answer.status_code == 403
+    (record,) = [r for r in caplog.records if "refused" in r.getMessage()]
+    line = record.getMessage()
+    assert "\n" not in line
+    assert "\x1b" not in line
+    assert "\\nWARNING forged line\\x1b[31m" in line  # escaped, still readable
+
+
+async def sign_in_as_owner(c: httpx.AsyncClient) -> dict[str, str]:
+    """Sign in on the page; the fields of its Reset form (route and form token)."""
+    assert (await c.post("/login", data={"token": TOKEN})).status_code == 303
+    page = (await c.get("/")).text
+    form = re.search(r'<form method="post" action="reset">(.*?)</form>', page)
+    assert form is not None
+    return dict(re.findall(r'name="(\w+)" value="([^"]*)"', form.group(1)))
+
+
+async def test_a_session_expires(router: QuotaRoutedChatModel, clock: FakeClock) -> None:
+    app = create_app(router, admin_token=TOKEN, session_seconds=600)
+    async with connect(app, client=("203.0.113.9", 5000)) as remote:
+        fields = await sign_in_as_owner(remote)
+        clock.advance(599)
+        assert (await remote.get("/status.json")).status_code == 200
+        clock.advance(2)
+        assert (await remote.get("/status.json")).status_code == 401
+        router.invoke("spend")
+        assert (await remote.post("/reset", data=fields)).status_code == 403
+    assert groq_used(router) == 1
+
+
+async def test_signing_out_ends_every_copy_of_the_session_and_page(
+    router: QuotaRoutedChatModel, app: StatusApp
+) -> None:
+    async with (
+        connect(app, client=("203.0.113.9", 5000)) as owner,
+        connect(app, client=("198.51.100.7", 5000)) as thief,
+    ):
+        fields = await sign_in_as_owner(owner)
+        thief.cookies.update(owner.cookies)  # a copied cookie and a saved page
+        assert (await thief.get("/status.json")).status_code == 200
+        assert (await owner.post("/logout")).status_code == 303
+        assert (await thief.get("/status.json")).status_code == 401
+        router.invoke("spend")
+        assert (await thief.post("/reset", data=fields)).status_code == 403
+        # Signing in again works, with a new form token.
+        again = await sign_in_as_owner(owner)
+        assert again["token"] != fields["token"]
+        assert (await owner.post("/reset", data=again)).status_code == 303
+    assert groq_used(router) == 0
+
+
+async def test_a_restart_refuses_the_sessions_and_form_tokens_from_before(
+    router: QuotaRoutedChatModel, app: StatusApp
+) -> None:
+    async with connect(app, client=("203.0.113.9", 5000)) as before:
+        fields = await sign_in_as_owner(before)
+        cookies = before.cookies
+    restarted = create_app(router, admin_token=TOKEN)
+    router.invoke("spend")
+    async with connect(restarted, client=("203.0.113.9", 5000)) as after:
+        after.cookies.update(cookies)
+        assert (await after.get("/status.json")).status_code == 401
+        assert (await after.post("/reset", data=fields)).status_code == 403
+    assert groq_used(router) == 1
+
+
+async def test_workers_sharing_a_ledger_share_sessions_and_sign_out(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    ledger = f"sqlite:///{tmp_path}/ledger.db"
+    first, second = make_router(clock, ledger), make_router(clock, ledger)
+    workers = [create_app(first, admin_token=TOKEN), create_app(second, admin_token=TOKEN)]
+    async with (
+        connect(workers[0], client=("203.0.113.9", 5000)) as one,
+        connect(workers[1], client=("203.0.113.9", 5000)) as other,
+    ):
+        fields = await sign_in_as_owner(one)
+        other.cookies.update(one.cookies)
+        first.invoke("spend")
+        assert (await other.post("/reset", data=fields)).status_code == 303
+        assert groq_used(first) == 0
+        assert (await other.post("/logout")).status_code == 303
+        assert (await one.get("/status.json")).status_code == 401
+
+
+async def test_deeply_nested_json_is_a_400_naming_the_nesting(client: httpx.AsyncClient) -> None:
+    body = "[" * 30_000 + "]" * 30_000
+    answer = await client.post("/reset", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400
+    assert "nested 30000 deep" in answer.text
+    brackets_in_strings = json.dumps({"route": "[[[[[[[[[[[[[[[[[[[[[[[[", "x": "{{{{{{{{{"})
+    answer = await client.post(
+        "/reset", content=brackets_in_strings, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 404  # read fine: no such route
+
+
+async def test_a_body_that_never_arrives_is_a_408(router: QuotaRoutedChatModel) -> None:
+    app = create_app(router, admin_token=TOKEN, body_timeout=0.2)
+    sent: list[dict[str, Any]] = []
+    parts = [{"type": "http.request", "body": b"route=gr", "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if parts:
+            return parts.pop()
+        await asyncio.Event().wait()  # the rest never comes
+        raise AssertionError  # pragma: no cover
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/reset",
+        "headers": [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {TOKEN}".encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8765),
+    }
+    async with asyncio.timeout(5):
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 408
+    assert b"did not arrive within 0.2 s" in sent[1]["body"]
+
+
+def test_uvicorn_answers_a_trickled_body_408(router: QuotaRoutedChatModel) -> None:
+    with running(router, body_timeout=0.3) as server:
+        host, port = server.server_address
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /reset HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 100\r\n\r\nroute=gr"
+            )
+            answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408")
+
+
+async def test_the_page_starts_while_the_ledger_is_down(
+    router: QuotaRoutedChatModel, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from langchain_quota_router import LedgerError
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise LedgerError("ledger down")
+
+    monkeypatch.setattr(router.ledger_backend, "reserve", down)
+    app = create_app(router, admin_token=TOKEN)
+    assert "could not end earlier sign-ins" in caplog.text
+    async with connect(app, headers=OWNER) as c:
+        assert (await c.get("/status.json")).status_code == 200

@@ -81,6 +81,11 @@ _HOT_ENTRIES = 256
 # SQLite busy timeout. A cache should not hold up a model call behind another
 # process's write for diskcache's default of a minute; a busy database is a miss.
 _SQLITE_TIMEOUT = 2.0
+#: After a failure (a full disk, a lost directory) the cache rests this many seconds
+#: before it tries the disk again, doubling after each failure in a row up to
+#: _RETRY_MAX: space freed by an operator brings the cache back without a restart.
+_RETRY_FIRST = 60.0
+_RETRY_MAX = 3600.0
 
 
 _WORKER_LOCK = threading.Lock()
@@ -169,8 +174,10 @@ class DiskResponseCache(BaseCache):
     The disk is only touched on first use, so building a router is free. The cache
     is safe to share between threads, between processes using the same directory,
     and across ``os.fork()``. If the directory cannot be opened or the database
-    fails, one warning is logged on the ``langchain_quota_router`` logger and the
-    cache behaves as empty from then on; it never raises from lookups or updates.
+    fails (a full disk, say), one warning is logged on the ``langchain_quota_router``
+    logger and the cache behaves as empty for a minute, then tries the disk again
+    (waiting twice as long after each failure in a row, up to an hour, by
+    ``clock``); it never raises from lookups or updates.
 
     Args:
         directory: where to keep the cache. Defaults to ``$QUOTA_ROUTER_CACHE_DIR``
@@ -209,7 +216,10 @@ class DiskResponseCache(BaseCache):
     def _init_runtime_state(self) -> None:
         """Set up everything that is per-process and not pickled."""
         self._store: diskcache.Cache | None = None
-        self._degraded = False
+        # While set, the cache is off until this time (by the clock), after a failure.
+        self._resting_until: float | None = None
+        self._failures_in_a_row = 0
+        self._warned = False
         # Re-entrant: a failed open disables the cache while still holding it.
         self._open_lock = threading.RLock()
         # key -> (stored value string, pickled snapshot of the revived generations).
@@ -227,8 +237,8 @@ class DiskResponseCache(BaseCache):
 
     @property
     def directory(self) -> Path | None:
-        """The cache directory, or ``None`` once the cache has been disabled."""
-        return None if self._degraded else self._path
+        """The cache directory, or ``None`` while the cache is off after a failure."""
+        return None if self._resting_until is not None else self._path
 
     @property
     def ttl(self) -> float | None:
@@ -236,7 +246,7 @@ class DiskResponseCache(BaseCache):
         return self._ttl
 
     def __repr__(self) -> str:
-        state = ", disabled" if self._degraded else ""
+        state = ", disabled until it retries" if self._resting_until is not None else ""
         where = str(self._path)
         return f"DiskResponseCache(directory={where!r}, ttl={self._ttl!r}{state})"
 
@@ -260,12 +270,12 @@ class DiskResponseCache(BaseCache):
     # -- storage ----------------------------------------------------------------------
 
     def _open(self) -> diskcache.Cache | None:
-        """Return the open diskcache, opening it on first use; ``None`` if disabled."""
+        """Return the open diskcache, opening it on first use; ``None`` while off."""
         store = self._store
-        if store is not None or self._degraded:
+        if store is not None or self._resting():
             return store
         with self._open_lock:
-            if self._store is None and not self._degraded:
+            if self._store is None and not self._resting():
                 try:
                     self._store = diskcache.Cache(
                         str(self._path),
@@ -277,22 +287,38 @@ class DiskResponseCache(BaseCache):
                     )
                 except Exception as exc:  # noqa: BLE001 - the cache must never fail a call
                     self._disable(exc)
+                else:
+                    if self._resting_until is not None:
+                        logger.info("Response cache at %s works again.", self._path)
+                    self._resting_until = None
             return self._store
 
+    def _resting(self) -> bool:
+        """Whether the cache is off after a failure and not yet due to try again."""
+        until = self._resting_until
+        return until is not None and self._clock.now() < until
+
     def _disable(self, exc: BaseException) -> None:
-        """Turn the cache off for good, logging why exactly once."""
+        """Turn the cache off for a while (see :data:`_RETRY_FIRST`), warning once."""
         with self._open_lock:
-            if self._degraded:
+            if self._resting():
                 return
-            self._degraded = True
+            rest = min(_RETRY_MAX, _RETRY_FIRST * 2.0**self._failures_in_a_row)
+            self._failures_in_a_row += 1
+            self._resting_until = self._clock.now() + rest
             store, self._store = self._store, None
+            first, self._warned = not self._warned, True
         with self._hot_lock:
             self._hot.clear()
-        logger.warning(
-            "Response cache at %s is unusable (%s: %s); continuing without a response cache.",
+        # One warning per cache: a disk that stays full must not fill the log too.
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "Response cache at %s is unusable (%s: %s); continuing without it, and "
+            "trying it again in %.0f s.",
             self._path,
             type(exc).__name__,
             exc,
+            rest,
         )
         if store is not None:
             try:
@@ -444,6 +470,7 @@ class DiskResponseCache(BaseCache):
             store.set(key, stored, expire=self._ttl)
         except diskcache.Timeout:
             return  # busy, not broken: skip this write
+        self._failures_in_a_row = 0
         self._remember(key, written, return_val)
 
     def clear(self, **kwargs: Any) -> None:

@@ -50,11 +50,17 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from typing_extensions import Self
 
-from langchain_quota_router._errors import ConfigurationError, no_route_error
+from langchain_quota_router._errors import (
+    ConfigurationError,
+    NoRouteError,
+    no_route_error,
+)
 from langchain_quota_router.cache.disk import DiskResponseCache
 from langchain_quota_router.chat import streaming as vendor
 from langchain_quota_router.chat.route import Route, route_keys
@@ -77,6 +83,7 @@ from langchain_quota_router.quota.fleet import (
 )
 from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit
+from langchain_quota_router.quota.secrets import guard_logs, mask
 from langchain_quota_router.quota.watch import (
     ALERT_EVENT,
     AlertTracker,
@@ -228,6 +235,15 @@ class QuotaRoutedChatModel(BaseChatModel):
                     raise cause from None
             raise
 
+    @field_validator("max_tokens", "default_output_tokens", mode="before")
+    @classmethod
+    def _refuse_booleans_as_counts(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic would read True as 1 token.
+        if isinstance(value, bool):
+            msg = f"{info.field_name} must be a whole number of tokens, not {value!r}"
+            raise ConfigurationError(msg)
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _wrap_bare_models(cls, data: Any) -> Any:
@@ -243,6 +259,8 @@ class QuotaRoutedChatModel(BaseChatModel):
         if not self.routes:
             msg = "QuotaRoutedChatModel needs at least one route"
             raise ConfigurationError(msg)
+        # Log lines quote route names, which may embed a key.
+        guard_logs(route_keys(r for r in self.routes if isinstance(r, Route)))
         names: dict[str, Route] = {}
         pools: dict[str, tuple[Limit, ...]] = {}
         pool_owner: dict[str, str] = {}
@@ -413,7 +431,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         settings = Settings(
             members=tuple(self.routes),
             member_map=self._route_map,
-            error_for=no_route_error,
+            error_for=functools.partial(_masked_no_route_error, tuple(self.routes)),
             secrets=functools.partial(route_keys, tuple(self.routes)),
             successor_of=successor_of,
             pools=self._pool_table,
@@ -865,6 +883,19 @@ class QuotaRoutedChatModel(BaseChatModel):
             self._tool_schemas.clear()
         self._tool_schemas[id(tools)] = (tools, schemas)
         return schemas
+
+
+def _masked_no_route_error(
+    routes: tuple[Route, ...],
+    categories: set[str],
+    reasons: Mapping[str, str],
+    resets_at: dt.datetime | None,
+) -> NoRouteError:
+    """:func:`no_route_error` with route names masked too: a name may embed a key
+    (``backup-<key>``), and the reasons are keyed by name."""
+    keys = route_keys(routes)
+    named = {mask(name, keys, shapes=False): why for name, why in reasons.items()}
+    return no_route_error(categories, named, resets_at)
 
 
 def _bad_call_argument(name: str, value: Any) -> str | None:

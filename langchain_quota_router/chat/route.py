@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -260,6 +261,22 @@ def _check_identities(
         if value is not None and (not isinstance(value, str) or not value.strip()):
             msg = f"route {label!r}: {argument} must be a non-empty string, got {value!r}"
             raise ConfigurationError(msg)
+        control = _control_character(value)
+        if control is not None:
+            # A newline or escape code would be written raw into logs, ledgers and
+            # terminals: a forged log line, a recoloured terminal.
+            msg = (
+                f"route {label!r}: {argument} {value!r} holds a control character "
+                f"({control!r}); use printable characters only"
+            )
+            raise ConfigurationError(msg)
+
+
+def _control_character(value: object) -> str | None:
+    """The first control character (newline, escape, NUL, ...) in ``value``, if any."""
+    if not isinstance(value, str):
+        return None
+    return next((ch for ch in value if unicodedata.category(ch) == "Cc"), None)
 
 
 def _check_prices(route: str, prices: object) -> tuple[float, float] | None:

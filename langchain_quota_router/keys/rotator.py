@@ -27,7 +27,7 @@ from langchain_quota_router.quota.fleet import FleetCounters
 from langchain_quota_router.quota.ledger import Demand, Ledger, Reservation, open_ledger
 from langchain_quota_router.quota.ledger.settle import asettle, settle
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, parse_limits
-from langchain_quota_router.quota.secrets import alias, clean_key, fingerprint
+from langchain_quota_router.quota.secrets import alias, clean_key, fingerprint, guard_logs
 from langchain_quota_router.quota.stats import RouterStats
 from langchain_quota_router.quota.watch import AlertTracker, Lifespan
 
@@ -259,6 +259,7 @@ class KeyRotator:
             members, self.ledger_backend, pool_limits, self.clock, self.stats, noun="key"
         )
         secrets = sorted({s.secret for s in self._slots}, key=lambda k: (-len(k), k))
+        guard_logs(secrets)  # a log line never shows a key, even one an API echoed in part
         self._policy = Policy(
             members=self._slots,
             member_map=members,

@@ -25,6 +25,7 @@ from langchain_quota_router.quota.headers import (
     parse_duration,
     read_rate_limit_headers,
 )
+from langchain_quota_router.quota.keyparts import key_parts
 
 __all__ = [
     "Failure",
@@ -173,14 +174,20 @@ _WORD_UNITS = {"m": 60.0, "h": 3600.0}
 
 # Things that look like credentials: vendor key prefixes, bearer tokens, and long
 # base64/hex-ish runs mixing letters and digits (Cohere and Mistral keys are bare).
-_SECRET_RES: tuple[re.Pattern[str], ...] = (
-    re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*.]{3,}"),
-    re.compile(r"\bgsk_[A-Za-z0-9_*]{3,}"),
-    re.compile(r"\bAIza[0-9A-Za-z_\-*]{10,}"),
-    re.compile(r"(?i)\bbearer\s+\S+"),
-    re.compile(r"(?i)\b(?:api[_-]?key|key|token)=[^\s&'\"]+"),
+# One alternation, so a message is scanned once rather than once per shape.
+_SECRET_RE = re.compile(
+    r"\b(?:"
+    # OpenAI-style (sk-, sk-proj-, rk-, pk-) and Cerebras (csk-).
+    r"(?:c?sk|rk|pk)-[A-Za-z0-9_\-*.]{3,}"
+    r"|gsk_[A-Za-z0-9_*]{3,}"
+    # Hugging Face tokens; a shorter tail is a name ("hf_token"), not a token.
+    r"|hf_[A-Za-z0-9]{12,}"
+    r"|AIza[0-9A-Za-z_\-*]{10,}"
+    r"|(?i:bearer)\s+\S+"
+    r"|(?i:api[_-]?key|key|token)=[^\s&'\"]+"
     # Bare keys, but not model ids or URL paths, which hold "-", "/" and "_".
-    re.compile(r"\b(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{32,}\b"),
+    r"|(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{32,}\b"
+    r")"
 )
 _REDACTED = "[REDACTED]"
 _MESSAGE_LIMIT = 240
@@ -485,19 +492,20 @@ def _message(
     return text
 
 
-def redact(text: str) -> str:
+def redact(text: str, keys: Iterable[str] = ()) -> str:
     """Replace anything in ``text`` that looks like an API key or token.
 
     Args:
         text: text that may echo a credential, e.g. OpenAI's "Incorrect API key
             provided: sk-...".
+        keys: known keys: any run of 12 or more of their characters is replaced
+            too, whatever its shape (see :mod:`~langchain_quota_router.quota.keyparts`).
 
     Returns:
         ``text`` with each suspected credential replaced by ``[REDACTED]``.
     """
-    for regex in _SECRET_RES:
-        text = regex.sub(_REDACTED, text)
-    return text
+    text = key_parts(keys).replace(text, _REDACTED)
+    return _SECRET_RE.sub(_REDACTED, text)
 
 
 def _safe_str(error: BaseException) -> str:

@@ -64,9 +64,13 @@ _METRICS: dict[str, Metric] = {
     "input token": "input_tokens",
     "output token": "output_tokens",
 }
+#: A whole number as limits write it: ASCII digits, grouped by "_" or ",".
+_WHOLE = r"-?\d+(?:[_,]\d+)*"
+_WHOLE_RE = re.compile(_WHOLE, re.ASCII)
+
 _LIMIT_RE = re.compile(
-    r"""^\s*
-    (?P<amount>-?\d+(?:[_,]\d+)*)\s*
+    rf"""^\s*
+    (?P<amount>{_WHOLE})\s*
     (?P<metric>(?:input\s+|output\s+)?(?:requests?|calls?|tokens?))?\s*
     /\s*
     (?P<count>\d+(?:\.\d+)?)?\s*
@@ -271,14 +275,13 @@ class Limit:
                 "'100000 tokens/24h' or '5000 tokens/once'"
             )
             raise ConfigurationError(msg)
-        digits = match["amount"].replace("_", "").replace(",", "")
-        if digits.startswith("-"):
+        if match["amount"].startswith("-"):
             msg = f"limit {text!r} is negative"
             raise ConfigurationError(msg)
-        if len(digits.lstrip("0")) > _MAX_DIGITS:
+        amount = parse_whole(match["amount"])
+        if amount is None:
             msg = f"limit {text!r} is too large (at most {MAX_AMOUNT})"
             raise ConfigurationError(msg)
-        amount = int(digits)
         if amount > MAX_AMOUNT:
             msg = f"limit {text!r} is too large (at most {MAX_AMOUNT})"
             raise ConfigurationError(msg)
@@ -340,6 +343,21 @@ class Limit:
 
     def __str__(self) -> str:
         return self.describe()
+
+
+def parse_whole(text: str) -> int | None:
+    """A whole number written as a limit's amount is (``"1_000"``, ``"1,000"``,
+    ``"-5"``; ASCII digits only), or ``None`` when ``text`` is not one or has more
+    digits than any limit could (so ``int()`` never reads thousands of them).
+
+    The one grammar for numbers in limit strings, ``.env`` files and the environment.
+    """
+    if _WHOLE_RE.fullmatch(text) is None:
+        return None
+    digits = text.replace("_", "").replace(",", "")
+    if len(digits.lstrip("-").lstrip("0")) > _MAX_DIGITS:
+        return None
+    return int(digits)
 
 
 def parse_limits(limits: object, *, owner: str) -> tuple[Limit, ...]:

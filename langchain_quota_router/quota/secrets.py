@@ -8,7 +8,9 @@ Everything the package shows people (the status page, ``/status.json``, ``/metri
 the command line, the demo) goes through :class:`Masker`, which hides:
 
 - every API key the router's vendor models hold (their ``SecretStr`` fields), even
-  keys no pattern would recognise;
+  keys no pattern would recognise, and any run of 12 or more of a key's characters
+  (a vendor echoing a key's first 22 characters, a route name clipped mid-key; see
+  :mod:`langchain_quota_router.quota.keyparts`);
 - anything shaped like a key or token (``sk-…``, ``gsk_…``, ``AIza…``, ``Bearer …``,
   ``key=…``), as :func:`langchain_quota_router.quota.failures.redact` finds them in
   vendor messages;
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import traceback
 from collections.abc import Iterable
 from typing import Protocol
@@ -27,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from langchain_quota_router.quota.errors import ConfigurationError
 from langchain_quota_router.quota.failures import redact as redact_shapes
+from langchain_quota_router.quota.keyparts import KeyParts, key_parts
 from langchain_quota_router.quota.ledger.url import redact_url
 
 
@@ -44,6 +48,7 @@ __all__ = [
     "clean_key",
     "exception_leaks",
     "fingerprint",
+    "guard_logs",
     "mask",
     "mask_url",
     "redacted",
@@ -99,19 +104,29 @@ def alias(vendor: str, index: int | None, api_key: str, *, length: int = 4) -> s
 
 
 def mask(text: str, keys: Iterable[str] = (), *, shapes: bool = True) -> str:
-    """``text`` with the given keys, and anything shaped like a key, replaced.
+    """``text`` with the given keys (whole or in part), and anything shaped like a
+    key, replaced.
 
     Args:
         text: text that may hold a key (a vendor's message, a route name, a report).
-        keys: known keys to hide wherever they appear (a router's ``keys_to_mask()``).
+        keys: known keys to hide wherever they appear, and wherever 12 or more of
+            their characters in a row appear (a router's ``keys_to_mask()``).
         shapes: also replace what merely looks like a key; ``False`` replaces only
             ``keys`` (for text already redacted once).
 
     Returns:
         ``text`` with each secret replaced by ``[REDACTED]``.
     """
+    keys = [key for key in keys if key]
+    return _masked(text, keys, key_parts(keys), shapes=shapes)
+
+
+def _masked(text: str, keys: list[str], parts: KeyParts, *, shapes: bool) -> str:
+    # Runs first: a whole key is a run too, and a key's head would otherwise
+    # survive a shorter key's replacement inside it.
+    text = parts.replace(text, REDACTED)
     for key in keys:
-        if key:
+        if key in text:
             text = text.replace(key, REDACTED)
     return redact_shapes(text) if shapes else text
 
@@ -151,6 +166,7 @@ class Masker:
             keys: the known keys.
         """
         self.keys = sorted({k for k in keys if k}, key=lambda k: (-len(k), k))
+        self._parts = key_parts(self.keys)
 
     @classmethod
     def for_router(cls, *sources: HasKeys) -> Masker:
@@ -159,7 +175,7 @@ class Masker:
 
     def __call__(self, text: str) -> str:
         """``text`` masked (see :func:`mask`)."""
-        return mask(text, self.keys)
+        return _masked(text, self.keys, self._parts, shapes=True)
 
     def url(self, url: str) -> str:
         """``url`` masked (see :func:`mask_url`)."""
@@ -168,9 +184,64 @@ class Masker:
     def body(self, data: bytes) -> bytes:
         """Known keys replaced in an encoded response body: a last guard for output
         that was built before it was masked (a key typed into a form, say)."""
-        for key in self.keys:
-            data = data.replace(key.encode(), REDACTED.encode())
-        return data
+        # surrogateescape: bytes that are not UTF-8 pass through untouched.
+        text = data.decode("utf-8", "surrogateescape")
+        masked = _masked(text, self.keys, self._parts, shapes=False)
+        return data if masked == text else masked.encode("utf-8", "surrogateescape")
+
+
+# ------------------------------------------------------------------ log lines
+
+
+class _LogGuard(logging.Filter):
+    """Masks the keys routers were built with in every record of a logger: a last
+    guard for a name that embeds a key (``backup-<key>``), which log lines quote."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._keys: frozenset[str] = frozenset()
+
+    def add(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            self._keys = self._keys | {k for k in keys if len(k) >= MIN_KEY_LENGTH}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        keys = self._keys
+        if not keys:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is the handler's to report
+            return True
+        masked = mask(text, keys, shapes=False)
+        if masked != text:
+            record.msg, record.args = masked, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask(
+                "".join(traceback.format_exception(*record.exc_info)).rstrip("\n"),
+                keys,
+                shapes=False,
+            )
+        return True
+
+
+_log_guard = _LogGuard()
+logger.addFilter(_log_guard)
+
+
+def guard_logs(keys: Iterable[str], *loggers: logging.Logger) -> None:
+    """Mask ``keys`` (whole or in part) in every line the package logs from now on.
+
+    Args:
+        keys: the keys a router was built with (its ``keys_to_mask()``).
+        loggers: more loggers to guard than the package's own
+            (``langchain_quota_router``), such as a module's ``__name__`` logger.
+    """
+    _log_guard.add(keys)
+    for extra in loggers:
+        if _log_guard not in extra.filters:
+            extra.addFilter(_log_guard)
 
 
 # ------------------------------------------------------------------ configured keys
@@ -241,9 +312,10 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def exception_leaks(exc: BaseException, keys: Iterable[str]) -> bool:
     """Whether ``exc`` as a traceback prints (chained causes included) shows one of
-    ``keys``."""
+    ``keys``, or a run of 12 or more of a key's characters."""
     text = "".join(traceback.format_exception(exc))
-    return any(key in text for key in keys if len(key) >= MIN_KEY_LENGTH)
+    keys = [key for key in keys if len(key) >= MIN_KEY_LENGTH]
+    return any(key in text for key in keys) or bool(key_parts(keys).spans(text))
 
 
 def redacted(exc: BaseException, keys: Iterable[str]) -> BaseException:

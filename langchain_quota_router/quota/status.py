@@ -22,7 +22,7 @@ import datetime as dt
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, TypeVar
 
 from langchain_quota_router.quota.admission import model_subject
@@ -463,15 +463,17 @@ def read_status(*sources: Source, tokens_per_day: int | None = None) -> Status:
                 routes.append(member)
                 kinds[member.name] = kind
     states = route_states(routes, usage, holds)
-    stats = merge_stats([source.get_stats() for source in sources])
+    # Names are masked here, before any output clips them: a name may embed a key
+    # (``backup-<key>``), and a clipped key is no longer masked whole.
+    stats = _masked_names(merge_stats([source.get_stats() for source in sources]), masked)
     fleet_routes: dict[str, Any] = (stats.get("fleet") or {}).get("routes") or {}
 
     route_rows = tuple(
         RouteRow(
-            name=route.name,
+            name=masked(route.name),
             provider=route.provider,
             model=route.model_name,
-            pool=route.pool,
+            pool=masked(route.pool),
             priority=route.priority,
             limits=tuple(str(limit) for limit in route.limits),
             state=RouteState(
@@ -481,23 +483,23 @@ def read_status(*sources: Source, tokens_per_day: int | None = None) -> Status:
             ),
             calls=int(stats.get("calls_per_route", {}).get(route.name, 0)),
             errors=int(stats.get("errors_per_route", {}).get(route.name, 0)),
-            fleet=fleet_routes.get(route.name),
+            fleet=fleet_routes.get(masked(route.name)),
             kind=kinds[route.name],
         )
         for route in routes
     )
     routes_of: dict[str, list[str]] = {}
     for route in routes:
-        routes_of.setdefault(route.pool, []).append(route.name)
+        routes_of.setdefault(route.pool, []).append(masked(route.name))
     pool_limits: dict[str, Any] = {}
     for source in sources:
         for pool, limits in source.pool_limits.items():
             pool_limits.setdefault(pool, limits)
     pools = tuple(
         PoolRow(
-            pool=pool,
+            pool=masked(pool),
             routes=tuple(routes_of.get(pool, ())),
-            limits=tuple(limit_row(u) for u in usage if u.pool == pool),
+            limits=tuple(_masked_pool(limit_row(u), masked) for u in usage if u.pool == pool),
         )
         for pool in pool_limits
     )
@@ -569,8 +571,32 @@ def _hold_rows(
             key = hold.subject.removeprefix(KEY_PREFIX)
             kind, names = "disabled", [r.name for r in routes if r.credential == key]
         if names:
-            rows.append(HoldRow(kind, pool, tuple(names), hold.until, masked(hold.reason)))
+            rows.append(
+                HoldRow(
+                    kind,
+                    None if pool is None else masked(pool),
+                    tuple(masked(name) for name in names),
+                    hold.until,
+                    masked(hold.reason),
+                )
+            )
     return tuple(rows)
+
+
+def _masked_pool(row: LimitRow, masked: Masker) -> LimitRow:
+    return replace(row, pool=masked(row.pool))
+
+
+def _masked_names(data: Any, masked: Masker) -> Any:
+    """``data`` (counters keyed by route and pool names) with every key masked."""
+    if isinstance(data, dict):
+        return {
+            masked(k) if isinstance(k, str) else k: _masked_names(v, masked)
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [_masked_names(v, masked) for v in data]
+    return data
 
 
 def status_snapshot(*sources: Source, tokens_per_day: int | None = None) -> dict[str, Any]:

@@ -14,7 +14,9 @@ mount it in any ASGI framework, or run it with :func:`~langchain_quota_router.we
 - ``GET /metrics``: Prometheus metrics (see :mod:`langchain_quota_router.metrics`;
   needs the ``metrics`` extra).
 - ``POST /login`` with form field ``token``: sign in with the admin token; sets a
-  session cookie and redirects (303) to ``/``. ``POST /logout`` signs out.
+  session cookie (signed, expiring; see :class:`~langchain_quota_router.web.auth.Sessions`)
+  and redirects (303) to ``/``. ``POST /logout`` signs out, which ends every session
+  and form token on every worker sharing the ledger.
 - ``POST /reset`` with form fields ``route`` and ``token``: forget what that route's
   pool has spent and lift its block, then redirect (303) to ``/``.
 - ``POST /enable`` with form fields ``route`` and ``token``: re-enable a route whose
@@ -24,7 +26,11 @@ Who may read and who may change is decided in :mod:`~langchain_quota_router.web.
 (the admin token, the sign-in cookie, Host and cross-site checks); this module
 parses requests, asks it, and answers with the security headers every response carries.
 
-Bad input is answered 400 with a message saying what is wrong, an unknown route 404.
+Bad input is answered 400 with a message saying what is wrong (JSON nested deeper
+than :data:`MAX_JSON_DEPTH` included), an unknown route 404, a body that does not
+arrive within ``body_timeout`` seconds 408. What the log says of a request (its
+path, its headers) is escaped: a newline or escape code in a URL cannot forge a
+log line or recolour a terminal.
 
 The page reads the router's ledger, so with a shared ledger (SQLite, Redis) a page
 served by one process shows what every process spent, and the counters (calls,
@@ -35,30 +41,46 @@ made (``get_stats()["fleet"]``). API keys are never shown
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
-from langchain_quota_router._errors import LedgerError
+from langchain_quota_router._errors import ConfigurationError, LedgerError
 from langchain_quota_router.quota.secrets import Masker
 from langchain_quota_router.quota.status import status_snapshot
 from langchain_quota_router.web.asgi import HTTPError, Receive, Response, Scope, Send, header
-from langchain_quota_router.web.auth import Access, choose_admin_token, same_secret, session_cookie
+from langchain_quota_router.web.auth import (
+    SESSION_SECONDS,
+    Access,
+    Sessions,
+    choose_admin_token,
+    same_secret,
+    session_cookie,
+)
 from langchain_quota_router.web.page import render_page, sign_in_page
 
 if TYPE_CHECKING:
     from langchain_quota_router.chat.model import QuotaRoutedChatModel
 
-__all__ = ["MAX_BODY", "StatusApp", "create_app"]
+__all__ = ["BODY_TIMEOUT", "MAX_BODY", "MAX_JSON_DEPTH", "StatusApp", "create_app"]
 
 logger = logging.getLogger(__name__)
 
 #: The largest POST body accepted; a form with a route name and a token is under 200 bytes.
 MAX_BODY = 64 * 1024
+#: The deepest JSON body accepted: a form is one flat object. Deeper nesting is
+#: refused before parsing, which would otherwise recurse once per level.
+MAX_JSON_DEPTH = 8
+#: Seconds a client has to send a POST body once its headers are in, by default.
+BODY_TIMEOUT = 10.0
+#: What a log line quotes of a request at most.
+_LOGGED_CHARS = 200
 
 _FORM = "application/x-www-form-urlencoded"
 _READS = {"/", "/index.html", "/status.json", "/metrics"}
@@ -97,11 +119,26 @@ class StatusApp:
         admin_token: str | None = None,
         allowed_hosts: Iterable[str] = (),
         open_reads: bool | None = None,
+        session_seconds: float = SESSION_SECONDS,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         """See :func:`create_app`."""
         self.router = router
         self.admin_token, self.token_generated = choose_admin_token(admin_token)
-        self._access = Access(self.admin_token, allowed_hosts, open_reads)
+        for name, value in (("session_seconds", session_seconds), ("body_timeout", body_timeout)):
+            if not 0 < value < float("inf"):
+                msg = f"{name} must be a positive number of seconds, got {value!r}"
+                raise ConfigurationError(msg)
+        sessions = Sessions(self.admin_token, router.ledger_backend, router.clock, session_seconds)
+        # A (re)started page ends the sessions and form tokens signed before it.
+        try:
+            sessions.rotate()
+        except LedgerError as exc:
+            # The page still starts (it shows the ledger's error per request); the
+            # sessions of the last generation the ledger holds stay valid meanwhile.
+            logger.warning("status page: could not end earlier sign-ins: %s", exc)
+        self._access = Access(self.admin_token, allowed_hosts, open_reads, sessions)
+        self.body_timeout = body_timeout
         self._metrics_registry: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -119,7 +156,10 @@ class StatusApp:
             if exc.status == HTTPStatus.FORBIDDEN:
                 # The owner should hear of attempts: a forged post, a rebinding page.
                 logger.warning(
-                    "status page refused %s %s: %s", scope["method"], scope["path"], exc.message
+                    "status page refused %s %s: %s",
+                    _loggable(scope["method"]),
+                    _loggable(scope["path"]),
+                    _loggable(exc.message),
                 )
             status = exc.status
             headers = [("content-type", "text/plain; charset=utf-8"), *exc.headers]
@@ -127,7 +167,12 @@ class StatusApp:
         except Exception as exc:  # noqa: BLE001 - answered here, so the answer has our headers
             # One masked line, no traceback: an exception's text may quote a key.
             masked = Masker.for_router(self.router)(f"{type(exc).__name__}: {exc}")
-            logger.error("status page failed on %s %s: %s", scope["method"], scope["path"], masked)
+            logger.error(
+                "status page failed on %s %s: %s",
+                _loggable(scope["method"]),
+                _loggable(scope["path"]),
+                _loggable(masked),
+            )
             status = HTTPStatus.INTERNAL_SERVER_ERROR
             headers = [("content-type", "text/plain; charset=utf-8")]
             body = b"500 Internal Server Error: the status page failed; see the server's log\n"
@@ -179,16 +224,21 @@ class StatusApp:
                 f"{path} takes {allowed}, not {method}",
                 [("allow", allowed)],
             )
-        signed_in = self._access.signed_in(scope)
+        session = self._access.session(scope)
         if path in _READS:
-            if not signed_in and not self._access.reads_open(scope):
+            if session is None and not self._access.reads_open(scope):
                 return self._sign_in_required(path)
-            return self._read(path, scope, signed_in)
+            return self._read(path, scope, session)
         self._access.check_same_origin(scope)
-        fields = _form_fields(await _read_body(receive), header(scope, "content-type"))
+        body = await _read_body(receive, self.body_timeout)
+        fields = _form_fields(body, header(scope, "content-type"))
         if path == "/login":
             return self._login(scope, fields)
         if path == "/logout":
+            if session is not None:
+                # Ends this session and every other, on every worker: a copied
+                # cookie or page stops working too.
+                self._access.sessions.rotate()
             return _redirect(scope, "logout", cookie=session_cookie(scope, ""))
         if not self._access.may_change(scope, fields):
             msg = (
@@ -205,10 +255,10 @@ class StatusApp:
             self.router.reset(route)
         else:
             self.router.enable(route)
-        logger.info("status page: %s route %s", action, route)
+        logger.info("status page: %s route %s", action, _loggable(route))
         return _redirect(scope, action, route)
 
-    def _read(self, path: str, scope: Scope, signed_in: bool) -> Response:
+    def _read(self, path: str, scope: Scope, session: int | None) -> Response:
         # Ledger reads are a few quick queries; they run inline rather than in a
         # thread pool, whose SQLite connection per thread would leak per request.
         if path == "/status.json":
@@ -226,7 +276,7 @@ class StatusApp:
         page = render_page(
             snapshot,
             _notice(query, self.router),
-            form_token=self._access.form_token if signed_in else None,
+            form_token=None if session is None else self._access.form_token(session),
             history=history,
         )
         return HTTPStatus.OK, [("content-type", "text/html; charset=utf-8")], page.encode()
@@ -246,7 +296,8 @@ class StatusApp:
         token = _one_field(fields, "token")
         if not same_secret(token, self.admin_token):
             raise HTTPError(HTTPStatus.FORBIDDEN, "that is not the admin token")
-        return _redirect(scope, "login", cookie=session_cookie(scope, self._access.session))
+        signed = self._access.sessions.issue("session")
+        return _redirect(scope, "login", cookie=session_cookie(scope, signed))
 
     def _metrics(self, accept: str | None) -> Response:
         try:
@@ -290,7 +341,27 @@ def _notice(query: dict[str, list[str]], router: QuotaRoutedChatModel) -> str | 
     return None
 
 
-async def _read_body(receive: Receive) -> bytes:
+def _loggable(text: object) -> str:
+    """``text`` for a log line: control and other unprintable characters escaped
+    (``\\n``, ``\\x1b``), and clipped, so a request cannot forge or garble a line."""
+    shown = "".join(
+        ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text)[: _LOGGED_CHARS + 1]
+    )
+    return shown if len(shown) <= _LOGGED_CHARS else shown[:_LOGGED_CHARS] + "..."
+
+
+async def _read_body(receive: Receive, timeout: float) -> bytes:
+    """The request body, within ``timeout`` seconds for the whole of it (a client
+    that sends headers and then trickles the body is answered 408)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await _receive_body(receive)
+    except TimeoutError:
+        msg = f"the request body did not arrive within {timeout:g} s"
+        raise HTTPError(HTTPStatus.REQUEST_TIMEOUT, msg) from None
+
+
+async def _receive_body(receive: Receive) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -310,6 +381,13 @@ def _form_fields(body: bytes, content_type: str | None) -> dict[str, list[str]]:
     """A POST body's fields: a URL-encoded form, or a JSON object of strings."""
     mime = (content_type or "").split(";", 1)[0].strip().lower()
     if mime == "application/json":
+        depth = _json_depth(body)
+        if depth > MAX_JSON_DEPTH:
+            msg = (
+                f"the JSON body is nested {depth} deep (at most {MAX_JSON_DEPTH}); "
+                'send a flat object: {"route": "name"}'
+            )
+            raise HTTPError(HTTPStatus.BAD_REQUEST, msg)
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -326,6 +404,21 @@ def _form_fields(body: bytes, content_type: str | None) -> dict[str, list[str]]:
         except (UnicodeDecodeError, ValueError) as exc:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"cannot read the form: {exc}") from None
     raise HTTPError(HTTPStatus.BAD_REQUEST, f"send the form as {_FORM} (or JSON), not {mime}")
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _json_depth(body: bytes) -> int:
+    """How deep ``body``'s arrays and objects nest (brackets inside strings aside)."""
+    depth = deepest = 0
+    for byte in _JSON_STRING.sub(b'""', body):
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
 
 
 def _one_field(fields: dict[str, list[str]], name: str) -> str:
@@ -347,6 +440,8 @@ def create_app(
     admin_token: str | None = None,
     allowed_hosts: Iterable[str] = (),
     open_reads: bool | None = None,
+    session_seconds: float = SESSION_SECONDS,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> StatusApp:
     """The status page of ``router`` as an ASGI application, to run or mount anywhere.
 
@@ -363,6 +458,10 @@ def create_app(
             without the token: ``None`` (default) for requests from this machine only,
             ``False`` for nobody (behind a reverse proxy on this machine), ``True``
             for everybody.
+        session_seconds: how long a sign-in lasts (default 12 hours); signing out
+            ends it sooner, for every worker sharing the ledger.
+        body_timeout: seconds a client has to send a POST body (default 10); a
+            slower one is answered 408.
 
     Returns:
         An ASGI 3 application serving ``GET /``, ``/status.json``, ``/metrics`` and
@@ -372,5 +471,10 @@ def create_app(
         ConfigurationError: for an admin token shorter than 16 characters.
     """
     return StatusApp(
-        router, admin_token=admin_token, allowed_hosts=allowed_hosts, open_reads=open_reads
+        router,
+        admin_token=admin_token,
+        allowed_hosts=allowed_hosts,
+        open_reads=open_reads,
+        session_seconds=session_seconds,
+        body_timeout=body_timeout,
     )

@@ -1,8 +1,15 @@
 """Who may read the status page and who may change quotas: the admin token and its checks.
 
+- **Signing in** with the admin token starts a session: a cookie holding its issue
+  time, signed (HMAC) with a key derived from the admin token and the ledger's
+  *session generation* (:class:`Sessions`). Every worker sharing the ledger
+  checks it alike; it expires after ``session_seconds``; signing out (and starting
+  a page, which is a restart) moves the generation on, which ends every session and
+  form token everywhere. Only a number is kept in the ledger, never a secret.
 - **Changing anything** (reset, enable) needs the admin token, every time: the
-  ``token`` field the page's own forms carry once the owner has signed in, or an
-  ``Authorization: Bearer`` header from a script. A session cookie alone is not
+  ``token`` field the page's own forms carry once the owner has signed in (signed
+  like the session, and as short-lived), or an ``Authorization: Bearer`` header
+  from a script. A session cookie alone is not
   enough, so a forged cross-site form cannot ride on it. The token comes from
   ``admin_token=``, else ``$QUOTA_ROUTER_ADMIN_TOKEN``, else it is generated (and
   :func:`~langchain_quota_router.web.server.serve` prints it once).
@@ -39,17 +46,25 @@ import secrets
 from collections.abc import Iterable
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router.quota.ledger import Demand, Reservation
+from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit
 from langchain_quota_router.web.asgi import HTTPError, Scope, header
+
+if TYPE_CHECKING:
+    from langchain_quota_router.quota.clock import Clock
+    from langchain_quota_router.quota.ledger import Ledger
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
     "MIN_TOKEN_LENGTH",
     "SESSION_COOKIE",
+    "SESSION_SECONDS",
     "Access",
+    "Sessions",
     "choose_admin_token",
     "is_loopback",
     "same_secret",
@@ -63,6 +78,13 @@ ADMIN_TOKEN_ENV = "QUOTA_ROUTER_ADMIN_TOKEN"  # noqa: S105 - a variable's name, 
 MIN_TOKEN_LENGTH = 16
 #: The name of the signed-in owner's cookie.
 SESSION_COOKIE = "quota_router_session"
+
+#: How long a sign-in lasts, by default: a working day.
+SESSION_SECONDS = 12 * 3600.0
+#: The ledger pool whose request count is the session generation. No route names it,
+#: so no status, chart or report shows it.
+_GENERATION_POOL = "quota-router status page sessions"
+_GENERATION_LIMITS = (Limit.parse(f"{MAX_AMOUNT}/once"),)
 
 #: Headers a reverse proxy adds: a request that has one did not start on this machine.
 _FORWARDING = ("forwarded", "x-forwarded-for", "x-real-ip")
@@ -124,15 +146,85 @@ def _host_name(header: str) -> str | None:
     return name.rstrip(".") or None
 
 
+class Sessions:
+    """Signed, expiring sign-ins and form tokens, ended for every worker by a sign-out.
+
+    A session is ``"<issued>.<signature>"``: its issue time (whole seconds, by the
+    router's clock) signed with HMAC-SHA256 under a key derived from the admin token
+    and the current *generation*, a number kept in the ledger as the request count of
+    a pool no route names. Workers sharing the ledger share the generation; moving it
+    on (a random step, so a fresh in-memory ledger never lands on an old number)
+    refuses every session and form token signed before.
+    """
+
+    def __init__(self, token: str, ledger: Ledger, clock: Clock, lifetime: float) -> None:
+        self._token = token
+        self._ledger = ledger
+        self._clock = clock
+        self.lifetime = lifetime
+
+    def now(self) -> int:
+        """The router's clock, in whole seconds."""
+        return int(self._clock.now())
+
+    def generation(self) -> int:
+        """The ledger's current generation."""
+        (usage,) = self._ledger.usage(_GENERATION_POOL, _GENERATION_LIMITS, self._clock.now())
+        return usage.used
+
+    def rotate(self) -> None:
+        """Move the generation on: every session and form token so far is refused."""
+        now = self._clock.now()
+        step = Demand(requests=secrets.randbelow(2**24) + 1)
+        made = self._ledger.reserve(_GENERATION_POOL, _GENERATION_LIMITS, step, now)
+        if not isinstance(made, Reservation):  # counted up to 2**53: start again
+            self._ledger.reset(_GENERATION_POOL)
+            made = self._ledger.reserve(_GENERATION_POOL, _GENERATION_LIMITS, step, now)
+        if isinstance(made, Reservation):
+            self._ledger.settle_now(made, step, now)
+
+    def _sign(self, purpose: str, issued: int, generation: int) -> str:
+        key = _derive(self._token, f"session key {generation}").encode()
+        return hmac.new(key, f"{purpose} {issued}".encode(), hashlib.sha256).hexdigest()
+
+    def issue(self, purpose: str, issued: int | None = None) -> str:
+        """A signed value for ``purpose`` (``"session"``, ``"form"``) issued at
+        ``issued`` (default now)."""
+        when = self.now() if issued is None else issued
+        return f"{when}.{self._sign(purpose, when, self.generation())}"
+
+    def check(self, purpose: str, value: str | None) -> int | None:
+        """The issue time of a valid, unexpired ``value`` for ``purpose``, else ``None``."""
+        if not value:
+            return None
+        issued_text, _, signature = value.partition(".")
+        if not issued_text.isascii() or not issued_text.isdigit() or len(issued_text) > 12:
+            return None
+        issued = int(issued_text)
+        age = self._clock.now() - issued
+        if not -60 <= age < self.lifetime:  # a minute's grace for clocks that disagree
+            return None
+        return (
+            issued
+            if same_secret(signature, self._sign(purpose, issued, self.generation()))
+            else None
+        )
+
+
 class Access:
     """Who may read and who may change: the admin token and the names the page answers to."""
 
-    def __init__(self, token: str, allowed_hosts: Iterable[str], open_reads: bool | None) -> None:
+    def __init__(
+        self,
+        token: str,
+        allowed_hosts: Iterable[str],
+        open_reads: bool | None,
+        sessions: Sessions,
+    ) -> None:
         self.token = token
         self.allowed_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
         self.open_reads = open_reads
-        self.session = _derive(token, "session")
-        self.form_token = _derive(token, "form")
+        self.sessions = sessions
 
     def check_host(self, scope: Scope) -> None:
         """Refuse a Host header this page was not bound to or told about (DNS rebinding)."""
@@ -166,20 +258,33 @@ class Access:
             return False
         return not any(header(scope, name) for name in _FORWARDING)
 
-    def signed_in(self, scope: Scope) -> bool:
-        """The owner's session cookie, or the token as a bearer credential."""
+    def session(self, scope: Scope) -> int | None:
+        """When the owner's session was issued (now, for the token as a bearer
+        credential), or ``None`` for someone not signed in."""
         if self._bearer(scope):
-            return True
+            return self.sessions.now()
+        return self.sessions.check("session", self._cookie(scope))
+
+    def signed_in(self, scope: Scope) -> bool:
+        """The owner's valid session cookie, or the token as a bearer credential."""
+        return self.session(scope) is not None
+
+    @staticmethod
+    def _cookie(scope: Scope) -> str | None:
         cookie = header(scope, "cookie")
         if not cookie:
-            return False
+            return None
         jar: SimpleCookie = SimpleCookie()
         try:
             jar.load(cookie)
         except CookieError:
-            return False
+            return None
         morsel = jar.get(SESSION_COOKIE)
-        return morsel is not None and same_secret(morsel.value, self.session)
+        return None if morsel is None else morsel.value
+
+    def form_token(self, issued: int) -> str:
+        """The token the page's forms carry for a session issued at ``issued``."""
+        return self.sessions.issue("form", issued)
 
     def _bearer(self, scope: Scope) -> bool:
         auth = header(scope, "authorization") or ""
@@ -193,8 +298,9 @@ class Access:
         given = fields.get("token", [])
         if len(given) != 1:
             return False
-        # Both compared, always: the answer's timing says nothing about which matched.
-        form, raw = same_secret(given[0], self.form_token), same_secret(given[0], self.token)
+        # Both checked, always: the answer's timing says nothing about which matched.
+        form = self.sessions.check("form", given[0]) is not None
+        raw = same_secret(given[0], self.token)
         return form or raw
 
     @staticmethod

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from langchain_quota_router.web.app import StatusApp, create_app
-from langchain_quota_router.web.auth import ADMIN_TOKEN_ENV, is_loopback
+from langchain_quota_router.web.app import BODY_TIMEOUT, StatusApp, create_app
+from langchain_quota_router.web.auth import ADMIN_TOKEN_ENV, SESSION_SECONDS, is_loopback
 
 if TYPE_CHECKING:
     from langchain_quota_router.chat.model import QuotaRoutedChatModel
@@ -126,6 +126,8 @@ def make_server(
     admin_token: str | None = None,
     allowed_hosts: Iterable[str] = (),
     open_reads: bool | None = None,
+    session_seconds: float = SESSION_SECONDS,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> StatusServer:
     """A bound, not yet serving, uvicorn server for the status page of ``router``.
 
@@ -136,6 +138,8 @@ def make_server(
         admin_token: see :func:`create_app`.
         allowed_hosts: see :func:`create_app`.
         open_reads: see :func:`create_app`.
+        session_seconds: see :func:`create_app`.
+        body_timeout: see :func:`create_app`.
 
     Returns:
         The server; ``server.app.admin_token`` is the token.
@@ -146,7 +150,12 @@ def make_server(
     """
     _uvicorn()
     app = create_app(
-        router, admin_token=admin_token, allowed_hosts=allowed_hosts, open_reads=open_reads
+        router,
+        admin_token=admin_token,
+        allowed_hosts=allowed_hosts,
+        open_reads=open_reads,
+        session_seconds=session_seconds,
+        body_timeout=body_timeout,
     )
     if not is_loopback(host):
         logger.warning(
