@@ -31,15 +31,11 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_core.tools import tool
 from pydantic import PrivateAttr
+from support.routers import router
 
-from langchain_quota_router import NoRouteError, QuotaExhaustedError, QuotaRoutedChatModel, Route
+from langchain_quota_router import NoRouteError, QuotaExhaustedError, Route
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
-
-
-def router(clock: FakeClock, *routes: Route, **kw: Any) -> QuotaRoutedChatModel:
-    kw.setdefault("cache", False)
-    return QuotaRoutedChatModel(routes=list(routes), ledger="memory://", clock=clock, **kw)
 
 
 class Recording(FakeVendorChatModel):

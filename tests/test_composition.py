@@ -16,6 +16,7 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from pydantic import BaseModel, Field
+from support.routers import router
 
 from langchain_quota_router import QuotaExhaustedError, QuotaRoutedChatModel, Route
 from langchain_quota_router.quota.clock import FakeClock
@@ -53,10 +54,6 @@ WEATHER_CALL = {"tool_calls": [{"name": "get_weather", "args": {"city": "Oslo"}}
 
 def fake(model: str, *script: Any) -> FakeVendorChatModel:
     return FakeVendorChatModel(model=model, script=list(script))
-
-
-def router(clock: FakeClock, *routes: Route) -> QuotaRoutedChatModel:
-    return QuotaRoutedChatModel(routes=list(routes), ledger="memory://", cache=False, clock=clock)
 
 
 def rate_limit() -> openai.RateLimitError:

@@ -17,6 +17,7 @@ import pytest
 from call_paths import ask
 from langchain_core.exceptions import ModelRateLimitError
 from langchain_core.messages import AIMessageChunk
+from support.routers import router
 from vendor_errors import (
     gemini_minute_limit,
     groq_daily_wall,
@@ -38,12 +39,6 @@ STREAMS = ["stream", "astream"]
 
 def fake(name: str, script: list[Any] | None = None, **kw: Any) -> FakeVendorChatModel:
     return FakeVendorChatModel(model=name, script=script or [], **kw)
-
-
-def router(clock: FakeClock, *routes: Route, **kw: Any) -> QuotaRoutedChatModel:
-    return QuotaRoutedChatModel(
-        routes=list(routes), ledger="memory://", cache=False, clock=clock, **kw
-    )
 
 
 async def answered_by(llm: QuotaRoutedChatModel, how: str, prompt: str = "hi", **kw: Any) -> str:

@@ -18,6 +18,7 @@ from langchain_core.tools import tool
 from langchain_google_genai import ChatGoogleGenerativeAI
 from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
+from support.routers import router
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
 from langchain_quota_router.quota.clock import FakeClock
@@ -63,12 +64,6 @@ def user_model(sim: Simulator, vendor: str, key: str, **kw: Any) -> BaseChatMode
             model=model, google_api_key=key, base_url=sim.gemini_base_url, **kw
         )
     return ChatCohere(model=model, cohere_api_key=key, base_url=sim.cohere_base_url, **kw)
-
-
-def router(clock: FakeClock, *routes: Route, **kw: Any) -> QuotaRoutedChatModel:
-    return QuotaRoutedChatModel(
-        routes=list(routes), ledger="memory://", cache=False, clock=clock, **kw
-    )
 
 
 def pair(

@@ -11,9 +11,10 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from support.routers import router
 from vendor_errors import openai_auth_error
 
-from langchain_quota_router import QuotaRoutedChatModel, Route
+from langchain_quota_router import Route
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
 
@@ -24,12 +25,6 @@ class Events(BaseCallbackHandler):
 
     def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self.events.append((name, data))
-
-
-def router(clock: FakeClock, *routes: Route, **kw: Any) -> QuotaRoutedChatModel:
-    return QuotaRoutedChatModel(
-        routes=list(routes), ledger="memory://", cache=False, clock=clock, **kw
-    )
 
 
 def test_alerts_fire_at_75_90_95_percent_once_per_crossing(

@@ -39,7 +39,6 @@ from langchain_core.outputs import (
     ChatGeneration,
     ChatGenerationChunk,
     ChatResult,
-    Generation,
 )
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
@@ -63,6 +62,7 @@ from langchain_quota_router._errors import (
 )
 from langchain_quota_router.cache.disk import DiskResponseCache
 from langchain_quota_router.chat import streaming as vendor
+from langchain_quota_router.chat.caching import GlobalCache, HitCounter
 from langchain_quota_router.chat.route import Route, route_keys
 from langchain_quota_router.chat.routing import (
     TOOL_OPTIONS,
@@ -334,9 +334,9 @@ class QuotaRoutedChatModel(BaseChatModel):
         elif self.cache is None:
             # LangChain's global cache, looked up at each call as LangChain does, so
             # its hits are marked and counted like any other cache's.
-            self.cache = _GlobalCache()
-        if isinstance(self.cache, BaseCache) and not isinstance(self.cache, _HitCounter):
-            self.cache = _HitCounter(self.cache, self._stats)
+            self.cache = GlobalCache()
+        if isinstance(self.cache, BaseCache) and not isinstance(self.cache, HitCounter):
+            self.cache = HitCounter(self.cache, self._stats)
         if any(not 0 < t <= 100 for t in self.alert_thresholds):
             msg = f"alert_thresholds must be percentages in (0, 100], got {self.alert_thresholds}"
             raise ConfigurationError(msg)
@@ -1003,37 +1003,6 @@ def _json_mode(
     return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
 
 
-class _GlobalCache(BaseCache):
-    """LangChain's global cache, looked up at each call (it may change after the
-    router is built); no global cache is a cache that never hits."""
-
-    def lookup(self, prompt: str, llm_string: str) -> Sequence[Generation] | None:
-        cache = get_llm_cache()
-        return cache.lookup(prompt, llm_string) if cache is not None else None
-
-    async def alookup(self, prompt: str, llm_string: str) -> Sequence[Generation] | None:
-        cache = get_llm_cache()
-        return await cache.alookup(prompt, llm_string) if cache is not None else None
-
-    def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
-        cache = get_llm_cache()
-        if cache is not None:
-            cache.update(prompt, llm_string, return_val)
-
-    async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
-        cache = get_llm_cache()
-        if cache is not None:
-            await cache.aupdate(prompt, llm_string, return_val)
-
-    def clear(self, **kwargs: Any) -> None:
-        cache = get_llm_cache()
-        if cache is not None:
-            cache.clear(**kwargs)
-
-    def __repr__(self) -> str:
-        return "LangChain's global cache"
-
-
 def _dispatch_alerts(
     run_manager: CallbackManagerForLLMRun | None, alerts: Sequence[QuotaAlert]
 ) -> None:
@@ -1077,59 +1046,3 @@ async def _adispatch_alerts(
                 tags=run_manager.tags,
                 metadata=run_manager.metadata,
             )
-
-
-class _HitCounter(BaseCache):
-    """The user's cache, counting hits into the router's stats.
-
-    A hit is marked ``response_metadata["cache_hit"] = True`` with no cost, so
-    reports never charge twice for one answer.
-    """
-
-    def __init__(self, inner: BaseCache, stats: RouterStats) -> None:
-        self.inner = inner
-        self._stats = stats
-
-    def _mark(self, found: Sequence[Generation] | None) -> Sequence[Generation] | None:
-        if not found:
-            return found
-        first = getattr(found[0], "message", None)
-        route = first.response_metadata.get("route") if isinstance(first, BaseMessage) else None
-        self._stats.hit(route if isinstance(route, str) else None)
-        # DiskResponseCache hands out fresh copies; other caches (InMemoryCache) may
-        # return the very objects the first caller received, which must not change.
-        fresh = isinstance(self.inner, DiskResponseCache)
-        marked: list[Generation] = []
-        for generation in found:
-            message = getattr(generation, "message", None)
-            if isinstance(message, BaseMessage):
-                metadata = {k: v for k, v in message.response_metadata.items() if k != "cost"}
-                metadata["cache_hit"] = True
-                if fresh:
-                    message.response_metadata = metadata
-                else:
-                    copy = message.model_copy(update={"response_metadata": metadata})
-                    generation = generation.model_copy(update={"message": copy})
-            marked.append(generation)
-        return marked
-
-    def lookup(self, prompt: str, llm_string: str) -> Sequence[Generation] | None:
-        return self._mark(self.inner.lookup(prompt, llm_string))
-
-    async def alookup(self, prompt: str, llm_string: str) -> Sequence[Generation] | None:
-        return self._mark(await self.inner.alookup(prompt, llm_string))
-
-    def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
-        self.inner.update(prompt, llm_string, return_val)
-
-    async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
-        await self.inner.aupdate(prompt, llm_string, return_val)
-
-    def clear(self, **kwargs: Any) -> None:
-        self.inner.clear(**kwargs)
-
-    async def aclear(self, **kwargs: Any) -> None:
-        await self.inner.aclear(**kwargs)
-
-    def __repr__(self) -> str:
-        return repr(self.inner)

@@ -23,16 +23,11 @@ from langchain_core.messages import BaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
 
 from langchain_quota_router.chat.tokens import TokenEstimator
-from langchain_quota_router.quota.admission import (
-    Admission,
-    Category,
-    Plan,
-    Policy,
-    PoolLimits,
-)
+from langchain_quota_router.quota.admission import Admission, Category, Plan, Policy
 from langchain_quota_router.quota.failures import FailureKind, classify
 from langchain_quota_router.quota.ledger import Demand, Reservation
 from langchain_quota_router.quota.ledger.settle import settle
+from langchain_quota_router.quota.pools import PoolLimits
 from langchain_quota_router.quota.secrets import redacted
 from langchain_quota_router.quota.stats import RouterStats
 from langchain_quota_router.quota.watch import QuotaAlert

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, overload
 
 from langchain_quota_router._config import key_specs_from_env
 from langchain_quota_router._errors import no_route_error
-from langchain_quota_router.quota.admission import Admission, Plan, Policy, PoolLimits
+from langchain_quota_router.quota.admission import Admission, Plan, Policy
 from langchain_quota_router.quota.book import QuotaBook, pool_table
 from langchain_quota_router.quota.clock import Clock, SystemClock
 from langchain_quota_router.quota.errors import ConfigurationError
@@ -27,6 +27,7 @@ from langchain_quota_router.quota.fleet import FleetCounters
 from langchain_quota_router.quota.ledger import Demand, Ledger, Reservation, open_ledger
 from langchain_quota_router.quota.ledger.settle import asettle, settle
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, parse_limits
+from langchain_quota_router.quota.pools import PoolLimits
 from langchain_quota_router.quota.secrets import alias, clean_key, fingerprint, guard_logs
 from langchain_quota_router.quota.stats import RouterStats
 from langchain_quota_router.quota.watch import AlertTracker, Lifespan

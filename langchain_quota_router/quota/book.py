@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain_quota_router.quota.admission import Member, PoolLimits, model_subject
+from langchain_quota_router.quota.admission import Member, model_subject
 from langchain_quota_router.quota.clock import Clock
 from langchain_quota_router.quota.errors import ConfigurationError, LedgerError
 from langchain_quota_router.quota.fleet import (
@@ -28,6 +28,7 @@ from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage
 from langchain_quota_router.quota.ledger.fleet import FleetStore
 from langchain_quota_router.quota.ledger.records import KEY_PREFIX, MODEL_PREFIX
 from langchain_quota_router.quota.limits import Limit
+from langchain_quota_router.quota.pools import PoolLimits
 from langchain_quota_router.quota.stats import RouterStats
 from langchain_quota_router.quota.watch import Lifespan, estimate_lifespan
 

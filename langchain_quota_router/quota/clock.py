@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from typing import Protocol, runtime_checkable
 
@@ -71,3 +72,10 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now})"
+
+
+def iso(epoch: float | None) -> str | None:
+    """``epoch`` as an ISO 8601 UTC timestamp (whole seconds), or ``None``."""
+    if epoch is None:
+        return None
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds")

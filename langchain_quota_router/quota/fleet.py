@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
+from langchain_quota_router.quota.clock import iso
 from langchain_quota_router.quota.errors import LedgerError
 from langchain_quota_router.quota.ledger.fleet import (
     HOUR,
@@ -45,7 +46,6 @@ from langchain_quota_router.quota.ledger.fleet import (
     Row,
 )
 from langchain_quota_router.quota.secrets import mask
-from langchain_quota_router.quota.status import iso
 
 if TYPE_CHECKING:
     from langchain_quota_router.quota.clock import Clock

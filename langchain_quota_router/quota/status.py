@@ -18,7 +18,6 @@ JSON field names follow the Python names: a limit row's ``amount`` is
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, TypeVar
 
 from langchain_quota_router.quota.admission import model_subject
-from langchain_quota_router.quota.clock import Clock
+from langchain_quota_router.quota.clock import Clock, iso
 from langchain_quota_router.quota.ledger import Hold, Ledger, LimitUsage
 from langchain_quota_router.quota.ledger.records import KEY_PREFIX, MODEL_PREFIX, POOL_PREFIX
 from langchain_quota_router.quota.secrets import Masker
@@ -165,13 +164,6 @@ def lifespan_days(router: Source, tokens_per_day: int) -> dict[str, float]:
     """
     estimate = router.lifespan(tokens_per_day)
     return {**{str(k): float(v) for k, v in estimate.pools.items()}, "all": float(estimate.total)}
-
-
-def iso(epoch: float | None) -> str | None:
-    """``epoch`` as an ISO 8601 UTC timestamp (whole seconds), or ``None``."""
-    if epoch is None:
-        return None
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds")
 
 
 # ------------------------------------------------------------------ the rows

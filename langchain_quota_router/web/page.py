@@ -13,7 +13,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain_quota_router.quota.status import iso
+from langchain_quota_router.quota.clock import iso
 
 __all__ = ["history_chart", "render_page", "sign_in_page"]
 
