@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pytest
 from redis_fixture import redis_server, redis_url  # noqa: F401  (fixtures for every test)
+from support.backends import BACKENDS
 
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.ledger import Ledger
 from langchain_quota_router.quota.ledger.memory import MemoryLedger
 from langchain_quota_router.quota.ledger.sqlite import SQLiteLedger
-
-#: Every ledger backend, and the fail-open wrapper (over Redis) as a fourth.
-BACKENDS = ["memory", "sqlite", "redis", "redis-failopen"]
 
 
 @pytest.fixture(params=["invoke", "ainvoke", "stream", "astream"])

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from call_paths import ask
 from langchain_core.messages import AIMessage
+from support.backends import BACKENDS, LOCAL, SHARED
 
 from langchain_quota_router import Limit, QuotaRoutedChatModel, Route
 from langchain_quota_router.quota.clock import FakeClock
@@ -134,7 +135,7 @@ def _shared_pair(
     return make_ledger(backend), make_ledger(backend)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", SHARED)
 def test_other_processes_learn_a_full_pool_and_its_release_through_the_ledger(
     backend: str,
     make_ledger: Callable[[str], Ledger],
@@ -210,7 +211,7 @@ def _fake(name: str) -> FakeVendorChatModel:
     return FakeVendorChatModel(script=[f"from {name}"], model=name)
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@pytest.mark.parametrize("backend", LOCAL)
 async def test_full_routes_are_not_asked_again_on_any_call_path(
     how: str,
     backend: str,
@@ -260,7 +261,7 @@ async def test_spread_does_not_read_every_pool_on_every_call(
     assert max(served.count(r) for r in set(served)) <= 3
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis", "redis-failopen"])
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_every_path_counts_exactly_on_every_backend(
     how: str,
     backend: str,
@@ -446,7 +447,7 @@ def _areserve_many(url: str, tasks: int, tries: int, out: Any) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", SHARED)
 def test_processes_reserving_through_the_async_api_admit_exactly_the_limit(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage
+from support.backends import SHARED, STORES
 
 from langchain_quota_router import LedgerError, QuotaRoutedChatModel, Route, cli
 from langchain_quota_router.quota.clock import FakeClock
@@ -161,7 +162,7 @@ def test_a_cache_hit_is_counted_for_the_route_that_first_answered(clock: FakeClo
     assert found["total_calls"] == 1
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", SHARED)
 def test_two_routers_on_one_ledger_see_each_others_counts(
     backend: str, make_ledger: Callable[[str], Ledger], clock: FakeClock, tmp_path: Path
 ) -> None:
@@ -403,7 +404,7 @@ def test_the_sqlite_store_never_creates_a_file_that_is_not_a_ledger(tmp_path: Pa
     assert not path.exists()
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
+@pytest.mark.parametrize("backend", STORES)
 def test_a_simulated_month_keeps_the_storage_bounded(
     backend: str, make_ledger: Callable[[str], Ledger], redis_url: str, clock: FakeClock
 ) -> None:

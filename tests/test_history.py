@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support.backends import SHARED
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
 from langchain_quota_router.quota.clock import FakeClock
@@ -160,7 +161,7 @@ def test_a_monthly_limit_starts_again_with_the_month(clock: FakeClock) -> None:
     assert month["2026-02-09"] == 8
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", SHARED)
 def test_another_router_on_the_ledger_sees_the_history(
     backend: str, make_ledger: Callable[[str], Ledger], clock: FakeClock
 ) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.backends import SHARED
 
 from langchain_quota_router import (
     Key,
@@ -88,7 +89,7 @@ def _run(target: Any, args: list[tuple[Any, ...]]) -> int:
     return sum(totals)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=SHARED)
 def shared_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/shared.db"

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from redis_fixture import start_redis
+from support.backends import SHARED
 
 from langchain_quota_router import Limit
 from langchain_quota_router.quota.ledger import Demand, Reservation, open_ledger
@@ -126,7 +127,7 @@ def _run_and_kill(url: str, tmp_path: Path) -> Calls:
     return Calls(logs)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", SHARED)
 def test_killed_callers_leave_only_their_prompts_once_leases_run_out(
     backend: str, tmp_path: Path
 ) -> None:

@@ -1,0 +1,15 @@
+"""The ledger backends, named once: parametrise over these, never a hand-written list."""
+
+from __future__ import annotations
+
+#: Every ledger backend, and the fail-open wrapper (over Redis) as a fourth.
+BACKENDS = ["memory", "sqlite", "redis", "redis-failopen"]
+
+#: The backends themselves, without the wrapper.
+STORES = ["memory", "sqlite", "redis"]
+
+#: The backends several processes share: what "exact across processes" is tested on.
+SHARED = ["sqlite", "redis"]
+
+#: The backends whose rows live in memory or in a file: no server needed.
+LOCAL = ["memory", "sqlite"]
