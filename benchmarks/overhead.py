@@ -181,7 +181,8 @@ def main() -> None:
     print("| variant | median per call |")
     print("|---|---|")
     for name, _ in rows:
-        print(f"| {name} | {times[name[:3]] * 1e6:.3g} µs |")
+        micros = times[name[:3]] * 1e6
+        print(f"| {name} | {micros:.2f} µs |" if micros < 10 else f"| {name} | {micros:.0f} µs |")
     print()
     print(f"(c)/(b) = {times['(c)'] / times['(b)']:.2f}  (target <= 1.5)")
     print(f"(d)/(a) = {times['(d)'] / times['(a)']:.2f}  (target <= 1.0)")
