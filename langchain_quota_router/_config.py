@@ -457,21 +457,43 @@ class _Prefix:
     key_env: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class KeySpec:
+    """One key an API's variables name (see :func:`key_specs_from_env`).
+
+    Attributes:
+        secret: the key.
+        limits: its own limits (``<P>_LIMITS[_<n>]``), or None for the rotator's.
+        maxima: ``<P>_MAX_..._PER_...`` overrides, applied on top of the limits.
+        suffix: ``"#<n>"`` for a numbered or listed key, ``""`` for ``<P>_API_KEY``.
+    """
+
+    secret: str
+    limits: tuple[Limit, ...] | None
+    maxima: tuple[Limit, ...]
+    suffix: str
+
+    def limits_over(self, base: Sequence[Limit]) -> tuple[Limit, ...] | None:
+        """This key's limits given the rotator's ``base``: None when it has none of
+        its own (the rotator's apply)."""
+        if not self.maxima:
+            return self.limits
+        return tuple(_apply_maxima(self.limits if self.limits is not None else base, self.maxima))
+
+
 def key_specs_from_env(
     prefix: str,
     environ: Mapping[str, str] | None = None,
     *,
     dotenv: str | os.PathLike[str] | None = ".env",
-) -> list[tuple[str, tuple[Limit, ...] | None, str]]:
+) -> list[KeySpec]:
     """Every key the environment gives an API by ``prefix`` (``SERP``), for
     :meth:`KeyRotator.from_env`, with the same variables and errors as the chat
     routes': ``SERP_API_KEYS=k1,k2``, ``SERP_API_KEY``, ``SERP_API_KEY_<n>``,
-    ``SERP_LIMITS[_<n>]``, ``SERP_MAX_REQUESTS_PER_DAY[_<n>]``…
+    ``SERP_LIMITS[_<n>]``, ``SERP_MAX_REQUESTS_PER_DAY[_<n>]``...
 
     Returns:
-        ``(secret, limits or None for the rotator's own, name suffix)`` per key,
-        the suffix being ``"#<n>"`` for a numbered or listed key and ``""`` for
-        ``SERP_API_KEY``.
+        The keys: the single key first, then by number.
 
     Raises:
         ConfigurationError: no key at all (naming the variables looked for), or a
@@ -492,19 +514,22 @@ def key_specs_from_env(
         )
         raise ConfigurationError(msg)
     found = []
-    # In the order a reader expects: the single key, then by number.
     for key in sorted(keys, key=lambda k: (k.index is not None, k.index or 0)):
         assert key.secret is not None
         index = key.index
         limits_entry = settings.pick(settings.limits, index)
+        # API-wide maxima first, then this key's: the key's win where both apply.
         maxima = [lim for _, lim in settings.maxima.get(None, [])]
         if index is not None:
             maxima += [lim for _, lim in settings.maxima.get(index, [])]
-        base: list[Limit] | None = limits_entry[1] if limits_entry else None
-        if maxima:
-            base = _apply_maxima(base or [], maxima)
-        limits = None if base is None else tuple(base)
-        found.append((key.secret, limits, "" if index is None else f"#{index}"))
+        found.append(
+            KeySpec(
+                secret=key.secret,
+                limits=tuple(limits_entry[1]) if limits_entry else None,
+                maxima=tuple(maxima),
+                suffix="" if index is None else f"#{index}",
+            )
+        )
     return found
 
 

@@ -82,7 +82,7 @@ from langchain_quota_router.quota.fleet import (
     FleetCounters,
 )
 from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
-from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit
+from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, parse_limits
 from langchain_quota_router.quota.secrets import guard_logs, mask
 from langchain_quota_router.quota.watch import (
     ALERT_EVENT,
@@ -379,9 +379,15 @@ class QuotaRoutedChatModel(BaseChatModel):
                 continue
             spec = dict(spec)
             name, pool = spec.pop("name"), spec.pop("pool", None)
+            base = parse_limits(spec.get("limits", ()), owner=f"[[keys]] {name!r}")
             keys = [
-                Key(secret, limits=limits, pool=pool, name=f"{name}{suffix}")
-                for secret, limits, suffix in spec.pop("keys")
+                Key(
+                    found.secret,
+                    limits=found.limits_over(base),
+                    pool=pool,
+                    name=f"{name}{found.suffix}",
+                )
+                for found in spec.pop("keys")
             ]
             router.key_rotators.append(
                 KeyRotator(name, keys, ledger=router.ledger_backend, clock=router.clock, **spec)
@@ -491,11 +497,17 @@ class QuotaRoutedChatModel(BaseChatModel):
         return self._book.get_stats()
 
     def usage(self) -> list[LimitUsage]:
-        """Per pool and limit: used, remaining, percent and when it resets.
+        """Per pool and limit (the key rotators' pools too): used, remaining, percent
+        and when it resets.
 
         Limits learned from the vendor's headers say when (``learned_at``).
         """
-        return self._book.usage()
+        usage = self._book.usage()
+        shown = {u.pool for u in usage}
+        for rotator in self.key_rotators:  # their pools too, each once
+            usage.extend(u for u in rotator.usage() if u.pool not in shown)
+            shown.update(u.pool for u in usage)
+        return usage
 
     def lifespan(self, tokens_per_day: int) -> Lifespan:
         """How many days each pool, and the whole set, last at ``tokens_per_day``.

@@ -322,9 +322,10 @@ class KeyRotator:
         (``ledger=``, ``strategy=``…); the name defaults to ``prefix.lower()``.
         """
         name = kwargs.pop("name", prefix.lower())
-        found = key_specs_from_env(prefix, environ, dotenv=dotenv)
+        base = parse_limits(kwargs.get("limits", ()), owner=f"KeyRotator {name!r}")
         keys = [
-            Key(secret, limits=limits, name=f"{name}{suffix}") for secret, limits, suffix in found
+            Key(spec.secret, limits=spec.limits_over(base), name=f"{name}{spec.suffix}")
+            for spec in key_specs_from_env(prefix, environ, dotenv=dotenv)
         ]
         return cls(name, keys, **kwargs)
 
