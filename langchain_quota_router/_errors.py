@@ -55,8 +55,16 @@ class NoRouteError(QuotaRouterError):
     """
 
     summary = "no route can serve this call"
+    #: The same, said of a key rotator's keys.
+    key_summary = "no key can serve this call"
 
-    def __init__(self, reasons: Mapping[str, str], resets_at: dt.datetime | None) -> None:
+    def __init__(
+        self,
+        reasons: Mapping[str, str],
+        resets_at: dt.datetime | None,
+        *,
+        keys: bool = False,
+    ) -> None:
         self.reasons = dict(reasons)
         self.resets_at = resets_at
         lines = "; ".join(f"{name}: {why}" for name, why in self.reasons.items())
@@ -65,7 +73,9 @@ class NoRouteError(QuotaRouterError):
             if resets_at is not None
             else "no route frees up by itself"
         )
-        super().__init__(f"{self.summary} ({lines}); {when}")
+        when = when.replace("no route frees", "none frees") if keys else when
+        summary = self.key_summary if keys else self.summary
+        super().__init__(f"{summary} ({lines}); {when}")
 
 
 class QuotaExhaustedError(NoRouteError, ModelRateLimitError):
@@ -77,30 +87,35 @@ class RoutesContextOverflowError(NoRouteError, ContextOverflowError):
     """The prompt does not fit any route's context window."""
 
     summary = "the prompt is too long for every route"
+    key_summary = "the request is too large for every key"
 
 
 class RoutesAuthenticationError(NoRouteError, ModelAuthenticationError):
     """Every route's key was rejected (or is disabled after a rejection)."""
 
     summary = "every route's key was rejected"
+    key_summary = "every key was rejected"
 
 
 class RoutesModelNotFoundError(NoRouteError, ModelNotFoundError):
     """Every route's model is retired or unknown to its vendor."""
 
     summary = "no route's model is served by its vendor"
+    key_summary = "no key's model is served by its vendor"
 
 
 class RoutesInvalidRequestError(NoRouteError, ModelInvalidRequestError):
     """No route can take this request as asked (tools, ``bind_tools`` options)."""
 
     summary = "no route can take this request"
+    key_summary = "no key can take this request"
 
 
 class RoutesUnavailableError(NoRouteError, ModelAPIError):
     """Every route failed with a server error, a timeout or a dropped connection."""
 
     summary = "every route failed"
+    key_summary = "every key failed"
 
 
 _TYPED_ERRORS: dict[str, type[NoRouteError]] = {
@@ -113,7 +128,11 @@ _TYPED_ERRORS: dict[str, type[NoRouteError]] = {
 
 
 def no_route_error(
-    categories: set[str], reasons: Mapping[str, str], resets_at: dt.datetime | None
+    categories: set[str],
+    reasons: Mapping[str, str],
+    resets_at: dt.datetime | None,
+    *,
+    keys: bool = False,
 ) -> NoRouteError:
     """The LangChain-typed error for a call nobody could serve.
 
@@ -123,6 +142,7 @@ def no_route_error(
             ``transient``, ``other``).
         reasons: name -> why, in the order tried (already masked).
         resets_at: the earliest moment one of them frees up, if any does.
+        keys: the members are a key rotator's keys (the message says "key").
 
     Returns:
         One kind when every route failed the same way (all keys rejected: a
@@ -134,4 +154,4 @@ def no_route_error(
         kind = _TYPED_ERRORS.get(next(iter(categories)), QuotaExhaustedError)
     elif categories and "quota" not in categories and categories <= set(_TYPED_ERRORS):
         kind = RoutesUnavailableError
-    return kind(reasons, resets_at)
+    return kind(reasons, resets_at, keys=keys)

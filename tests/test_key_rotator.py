@@ -374,3 +374,16 @@ def test_a_lease_repr_shows_no_key(clock: FakeClock) -> None:
     with serp.key() as key:
         assert K1 not in repr(key)
         assert key.secret == K1
+
+
+def test_errors_speak_of_keys(clock: FakeClock) -> None:
+    serp = rotator(clock, K1, limits=["1/day"])
+    serp.call(lambda *, api_key: None)
+    with pytest.raises(QuotaExhaustedError, match="no key can serve this call"):
+        serp.call(lambda *, api_key: None)
+    other = rotator(clock, K2, limits=["5/day"])
+    with pytest.raises(httpx.HTTPStatusError):
+        with other.key():
+            raise http_error(401)
+    (hold,) = other.ledger_backend.holds(clock.now())
+    assert "serp.enable('serp#0')" in hold.reason

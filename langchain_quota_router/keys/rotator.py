@@ -148,6 +148,9 @@ class _KeyCall(Admission):
     def describe(self, member: Any) -> str:
         return f"key {member.name}"
 
+    def enable_hint(self, member: Any) -> str:
+        return f"{member.provider}.enable({member.name!r}) or `quota-router enable {member.name}`"
+
 
 def _demand(limits: Sequence[Limit], cost: int) -> Demand:
     """``cost`` in the unit of the pool's limits: tokens (with one request) where a
@@ -274,7 +277,7 @@ class KeyRotator:
             transient_cooldown=float(transient_cooldown),
             rate_limit_cooldown=float(rate_limit_cooldown),
             model_recheck=3600.0,
-            error_for=no_route_error,
+            error_for=functools.partial(no_route_error, keys=True),
             secrets=lambda: secrets,
             retry_bad_requests=False,
         )

@@ -493,6 +493,10 @@ class Admission:
         """How log lines name a member (``route groq``, ``key serp#1``)."""
         return f"route {member.name}"
 
+    def enable_hint(self, member: Any) -> str:
+        """How the user lifts a disabled member, in the reason the ledger keeps."""
+        return f"router.enable({member.name!r}) or `quota-router enable {member.name}`"
+
     def _act(self, member: Any, failure: Failure, now: float) -> float | None:
         policy = self.policy
         kind = failure.kind
@@ -500,8 +504,7 @@ class Admission:
         if kind == FailureKind.AUTHENTICATION:
             self.ledger.disable(
                 member.credential,
-                f"disabled: {failure.message} (after fixing the key: "
-                f"router.enable({member.name!r}) or `quota-router enable {member.name}`)",
+                f"disabled: {failure.message} (after fixing the key: {self.enable_hint(member)})",
             )
             return None
         if kind == FailureKind.MODEL_UNAVAILABLE:
