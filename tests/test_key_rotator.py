@@ -382,8 +382,7 @@ def test_errors_speak_of_keys(clock: FakeClock) -> None:
     with pytest.raises(QuotaExhaustedError, match="no key can serve this call"):
         serp.call(lambda *, api_key: None)
     other = rotator(clock, K2, limits=["5/day"])
-    with pytest.raises(httpx.HTTPStatusError):
-        with other.key():
-            raise http_error(401)
+    with pytest.raises(httpx.HTTPStatusError), other.key():
+        raise http_error(401)
     (hold,) = other.ledger_backend.holds(clock.now())
     assert "serp.enable('serp#0')" in hold.reason
