@@ -71,6 +71,13 @@ def calls_for(how: str, texts: int, batch: int) -> int:
     return texts if "query" in how else -(-texts // batch)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _finalized_in_this_module() -> Iterator[None]:
+    """Collect this module's SDK clients before the next module runs (see ``sims``)."""
+    yield
+    gc.collect()
+
+
 @pytest.fixture
 def sims(clock: FakeClock) -> Iterator[list[Simulator]]:
     made: list[Simulator] = []
