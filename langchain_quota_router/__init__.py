@@ -2,7 +2,9 @@
 
 ``QuotaRoutedChatModel`` wraps vendor chat models ("routes"), knows every key's
 limits, sends each call where it fits and falls back when a vendor fails or says no.
-``KeyRotator`` does the same for the keys of any other API, on the same ledger.
+``QuotaRoutedEmbeddings`` does it for embeddings, batched in each vendor's unit and
+never mixing vector spaces; ``KeyRotator`` for the keys of any other API, all on the
+same ledger.
 
 Names are imported when first used, so ``import langchain_quota_router.quota`` (the
 quota core) does not load LangChain.
@@ -34,7 +36,14 @@ if TYPE_CHECKING:
         get_quota_usage_callback,
     )
     from langchain_quota_router.chat.model import QuotaRoutedChatModel
-    from langchain_quota_router.chat.route import Route
+    from langchain_quota_router.chat.route import EmbeddingRoute, Route
+    from langchain_quota_router.embeddings.cache import (
+        DiskEmbeddingCache,
+        EmbeddingCache,
+        InMemoryEmbeddingCache,
+        RedisEmbeddingCache,
+    )
+    from langchain_quota_router.embeddings.model import QuotaRoutedEmbeddings
     from langchain_quota_router.keys import Key, KeyLease, KeyRotator
     from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage
     from langchain_quota_router.quota.limits import Limit, Window
@@ -44,7 +53,11 @@ if TYPE_CHECKING:
 #: Public name -> the module it lives in.
 _WHERE = {
     "ConfigurationError": "langchain_quota_router._errors",
+    "DiskEmbeddingCache": "langchain_quota_router.embeddings.cache",
     "DiskResponseCache": "langchain_quota_router.cache.disk",
+    "EmbeddingCache": "langchain_quota_router.embeddings.cache",
+    "EmbeddingRoute": "langchain_quota_router.chat.route",
+    "InMemoryEmbeddingCache": "langchain_quota_router.embeddings.cache",
     "Key": "langchain_quota_router.keys",
     "KeyLease": "langchain_quota_router.keys",
     "KeyRotator": "langchain_quota_router.keys",
@@ -58,8 +71,10 @@ _WHERE = {
     "QuotaAlert": "langchain_quota_router.quota.watch",
     "QuotaExhaustedError": "langchain_quota_router._errors",
     "QuotaRoutedChatModel": "langchain_quota_router.chat.model",
+    "QuotaRoutedEmbeddings": "langchain_quota_router.embeddings.model",
     "QuotaRouterError": "langchain_quota_router._errors",
     "QuotaUsageCallbackHandler": "langchain_quota_router.chat.callbacks",
+    "RedisEmbeddingCache": "langchain_quota_router.embeddings.cache",
     "RedisResponseCache": "langchain_quota_router.cache.redis",
     "Route": "langchain_quota_router.chat.route",
     "RouteUsage": "langchain_quota_router.chat.callbacks",
@@ -75,7 +90,11 @@ _WHERE = {
 
 __all__ = [
     "ConfigurationError",
+    "DiskEmbeddingCache",
     "DiskResponseCache",
+    "EmbeddingCache",
+    "EmbeddingRoute",
+    "InMemoryEmbeddingCache",
     "Key",
     "KeyLease",
     "KeyRotator",
@@ -89,8 +108,10 @@ __all__ = [
     "QuotaAlert",
     "QuotaExhaustedError",
     "QuotaRoutedChatModel",
+    "QuotaRoutedEmbeddings",
     "QuotaRouterError",
     "QuotaUsageCallbackHandler",
+    "RedisEmbeddingCache",
     "RedisResponseCache",
     "Route",
     "RouteUsage",

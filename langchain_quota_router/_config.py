@@ -19,6 +19,9 @@ Environment conventions, for every catalog vendor (``P`` is its prefix: ``GROQ``
     P_PRIORITY=3, P_BASE_URL=url     priority and base URL, per vendor or per key
     CLOUDFLARE_ACCOUNT_ID[_n]        Cloudflare's account id
     OLLAMA_MODEL / OLLAMA_BASE_URL   Ollama needs no key: either one adds its route
+    P_EMBEDDING_MODEL=embed-v4.0     the embedding model of every key of P, for
+                                     ``QuotaRoutedEmbeddings.from_env`` (COHERE,
+                                     GEMINI, OPENAI); the chat routes ignore it
 
 A per-key setting wins over the vendor-wide one. A ``MAX_*`` override replaces the
 catalog limit of the same kind and window (keeping its time zone or rolling span)
@@ -39,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router.chat.route import Route, check_base_url
+from langchain_quota_router.chat.route import EmbeddingRoute, Route, check_base_url
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, Window, parse_whole
 from langchain_quota_router.quota.secrets import alias, clean_key
 from langchain_quota_router.vendors.catalog import CATALOG, VendorInfo, default_api_key, lookup
@@ -445,6 +448,74 @@ def routes_from_env(
             routes.extend(_key_routes(vendor, key, settings, length))
     if not routes:
         msg = f"no API keys found in the environment; looked for {_looked_for()}"
+        raise ConfigurationError(msg)
+    return routes
+
+
+def embedding_routes_from_env(
+    environ: Mapping[str, str] | None = None,
+    *,
+    dotenv: str | os.PathLike[str] | None = ".env",
+) -> list[Route]:
+    """Embedding routes from the environment: ``<P>_EMBEDDING_MODEL`` names the
+    model, the vendor's usual key variables (as :func:`routes_from_env` reads them)
+    the keys.
+
+    Each key of a vendor whose ``<P>_EMBEDDING_MODEL`` is set (``COHERE``,
+    ``GEMINI``, ``OPENAI``) gets one route on that model, named
+    ``"<key alias>:<model>"`` (``"cohere#1 …a1f3:embed-v4.0"``), with the catalog's
+    limits and batch cap, in the key's pool as the vendor counts it (a Cohere key's
+    chat and embedding routes share one), at the vendor's priority and base URL
+    (``<P>_PRIORITY``, ``<P>_BASE_URL``). The chat limits variables do not apply.
+
+    Raises:
+        ConfigurationError: no ``<P>_EMBEDDING_MODEL`` set, a model that is not an
+            embedding model, or a vendor whose model is named but which has no key.
+    """
+    env = _environment(environ, dotenv)
+    routes: list[Route] = []
+    for vendor in CATALOG.values():
+        variable = f"{vendor.env_prefix}_EMBEDDING_MODEL"
+        model = env.get(variable, "").strip()
+        if not model:
+            continue
+        keys, settings = _read_vendor(vendor, env)
+        keys = [k for k in keys if k.secret is not None]
+        if not keys:
+            msg = f"{variable}={model!r} is set but no {vendor.name} key was found"
+            raise ConfigurationError(msg)
+        length = _fingerprint_length(keys)
+        per_key = vendor.per_model or model not in vendor.models
+        for key in keys:
+            assert key.secret is not None
+            name = alias(vendor.name, key.index, key.secret, length=length)
+            key_id = alias(vendor.name, None, key.secret, length=length)
+            base_entry = settings.pick(settings.base_url, key.index)
+            priority_entry = settings.pick(settings.priority, key.index)
+            try:
+                route = Route(
+                    f"{vendor.name}:{model}",
+                    api_key=key.secret,
+                    base_url=base_entry[1] if base_entry else None,
+                    name=f"{name}:{model}",
+                    priority=priority_entry[1] if priority_entry else vendor.priority,
+                    pool=f"{key_id}:{model}" if per_key else key_id,
+                    key=key_id,
+                )
+            except ConfigurationError as exc:
+                msg = f"{variable} ({vendor.name} key {name}): {exc}"
+                raise ConfigurationError(msg) from None
+            if not isinstance(route, EmbeddingRoute):
+                msg = f"{variable}={model!r}: not an embedding model in the catalog"
+                raise ConfigurationError(msg)
+            routes.append(route)
+    if not routes:
+        wanted = ", ".join(
+            f"{v.env_prefix}_EMBEDDING_MODEL"
+            for v in CATALOG.values()
+            if any(m.is_embedding for m in v.models.values())
+        )
+        msg = f"no embedding model named in the environment; set one of {wanted}"
         raise ConfigurationError(msg)
     return routes
 

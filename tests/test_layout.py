@@ -19,7 +19,11 @@ ROOT = "langchain_quota_router"
 def test_public_api_is_pinned() -> None:
     assert langchain_quota_router.__all__ == [
         "ConfigurationError",
+        "DiskEmbeddingCache",
         "DiskResponseCache",
+        "EmbeddingCache",
+        "EmbeddingRoute",
+        "InMemoryEmbeddingCache",
         "Key",
         "KeyLease",
         "KeyRotator",
@@ -33,8 +37,10 @@ def test_public_api_is_pinned() -> None:
         "QuotaAlert",
         "QuotaExhaustedError",
         "QuotaRoutedChatModel",
+        "QuotaRoutedEmbeddings",
         "QuotaRouterError",
         "QuotaUsageCallbackHandler",
+        "RedisEmbeddingCache",
         "RedisResponseCache",
         "Route",
         "RouteUsage",

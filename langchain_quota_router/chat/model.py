@@ -63,7 +63,7 @@ from langchain_quota_router._errors import (
 from langchain_quota_router.cache.disk import DiskResponseCache
 from langchain_quota_router.chat import streaming as vendor
 from langchain_quota_router.chat.caching import GlobalCache, HitCounter
-from langchain_quota_router.chat.route import Route, route_keys
+from langchain_quota_router.chat.route import EmbeddingRoute, Route, route_keys
 from langchain_quota_router.chat.routing import (
     TOOL_OPTIONS,
     Attempt,
@@ -267,6 +267,12 @@ class QuotaRoutedChatModel(BaseChatModel):
         for route in self.routes:
             if not isinstance(route, Route):
                 msg = f"routes must be Route objects or chat models, got {route!r}"
+                raise ConfigurationError(msg)
+            if isinstance(route, EmbeddingRoute):
+                msg = (
+                    f"route {route.name!r} holds an embeddings model: give it to "
+                    "QuotaRoutedEmbeddings, not to the chat model"
+                )
                 raise ConfigurationError(msg)
             if route.name in names:
                 msg = f"two routes are named {route.name!r}; route names must be unique"

@@ -1,4 +1,11 @@
-"""A route: one vendor chat model behind one key, with the limits that key lives by."""
+"""A route: one vendor chat model (or embeddings model) behind one key, with the
+limits that key lives by.
+
+``Route(...)`` takes a chat model or a LangChain ``Embeddings`` (or a catalog spec of
+either); given embeddings it makes an :class:`EmbeddingRoute`, the flavour of route
+``QuotaRoutedEmbeddings`` takes. The chat model refuses embedding routes, and the
+embeddings router chat routes: each names what it got.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, SecretStr
 
@@ -27,10 +35,13 @@ from langchain_quota_router.quota.secrets import (
 )
 from langchain_quota_router.vendors.catalog import (
     build_chat_model,
+    build_embeddings,
     default_api_key,
+    find_model,
     is_known,
     lookup,
 )
+from langchain_quota_router.vendors.embedders import Embedder, embedder_for
 from langchain_quota_router.vendors.kinds import VendorKind, kind_for
 
 _SECRET_MARKS = ("api_key", "secret", "password", "credential", "access_token", "auth")
@@ -94,8 +105,13 @@ class Route:
         prices: USD per million input and output tokens, for cost reports.
         context_window: the model's context size in tokens; a prompt that does
             not fit skips this route.
+        batch_size: embedding routes only (see :class:`EmbeddingRoute`).
+        count_items: embedding routes only (see :class:`EmbeddingRoute`).
         **model_kwargs: with a spec only: more arguments for the vendor class
             (``timeout=30``, ``temperature=0``; ``account_id=`` for Cloudflare).
+
+    Given a LangChain ``Embeddings`` object or an embedding model's spec
+    (``"cohere:embed-v4.0"``), ``Route(...)`` makes an :class:`EmbeddingRoute`.
 
     Raises:
         ConfigurationError: a bad model, spec, limit or argument; a spec naming a
@@ -120,9 +136,16 @@ class Route:
         "provider",
     )
 
+    def __new__(cls, model: Any = None, *args: Any, **kwargs: Any) -> Route:
+        # Route(CohereEmbeddings(...)) and Route("cohere:embed-v4.0") are embedding
+        # routes: one public name for both flavours.
+        if cls is Route and _names_embeddings(model):
+            return super().__new__(EmbeddingRoute)
+        return super().__new__(cls)
+
     def __init__(
         self,
-        model: BaseChatModel | str,
+        model: BaseChatModel | Embeddings | str,
         *,
         api_key: str | SecretStr | None = None,
         base_url: str | None = None,
@@ -134,9 +157,17 @@ class Route:
         key: str | None = None,
         prices: tuple[float, float] | None = None,
         context_window: int | None = None,
+        batch_size: int | None = None,
+        count_items: bool | None = None,
         **model_kwargs: Any,
     ) -> None:
         _check_identities(model, name, pool, credential, key)
+        if batch_size is not None or count_items is not None:
+            msg = (
+                f"route {name or model!r}: batch_size and count_items are for embedding "
+                "routes (a LangChain Embeddings object or an embedding model's spec)"
+            )
+            raise ConfigurationError(msg)
         from_catalog = False
         if isinstance(model, str):
             spec = _from_catalog(model, api_key, base_url, model_kwargs)
@@ -162,7 +193,7 @@ class Route:
         if not isinstance(model, BaseChatModel):
             msg = (
                 f"route {name or '<unnamed>'!r}: model must be a LangChain chat model "
-                f"(a BaseChatModel such as ChatGroq or ChatOpenAI), got "
+                f"(a BaseChatModel such as ChatGroq or ChatOpenAI) or Embeddings, got "
                 f"{type(model).__name__}"
             )
             raise ConfigurationError(msg)
@@ -333,7 +364,7 @@ def check_base_url(url: object, where: str) -> str:
 class _CatalogRoute:
     """What a catalog spec fills in for a route; never the key itself."""
 
-    model: BaseChatModel
+    model: Any
     name: str
     limits: tuple[str, ...]
     pool: str
@@ -347,8 +378,11 @@ def _from_catalog(
     api_key: str | SecretStr | None,
     base_url: str | None,
     model_kwargs: dict[str, Any],
+    *,
+    embeddings: bool = False,
 ) -> _CatalogRoute:
-    """Build a route's vendor model and defaults from a catalog spec."""
+    """Build a route's vendor model (chat or ``embeddings``) and defaults from a
+    catalog spec."""
     vendor, info = lookup(spec)
     secret = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     if secret is not None and not isinstance(secret, str):
@@ -370,7 +404,8 @@ def _from_catalog(
             f"{' or '.join(vendor.key_env)}"
         )
         raise ConfigurationError(msg)
-    chat = build_chat_model(vendor.name, info.model, secret, base_url=base_url, **model_kwargs)
+    build = build_embeddings if embeddings else build_chat_model
+    chat = build(vendor.name, info.model, secret, base_url=base_url, **model_kwargs)
     key_alias = alias(vendor.name, None, secret) if secret is not None else vendor.name
     # Where a vendor counts all of a key's models together (Cohere trial keys,
     # OpenRouter's free models) one pool per key; elsewhere one per key and model.
@@ -391,7 +426,7 @@ def _from_catalog(
 _BASE_URL_FIELDS = ("openai_api_base", "base_url", "groq_api_base", "api_base", "endpoint")
 
 
-def _credential_of(model: BaseChatModel, provider: str) -> str | None:
+def _credential_of(model: Any, provider: str) -> str | None:
     """``"<provider> …a1f3"`` (plus ``@base URL`` when set) from a model's API key.
 
     ``None`` when the model holds no secret (a fake, a local server).
@@ -438,3 +473,168 @@ def route_keys(routes: Iterable[Route]) -> list[str]:
                 if len(secret) >= MIN_KEY_LENGTH:
                     found.add(secret)
     return sorted(found, key=lambda k: (-len(k), k))
+
+
+# ------------------------------------------------------------------ embeddings
+
+#: Texts per call for an embeddings class and model the catalog does not know: the
+#: smallest cap of the vendors it does (Cohere's 96).
+DEFAULT_BATCH_SIZE = 96
+
+
+def _names_embeddings(model: object) -> bool:
+    """Whether ``model`` is a LangChain ``Embeddings`` or an embedding model's spec."""
+    if isinstance(model, Embeddings):
+        return True
+    if not isinstance(model, str):
+        return False
+    try:
+        _, info = lookup(model, warn=False)
+    except ConfigurationError:
+        return False  # Route.__init__ says what is wrong with it
+    return info.is_embedding
+
+
+class EmbeddingRoute(Route):
+    """One place an embedding call can go: an embeddings model behind one key.
+
+    Made by ``Route(CohereEmbeddings(...), ...)`` or ``Route("cohere:embed-v4.0")``;
+    takes :class:`Route`'s ``api_key``, ``base_url``, ``name``, ``limits``,
+    ``priority``, ``pool``, ``credential`` and ``prices``, and:
+
+    Args:
+        batch_size: the most texts in one call (default: the catalog's cap for the
+            model, e.g. Cohere 96, Gemini 100, OpenAI 2,048; else 96).
+        count_items: count each text of a batch as one request against the pool's
+            request limits (default: the catalog's word; true for Gemini, whose
+            free tier is reported to count items). ``False`` counts one per call.
+
+    Attributes:
+        dimension: the size of the vectors this route answers with, when known
+            before the first answer (asked for on the object, or the catalog's
+            native size for the model).
+        batch_tokens: the most estimated input tokens in one call, if capped.
+
+    A route with no ``pool=`` shares its key's pool as the catalog says the vendor
+    counts (a Cohere trial key's chat and embed calls count together).
+    """
+
+    __slots__ = (
+        "batch_size",
+        "batch_tokens",
+        "count_items",
+        "dimension",
+        "embedder",
+        "embeddings",
+    )
+
+    def __init__(
+        self,
+        model: BaseChatModel | Embeddings | str,
+        *,
+        api_key: str | SecretStr | None = None,
+        base_url: str | None = None,
+        name: str | None = None,
+        limits: Sequence[str | Limit] | str | Limit | None = None,
+        priority: int = 0,
+        pool: str | None = None,
+        credential: str | None = None,
+        key: str | None = None,
+        prices: tuple[float, float] | None = None,
+        context_window: int | None = None,
+        batch_size: int | None = None,
+        count_items: bool | None = None,
+        **model_kwargs: Any,
+    ) -> None:
+        _check_identities(model, name, pool, credential, key)
+        from_catalog = False
+        if isinstance(model, str):
+            spec = _from_catalog(model, api_key, base_url, model_kwargs, embeddings=True)
+            model = spec.model
+            name = name or spec.name
+            from_catalog = limits is None
+            limits = spec.limits if limits is None else limits
+            pool = pool or spec.pool
+            credential = credential or key or spec.key
+            prices = spec.prices if prices is None else prices
+        elif api_key is not None or base_url is not None or model_kwargs:
+            msg = (
+                f"route {name or '<unnamed>'!r}: api_key, base_url and model arguments "
+                "may only be given with a catalog spec such as "
+                "Route('cohere:embed-v4.0', api_key=...); set them on the embeddings "
+                "object you pass instead"
+            )
+            raise ConfigurationError(msg)
+        if not isinstance(model, Embeddings):
+            msg = (
+                f"route {name or '<unnamed>'!r}: an embedding route needs a LangChain "
+                f"Embeddings object, got {type(model).__name__}"
+            )
+            raise ConfigurationError(msg)
+        if context_window is not None:
+            msg = f"route {name or '<unnamed>'!r}: an embedding route has no context_window"
+            raise ConfigurationError(msg)
+        self.embedder: Embedder = embedder_for(model)
+        #: The vendor embeddings object the router calls (a copy, retries off).
+        self.embeddings: Embeddings = self.embedder.prepare(model)
+        # ``model`` too, where code reads any route's vendor object (key masking).
+        self.model = self.embeddings  # type: ignore[assignment]
+        self.provider, self.model_name, asked = self.embedder.describe(model)
+        self.name = name or f"{self.provider}:{self.model_name}"
+        if not isinstance(self.name, str) or not self.name.strip():
+            msg = f"route name must be a non-empty string, got {name!r}"
+            raise ConfigurationError(msg)
+        self.limits = parse_limits(limits, owner=f"route {self.name!r}")
+        self.catalog_limits = from_catalog
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            msg = f"route {self.name!r}: priority must be an int, got {priority!r}"
+            raise ConfigurationError(msg)
+        self.priority = priority
+        self.pool = pool or self.name
+        self.credential = credential or key or _credential_of(model, self.provider) or self.name
+        self.prices = _check_prices(self.name, prices)
+        info = find_model(self.provider, self.model_name)
+        self.dimension = asked or (info.dimension if info is not None else None)
+        self.batch_size = _positive(
+            self.name,
+            "batch_size",
+            batch_size
+            if batch_size is not None
+            else (info.batch_size if info and info.batch_size else DEFAULT_BATCH_SIZE),
+        )
+        self.batch_tokens = info.batch_tokens if info is not None else None
+        if count_items is not None and not isinstance(count_items, bool):
+            msg = f"route {self.name!r}: count_items must be true or false, got {count_items!r}"
+            raise ConfigurationError(msg)
+        self.count_items = (
+            count_items if count_items is not None else bool(info and info.counts_items)
+        )
+        # What chat routes carry and an embedding route has no use for.
+        self.adapter = VendorKind()
+        self.context_window = None
+        self.output_budget = None
+        self._accepts_run_manager = False
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this route's vectors its own (no secrets)."""
+        return {
+            "name": self.name,
+            "class": f"{type(self.embeddings).__module__}.{type(self.embeddings).__qualname__}",
+            "model": self.model_name,
+            "dimension": self.dimension,
+        }
+
+    def __repr__(self) -> str:
+        limits = ", ".join(str(limit) for limit in self.limits)
+        return (
+            f"EmbeddingRoute(name={self.name!r}, model={self.provider}:{self.model_name}, "
+            f"dimension={self.dimension}, batch_size={self.batch_size}, "
+            f"pool={self.pool!r}, priority={self.priority}, limits=[{limits}])"
+        )
+
+
+def _positive(route: str, what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_AMOUNT:
+        msg = f"route {route!r}: {what} must be a positive whole number, got {value!r}"
+        raise ConfigurationError(msg)
+    return value

@@ -39,6 +39,13 @@ The file::
     # successors (models of the same vendor, first = preferred), note,
     # source + checked (both or neither; default: the vendor's)
 
+    [vendors.cohere.models."embed-v4.0"]  # an embedding model: it has a dimension
+    limits = ["100/minute", "1000/month"]
+    dimension = 1536                     # the vector size it answers with by default
+    batch_size = 96                      # most texts per call
+    # optional: batch_tokens (most input tokens per call), counts_items (true where
+    # the vendor may count each text as a request: Gemini)
+
 ``limits`` is required except on a retired model (``[]`` says "no published limits").
 A file that does not validate raises :class:`ConfigurationError` naming the file, the
 entry (vendor, model) and the field.
@@ -99,10 +106,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn, TypeVar, get_args
 
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.quota.limits import Limit
+from langchain_quota_router.vendors.embedders import EMBEDDERS
 from langchain_quota_router.vendors.kinds import (
     HEADER_FAMILIES,
     KINDS,
@@ -122,6 +131,7 @@ __all__ = [
     "ModelStatus",
     "VendorInfo",
     "build_chat_model",
+    "build_embeddings",
     "default_api_key",
     "find_model",
     "is_known",
@@ -161,6 +171,12 @@ class ModelInfo:
             unless the model has its own); ``None`` for a model not in the catalog.
         checked: the date ``source`` was read; ``None`` for a model not in the catalog.
         note: what the figures leave out or assume.
+        dimension: an embedding model's native vector size (what it answers with
+            when no smaller size is asked for); ``None`` for a chat model.
+        batch_size: an embedding model's most texts per call.
+        batch_tokens: an embedding model's most input tokens per call, if capped.
+        counts_items: whether the vendor may count each text of a batch as one
+            request against the request limits (Gemini: disputed, so counted so).
     """
 
     model: str
@@ -173,6 +189,15 @@ class ModelInfo:
     source: str | None = None
     checked: dt.date | None = None
     note: str = ""
+    dimension: int | None = None
+    batch_size: int | None = None
+    batch_tokens: int | None = None
+    counts_items: bool = False
+
+    @property
+    def is_embedding(self) -> bool:
+        """Whether this is an embedding model (it has a dimension), not a chat model."""
+        return self.dimension is not None
 
     @property
     def successor(self) -> str | None:
@@ -289,7 +314,12 @@ _MODEL_FIELDS = {
     "source",
     "checked",
     "note",
+    "dimension",
+    "batch_size",
+    "batch_tokens",
+    "counts_items",
 }
+_EMBEDDING_FIELDS = ("batch_size", "batch_tokens", "counts_items")
 _VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _ENV_PREFIX = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _PLACEHOLDER = re.compile(r"\{([^}]*)\}")
@@ -533,6 +563,10 @@ def _read_model(
         status_date = reader.date(entry, "status_date", fields["status_date"])
     elif status in ("retiring", "retired"):
         reader.fail(entry, "status_date", f"missing: a {status} model needs its shutdown date")
+    if "dimension" not in fields:
+        for field in _EMBEDDING_FIELDS:
+            if field in fields:
+                reader.fail(entry, field, "only an embedding model (with a dimension) has one")
     if ("source" in fields) != ("checked" in fields):
         missing = "checked" if "source" in fields else "source"
         reader.fail(
@@ -559,7 +593,17 @@ def _read_model(
         if "checked" in fields
         else vendor_checked,
         note=_note(reader, entry, fields),
+        dimension=_optional_int(reader, entry, fields, "dimension"),
+        batch_size=_optional_int(reader, entry, fields, "batch_size"),
+        batch_tokens=_optional_int(reader, entry, fields, "batch_tokens"),
+        counts_items=reader.boolean(entry, "counts_items", fields.get("counts_items", False)),
     )
+
+
+def _optional_int(reader: _Reader, entry: str, fields: Mapping[str, Any], name: str) -> int | None:
+    if name not in fields:
+        return None
+    return reader.integer(entry, name, fields[name], positive=True)
 
 
 def _note(reader: _Reader, entry: str, fields: Mapping[str, Any]) -> str:
@@ -829,6 +873,36 @@ def _resolve_base_url(
         )
         raise ConfigurationError(msg)
     return vendor.base_url.format(account_id=account_id)
+
+
+def build_embeddings(
+    vendor: str,
+    model: str,
+    api_key: str | None,
+    *,
+    base_url: str | None = None,
+    **kwargs: Any,
+) -> Embeddings:
+    """Build the LangChain embeddings class for a catalog vendor, its retries off.
+
+    As :func:`build_chat_model`, for an embedding model (``OpenAIEmbeddings``,
+    ``GoogleGenerativeAIEmbeddings``, ``CohereEmbeddings``).
+
+    Raises:
+        ConfigurationError: unknown vendor, a vendor without embeddings, missing
+            extra, missing key.
+    """
+    info = _vendor(vendor)
+    extra_kwargs = dict(kwargs)
+    url = _resolve_base_url(info, base_url, extra_kwargs)
+    if api_key is None and info.requires_key:
+        msg = f"vendor {info.name!r} needs an API key (set {' or '.join(info.key_env)})"
+        raise ConfigurationError(msg)
+    embedder = EMBEDDERS.get(info.kind.name)
+    if embedder is None:
+        msg = f"vendor {info.name!r} has no embeddings this package can build"
+        raise ConfigurationError(msg)
+    return embedder.build(model, api_key, vendor=info.name, base_url=url, **extra_kwargs)
 
 
 def build_chat_model(

@@ -1,0 +1,1 @@
+"""``QuotaRoutedEmbeddings``: embeddings on the same ledger and pools as the chat routes."""
