@@ -161,3 +161,30 @@ def test_a_bad_keys_table_names_the_culprit(
     with pytest.raises(ConfigurationError, match=culprit) as caught:
         QuotaRoutedChatModel.from_config(config)
     assert "keys[0]" in str(caught.value)
+
+
+def test_embeddings_beside_the_routes(clock: FakeClock, tmp_path: Path) -> None:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from langchain_quota_router import QuotaRoutedEmbeddings
+
+    router = QuotaRoutedChatModel(
+        routes=[Route(FakeVendorChatModel(), name="chat", pool="trial", limits=["4/day"])],
+        ledger=f"sqlite:///{tmp_path}/ledger.db",
+        cache=False,
+        clock=clock,
+    )
+    embed = QuotaRoutedEmbeddings(
+        [Route(DeterministicFakeEmbedding(size=4), name="embed", pool="trial", limits=["4/day"])],
+        ledger=router.ledger_backend,
+        cache=False,
+        clock=clock,
+    )
+    router.embeddings.append(embed)
+    embed.embed_documents(["a", "b"])
+    router.invoke("hi")
+    rows = {row["name"]: row for row in status_snapshot(router)["routes"]}
+    assert rows["embed"]["pool"] == "trial"
+    assert [u.used for u in router.usage()] == [2]  # one pool, counted once
+    router.reset("embed")
+    assert [u.used for u in router.usage()] == [0]

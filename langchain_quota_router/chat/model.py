@@ -75,6 +75,7 @@ from langchain_quota_router.chat.routing import (
 )
 from langchain_quota_router.chat.streaming import StreamRelay, replay, tag_message
 from langchain_quota_router.chat.tokens import TokenEstimator
+from langchain_quota_router.embeddings.model import QuotaRoutedEmbeddings
 from langchain_quota_router.keys import Key, KeyRotator
 from langchain_quota_router.quota.book import QuotaBook
 from langchain_quota_router.quota.clock import Clock, SystemClock
@@ -201,6 +202,11 @@ class QuotaRoutedChatModel(BaseChatModel):
     reach their keys by name. They count in their own ledger (pass this router's
     ``ledger_backend`` to share pools with routes). A ``[[keys]]`` table in a config
     file adds one."""
+
+    embeddings: list[QuotaRoutedEmbeddings] = Field(default_factory=list)
+    """:class:`~langchain_quota_router.QuotaRoutedEmbeddings` routers shown beside the
+    routes, as ``key_rotators`` are (give them this router's ``ledger_backend`` to
+    count embedding and chat calls on one key together)."""
 
     fleet_counters: bool = True
     """Count calls, fallbacks, errors, cache hits, 429s, refusals and spend for the
@@ -473,8 +479,8 @@ class QuotaRoutedChatModel(BaseChatModel):
         """Every API key the routes' vendor models (and the key rotators) hold,
         longest first: what every page, report and error must never show."""
         keys = set(route_keys(self.routes))
-        for rotator in self.key_rotators:
-            keys.update(rotator.keys_to_mask())
+        for other in self.companions():
+            keys.update(other.keys_to_mask())
         return sorted(keys, key=lambda k: (-len(k), k))
 
     @property
@@ -503,15 +509,15 @@ class QuotaRoutedChatModel(BaseChatModel):
         return self._book.get_stats()
 
     def usage(self) -> list[LimitUsage]:
-        """Per pool and limit (the key rotators' pools too): used, remaining, percent
-        and when it resets.
+        """Per pool and limit (the key rotators' and embeddings' pools too): used,
+        remaining, percent and when it resets.
 
         Limits learned from the vendor's headers say when (``learned_at``).
         """
         usage = self._book.usage()
         shown = {u.pool for u in usage}
-        for rotator in self.key_rotators:  # their pools too, each once
-            usage.extend(u for u in rotator.usage() if u.pool not in shown)
+        for other in self.companions():  # their pools too, each once
+            usage.extend(u for u in other.usage() if u.pool not in shown)
             shown.update(u.pool for u in usage)
         return usage
 
@@ -562,25 +568,33 @@ class QuotaRoutedChatModel(BaseChatModel):
         """Use a route (or a key rotator's key) again: lift its key's disable (after
         an authentication failure) and its model's unavailable mark (after a
         model-not-found). Returns whether there was anything to lift."""
-        rotator = self._rotator_of(route)
-        if rotator is not None:
-            return rotator.enable(route)
+        other = self._companion_of(route)
+        if other is not None:
+            return bool(other.enable(route))
         return self._book.enable(route)
 
     def reset(self, route: str) -> None:
         """Forget what a route's (or a key rotator's key's) pool has spent and lift
         its block."""
-        rotator = self._rotator_of(route)
-        if rotator is not None:
-            rotator.reset(route)
+        other = self._companion_of(route)
+        if other is not None:
+            other.reset(route)
             return
         self._book.reset(route)
 
-    def _rotator_of(self, name: str) -> KeyRotator | None:
-        """The key rotator holding a key called ``name``, unless a route is."""
+    def companions(self) -> tuple[Any, ...]:
+        """The key rotators and embeddings routers shown beside this router."""
+        return (*self.key_rotators, *self.embeddings)
+
+    def _companion_of(self, name: str) -> Any:
+        """The key rotator or embeddings router with a member called ``name``,
+        unless a route is called so."""
         if name in self._route_map:
             return None
-        return next((r for r in self.key_rotators if name in r.keys), None)
+        for other in self.companions():
+            if any(member.name == name for member in other.members):
+                return other
+        return None
 
     def _named(self, route: str) -> Route:
         found: Route = self._book.named(route)

@@ -424,10 +424,11 @@ def read_status(*sources: Source, tokens_per_day: int | None = None) -> Status:
     if not sources:
         msg = "read_status needs at least one router or key rotator"
         raise ValueError(msg)
-    # A router shows the key rotators it was given beside its routes.
+    # A router shows the key rotators and embeddings it was given beside its routes.
     expanded: list[Source] = []
     for source in sources:
-        for found in (source, *getattr(source, "key_rotators", ())):
+        companions = getattr(source, "companions", None)
+        for found in (source, *(companions() if companions is not None else ())):
             if not any(found is known for known in expanded):
                 expanded.append(found)
     sources = tuple(expanded)
