@@ -679,6 +679,7 @@ _TOP_LEVEL = {
     "routes",
     "pools",
     "keys",
+    "embedding_routes",
 }
 _KEYS_KEYS = {"name", "env", "limits", "pool", "strategy", "max_wait", "param"}
 _ROUTE_KEYS = {
@@ -771,6 +772,10 @@ def router_kwargs_from_config(
         [pools.my-org]
         limits = ["12000 tokens/minute"] # a shared pool's limits, given once
 
+        [[embedding_routes]]             # a QuotaRoutedEmbeddings beside the router
+        model = "cohere:embed-v4.0"      # same keys as [[routes]], plus batch_size
+        pool = "my-org"
+
         [[keys]]                         # a KeyRotator for another API
         name = "serp"
         env = "SERP"                     # SERP_API_KEYS, SERP_MAX_REQUESTS_PER_DAY_0...
@@ -839,7 +844,15 @@ def router_kwargs_from_config(
     key_rotators = [
         _toml_keys(file, i, raw, pools, env) for i, raw in enumerate(_tables(file, data, "keys"))
     ]
-    pools_named = {r.pool for r in routes} | {k["pool"] for k in key_rotators if k.get("pool")}
+    embedding_routes = [
+        _toml_route(file, i, raw, pools, env, "embedding_routes")
+        for i, raw in enumerate(_tables(file, data, "embedding_routes"))
+    ]
+    pools_named = (
+        {r.pool for r in routes}
+        | {r.pool for r in embedding_routes}
+        | {k["pool"] for k in key_rotators if k.get("pool")}
+    )
     unused = sorted(set(pools) - pools_named)
     if unused:
         msg = f"{file}: [pools.{unused[0]}] is not named by any route's pool"
@@ -847,6 +860,8 @@ def router_kwargs_from_config(
     kwargs["routes"] = routes
     if key_rotators:
         kwargs["key_rotators"] = key_rotators
+    if embedding_routes:
+        kwargs["embedding_routes"] = embedding_routes
     return kwargs
 
 
@@ -957,16 +972,18 @@ def _toml_route(
     raw: Any,
     pools: Mapping[str, list[str]],
     env: Mapping[str, str],
+    table: str = "routes",
 ) -> Route:
-    where = f"{file}: routes[{index}]"
+    where = f"{file}: {table}[{index}]"
     if not isinstance(raw, dict):
-        msg = f"{where} must be a table ([[routes]])"
+        msg = f"{where} must be a table ([[{table}]])"
         raise ConfigurationError(msg)
     if isinstance(raw.get("name"), str):
         where += f" ({raw['name']!r})"
-    unknown = sorted(set(raw) - _ROUTE_KEYS)
+    known = _ROUTE_KEYS | ({"batch_size"} if table == "embedding_routes" else set())
+    unknown = sorted(set(raw) - known)
     if unknown:
-        msg = f"{where}: unknown key {', '.join(unknown)}; known: {', '.join(sorted(_ROUTE_KEYS))}"
+        msg = f"{where}: unknown key {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         raise ConfigurationError(msg)
     spec = raw.get("model")
     if not isinstance(spec, str) or not spec.strip():
@@ -1033,12 +1050,22 @@ def _toml_route(
         args["limits"] = _limit_strings(f"{where}.limits", raw["limits"])
     elif pool in pools:
         args["limits"] = pools[pool]
+    if "batch_size" in raw:
+        args["batch_size"] = _whole(f"{where}.batch_size", raw["batch_size"], 1)
     options = raw.get("options", {})
     if not isinstance(options, dict):
         msg = f"{where}.options must be a table of vendor-class arguments"
         raise ConfigurationError(msg)
     try:
-        return Route(spec, **args, **options)
+        route = Route(spec, **args, **options)
+        if (table == "embedding_routes") != isinstance(route, EmbeddingRoute):
+            want = "an embedding model" if table == "embedding_routes" else "a chat model"
+            msg = (
+                f"model {spec!r} is not {want}: [[routes]] take chat models, "
+                "[[embedding_routes]] embedding models"
+            )
+            raise ConfigurationError(msg)
+        return route
     except ConfigurationError as exc:
         msg = f"{where}: {exc}"
         raise ConfigurationError(msg) from None

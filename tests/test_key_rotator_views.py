@@ -188,3 +188,38 @@ def test_embeddings_beside_the_routes(clock: FakeClock, tmp_path: Path) -> None:
     assert [u.used for u in router.usage()] == [2]  # one pool, counted once
     router.reset("embed")
     assert [u.used for u in router.usage()] == [0]
+
+
+def test_embedding_routes_in_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GROQ_API_KEY", "gsk_" + "g" * 52)
+    monkeypatch.setenv("COHERE_API_KEY", "c" * 40)
+    config = tmp_path / "router.toml"
+    config.write_text(
+        f"""
+ledger = "sqlite:///{tmp_path}/ledger.db"
+cache = false
+
+[[routes]]
+model = "groq:openai/gpt-oss-120b"
+
+[[embedding_routes]]
+model = "cohere:embed-v4.0"
+pool = "cohere-trial"
+limits = ["1000/month"]
+batch_size = 48
+"""
+    )
+    router = QuotaRoutedChatModel.from_config(config)
+    (embeddings,) = router.embeddings
+    (route,) = embeddings.members
+    assert route.pool == "cohere-trial"
+    assert embeddings.ledger_backend is router.ledger_backend
+    assert "cohere-trial" in {row["pool"] for row in status_snapshot(router)["routes"]}
+    config.write_text(
+        'ledger = "memory://"\n[[routes]]\nmodel = "groq:openai/gpt-oss-120b"\n'
+        '[[embedding_routes]]\nmodel = "groq:openai/gpt-oss-120b"\n'
+    )
+    with pytest.raises(ConfigurationError, match=r"embedding_routes\[0\].*not an embedding model"):
+        QuotaRoutedChatModel.from_config(config)

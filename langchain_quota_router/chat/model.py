@@ -384,7 +384,17 @@ class QuotaRoutedChatModel(BaseChatModel):
 
         given = {**router_kwargs_from_config(path), **kwargs}
         specs = given.pop("key_rotators", [])
+        embedding_routes = given.pop("embedding_routes", [])
         router = cls(**given)
+        if embedding_routes:
+            router.embeddings.append(
+                QuotaRoutedEmbeddings(
+                    embedding_routes,
+                    ledger=router.ledger_backend,
+                    clock=router.clock,
+                    cache=given.get("cache", True) is not False,
+                )
+            )
         for spec in specs:
             if isinstance(spec, KeyRotator):
                 router.key_rotators.append(spec)
