@@ -755,6 +755,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                     raise
                 finished = _tagged(attempt, result)
                 await call.asucceeded(attempt, _first_message(result))
+                _explained(call, finished)
                 await _adispatch_alerts(run_manager, call.alerts)
                 return finished
             await self.clock.asleep(call.wait_or_raise())
@@ -841,9 +842,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                     raise
                 message = relay.merged()
                 await call.asucceeded(attempt, message)
-                tail = _cost_chunk(message)
-                if tail is not None:
-                    yield tail
+                yield _tail_chunk(call, message)
                 if cache is not None and message is not None:
                     await cache.aupdate(prompt, llm_string, [ChatGeneration(message=message)])
                 await _adispatch_alerts(run_manager, call.alerts)
@@ -930,7 +929,17 @@ def _finish(call: RoutedCall, attempt: Attempt, result: ChatResult) -> ChatResul
     """Tag an answer with its route, settle, and tell tracers who answered."""
     finished = _tagged(attempt, result)
     call.succeeded(attempt, _first_message(result))
-    return finished
+    return _explained(call, finished)
+
+
+def _explained(call: RoutedCall, result: ChatResult) -> ChatResult:
+    """Say how the answer was reached: every route considered, in order, with what
+    happened and why, on the message and in ``llm_output``."""
+    attempts = call.explain()
+    for generation in result.generations:
+        generation.message.response_metadata["attempts"] = attempts
+    result.llm_output = {**(result.llm_output or {}), "attempts": attempts}
+    return result
 
 
 def _first_message(result: ChatResult) -> BaseMessage | None:
@@ -964,22 +973,26 @@ def _finish_stream(
 ) -> Iterator[ChatGenerationChunk]:
     message = relay.merged()
     call.succeeded(attempt, message)
-    tail = _cost_chunk(message)
-    if tail is not None:
-        yield tail
+    yield _tail_chunk(call, message)
     if cache is not None and message is not None:
         cache.update(prompt, llm_string, [ChatGeneration(message=message)])
 
 
-def _cost_chunk(message: BaseMessage | None) -> ChatGenerationChunk | None:
-    """The last chunk of a stream: its cost, which only the whole answer gives."""
+def _tail_chunk(call: RoutedCall, message: BaseMessage | None) -> ChatGenerationChunk:
+    """The last chunk of a stream: how the answer was reached (``attempts``) and its
+    cost, which only the whole answer gives. Stream chunks merge by adding values,
+    so each appears on this chunk only."""
+    metadata: dict[str, Any] = {"attempts": call.explain()}
     cost = message.response_metadata.get("cost") if message is not None else None
-    if message is None or cost is None:
-        return None
-    # Stream chunks merge by adding values; a float can only appear once.
-    content: str | list[str | dict[str, Any]] = "" if isinstance(message.content, str) else []
+    if cost is not None:
+        metadata["cost"] = cost
+    if message is not None:
+        message.response_metadata["attempts"] = metadata["attempts"]
+    content: str | list[str | dict[str, Any]] = (
+        [] if message is not None and not isinstance(message.content, str) else ""
+    )
     return ChatGenerationChunk(
-        message=AIMessageChunk(content=content, response_metadata={"cost": cost})
+        message=AIMessageChunk(content=content, response_metadata=metadata, chunk_position="last")
     )
 
 
@@ -1105,6 +1118,13 @@ class _HitCounter(BaseCache):
             if isinstance(message, BaseMessage):
                 metadata = {k: v for k, v in message.response_metadata.items() if k != "cost"}
                 metadata["cache_hit"] = True
+                # This answer was reached through the cache, not the routes it
+                # was first reached through.
+                metadata["attempts"] = (
+                    [{"route": route, "outcome": "served", "reason": "cache hit"}]
+                    if isinstance(route, str)
+                    else []
+                )
                 if fresh:
                     message.response_metadata = metadata
                 else:

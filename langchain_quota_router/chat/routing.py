@@ -208,9 +208,7 @@ class RoutedCall(Admission):
         if self.tools and type(route.model).bind_tools is BaseChatModel.bind_tools:
             return "cannot call tools", "tools"
         if route.context_window is not None and prompt > route.context_window:
-            reason = (
-                f"prompt of ~{prompt} tokens exceeds its context window of {route.context_window}"
-            )
+            reason = f"prompt of ~{prompt:,} tokens over the {route.context_window:,} context"
             return reason, "context"
         return None
 
@@ -330,7 +328,9 @@ class RoutedCall(Admission):
         if error:
             self.stats.failed(route.name, "interrupted")
         else:
-            self.stats.served(route.name, fallback=self.fell_back())
+            fallback = self.fell_back()
+            self.served(route, "stopped by the caller")
+            self.stats.served(route.name, fallback=fallback)
 
     async def aabandoned(
         self, attempt: Attempt, message: BaseMessage | None, *, error: bool = True
