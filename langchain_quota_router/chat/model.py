@@ -644,6 +644,23 @@ class QuotaRoutedChatModel(BaseChatModel):
         params = {k: (self._tool_schema(v) if k == "tools" else v) for k, v in kwargs.items()}
         return head + json.dumps(params, sort_keys=True, default=repr)
 
+    def get_num_tokens_from_messages(
+        self,
+        messages: list[BaseMessage],
+        tools: Sequence[Any] | None = None,
+    ) -> int:
+        """The prompt's tokens, from the router's own estimator (no ``transformers``):
+        what it would reserve for these messages and tools on the route that counts
+        most (calibrated where a route's vendor has reported its counts; otherwise
+        the conservative bound, never below what the vendor counts)."""
+        raw = self._tokens.count(messages, tools)
+        return max(self._tokens.for_route(route.name, raw) for route in self.routes)
+
+    def get_num_tokens(self, text: str) -> int:
+        """The tokens of ``text`` alone, from the router's estimator (an upper bound
+        of what a vendor's tokenizer counts; no ``transformers`` needed)."""
+        return self._tokens.count_text(text)
+
     def bind_tools(
         self,
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
