@@ -73,7 +73,14 @@ from langchain_quota_router.chat.routing import (
     Settings,
     successor_of,
 )
-from langchain_quota_router.chat.streaming import StreamRelay, replay, tag_message
+from langchain_quota_router.chat.streaming import (
+    StreamRelay,
+    as_text,
+    replay,
+    shaped,
+    shaped_message,
+    tag_message,
+)
 from langchain_quota_router.chat.tokens import TokenEstimator
 from langchain_quota_router.keys import Key, KeyRotator
 from langchain_quota_router.quota.book import QuotaBook
@@ -201,6 +208,16 @@ class QuotaRoutedChatModel(BaseChatModel):
     reach their keys by name. They count in their own ledger (pass this router's
     ``ledger_backend`` to share pools with routes). A ``[[keys]]`` table in a config
     file adds one."""
+
+    content: Literal["vendor", "text"] = "vendor"
+    """The shape of an answer's ``.content``. ``"vendor"``: as the answering vendor
+    gives it (a string from Groq and OpenAI, a list of blocks from Gemini).
+    ``"text"``: a string whenever the answer holds only text, whoever answers, so
+    code written for ``ChatOpenAI`` keeps working after a fallback to Gemini. What
+    it costs: a thought signature Gemini attaches to a text block is dropped with
+    the block (tool calls and their signatures are kept: a message that holds
+    anything but text keeps its blocks), and streamed chunks lose their block
+    ``index``."""
 
     fleet_counters: bool = True
     """Count calls, fallbacks, errors, cache hits, 429s, refusals and spend for the
@@ -423,6 +440,7 @@ class QuotaRoutedChatModel(BaseChatModel):
             self.default_output_tokens,
             self.max_tokens,
             self.temperature,
+            self.content,
             id(self.clock),
         )
         known = self._settings
@@ -448,6 +466,7 @@ class QuotaRoutedChatModel(BaseChatModel):
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             tokens=self._tokens,
+            text_content=self.content == "text",
         )
         self._settings = (mark, settings)
         return settings
@@ -800,8 +819,8 @@ class QuotaRoutedChatModel(BaseChatModel):
                     # The router's own stream() reports each token to callbacks;
                     # the vendor model must not report them a second time.
                     for chunk in vendor.stream(attempt):
-                        yield from relay.take(chunk)
-                    yield from relay.rest()
+                        yield from shaped(attempt, relay.take(chunk))
+                    yield from shaped(attempt, relay.rest())
                 except Exception as exc:
                     if relay.shown:
                         call.abandoned(attempt, relay.merged())
@@ -841,9 +860,9 @@ class QuotaRoutedChatModel(BaseChatModel):
                 relay = StreamRelay(attempt.route)
                 try:
                     async for chunk in vendor.astream(attempt):
-                        for shown in relay.take(chunk):
+                        for shown in shaped(attempt, relay.take(chunk)):
                             yield shown
-                    for shown in relay.rest():
+                    for shown in shaped(attempt, relay.rest()):
                         yield shown
                 except Exception as exc:
                     if relay.shown:
@@ -857,7 +876,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                 except BaseException:  # the caller stopped reading, or was cancelled
                     await call.aabandoned(attempt, relay.merged(), error=False)
                     raise
-                message = relay.merged()
+                message = shaped_message(attempt, relay.merged())
                 await call.asucceeded(attempt, message)
                 yield _tail_chunk(call, message)
                 if cache is not None and message is not None:
@@ -968,6 +987,8 @@ def _tagged(attempt: Attempt, result: ChatResult) -> ChatResult:
     route = attempt.route
     for generation in result.generations:
         tag_message(generation.message, route)
+        if attempt.text_content:
+            as_text(generation.message)
     # LangChain tracers read llm_output: the model that answered, not the router.
     vendor_output = result.llm_output or {}
     result.llm_output = {
@@ -988,7 +1009,7 @@ def _finish_stream(
     prompt: str,
     llm_string: str,
 ) -> Iterator[ChatGenerationChunk]:
-    message = relay.merged()
+    message = shaped_message(attempt, relay.merged())
     call.succeeded(attempt, message)
     yield _tail_chunk(call, message)
     if cache is not None and message is not None:

@@ -68,6 +68,7 @@ class Settings(Policy):
     max_tokens: int | None
     temperature: float | None
     tokens: TokenEstimator
+    text_content: bool = False
     tool_kwargs: dict[tuple[str, int, str], tuple[Any, dict[str, Any]]] = field(
         default_factory=dict, compare=False
     )
@@ -101,6 +102,7 @@ class Attempt:
             its own ``bind_tools``, ``max_tokens`` renamed, SDK retries off).
         stop: stop sequences.
         prompt_tokens: the prompt's estimated tokens on this route.
+        text_content: answers that hold only text get a string ``.content``.
     """
 
     route: Route
@@ -109,6 +111,7 @@ class Attempt:
     kwargs: dict[str, Any]
     stop: list[str] | None
     prompt_tokens: int = 0
+    text_content: bool = False
 
 
 def usage_demand(message: BaseMessage | None, fallback_input: int) -> Demand:
@@ -174,6 +177,7 @@ class RoutedCall(Admission):
             chat.route_kwargs,
             self.stop,
             chat.prompt,
+            self.settings.text_content,
         )
 
     def plan(self, member: Any) -> Plan | object | None:
