@@ -96,7 +96,8 @@ def test_a_fallback_to_gemini_keeps_openai_s_shape(sim: Simulator, clock: FakeCl
         "openai",
         "gemini",
     ]
-    assert isinstance(first.content, str) and isinstance(second.content, str)
+    assert isinstance(first.content, str)
+    assert isinstance(second.content, str)
 
 
 def test_a_tool_loop_moves_between_gemini_and_openai(sim: Simulator, clock: FakeClock) -> None:
