@@ -86,6 +86,8 @@ Unknown vendors are an error.
 
 from __future__ import annotations
 
+import difflib
+
 import datetime as dt
 import logging
 import math
@@ -618,7 +620,9 @@ def _find_vendor(vendor: str | VendorInfo) -> VendorInfo | None:
 def _vendor(name: str) -> VendorInfo:
     info = _find_vendor(name)
     if info is None:
-        msg = f"unknown vendor {name!r}; the catalog knows: {', '.join(CATALOG)}"
+        close = difflib.get_close_matches(name.strip().lower(), list(CATALOG), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        msg = f"unknown vendor {name!r}; {hint}the catalog knows: {', '.join(CATALOG)}"
         raise ConfigurationError(msg)
     return info
 
