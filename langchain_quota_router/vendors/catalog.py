@@ -86,9 +86,8 @@ Unknown vendors are an error.
 
 from __future__ import annotations
 
-import difflib
-
 import datetime as dt
+import difflib
 import logging
 import math
 import os
