@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import functools
 import json
@@ -10,13 +11,16 @@ import logging
 import math
 import os
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import (
+    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
+    CallbackManager,
     CallbackManagerForLLMRun,
 )
 from langchain_core.callbacks.manager import (
@@ -41,7 +45,13 @@ from langchain_core.outputs import (
     ChatResult,
     Generation,
 )
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableMap,
+    RunnablePassthrough,
+    ensure_config,
+)
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import (
@@ -796,6 +806,41 @@ class QuotaRoutedChatModel(BaseChatModel):
                 return finished
             await self.clock.asleep(call.wait_or_raise())
 
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        # LangChain gives _stream no run manager: remember this run (its id and
+        # callbacks) so its quota alerts reach its own handlers (astream_events).
+        config = _with_run_id(config)
+        token = _STREAM_RUN.set(config)
+        try:
+            yield from super().stream(input, config, stop=stop, **kwargs)
+        finally:
+            with contextlib.suppress(ValueError):  # finished in another context
+                _STREAM_RUN.reset(token)
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        config = _with_run_id(config)
+        token = _STREAM_RUN.set(config)
+        try:
+            async for chunk in super().astream(input, config, stop=stop, **kwargs):
+                yield chunk
+        finally:
+            with contextlib.suppress(ValueError):  # finished in another context
+                _STREAM_RUN.reset(token)
+
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -834,7 +879,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                     call.abandoned(attempt, relay.merged(), error=False)
                     raise
                 yield from _finish_stream(call, attempt, relay, cache, prompt, llm_string)
-                _dispatch_alerts(run_manager, call.alerts)
+                _dispatch_alerts(_stream_run_manager(run_manager), call.alerts)
                 return
             self.clock.sleep(call.wait_or_raise())
 
@@ -881,7 +926,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                 yield _tail_chunk(call, message)
                 if cache is not None and message is not None:
                     await cache.aupdate(prompt, llm_string, [ChatGeneration(message=message)])
-                await _adispatch_alerts(run_manager, call.alerts)
+                await _adispatch_alerts(_astream_run_manager(run_manager), call.alerts)
                 return
             await self.clock.asleep(call.wait_or_raise())
 
@@ -1083,6 +1128,74 @@ class _GlobalCache(BaseCache):
 
     def __repr__(self) -> str:
         return "LangChain's global cache"
+
+
+#: The stream run in progress in this context (see ``QuotaRoutedChatModel.stream``).
+_STREAM_RUN: contextvars.ContextVar[RunnableConfig | None] = contextvars.ContextVar(
+    "quota_router_stream_run", default=None
+)
+
+
+def _with_run_id(config: RunnableConfig | None) -> RunnableConfig:
+    """``config`` with a run id, so the LLM run LangChain starts has a known id."""
+    config = ensure_config(config)
+    if config.get("run_id") is None:
+        config = cast(RunnableConfig, {**config, "run_id": uuid.uuid4()})
+    return config
+
+
+def _stream_run_manager(
+    run_manager: CallbackManagerForLLMRun | None,
+) -> CallbackManagerForLLMRun | None:
+    """The stream's own LLM run, rebuilt from its config when LangChain passed none."""
+    if run_manager is not None:
+        return run_manager
+    config = _STREAM_RUN.get()
+    if config is None:
+        return None
+    manager = CallbackManager.configure(
+        config.get("callbacks"),
+        inheritable_tags=config.get("tags"),
+        inheritable_metadata=config.get("metadata"),
+    )
+    run_id = config.get("run_id")
+    assert run_id is not None
+    return CallbackManagerForLLMRun(
+        run_id=run_id,
+        handlers=manager.handlers,
+        inheritable_handlers=manager.inheritable_handlers,
+        tags=manager.tags,
+        inheritable_tags=manager.inheritable_tags,
+        metadata=manager.metadata,
+        inheritable_metadata=manager.inheritable_metadata,
+    )
+
+
+def _astream_run_manager(
+    run_manager: AsyncCallbackManagerForLLMRun | None,
+) -> AsyncCallbackManagerForLLMRun | None:
+    """:func:`_stream_run_manager` for the async stream."""
+    if run_manager is not None:
+        return run_manager
+    config = _STREAM_RUN.get()
+    if config is None:
+        return None
+    manager = AsyncCallbackManager.configure(
+        config.get("callbacks"),
+        inheritable_tags=config.get("tags"),
+        inheritable_metadata=config.get("metadata"),
+    )
+    run_id = config.get("run_id")
+    assert run_id is not None
+    return AsyncCallbackManagerForLLMRun(
+        run_id=run_id,
+        handlers=manager.handlers,
+        inheritable_handlers=manager.inheritable_handlers,
+        tags=manager.tags,
+        inheritable_tags=manager.inheritable_tags,
+        metadata=manager.metadata,
+        inheritable_metadata=manager.inheritable_metadata,
+    )
 
 
 def _dispatch_alerts(
