@@ -821,6 +821,15 @@ def _resolve_base_url(
     account_id = kwargs.pop("account_id", None)
     if base_url is not None:
         return base_url
+    # $GROQ_BASE_URL points every route of the vendor elsewhere (a proxy, the
+    # simulator), as it does for routes read from the environment.
+    variable = f"{vendor.env_prefix}_BASE_URL"
+    from_env = os.environ.get(variable, "").strip()
+    if from_env:
+        if not from_env.startswith(("http://", "https://")):
+            msg = f"{variable}={from_env!r} is not an http(s) URL"
+            raise ConfigurationError(msg)
+        return from_env
     if vendor.base_url is None or "{account_id}" not in vendor.base_url:
         return vendor.base_url
     variable = f"{vendor.env_prefix}_ACCOUNT_ID"
