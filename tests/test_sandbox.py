@@ -140,3 +140,24 @@ def test_json_mode_answers_json_on_every_vendor(
     answer = structured.invoke("Reply in JSON, please", preferred=route)
     assert isinstance(answer, dict)
     assert answer["answer"].startswith("Simulated answer")
+
+
+def test_generated_names_can_be_typed_back(
+    sandbox: Simulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from langchain_quota_router.cli import main
+    from langchain_quota_router.quota.book import match_name
+
+    for name, value in env_lines(paste_lines(sandbox, SANDBOX_KEYS)).items():
+        monkeypatch.setenv(name, value)
+    llm = QuotaRoutedChatModel.from_env(dotenv=None, ledger="memory://", cache=False)
+    groq = next(name for name in llm.route_map if name.startswith("groq"))
+    assert "\u2026" in groq  # as generated: "groq …19f5"
+    typed = groq.replace("\u2026", "...")
+    assert match_name(typed, llm.route_map) == groq
+    assert match_name("groq", llm.route_map) == groq  # a unique prefix
+    assert match_name("g", llm.route_map) is None  # groq or gemini: ambiguous
+    llm.reset(typed)
+    assert llm.enable("groq") is False
+    assert main(["reset", "gem"]) == 0
+    assert "reset pool" in capsys.readouterr().out
