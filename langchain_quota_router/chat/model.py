@@ -834,10 +834,14 @@ class QuotaRoutedChatModel(BaseChatModel):
     ) -> AsyncIterator[AIMessageChunk]:
         config = _with_run_id(config)
         token = _STREAM_RUN.set(config)
+        inner = super().astream(input, config, stop=stop, **kwargs)
         try:
-            async for chunk in super().astream(input, config, stop=stop, **kwargs):
+            async for chunk in inner:
                 yield chunk
         finally:
+            # A caller that stops reading closes this generator: close LangChain's
+            # now, so the call settles now (async for would leave it to the GC).
+            await inner.aclose()  # type: ignore[attr-defined]
             with contextlib.suppress(ValueError):  # finished in another context
                 _STREAM_RUN.reset(token)
 
