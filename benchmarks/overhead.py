@@ -12,9 +12,10 @@ Prints the median per-call time of:
   (g) a hand-written try-the-next-key loop over the same API (counts in a dict),
   (h) the same loop keeping its counts in a JSON file, as hand-written managers do,
   (i) ``KeyRotator.call`` over the same API, default SQLite ledger,
-and the ratios the project targets: (c)/(b) <= 1.5, (d)/(a) <= 1 and, for what the
-fleet counters cost a routed call (counted in memory, written to the ledger by a
-background thread every second, which runs during the measurement), (c)/(e) <= 1.1.
+and the ratios the project targets (``TARGETS``, the README's figures): (c)/(b) <= 1.3,
+(d)/(a) <= 1.05 and, for what the fleet counters cost a routed call (counted in memory,
+written to the ledger by a background thread every second, which runs during the
+measurement), (c)/(e) <= 1.10.
 The fake is the project's ``FakeVendorChatModel``, which reports usage as a vendor
 does; every variant calls it the same way, so the differences are overhead.
 """
@@ -33,6 +34,9 @@ from langchain_core.runnables import Runnable
 
 from langchain_quota_router import KeyRotator, QuotaRoutedChatModel, Route
 from langchain_quota_router.testing import FakeVendorChatModel
+
+#: The ratios the project targets, as the README states them (a test compares).
+TARGETS = {"(c)/(b)": 1.3, "(d)/(a)": 1.05, "(c)/(e)": 1.10}
 
 PROMPT = "Summarise the plot of Hamlet in one sentence."
 KEYS = ["serp-key-one-0123456789", "serp-key-two-9876543210"]
@@ -184,9 +188,12 @@ def main() -> None:
         micros = times[name[:3]] * 1e6
         print(f"| {name} | {micros:.2f} µs |" if micros < 10 else f"| {name} | {micros:.0f} µs |")
     print()
-    print(f"(c)/(b) = {times['(c)'] / times['(b)']:.2f}  (target <= 1.5)")
-    print(f"(d)/(a) = {times['(d)'] / times['(a)']:.2f}  (target <= 1.0)")
-    print(f"(c)/(e) = {times['(c)'] / times['(e)']:.3f}  (target <= 1.10: fleet counters)")
+    print(f"(c)/(b) = {times['(c)'] / times['(b)']:.2f}  (target <= {TARGETS['(c)/(b)']})")
+    print(f"(d)/(a) = {times['(d)'] / times['(a)']:.2f}  (target <= {TARGETS['(d)/(a)']})")
+    print(
+        f"(c)/(e) = {times['(c)'] / times['(e)']:.3f}  "
+        f"(target <= {TARGETS['(c)/(e)']:.2f}: fleet counters)"
+    )
     print(
         f"(i) - (f) = {(times['(i)'] - times['(f)']) * 1e6:.0f} µs per call: what "
         f"KeyRotator adds to a call (an HTTP request to a search API takes 50,000+ µs); "

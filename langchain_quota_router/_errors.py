@@ -52,6 +52,9 @@ class NoRouteError(QuotaRouterError):
         reasons: route name -> why that route could not serve, in the order tried.
         resets_at: the earliest moment (UTC) at which one of the routes frees up,
             or ``None`` when none will by itself.
+        attempts: every route considered, in order, as an answer's
+            ``response_metadata["attempts"]`` lists them: ``{"route", "outcome",
+            "reason"}`` (set by the router when it raises).
     """
 
     summary = "no route can serve this call"
@@ -67,6 +70,7 @@ class NoRouteError(QuotaRouterError):
     ) -> None:
         self.reasons = dict(reasons)
         self.resets_at = resets_at
+        self.attempts: list[dict[str, str]] = []
         lines = "; ".join(f"{name}: {why}" for name, why in self.reasons.items())
         when = (
             f"earliest reset {resets_at.isoformat()}"

@@ -526,3 +526,19 @@ def test_any_toml_file_loads_or_is_a_configuration_error_naming_it(
     # What the loader lets through, the router takes: every check names the file.
     kwargs.update(ledger="memory://", cache=False)
     QuotaRoutedChatModel(**kwargs)
+
+
+def test_an_unknown_window_lists_the_valid_ones() -> None:
+    from langchain_quota_router.quota.limits import Limit
+
+    with pytest.raises(ConfigurationError) as caught:
+        Limit.parse("30/minut")
+    for window in ("second", "minute", "hour", "day", "month", "once", "24h"):
+        assert window in str(caught.value)
+
+
+def test_a_misspelt_vendor_gets_a_suggestion() -> None:
+    from langchain_quota_router import Route
+
+    with pytest.raises(ConfigurationError, match="did you mean 'groq'"):
+        Route("grok:openai/gpt-oss-120b", api_key="k")

@@ -107,8 +107,13 @@ def test_progress_lines_tell_the_story() -> None:
     result = run_demo(out=out)
     text = out.getvalue()
     assert result.failed == 0
-    assert "groq -> gemini: groq has used 50 of 50/24h" in text  # groq's day is full
-    assert "key rejected (401), disabled" in text
+    # Told from the answers' own attempts, not guessed: groq's day is full.
+    assert "groq -> gemini: groq refused, pool full: 50/50 requests per 24h until" in text
+    assert "has used 35 of" not in text
+    assert "key disabled (401)" in text or "vendor 401" in text
+    # Two turns on one route read as turns, not as a fallback.
+    assert "[gemini -> gemini]" not in text
+    assert "(turns: " in text
     assert "operator: quota-router enable cohere" in text
     assert "agent:" in text
     assert "alert: groq has used" in text

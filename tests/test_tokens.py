@@ -687,3 +687,75 @@ def test_a_foreign_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"aGVsbG8= 0\n")
     with pytest.raises(ValueError, match="not the published cl100k_base"):
         load_tiktoken_file(path)
+
+
+# ------------------------------------------------ LangChain's token counting
+
+
+def _router() -> Any:
+    from langchain_quota_router import QuotaRoutedChatModel, Route
+    from langchain_quota_router.testing import FakeVendorChatModel
+
+    return QuotaRoutedChatModel(
+        routes=[Route(FakeVendorChatModel(model="m"), name="a")], ledger="memory://", cache=False
+    )
+
+
+@pytest.fixture
+def _no_transformers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LangChain's default counting imports transformers: make sure it is absent."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+
+
+@pytest.mark.usefixtures("_no_transformers")
+def test_get_num_tokens_works_without_transformers(cl100k: tiktoken.Encoding) -> None:
+    llm = _router()
+    for texts in SAMPLES.values():
+        for text in texts:
+            assert llm.get_num_tokens(text) >= len(cl100k.encode_ordinary(text))
+
+
+@pytest.mark.usefixtures("_no_transformers")
+def test_get_num_tokens_from_messages_bounds_the_vendor(cl100k: tiktoken.Encoding) -> None:
+    llm = _router()
+    for kind, texts in SAMPLES.items():
+        for first, second in itertools.pairwise(texts):
+            messages = [SystemMessage(first), HumanMessage(second)]
+            counted = llm.get_num_tokens_from_messages(messages)
+            assert counted >= _bpe_prompt(cl100k, [first, second]), kind
+
+
+@pytest.mark.usefixtures("_no_transformers")
+def test_get_num_tokens_from_messages_counts_tools() -> None:
+    llm = _router()
+    messages = [HumanMessage("Where is my order?")]
+    bare = llm.get_num_tokens_from_messages(messages)
+    with_tools = llm.get_num_tokens_from_messages(messages, tools=[search_orders])
+    assert with_tools > bare + 20
+
+
+@pytest.mark.usefixtures("_no_transformers")
+def test_trim_messages_takes_the_router_as_its_counter() -> None:
+    from langchain_core.messages import trim_messages
+
+    llm = _router()
+    history = [SystemMessage("Be brief.")] + [
+        HumanMessage(f"question {i}: " + "tell me more " * 20) for i in range(20)
+    ]
+    trimmed = trim_messages(
+        history, max_tokens=300, token_counter=llm, strategy="last", include_system=True
+    )
+    assert 1 < len(trimmed) < len(history)
+    assert llm.get_num_tokens_from_messages(trimmed) <= 300
+
+
+def test_get_num_tokens_from_messages_follows_a_calibrated_route() -> None:
+    llm = _router()
+    messages = [HumanMessage("hello there, " * 300)]
+    before = llm.get_num_tokens_from_messages(messages)
+    raw = llm._tokens.count(messages)
+    for _ in range(8):  # the vendor reports half what the bound assumes
+        llm._tokens.observe("a", raw, raw // 2)
+    assert llm.get_num_tokens_from_messages(messages) < before

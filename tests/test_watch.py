@@ -61,6 +61,30 @@ async def test_alerts_reach_astream_events_of_a_chain(clock: FakeClock) -> None:
     assert custom[0]["data"]["percent"] == 100.0
 
 
+async def test_alerts_reach_astream_events_of_the_bare_model(clock: FakeClock) -> None:
+    llm = router(clock, Route(FakeVendorChatModel(), name="g", limits=["1/day"]))
+    events = [e async for e in llm.astream_events("hi", version="v2")]
+    custom = [e for e in events if e["event"] == "on_custom_event"]
+    assert [e["name"] for e in custom] == ["quota_alert"]
+    start = next(e for e in events if e["event"] == "on_chat_model_start")
+    assert custom[0]["run_id"] == start["run_id"]  # the model's own run
+
+
+async def test_alerts_reach_the_handlers_of_a_stream(clock: FakeClock, how: str) -> None:
+    from call_paths import ask
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    seen: list[str] = []
+
+    class Keep(BaseCallbackHandler):
+        def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+            seen.append(name)
+
+    llm = router(clock, Route(FakeVendorChatModel(), name="g", limits=["1/day"]))
+    await ask(llm, how, config={"callbacks": [Keep()]})
+    assert seen == ["quota_alert"]
+
+
 def test_stats_count_calls_fallbacks_errors_and_the_last_route(clock: FakeClock) -> None:
     llm = router(
         clock,

@@ -74,6 +74,13 @@ class HitCounter(BaseCache):
             if isinstance(message, BaseMessage):
                 metadata = {k: v for k, v in message.response_metadata.items() if k != "cost"}
                 metadata["cache_hit"] = True
+                # This answer was reached through the cache, not the routes it
+                # was first reached through.
+                metadata["attempts"] = (
+                    [{"route": route, "outcome": "served", "reason": "cache hit"}]
+                    if isinstance(route, str)
+                    else []
+                )
                 if fresh:
                     message.response_metadata = metadata
                 else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import functools
 import json
@@ -10,13 +11,16 @@ import logging
 import math
 import os
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import (
+    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
+    CallbackManager,
     CallbackManagerForLLMRun,
 )
 from langchain_core.callbacks.manager import (
@@ -40,7 +44,13 @@ from langchain_core.outputs import (
     ChatGenerationChunk,
     ChatResult,
 )
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableMap,
+    RunnablePassthrough,
+    ensure_config,
+)
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import (
@@ -73,7 +83,14 @@ from langchain_quota_router.chat.routing import (
     Settings,
     successor_of,
 )
-from langchain_quota_router.chat.streaming import StreamRelay, replay, tag_message
+from langchain_quota_router.chat.streaming import (
+    StreamRelay,
+    as_text,
+    replay,
+    shaped,
+    shaped_message,
+    tag_message,
+)
 from langchain_quota_router.chat.tokens import TokenEstimator
 from langchain_quota_router.embeddings.model import QuotaRoutedEmbeddings
 from langchain_quota_router.keys import Key, KeyRotator
@@ -207,6 +224,16 @@ class QuotaRoutedChatModel(BaseChatModel):
     """:class:`~langchain_quota_router.QuotaRoutedEmbeddings` routers shown beside the
     routes, as ``key_rotators`` are (give them this router's ``ledger_backend`` to
     count embedding and chat calls on one key together)."""
+
+    content: Literal["vendor", "text"] = "vendor"
+    """The shape of an answer's ``.content``. ``"vendor"``: as the answering vendor
+    gives it (a string from Groq and OpenAI, a list of blocks from Gemini).
+    ``"text"``: a string whenever the answer holds only text, whoever answers, so
+    code written for ``ChatOpenAI`` keeps working after a fallback to Gemini. What
+    it costs: a thought signature Gemini attaches to a text block is dropped with
+    the block (tool calls and their signatures are kept: a message that holds
+    anything but text keeps its blocks), and streamed chunks lose their block
+    ``index``."""
 
     fleet_counters: bool = True
     """Count calls, fallbacks, errors, cache hits, 429s, refusals and spend for the
@@ -451,6 +478,7 @@ class QuotaRoutedChatModel(BaseChatModel):
             self.default_output_tokens,
             self.max_tokens,
             self.temperature,
+            self.content,
             id(self.clock),
         )
         known = self._settings
@@ -476,6 +504,7 @@ class QuotaRoutedChatModel(BaseChatModel):
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             tokens=self._tokens,
+            text_content=self.content == "text",
         )
         self._settings = (mark, settings)
         return settings
@@ -686,6 +715,23 @@ class QuotaRoutedChatModel(BaseChatModel):
         params = {k: (self._tool_schema(v) if k == "tools" else v) for k, v in kwargs.items()}
         return head + json.dumps(params, sort_keys=True, default=repr)
 
+    def get_num_tokens_from_messages(
+        self,
+        messages: list[BaseMessage],
+        tools: Sequence[Any] | None = None,
+    ) -> int:
+        """The prompt's tokens, from the router's own estimator (no ``transformers``):
+        what it would reserve for these messages and tools on the route that counts
+        most (calibrated where a route's vendor has reported its counts; otherwise
+        the conservative bound, never below what the vendor counts)."""
+        raw = self._tokens.count(messages, tools)
+        return max(self._tokens.for_route(route.name, raw) for route in self.routes)
+
+    def get_num_tokens(self, text: str) -> int:
+        """The tokens of ``text`` alone, from the router's estimator (an upper bound
+        of what a vendor's tokenizer counts; no ``transformers`` needed)."""
+        return self._tokens.count_text(text)
+
     def bind_tools(
         self,
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
@@ -797,9 +843,49 @@ class QuotaRoutedChatModel(BaseChatModel):
                     raise
                 finished = _tagged(attempt, result)
                 await call.asucceeded(attempt, _first_message(result))
+                _explained(call, finished)
                 await _adispatch_alerts(run_manager, call.alerts)
                 return finished
             await self.clock.asleep(call.wait_or_raise())
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        # LangChain gives _stream no run manager: remember this run (its id and
+        # callbacks) so its quota alerts reach its own handlers (astream_events).
+        config = _with_run_id(config)
+        token = _STREAM_RUN.set(config)
+        try:
+            yield from super().stream(input, config, stop=stop, **kwargs)
+        finally:
+            with contextlib.suppress(ValueError):  # finished in another context
+                _STREAM_RUN.reset(token)
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        config = _with_run_id(config)
+        token = _STREAM_RUN.set(config)
+        inner = super().astream(input, config, stop=stop, **kwargs)
+        try:
+            async for chunk in inner:
+                yield chunk
+        finally:
+            # A caller that stops reading closes this generator: close LangChain's
+            # now, so the call settles now (async for would leave it to the GC).
+            await inner.aclose()  # type: ignore[attr-defined]
+            with contextlib.suppress(ValueError):  # finished in another context
+                _STREAM_RUN.reset(token)
 
     def _stream(
         self,
@@ -824,8 +910,8 @@ class QuotaRoutedChatModel(BaseChatModel):
                     # The router's own stream() reports each token to callbacks;
                     # the vendor model must not report them a second time.
                     for chunk in vendor.stream(attempt):
-                        yield from relay.take(chunk)
-                    yield from relay.rest()
+                        yield from shaped(attempt, relay.take(chunk))
+                    yield from shaped(attempt, relay.rest())
                 except Exception as exc:
                     if relay.shown:
                         call.abandoned(attempt, relay.merged())
@@ -839,7 +925,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                     call.abandoned(attempt, relay.merged(), error=False)
                     raise
                 yield from _finish_stream(call, attempt, relay, cache, prompt, llm_string)
-                _dispatch_alerts(run_manager, call.alerts)
+                _dispatch_alerts(_stream_run_manager(run_manager), call.alerts)
                 return
             self.clock.sleep(call.wait_or_raise())
 
@@ -865,9 +951,9 @@ class QuotaRoutedChatModel(BaseChatModel):
                 relay = StreamRelay(attempt.route)
                 try:
                     async for chunk in vendor.astream(attempt):
-                        for shown in relay.take(chunk):
+                        for shown in shaped(attempt, relay.take(chunk)):
                             yield shown
-                    for shown in relay.rest():
+                    for shown in shaped(attempt, relay.rest()):
                         yield shown
                 except Exception as exc:
                     if relay.shown:
@@ -881,14 +967,12 @@ class QuotaRoutedChatModel(BaseChatModel):
                 except BaseException:  # the caller stopped reading, or was cancelled
                     await call.aabandoned(attempt, relay.merged(), error=False)
                     raise
-                message = relay.merged()
+                message = shaped_message(attempt, relay.merged())
                 await call.asucceeded(attempt, message)
-                tail = _cost_chunk(message)
-                if tail is not None:
-                    yield tail
+                yield _tail_chunk(call, message)
                 if cache is not None and message is not None:
                     await cache.aupdate(prompt, llm_string, [ChatGeneration(message=message)])
-                await _adispatch_alerts(run_manager, call.alerts)
+                await _adispatch_alerts(_astream_run_manager(run_manager), call.alerts)
                 return
             await self.clock.asleep(call.wait_or_raise())
 
@@ -972,7 +1056,17 @@ def _finish(call: RoutedCall, attempt: Attempt, result: ChatResult) -> ChatResul
     """Tag an answer with its route, settle, and tell tracers who answered."""
     finished = _tagged(attempt, result)
     call.succeeded(attempt, _first_message(result))
-    return finished
+    return _explained(call, finished)
+
+
+def _explained(call: RoutedCall, result: ChatResult) -> ChatResult:
+    """Say how the answer was reached: every route considered, in order, with what
+    happened and why, on the message and in ``llm_output``."""
+    attempts = call.explain()
+    for generation in result.generations:
+        generation.message.response_metadata["attempts"] = attempts
+    result.llm_output = {**(result.llm_output or {}), "attempts": attempts}
+    return result
 
 
 def _first_message(result: ChatResult) -> BaseMessage | None:
@@ -984,6 +1078,8 @@ def _tagged(attempt: Attempt, result: ChatResult) -> ChatResult:
     route = attempt.route
     for generation in result.generations:
         tag_message(generation.message, route)
+        if attempt.text_content:
+            as_text(generation.message)
     # LangChain tracers read llm_output: the model that answered, not the router.
     vendor_output = result.llm_output or {}
     result.llm_output = {
@@ -1004,24 +1100,28 @@ def _finish_stream(
     prompt: str,
     llm_string: str,
 ) -> Iterator[ChatGenerationChunk]:
-    message = relay.merged()
+    message = shaped_message(attempt, relay.merged())
     call.succeeded(attempt, message)
-    tail = _cost_chunk(message)
-    if tail is not None:
-        yield tail
+    yield _tail_chunk(call, message)
     if cache is not None and message is not None:
         cache.update(prompt, llm_string, [ChatGeneration(message=message)])
 
 
-def _cost_chunk(message: BaseMessage | None) -> ChatGenerationChunk | None:
-    """The last chunk of a stream: its cost, which only the whole answer gives."""
+def _tail_chunk(call: RoutedCall, message: BaseMessage | None) -> ChatGenerationChunk:
+    """The last chunk of a stream: how the answer was reached (``attempts``) and its
+    cost, which only the whole answer gives. Stream chunks merge by adding values,
+    so each appears on this chunk only."""
+    metadata: dict[str, Any] = {"attempts": call.explain()}
     cost = message.response_metadata.get("cost") if message is not None else None
-    if message is None or cost is None:
-        return None
-    # Stream chunks merge by adding values; a float can only appear once.
-    content: str | list[str | dict[str, Any]] = "" if isinstance(message.content, str) else []
+    if cost is not None:
+        metadata["cost"] = cost
+    if message is not None:
+        message.response_metadata["attempts"] = metadata["attempts"]
+    content: str | list[str | dict[str, Any]] = (
+        [] if message is not None and not isinstance(message.content, str) else ""
+    )
     return ChatGenerationChunk(
-        message=AIMessageChunk(content=content, response_metadata={"cost": cost})
+        message=AIMessageChunk(content=content, response_metadata=metadata, chunk_position="last")
     )
 
 
@@ -1043,6 +1143,74 @@ def _json_mode(
     )
     failed = RunnablePassthrough.assign(parsed=lambda _: None)
     return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
+
+
+#: The stream run in progress in this context (see ``QuotaRoutedChatModel.stream``).
+_STREAM_RUN: contextvars.ContextVar[RunnableConfig | None] = contextvars.ContextVar(
+    "quota_router_stream_run", default=None
+)
+
+
+def _with_run_id(config: RunnableConfig | None) -> RunnableConfig:
+    """``config`` with a run id, so the LLM run LangChain starts has a known id."""
+    config = ensure_config(config)
+    if config.get("run_id") is None:
+        config = cast(RunnableConfig, {**config, "run_id": uuid.uuid4()})
+    return config
+
+
+def _stream_run_manager(
+    run_manager: CallbackManagerForLLMRun | None,
+) -> CallbackManagerForLLMRun | None:
+    """The stream's own LLM run, rebuilt from its config when LangChain passed none."""
+    if run_manager is not None:
+        return run_manager
+    config = _STREAM_RUN.get()
+    if config is None:
+        return None
+    manager = CallbackManager.configure(
+        config.get("callbacks"),
+        inheritable_tags=config.get("tags"),
+        inheritable_metadata=config.get("metadata"),
+    )
+    run_id = config.get("run_id")
+    assert run_id is not None
+    return CallbackManagerForLLMRun(
+        run_id=run_id,
+        handlers=manager.handlers,
+        inheritable_handlers=manager.inheritable_handlers,
+        tags=manager.tags,
+        inheritable_tags=manager.inheritable_tags,
+        metadata=manager.metadata,
+        inheritable_metadata=manager.inheritable_metadata,
+    )
+
+
+def _astream_run_manager(
+    run_manager: AsyncCallbackManagerForLLMRun | None,
+) -> AsyncCallbackManagerForLLMRun | None:
+    """:func:`_stream_run_manager` for the async stream."""
+    if run_manager is not None:
+        return run_manager
+    config = _STREAM_RUN.get()
+    if config is None:
+        return None
+    manager = AsyncCallbackManager.configure(
+        config.get("callbacks"),
+        inheritable_tags=config.get("tags"),
+        inheritable_metadata=config.get("metadata"),
+    )
+    run_id = config.get("run_id")
+    assert run_id is not None
+    return AsyncCallbackManagerForLLMRun(
+        run_id=run_id,
+        handlers=manager.handlers,
+        inheritable_handlers=manager.inheritable_handlers,
+        tags=manager.tags,
+        inheritable_tags=manager.inheritable_tags,
+        metadata=manager.metadata,
+        inheritable_metadata=manager.inheritable_metadata,
+    )
 
 
 def _dispatch_alerts(

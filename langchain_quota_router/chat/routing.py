@@ -63,6 +63,7 @@ class Settings(Policy):
     max_tokens: int | None
     temperature: float | None
     tokens: TokenEstimator
+    text_content: bool = False
     tool_kwargs: dict[tuple[str, int, str], tuple[Any, dict[str, Any]]] = field(
         default_factory=dict, compare=False
     )
@@ -96,6 +97,7 @@ class Attempt:
             its own ``bind_tools``, ``max_tokens`` renamed, SDK retries off).
         stop: stop sequences.
         prompt_tokens: the prompt's estimated tokens on this route.
+        text_content: answers that hold only text get a string ``.content``.
     """
 
     route: Route
@@ -104,6 +106,7 @@ class Attempt:
     kwargs: dict[str, Any]
     stop: list[str] | None
     prompt_tokens: int = 0
+    text_content: bool = False
 
 
 def usage_demand(message: BaseMessage | None, fallback_input: int) -> Demand:
@@ -169,6 +172,7 @@ class RoutedCall(Admission):
             chat.route_kwargs,
             self.stop,
             chat.prompt,
+            self.settings.text_content,
         )
 
     def plan(self, member: Any) -> Plan | object | None:
@@ -203,9 +207,7 @@ class RoutedCall(Admission):
         if self.tools and type(route.model).bind_tools is BaseChatModel.bind_tools:
             return "cannot call tools", "tools"
         if route.context_window is not None and prompt > route.context_window:
-            reason = (
-                f"prompt of ~{prompt} tokens exceeds its context window of {route.context_window}"
-            )
+            reason = f"prompt of ~{prompt:,} tokens over the {route.context_window:,} context"
             return reason, "context"
         return None
 
@@ -325,7 +327,9 @@ class RoutedCall(Admission):
         if error:
             self.stats.failed(route.name, "interrupted")
         else:
-            self.stats.served(route.name, fallback=self.fell_back())
+            fallback = self.fell_back()
+            self.served(route, "stopped by the caller")
+            self.stats.served(route.name, fallback=fallback)
 
     async def aabandoned(
         self, attempt: Attempt, message: BaseMessage | None, *, error: bool = True

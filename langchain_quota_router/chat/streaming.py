@@ -11,7 +11,7 @@ content blocks. Those duties live here, once, for the four call paths.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from langchain_core.language_models import BaseChatModel
@@ -141,6 +141,49 @@ def as_chunk(message: BaseMessage) -> AIMessageChunk:
         id=message.id,
         chunk_position="last",
     )
+
+
+#: Keys a text block may carry besides its text without holding anything else.
+_TEXT_BLOCK_KEYS = frozenset({"type", "text", "index", "id", "annotations", "extras"})
+
+
+def as_text(message: BaseMessage) -> None:
+    """Make ``message.content`` a string when it holds only text blocks (Gemini's
+    ``[{"type": "text", "text": ...}]``); a message holding anything else (a tool
+    call block, an image, reasoning) keeps its blocks."""
+    content = message.content
+    if isinstance(content, str):
+        return
+    parts: list[str] = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+            continue
+        if not isinstance(block, dict) or block.get("type") != "text":
+            return
+        if not _TEXT_BLOCK_KEYS.issuperset(block) or not isinstance(block.get("text"), str):
+            return
+        parts.append(block["text"])
+    message.content = "".join(parts)
+
+
+def shaped(
+    attempt: Attempt, chunks: Iterable[ChatGenerationChunk]
+) -> Iterator[ChatGenerationChunk]:
+    """Stream chunks as the router's ``content`` setting wants them."""
+    if not attempt.text_content:
+        yield from chunks
+        return
+    for chunk in chunks:
+        as_text(chunk.message)
+        yield chunk
+
+
+def shaped_message(attempt: Attempt, message: AIMessage | None) -> AIMessage | None:
+    """A stream's merged answer as the router's ``content`` setting wants it."""
+    if message is not None and attempt.text_content:
+        as_text(message)
+    return message
 
 
 def replay(found: Sequence[Generation]) -> Iterator[ChatGenerationChunk]:

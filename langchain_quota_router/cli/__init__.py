@@ -45,6 +45,7 @@ from langchain_quota_router._errors import (
     QuotaRouterError,
 )
 from langchain_quota_router.cli import _report
+from langchain_quota_router.quota.book import match_name
 from langchain_quota_router.quota.secrets import Masker, mask
 
 if TYPE_CHECKING:
@@ -225,10 +226,12 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_reset(args: argparse.Namespace) -> int:
     router = _router(args)
     name = args.name
-    if name in router.route_map:
-        pool = router.route_map[name].pool
-    elif name in router.pool_limits:
-        pool = name
+    route = match_name(name, router.route_map)
+    pool_name = match_name(name, router.pool_limits)
+    if route is not None:
+        pool = router.route_map[route].pool
+    elif pool_name is not None:
+        pool = pool_name
     else:
         msg = (
             f"no route or pool named {name!r}; routes: {', '.join(router.route_map)}; "

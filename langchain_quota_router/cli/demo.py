@@ -337,24 +337,9 @@ class _Day:
         """Announce a part of the day."""
         self.say(f"\n{self._time()}  {title}")
 
-    def _why_not(self, route_name: str) -> str:
-        """Why a route stopped serving: a hold, else its fullest limit."""
-        route = self.router.route_map[route_name]
-        now = self.clock.now()
-        for hold in self.router.ledger_backend.holds(now):
-            if hold.subject == f"key:{route.key}":
-                return "key rejected (401), disabled"
-            if hold.subject == f"pool:{route.pool}" and hold.until is not None:
-                until = dt.datetime.fromtimestamp(hold.until, dt.timezone.utc)
-                return f"cooling down until {until:%H:%M:%S} after a vendor error"
-        usage = self.router.ledger_backend.usage(route.pool, route.limits, now)
-        if not usage:
-            return "skipped"
-        fullest = max(usage, key=lambda u: u.percent)
-        return f"has used {fullest.used} of {fullest.limit}"
-
     def _served(self, message: BaseMessage) -> None:
-        """Count an answer and tell when the serving route changes."""
+        """Count an answer and tell why it came from another route than the last:
+        from the router's own account of the call (``attempts``), never a guess."""
         self.result.served += 1
         meta = message.response_metadata
         if meta.get("cache_hit"):
@@ -363,12 +348,7 @@ class _Day:
         if not isinstance(route, str) or route == self.serving:
             return
         if self.serving is not None:
-            routes = self.router.route_map
-            if routes[route].priority < routes[self.serving].priority:
-                why = f"{route} has room again"
-            else:
-                why = f"{self.serving} {self._why_not(self.serving)}"
-            self.say(f"{self._time()}  {self.serving} -> {route}: {why}")
+            self.say(f"{self._time()}  {self.serving} -> {route}: {_why(meta, route)}")
         self.serving = route
 
     def _call(self, make: Callable[[], BaseMessage]) -> BaseMessage | None:
@@ -456,8 +436,8 @@ class _Day:
             final = answers[-1] if answers else None
             if final is not None and tools and not final.tool_calls and final.text:
                 self.result.agent_finished += 1
-                turns = " -> ".join(str(a.response_metadata.get("route", "?")) for a in answers)
-                self.say(f"{self._time()}  agent: {fmt.clip(task, 34)} [{turns}] done")
+                turns = ", ".join(str(a.response_metadata.get("route", "?")) for a in answers)
+                self.say(f"{self._time()}  agent: {fmt.clip(task, 34)} (turns: {turns}) done")
             self.clock.advance(every_minutes * 60)
         self._count_phase(before)
 
@@ -477,6 +457,19 @@ class _Day:
         """An operator re-enables the key (``quota-router enable ROUTE``)."""
         self.router.enable(route)
         self.say(f"{self._time()}  operator: quota-router enable {route}")
+
+
+def _why(meta: dict[str, Any], route: str) -> str:
+    """Why ``route`` answered, from the answer's ``attempts``: the routes passed
+    over before it and their reasons, or that it is first choice again."""
+    attempts = meta.get("attempts") or []
+    passed = [a for a in attempts if a.get("outcome") != "served"]
+    if not passed:
+        return f"{route} is first choice again"
+    last = passed[-1]  # the nearest cause: the route tried just before
+    said = fmt.clip(f"{last['route']} {last['outcome']}, {last['reason']}", 100)
+    before = len(passed) - 1
+    return said + (f" ({before} more before it)" if before else "")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -290,7 +290,7 @@ class QuotaRoutedEmbeddings(Embeddings):
                 if problem is not None:
                     self._excluded[route.name] = call.foreign(plan, reservation, problem)
                     continue
-                call.served(plan, reservation)
+                call.embedded(plan, reservation)
                 return vectors, len(batch)
             self.clock.sleep(call.wait_or_raise())
 
@@ -316,7 +316,7 @@ class QuotaRoutedEmbeddings(Embeddings):
                         call.foreign, plan, reservation, problem
                     )
                     continue
-                await call.aserved(plan, reservation)
+                await call.aembedded(plan, reservation)
                 return vectors, len(batch)
             await self.clock.asleep(call.wait_or_raise())
 

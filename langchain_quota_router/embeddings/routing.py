@@ -72,15 +72,15 @@ class BatchCall(Admission):
 
     # -------------------------------------------------------------- outcomes
 
-    def served(self, plan: Plan, reservation: Reservation) -> None:
+    def embedded(self, plan: Plan, reservation: Reservation) -> None:
         """Settle a batch the vendor embedded, and count it."""
         settled = settle(self.ledger, reservation, plan.demand, self.clock.now())
         self.after_answer(
             plan.member, reservation, plan.demand, None, settled=settled, cost=_cost(plan)
         )
 
-    async def aserved(self, plan: Plan, reservation: Reservation) -> None:
-        """:meth:`served` without blocking the event loop."""
+    async def aembedded(self, plan: Plan, reservation: Reservation) -> None:
+        """:meth:`embedded` without blocking the event loop."""
         settled = await asettle(self.ledger, reservation, plan.demand, self.clock.now())
         note = functools.partial(
             self.after_answer,

@@ -19,11 +19,14 @@ a pool, a credential, a priority, a provider and a model name.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import logging
+import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -70,6 +73,34 @@ FAILURE_CATEGORIES: dict[FailureKind, Category] = {
     FailureKind.BAD_REQUEST: "other",
     FailureKind.UNKNOWN: "other",
 }
+
+
+Outcome = Literal["served", "skipped", "refused", "failed"]
+"""What happened to a member on one call: it answered (``served``); it could not
+take the call and was not asked (``skipped``: tools, context window, arguments); the
+ledger turned it away (``refused``: pool full, blocked, key disabled, model
+retired); or the vendor was called and failed (``failed``)."""
+
+
+@dataclass(frozen=True)
+class Considered:
+    """One member considered for a call, in the order considered: how an answer
+    (or an error) was reached.
+
+    Attributes:
+        name: the route's or key's name.
+        outcome: ``served``, ``skipped``, ``refused`` or ``failed``.
+        reason: why, in words (``pool full: 50/50 requests per 24h until 00:00
+            UTC``, ``key disabled (401)``, ``vendor 429, retry in 47 s``).
+    """
+
+    name: str
+    outcome: Outcome
+    reason: str = ""
+
+    def as_dict(self, label: str = "route") -> dict[str, str]:
+        """The entry as plain data (``response_metadata["attempts"]``)."""
+        return {label: self.name, "outcome": self.outcome, "reason": self.reason}
 
 
 class Member(Protocol):
@@ -211,9 +242,12 @@ class Admission:
         self.categories: dict[str, Category] = {}
         self.retry_ats: list[float] = []
         #: Members skipped because their pool is known to have no room at all: their
-        #: reasons are written out only if someone reads them (see _explain).
+        #: reasons are written out only if someone reads them (see _write_known_full_reasons).
         self.known_full: list[Any] = []
         self._known_counted = 0
+        #: What :attr:`considered` is built from: entries, and members known full
+        #: (written out only when read).
+        self._trail: list[Considered | Any] = []
         self.first_error: BaseException | None = None
         self.last_vendor_error: BaseException | None = None
         self.bad_request_retries_left: int | None = None
@@ -317,9 +351,21 @@ class Admission:
         self.tried += 1
         return True
 
-    def _refused(self, member: Any, refusal: Refusal, *, counted: bool = True) -> None:
+    def _refused(
+        self, member: Any, refusal: Refusal, *, counted: bool = True, recorded: bool = True
+    ) -> None:
         category = "quota" if refusal.limit is not None else _hold_category(refusal)
-        self.skip(member, refusal.reason, category)
+        if recorded:
+            self.skip(
+                member,
+                refusal.reason,
+                category,
+                outcome="refused",
+                words=refusal_words(refusal, self.clock.now()),
+            )
+        else:
+            self.reasons[member.name] = refusal.reason
+            self.categories[member.name] = category
         if counted:
             self.stats.refused(member.name, member.pool)
         if refusal.limit is not None:
@@ -333,13 +379,13 @@ class Admission:
             self.stats.refused_all(tuple(self.known_full[self._known_counted :]))
             self._known_counted = len(self.known_full)
 
-    def _explain(self) -> None:
+    def _write_known_full_reasons(self) -> None:
         """Write out why the members known full were skipped (only when it is read:
         skipping a thousand full routes must not cost a thousand reasons)."""
         for member in self.known_full:
             known = self.ledger.full_pools.known(member.pool)
             if known is not None:
-                self._refused(member, known, counted=False)
+                self._refused(member, known, counted=False, recorded=False)
         self.known_full.clear()
         self._known_counted = 0
 
@@ -347,6 +393,7 @@ class Admission:
         """Skip a member whose pool is known to have no room at all (cheaply: a
         thousand such members must cost little more than one)."""
         self.known_full.append(member)
+        self._trail.append(member)
         if self.policy.strategy == "spread":
             self.policy.rooms.full(member.pool)
 
@@ -354,10 +401,66 @@ class Admission:
         """Whether a member other than the first choice serves (full, skipped, failed)."""
         return bool(self.reasons or self.known_full)
 
-    def skip(self, member: Any, reason: str, category: Category) -> None:
-        """Note why ``member`` could not serve this call."""
+    def skip(
+        self,
+        member: Any,
+        reason: str,
+        category: Category,
+        *,
+        outcome: Outcome = "skipped",
+        words: str | None = None,
+    ) -> None:
+        """Note why ``member`` could not serve this call.
+
+        ``reason`` goes to the error's ``reasons``; ``words`` (default: the reason)
+        to the call's :attr:`considered` entries, under ``outcome``.
+        """
         self.reasons[member.name] = reason
         self.categories[member.name] = category
+        said = reason if words is None else words
+        self._trail.append(Considered(member.name, outcome, said))
+        logger.debug("%s %s: %s", self.describe(member), outcome, said)
+
+    def served(self, member: Any, reason: str = "") -> None:
+        """Note that ``member`` answered; a fallback is logged (INFO) with why the
+        members before it did not."""
+        self._trail.append(Considered(member.name, "served", reason))
+        if logger.isEnabledFor(logging.INFO) and self.fell_back():
+            before = self.considered[:-1]
+            said = "; ".join(f"{c.name} {c.outcome} ({c.reason})" for c in before[:5])
+            more = f"; and {len(before) - 5} more" if len(before) > 5 else ""
+            logger.info("%s served after a fallback: %s%s", self.describe(member), said, more)
+
+    @property
+    def considered(self) -> list[Considered]:
+        """Every member considered for this call, in order, with what happened and
+        why. Members passed over because their pool was known full cost nothing on
+        the call's path: their entries are written out here, when asked for."""
+        out: list[Considered] = []
+        full_pools, now = self.ledger.full_pools, self.clock.now()
+        for entry in self._trail:
+            if isinstance(entry, Considered):
+                out.append(entry)
+                continue
+            known = full_pools.known(entry.pool)
+            why = refusal_words(known, now) if known is not None else "pool known full"
+            out.append(Considered(entry.name, "refused", why))
+        return out
+
+    def explain(self, label: str = "route") -> list[dict[str, str]]:
+        """:attr:`considered` as plain data, with no configured key in it (a route
+        name or a vendor's message may hold one)."""
+        keys = self.keys()
+        if not keys:
+            return [c.as_dict(label) for c in self.considered]
+        return [
+            {
+                label: mask(c.name, keys, shapes=False),
+                "outcome": c.outcome,
+                "reason": mask(c.reason, keys, shapes=False),
+            }
+            for c in self.considered
+        ]
 
     def _ordered(self) -> Iterator[Any]:
         """The members in the order to try them (lazily: a call the first member
@@ -421,7 +524,9 @@ class Admission:
         except LedgerError as exc:
             logger.warning("could not note pool %r after a paid answer: %s", member.pool, exc)
         # Served by anyone but the first choice (full, skipped or failed): a fallback.
-        self.stats.served(member.name, fallback=self.fell_back(), cost=cost)
+        fallback = self.fell_back()
+        self.served(member, "fallback" if fallback else "first choice")
+        self.stats.served(member.name, fallback=fallback, cost=cost)
         self.stats.spent(member.name, member.pool, used)
         return alerts
 
@@ -462,7 +567,11 @@ class Admission:
         if spent:
             self.stats.spent(member.name, member.pool, Demand(spent, 0, 0))
         self.skip(
-            member, f"{failure.kind.value}: {failure.message}", FAILURE_CATEGORIES[failure.kind]
+            member,
+            f"{failure.kind.value}: {failure.message}",
+            FAILURE_CATEGORIES[failure.kind],
+            outcome="failed",
+            words=failure_words(failure),
         )
         if failure.headers:
             # A 429 states the limits as plainly as a success does.
@@ -574,7 +683,7 @@ class Admission:
     def wait_or_raise(self) -> float:
         """Nobody could serve: the seconds to wait before trying again, or raise."""
         self._count_known_full()
-        self._explain()
+        self._write_known_full_reasons()
         if self.first_error is not None:
             raise self.vendor_error()
         now = self.clock.now()
@@ -602,6 +711,8 @@ class Admission:
         categories.discard("argument")
         when = dt.datetime.fromtimestamp(resets, dt.timezone.utc) if resets else None
         error = self.policy.error_for(categories, self.masked_reasons(keys), when)
+        with contextlib.suppress(AttributeError, TypeError):  # a type with __slots__
+            error.attempts = self.explain()  # type: ignore[attr-defined]
         if self.last_vendor_error is not None:
             error.__cause__ = redacted(self.last_vendor_error, keys)
         return error
@@ -611,7 +722,7 @@ class Admission:
         its traceback would show a configured key, the client's error for the
         ``"tools"`` category (a bad request) chained to a masked stand-in instead."""
         assert self.first_error is not None
-        self._explain()
+        self._write_known_full_reasons()
         keys = self.keys()
         clean = redacted(self.first_error, keys)
         if clean is self.first_error:
@@ -644,6 +755,92 @@ def _hold_category(refusal: Refusal) -> Category:
         return "unavailable"
     head = reason.split(":", 1)[0]
     return _HOLD_CATEGORIES.get(head, "quota")
+
+
+_METRIC_WORDS = {
+    "requests": "requests",
+    "tokens": "tokens",
+    "input_tokens": "input tokens",
+    "output_tokens": "output tokens",
+}
+
+
+def limit_words(limit: Limit) -> str:
+    """A limit as a sentence reads it: ``50 requests per 24h``."""
+    window = limit.window
+    if window.kind == "once":
+        span = "in all (a one-time credit)"
+    elif window.kind == "calendar":
+        span = f"per {window.unit}" + ("" if window.zone == "UTC" else f" ({window.zone})")
+    else:
+        span = f"per {window.describe()}"
+    return f"{limit.amount:,} {_METRIC_WORDS.get(limit.metric, limit.metric)} {span}"
+
+
+def when_words(at: float | None, now: float | None = None) -> str:
+    """When a moment comes, in UTC: ``00:00 UTC``, or with the date when it is not
+    within a day."""
+    if at is None:
+        return "it is lifted"
+    moment = dt.datetime.fromtimestamp(at, dt.timezone.utc)
+    now = time.time() if now is None else now
+    if 0 <= at - now <= 86_400:
+        return moment.strftime("%H:%M UTC")
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def refusal_words(refusal: Refusal, now: float | None = None) -> str:
+    """Why the ledger refused, in words: ``pool full: 50/50 requests per 24h until
+    00:00 UTC``, ``key disabled (401)``, ``model retired``, ``blocked: vendor 429
+    until 12:01 UTC``."""
+    limit = refusal.limit
+    if limit is not None:
+        until = when_words(refusal.retry_at, now) if refusal.retry_at else None
+        if refusal.room:
+            head = f"pool short: {refusal.room:,} left of {limit_words(limit)}"
+        else:
+            head = f"pool full: {limit.amount:,}/{limit_words(limit)}"
+        if until is None:
+            return head if refusal.room else f"{head}, for good (larger than the limit)"
+        return f"{head} until {until}"
+    reason = refusal.reason
+    if reason.startswith("model "):
+        return "model retired or not served" + (
+            f" (asked again at {when_words(refusal.retry_at, now)})" if refusal.retry_at else ""
+        )
+    head, _, rest = reason.partition(":")
+    if head == "disabled":
+        found = re.search(r"\b(40[13])\b", rest)
+        return f"key disabled ({found[1]})" if found else "key disabled"
+    what = {
+        "rate_limit": "vendor rate limit",
+        "quota_exhausted": "vendor quota spent",
+        "transient": "cooling down after a vendor error",
+    }.get(head, reason)
+    return f"blocked: {what} until {when_words(refusal.retry_at, now)}"
+
+
+def failure_words(failure: Failure) -> str:
+    """A vendor failure in words: ``vendor 429, retry in 47 s``."""
+    status = f"vendor {failure.status}" if failure.status else "vendor error"
+    kind = failure.kind
+    if kind is FailureKind.RATE_LIMIT:
+        wait = failure.retry_after
+        return f"{status}, retry in {wait:.0f} s" if wait is not None else f"{status}, rate limited"
+    period = f" for the {failure.period}" if failure.period else ""
+    words = {
+        FailureKind.QUOTA_EXHAUSTED: f"quota spent{period}",
+        FailureKind.AUTHENTICATION: "key rejected, disabled",
+        FailureKind.MODEL_UNAVAILABLE: "model retired or not served",
+        FailureKind.CONTEXT_TOO_LONG: "prompt too long for its context",
+        FailureKind.TRANSIENT: "unavailable, cooling down",
+        FailureKind.BAD_REQUEST: "bad request",
+        FailureKind.UNKNOWN: "unexpected error",
+    }[kind]
+    message = failure.message.strip()
+    if len(message) > 120:
+        message = message[:117] + "..."
+    return f"{status}, {words}" + (f": {message}" if message else "")
 
 
 _warned_unavailable: set[tuple[str, str]] = set()

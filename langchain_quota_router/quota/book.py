@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from langchain_quota_router.quota.admission import Member, model_subject
@@ -106,11 +106,11 @@ class QuotaBook:
         Raises:
             ConfigurationError: no member has that name (the message lists them).
         """
-        try:
-            return self.members[name]
-        except KeyError:
+        found = match_name(name, self.members)
+        if found is None:
             msg = f"no {self.noun} named {name!r}; {self.noun}s: {sorted(self.members)}"
-            raise ConfigurationError(msg) from None
+            raise ConfigurationError(msg)
+        return self.members[found]
 
     @property
     def pool_limits(self) -> dict[str, tuple[Limit, ...]]:
@@ -200,3 +200,24 @@ class QuotaBook:
     def reset(self, name: str) -> None:
         """Forget what a member's pool has spent and lift its block."""
         self.ledger.reset(self.named(name).pool)
+
+
+def match_name(typed: str, names: Iterable[str]) -> str | None:
+    """The name ``typed`` stands for: itself, or the one name it begins (a unique
+    prefix), with ``...`` accepted for the ``…`` in generated names
+    (``groq ...a1f3``), so every name can be typed back on a plain keyboard."""
+    names = list(names)
+    if typed in names:
+        return typed
+
+    def plain(text: str) -> str:
+        return " ".join(text.replace("\u2026", "...").split())
+
+    wanted = plain(typed)
+    if not wanted:
+        return None
+    exact = [n for n in names if plain(n) == wanted]
+    if len(exact) == 1:
+        return exact[0]
+    begun = [n for n in names if plain(n).startswith(wanted)]
+    return begun[0] if len(begun) == 1 else None

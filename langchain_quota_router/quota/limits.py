@@ -291,7 +291,11 @@ class Limit:
         if unit not in _UNITS and unit.endswith("s") and unit[:-1] in _UNITS:
             unit = unit[:-1]
         if unit not in _UNITS:
-            msg = f"cannot parse limit {text!r}: unknown window {match['unit']!r}"
+            msg = (
+                f"cannot parse limit {text!r}: unknown window {match['unit']!r}; "
+                f"windows are {', '.join(sorted(_UNITS))} (plurals too), "
+                "or a span such as 24h, 90s, 15m"
+            )
             raise ConfigurationError(msg)
         kind, unit_seconds = _UNITS[unit]
         count = match["count"]

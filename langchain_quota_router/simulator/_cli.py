@@ -17,6 +17,55 @@ from ._server import Simulator
 from ._types import VENDORS, SimKey, SimModel, Vendor
 
 _KEY_FIELDS = {"key", "vendor", "rpm", "rpd", "tpm", "tpd"}
+
+#: Keys served when a config names none, so the simulator works out of the box: one
+#: per vendor, with that vendor's free-tier limits. They are not secrets: they open
+#: nothing but this simulator.
+SANDBOX_KEYS: tuple[SimKey, ...] = (
+    SimKey("sim-groq-key", "groq", rpm=30, rpd=1000, tpm=8000),
+    SimKey("sim-gemini-key", "gemini", rpm=15, rpd=500),
+    SimKey("sim-openai-key", "openai", rpm=3, rpd=200, tpm=40_000),
+    SimKey("sim-cohere-key", "cohere", rpm=20),
+)
+
+#: Each vendor's environment prefix, key variable and a model it serves.
+_PASTE: dict[Vendor, tuple[str, str, str]] = {
+    "groq": ("GROQ", "GROQ_API_KEY", "openai/gpt-oss-120b"),
+    "gemini": ("GEMINI", "GEMINI_API_KEY", "gemini-3.5-flash-lite"),
+    "openai": ("OPENAI", "OPENAI_API_KEY", "gpt-4o-mini"),
+    "cohere": ("COHERE", "COHERE_API_KEY", "command-a-03-2025"),
+}
+
+
+def paste_lines(sim: Simulator, keys: Sequence[SimKey]) -> str:
+    """What to paste to point one's own code at ``sim``: per vendor (its first
+    key), the environment variables ``from_env()`` reads and a ``router.toml``
+    snippet for ``from_config()``."""
+    first: dict[Vendor, SimKey] = {}
+    for key in keys:
+        first.setdefault(key.vendor, key)
+    urls: dict[Vendor, str] = {
+        "groq": sim.groq_base_url,
+        "gemini": sim.gemini_base_url,
+        "openai": sim.openai_base_url,
+        "cohere": sim.cohere_base_url,
+    }
+    env = ["# Paste into your shell or a .env file (QuotaRoutedChatModel.from_env()):"]
+    toml = ["# Or into router.toml (QuotaRoutedChatModel.from_config('router.toml')):"]
+    for vendor, key in first.items():
+        prefix, variable, model = _PASTE[vendor]
+        env.append(f"{variable}={key.key}")
+        env.append(f"{prefix}_BASE_URL={urls[vendor]}")
+        toml += [
+            "[[routes]]",
+            f'model = "{vendor}:{model}"',
+            f'api_key_env = "{variable}"',
+            f'base_url = "{urls[vendor]}"',
+            "",
+        ]
+    return "\n".join([*env, "", *toml]).rstrip() + "\n"
+
+
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(SimModel)}
 
 
@@ -125,10 +174,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind")
     parser.add_argument("--port", type=int, default=0, help="port (0: pick a free one)")
-    parser.add_argument("--config", type=Path, help='JSON file: {"keys": [...], "models": {...}}')
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help='JSON file: {"keys": [{"key": "k1", "vendor": "groq", "rpm": 30, "rpd": 1000, '
+        '"tpm": 8000, "tpd": 200000}], "models": {"groq": ["openai/gpt-oss-120b", {"id": '
+        '"llama-3.3-70b-versatile", "retired": true}]}}; without keys, one sandbox key '
+        "per vendor is served",
+    )
     args = parser.parse_args(argv)
     try:
         keys = load_keys(args.config) if args.config else []
+        keys = keys or list(SANDBOX_KEYS)
         models = load_models(args.config) if args.config else None
         sim = Simulator(keys, models=models, host=args.host, port=args.port)
     except ValueError as exc:
@@ -145,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
     with sim:
-        sys.stdout.write(f"{sim.url}\n")
+        sys.stdout.write(f"{sim.url}\n\n{paste_lines(sim, keys)}")
         sys.stdout.flush()
         aliases = ", ".join(f"{k.vendor}:{k.alias}" for k in keys) or "none"
         sys.stderr.write(f"simulator serving keys: {aliases}\n")

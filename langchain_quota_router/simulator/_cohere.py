@@ -106,6 +106,7 @@ class CohereWire(Wire):
             tool_choice={"NONE": "none", "REQUIRED": "required"}.get(choice, "auto"),
             max_tokens=int(max_tokens) if max_tokens is not None else None,
             stream=bool(body.get("stream", False)),
+            json_mode=_json_requested(body.get("response_format")),
         )
 
     def _usage(self, completion: Completion) -> dict[str, Any]:
@@ -265,3 +266,11 @@ class CohereWire(Wire):
 
     def model_info(self, model: SimModel) -> HttpAnswer:
         return HttpAnswer(200, self._model_object(model))
+
+
+def _json_requested(response_format: object) -> bool:
+    """Whether ``response_format`` asks for JSON (an object or a schema)."""
+    return isinstance(response_format, dict) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    )

@@ -54,6 +54,8 @@ class ParsedRequest:
         max_tokens: the cap on output tokens, if any.
         stream: whether to answer with a stream.
         include_usage: OpenAI ``stream_options.include_usage``.
+        json_mode: the caller asked for a JSON object (OpenAI, Groq and Cohere
+            ``response_format``, Gemini ``responseMimeType: application/json``).
     """
 
     model: str
@@ -63,6 +65,7 @@ class ParsedRequest:
     max_tokens: int | None = None
     stream: bool = False
     include_usage: bool = False
+    json_mode: bool = False
 
     @property
     def prompt_text(self) -> str:
@@ -236,6 +239,10 @@ def complete(request: ParsedRequest, reply: Reply | None) -> Completion:
         calls = (ToolCall(tool.name, example_args(tool.parameters)),)
     else:
         text = default_text(request)
+    if request.json_mode and not calls and reply is None:
+        # What a vendor in JSON mode answers: one JSON object, nothing around it.
+        user_text = _last_user_text(request.messages)
+        text = json.dumps({"answer": text, "digest": digest(user_text)})
 
     finish: Finish = "tool_calls" if calls else "stop"
     call_tokens = sum(count_tokens(_call_text(c)) for c in calls)

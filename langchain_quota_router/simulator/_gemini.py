@@ -107,6 +107,7 @@ class GeminiWire(Wire):
             tool_choice=choice,
             max_tokens=int(max_tokens) if max_tokens is not None else None,
             stream=stream,
+            json_mode=generation.get("responseMimeType") == "application/json",
         )
 
     def _content(self, content: Mapping[str, Any]) -> list[Message]:

@@ -94,6 +94,7 @@ Unknown vendors are an error.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import logging
 import math
 import os
@@ -662,7 +663,9 @@ def _find_vendor(vendor: str | VendorInfo) -> VendorInfo | None:
 def _vendor(name: str) -> VendorInfo:
     info = _find_vendor(name)
     if info is None:
-        msg = f"unknown vendor {name!r}; the catalog knows: {', '.join(CATALOG)}"
+        close = difflib.get_close_matches(name.strip().lower(), list(CATALOG), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        msg = f"unknown vendor {name!r}; {hint}the catalog knows: {', '.join(CATALOG)}"
         raise ConfigurationError(msg)
     return info
 
@@ -862,6 +865,15 @@ def _resolve_base_url(
     account_id = kwargs.pop("account_id", None)
     if base_url is not None:
         return base_url
+    # $GROQ_BASE_URL points every route of the vendor elsewhere (a proxy, the
+    # simulator), as it does for routes read from the environment.
+    variable = f"{vendor.env_prefix}_BASE_URL"
+    from_env = os.environ.get(variable, "").strip()
+    if from_env:
+        if not from_env.startswith(("http://", "https://")):
+            msg = f"{variable}={from_env!r} is not an http(s) URL"
+            raise ConfigurationError(msg)
+        return from_env
     if vendor.base_url is None or "{account_id}" not in vendor.base_url:
         return vendor.base_url
     variable = f"{vendor.env_prefix}_ACCOUNT_ID"
