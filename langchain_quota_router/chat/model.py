@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import datetime as dt
 import functools
 import json
@@ -11,23 +10,14 @@ import logging
 import math
 import os
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import (
-    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
-    CallbackManager,
     CallbackManagerForLLMRun,
-)
-from langchain_core.callbacks.manager import (
-    adispatch_custom_event,
-    ahandle_event,
-    dispatch_custom_event,
-    handle_event,
 )
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -49,7 +39,6 @@ from langchain_core.runnables import (
     RunnableConfig,
     RunnableMap,
     RunnablePassthrough,
-    ensure_config,
 )
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -71,6 +60,7 @@ from langchain_quota_router._errors import (
     no_route_error,
 )
 from langchain_quota_router.cache.disk import DiskResponseCache
+from langchain_quota_router.chat import alerts
 from langchain_quota_router.chat import streaming as vendor
 from langchain_quota_router.chat.caching import GlobalCache, HitCounter
 from langchain_quota_router.chat.route import EmbeddingRoute, Route, route_keys
@@ -103,10 +93,8 @@ from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, parse_limits
 from langchain_quota_router.quota.secrets import guard_logs, mask
 from langchain_quota_router.quota.watch import (
-    ALERT_EVENT,
     AlertTracker,
     Lifespan,
-    QuotaAlert,
 )
 
 logger = logging.getLogger("langchain_quota_router")
@@ -818,7 +806,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                     call.abandoned(attempt, None)
                     raise
                 finished = _finish(call, attempt, result)
-                _dispatch_alerts(run_manager, call.alerts)
+                alerts.dispatch_alerts(run_manager, call.alerts)
                 return finished
             self.clock.sleep(call.wait_or_raise())
 
@@ -844,7 +832,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                 finished = _tagged(attempt, result)
                 await call.asucceeded(attempt, _first_message(result))
                 _explained(call, finished)
-                await _adispatch_alerts(run_manager, call.alerts)
+                await alerts.adispatch_alerts(run_manager, call.alerts)
                 return finished
             await self.clock.asleep(call.wait_or_raise())
 
@@ -858,13 +846,13 @@ class QuotaRoutedChatModel(BaseChatModel):
     ) -> Iterator[AIMessageChunk]:
         # LangChain gives _stream no run manager: remember this run (its id and
         # callbacks) so its quota alerts reach its own handlers (astream_events).
-        config = _with_run_id(config)
-        token = _STREAM_RUN.set(config)
+        config = alerts.with_run_id(config)
+        token = alerts.STREAM_RUN.set(config)
         try:
             yield from super().stream(input, config, stop=stop, **kwargs)
         finally:
             with contextlib.suppress(ValueError):  # finished in another context
-                _STREAM_RUN.reset(token)
+                alerts.STREAM_RUN.reset(token)
 
     async def astream(
         self,
@@ -874,8 +862,8 @@ class QuotaRoutedChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
-        config = _with_run_id(config)
-        token = _STREAM_RUN.set(config)
+        config = alerts.with_run_id(config)
+        token = alerts.STREAM_RUN.set(config)
         inner = super().astream(input, config, stop=stop, **kwargs)
         try:
             async for chunk in inner:
@@ -885,7 +873,7 @@ class QuotaRoutedChatModel(BaseChatModel):
             # now, so the call settles now (async for would leave it to the GC).
             await inner.aclose()  # type: ignore[attr-defined]
             with contextlib.suppress(ValueError):  # finished in another context
-                _STREAM_RUN.reset(token)
+                alerts.STREAM_RUN.reset(token)
 
     def _stream(
         self,
@@ -925,7 +913,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                     call.abandoned(attempt, relay.merged(), error=False)
                     raise
                 yield from _finish_stream(call, attempt, relay, cache, prompt, llm_string)
-                _dispatch_alerts(_stream_run_manager(run_manager), call.alerts)
+                alerts.dispatch_alerts(alerts.stream_run_manager(run_manager), call.alerts)
                 return
             self.clock.sleep(call.wait_or_raise())
 
@@ -972,7 +960,7 @@ class QuotaRoutedChatModel(BaseChatModel):
                 yield _tail_chunk(call, message)
                 if cache is not None and message is not None:
                     await cache.aupdate(prompt, llm_string, [ChatGeneration(message=message)])
-                await _adispatch_alerts(_astream_run_manager(run_manager), call.alerts)
+                await alerts.adispatch_alerts(alerts.astream_run_manager(run_manager), call.alerts)
                 return
             await self.clock.asleep(call.wait_or_raise())
 
@@ -1143,116 +1131,3 @@ def _json_mode(
     )
     failed = RunnablePassthrough.assign(parsed=lambda _: None)
     return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
-
-
-#: The stream run in progress in this context (see ``QuotaRoutedChatModel.stream``).
-_STREAM_RUN: contextvars.ContextVar[RunnableConfig | None] = contextvars.ContextVar(
-    "quota_router_stream_run", default=None
-)
-
-
-def _with_run_id(config: RunnableConfig | None) -> RunnableConfig:
-    """``config`` with a run id, so the LLM run LangChain starts has a known id."""
-    config = ensure_config(config)
-    if config.get("run_id") is None:
-        config = cast(RunnableConfig, {**config, "run_id": uuid.uuid4()})
-    return config
-
-
-def _stream_run_manager(
-    run_manager: CallbackManagerForLLMRun | None,
-) -> CallbackManagerForLLMRun | None:
-    """The stream's own LLM run, rebuilt from its config when LangChain passed none."""
-    if run_manager is not None:
-        return run_manager
-    config = _STREAM_RUN.get()
-    if config is None:
-        return None
-    manager = CallbackManager.configure(
-        config.get("callbacks"),
-        inheritable_tags=config.get("tags"),
-        inheritable_metadata=config.get("metadata"),
-    )
-    run_id = config.get("run_id")
-    assert run_id is not None
-    return CallbackManagerForLLMRun(
-        run_id=run_id,
-        handlers=manager.handlers,
-        inheritable_handlers=manager.inheritable_handlers,
-        tags=manager.tags,
-        inheritable_tags=manager.inheritable_tags,
-        metadata=manager.metadata,
-        inheritable_metadata=manager.inheritable_metadata,
-    )
-
-
-def _astream_run_manager(
-    run_manager: AsyncCallbackManagerForLLMRun | None,
-) -> AsyncCallbackManagerForLLMRun | None:
-    """:func:`_stream_run_manager` for the async stream."""
-    if run_manager is not None:
-        return run_manager
-    config = _STREAM_RUN.get()
-    if config is None:
-        return None
-    manager = AsyncCallbackManager.configure(
-        config.get("callbacks"),
-        inheritable_tags=config.get("tags"),
-        inheritable_metadata=config.get("metadata"),
-    )
-    run_id = config.get("run_id")
-    assert run_id is not None
-    return AsyncCallbackManagerForLLMRun(
-        run_id=run_id,
-        handlers=manager.handlers,
-        inheritable_handlers=manager.inheritable_handlers,
-        tags=manager.tags,
-        inheritable_tags=manager.inheritable_tags,
-        metadata=manager.metadata,
-        inheritable_metadata=manager.inheritable_metadata,
-    )
-
-
-def _dispatch_alerts(
-    run_manager: CallbackManagerForLLMRun | None, alerts: Sequence[QuotaAlert]
-) -> None:
-    # An LLM run has no child manager; its handlers get the event with its run id,
-    # as a callback manager's own on_custom_event would send it. Streams get no run
-    # manager from LangChain: there the enclosing run (a chain, a graph) gets it.
-    if run_manager is None:
-        for alert in alerts:
-            with contextlib.suppress(RuntimeError):  # no enclosing run: logged only
-                dispatch_custom_event(ALERT_EVENT, alert.as_event())
-    else:
-        for alert in alerts:
-            handle_event(
-                run_manager.handlers,
-                "on_custom_event",
-                "ignore_custom_event",
-                ALERT_EVENT,
-                alert.as_event(),
-                run_id=run_manager.run_id,
-                tags=run_manager.tags,
-                metadata=run_manager.metadata,
-            )
-
-
-async def _adispatch_alerts(
-    run_manager: AsyncCallbackManagerForLLMRun | None, alerts: Sequence[QuotaAlert]
-) -> None:
-    if run_manager is None:
-        for alert in alerts:
-            with contextlib.suppress(RuntimeError):  # no enclosing run: logged only
-                await adispatch_custom_event(ALERT_EVENT, alert.as_event())
-    else:
-        for alert in alerts:
-            await ahandle_event(
-                run_manager.handlers,
-                "on_custom_event",
-                "ignore_custom_event",
-                ALERT_EVENT,
-                alert.as_event(),
-                run_id=run_manager.run_id,
-                tags=run_manager.tags,
-                metadata=run_manager.metadata,
-            )
