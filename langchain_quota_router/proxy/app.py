@@ -57,6 +57,7 @@ from langchain_quota_router.proxy.wire import (
     WireError,
     completion,
     embedding_inputs,
+    error_body,
     embedding_response,
     parse_chat,
     parse_embeddings,
@@ -616,6 +617,23 @@ class _EventStream(Response):
         watcher = asyncio.ensure_future(_disconnected(receive))
         try:
             await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The server is shutting down past its grace: the call is cancelled (and
+            # settled); the client is told, rather than left with a cut stream.
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            body = error_body(
+                "the proxy is shutting down: this answer is incomplete",
+                "api_error",
+                code="server_shutting_down",
+            )
+            with contextlib.suppress(BaseException):
+                await send(
+                    {"type": "http.response.body", "body": error_event(body), "more_body": True}
+                )
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            raise
         finally:
             watcher.cancel()
             if not task.done():
