@@ -12,13 +12,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from support.proxy import FakeEmbeddings, running_proxy
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
 from langchain_quota_router.proxy.stream import ChunkWriter
 from langchain_quota_router.proxy.wire import ChatRequest, plan_chat
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
-from support.proxy import FakeEmbeddings, running_proxy
 
 CLIENT_KEY = "sk-qr-client-key-0123456789abcdef"
 VENDOR_KEY = "gsk_VendorSecret0123456789abcdefABCDEF"
@@ -239,8 +239,10 @@ def test_streamed_tool_calls_have_an_integer_index_and_the_id_only_first() -> No
     ]
     deltas = [json.loads(e[6:])["choices"][0]["delta"]["tool_calls"][0] for e in events]
     assert [d["index"] for d in deltas] == [0, 0, 1]
-    assert deltas[0]["id"].startswith("call_") and deltas[0]["function"]["name"] == "weather"
-    assert "id" not in deltas[1] and "name" not in deltas[1]["function"]
+    assert deltas[0]["id"].startswith("call_")
+    assert deltas[0]["function"]["name"] == "weather"
+    assert "id" not in deltas[1]
+    assert "name" not in deltas[1]["function"]
     assert deltas[2]["id"] == "call_b"
     finish = json.loads(writer.finish(False)[0][6:])
     assert finish["choices"][0]["finish_reason"] == "tool_calls"
@@ -266,10 +268,13 @@ def test_an_error_after_the_first_chunk_ends_the_stream_with_an_error_the_sdk_ra
         assert "mid-stream" in events[-1]["error"]["message"]
         client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
         stream = client.chat.completions.create(model="quota-router", messages=HI, stream=True)  # type: ignore[arg-type]
-        got = []
+        got: list[Any] = []
+
+        def read() -> None:
+            got.extend(stream)
+
         with pytest.raises(openai.APIError, match="mid-stream"):
-            for chunk in stream:
-                got.append(chunk)
+            read()
         assert got  # the text before the error arrived, then the SDK raised
 
 
@@ -430,7 +435,8 @@ def test_embeddings_float_and_base64(clock: FakeClock) -> None:
     assert floats["usage"]["prompt_tokens"] == 2
     vector = struct.unpack("<3f", base64.b64decode(packed["data"][0]["embedding"]))
     assert vector == (3.0, 0.5, -0.25)
-    assert tokens.status_code == 400 and tokens.json()["error"]["param"] == "input"
+    assert tokens.status_code == 400
+    assert tokens.json()["error"]["param"] == "input"
     assert "quota-router-embeddings" in models
     assert embeddings.calls == [["ab", "abcd"], ["abc"]]
 
@@ -452,7 +458,7 @@ def test_beyond_loopback_a_key_is_generated_and_required(
 ) -> None:
     monkeypatch.delenv("QUOTA_ROUTER_PROXY_KEYS", raising=False)
     router = _router(clock, _route("groq"))
-    with running_proxy(router, host="0.0.0.0") as server:  # noqa: S104 - the point of the test
+    with running_proxy(router, host="0.0.0.0") as server:
         assert server.key_generated
         (key,) = server.app.keys.keys()
         url = f"http://127.0.0.1:{server.server_address[1]}/v1/models"
@@ -491,9 +497,7 @@ def test_usage_is_counted_per_client_key_fingerprint_and_keys_never_shown(
             json={"model": "quota-router", "messages": HI},
         )
         assert failed.status_code >= 400
-        wrong = httpx.get(
-            f"{server.url}/usage", headers={"authorization": f"Bearer {CLIENT_KEY}x"}
-        )
+        wrong = httpx.get(f"{server.url}/usage", headers={"authorization": f"Bearer {CLIENT_KEY}x"})
         usage = httpx.get(f"{server.url}/usage", headers=mine).json()
         metrics = httpx.get(f"{server.url.removesuffix('/v1')}/metrics", headers=mine).text
     assert wrong.status_code == 401
@@ -502,14 +506,19 @@ def test_usage_is_counted_per_client_key_fingerprint_and_keys_never_shown(
 
     me, them = fingerprint(CLIENT_KEY, length=12), fingerprint(other, length=12)
     assert usage["you"] == me
-    assert rows[me]["requests"] == 1 and rows[me]["errors"] == 0 and rows[me]["tokens_out"] > 0
-    assert rows[them]["requests"] == 1 and rows[them]["errors"] == 1
+    assert rows[me]["requests"] == 1
+    assert rows[me]["errors"] == 0
+    assert rows[me]["tokens_out"] > 0
+    assert rows[them]["requests"] == 1
+    assert rows[them]["errors"] == 1
     assert router.get_stats()["fleet"]["clients"][me]["requests"] == 1
     assert f'quota_router_fleet_client_requests_total{{client="{me}"}} 1.0' in metrics
     everything = " ".join(
         [ok.text, failed.text, wrong.text, json.dumps(usage), metrics, caplog.text]
     )
-    assert CLIENT_KEY not in everything and other not in everything and VENDOR_KEY not in everything
+    assert CLIENT_KEY not in everything
+    assert other not in everything
+    assert VENDOR_KEY not in everything
     assert CLIENT_KEY[-12:] not in everything
 
 

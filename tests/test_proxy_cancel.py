@@ -14,11 +14,11 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import PrivateAttr
+from support.proxy import running_proxy
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
-from support.proxy import running_proxy
 
 
 class SlowVendor(FakeVendorChatModel):
