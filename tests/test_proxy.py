@@ -540,3 +540,10 @@ def test_health_says_ok(served: tuple[httpx.Client, QuotaRoutedChatModel]) -> No
         "status": "ok",
         "in_flight": 0,
     }
+
+
+def test_the_cli_refuses_zero_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    from langchain_quota_router.cli import main
+
+    assert main(["proxy", "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err

@@ -226,16 +226,20 @@ def serve_workers(
     if keys:  # the workers read the keys (a generated one too) from the environment
         os.environ[CLIENT_KEYS_ENV] = ",".join(keys)
     shown = f"[{host}]" if ":" in host else host
-    _announce(f"http://{shown}:{port}/v1", keys or [], generated, workers)
-    config_ = _config(
+    listed = [k for k in os.environ.get(CLIENT_KEYS_ENV, "").split(",") if k.strip()]
+    _announce(f"http://{shown}:{port}/v1", listed, generated, workers)
+    uvicorn.run(
         "langchain_quota_router.proxy.server:app_from_env",
-        uvicorn,
-        shutdown_grace,
         factory=True,
         host=host,
         port=port,
         workers=workers,
+        lifespan="on",
+        loop="asyncio",
+        http="h11",
+        ws="none",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=shutdown_grace,
     )
-    server = uvicorn.Server(config_)
-    sock = config_.bind_socket()
-    uvicorn.supervisors.Multiprocess(config_, target=server.run, sockets=[sock]).run()
