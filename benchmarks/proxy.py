@@ -141,15 +141,19 @@ async def _soak(url: str, requests: int, proc: psutil.Process) -> tuple[float, f
     limits = httpx.Limits(max_connections=50)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
         left = requests
+        failed = 0
         warm = 0.0
 
         async def worker() -> None:
-            nonlocal left
+            nonlocal left, failed
             while left > 0:
                 left -= 1
-                async with http.stream("POST", "/chat/completions", json=body) as reply:
-                    async for _ in reply.aiter_bytes():
-                        pass
+                try:
+                    async with http.stream("POST", "/chat/completions", json=body) as reply:
+                        async for _ in reply.aiter_bytes():
+                            pass
+                except httpx.TransportError:
+                    failed += 1
 
         warmup = min(2000, requests // 10)
         left = warmup
@@ -163,7 +167,10 @@ async def _soak(url: str, requests: int, proc: psutil.Process) -> tuple[float, f
         done.set()
         sampler.join()
     after = proc.memory_info().rss / 2**20
-    print(f"  {requests} streamed requests in {elapsed:.1f} s ({requests / elapsed:.0f}/s)")
+    print(
+        f"  {requests} streamed requests in {elapsed:.1f} s ({requests / elapsed:.0f}/s), "
+        f"{failed} dropped connections"
+    )
     return warm, max(peak, after), after
 
 

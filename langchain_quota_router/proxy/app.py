@@ -39,7 +39,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.messages import AIMessage, AIMessageChunk
 from openai.types import Model
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as Endpoint
 from starlette.types import Receive, Scope, Send
@@ -57,8 +57,8 @@ from langchain_quota_router.proxy.wire import (
     WireError,
     completion,
     embedding_inputs,
-    error_body,
     embedding_response,
+    error_body,
     parse_chat,
     parse_embeddings,
     plan_chat,
@@ -193,6 +193,8 @@ class ProxyApp:
         except WireError as exc:
             self.counters.client_used(client, failed=True)
             return self._error(exc)
+        except ClientDisconnect:  # gone before its request was read: nothing was spent
+            return Response(status_code=499)
         if plan.stream:
             return await self._stream(request, plan, runnable, chat.model, client)
         task = self._track(runnable.ainvoke(plan.messages, **plan.kwargs))
@@ -286,6 +288,8 @@ class ProxyApp:
         except WireError as exc:
             self.counters.client_used(client, failed=True)
             return self._error(exc)
+        except ClientDisconnect:
+            return Response(status_code=499)
         task = self._track(self.embeddings.aembed_documents(texts))
         try:
             vectors = await self._unless_gone(request, task)

@@ -53,12 +53,15 @@ __all__ = [
     "WireError",
     "completion",
     "completion_id",
+    "embedding_inputs",
     "embedding_response",
     "error_body",
     "finish_reason",
     "parse_chat",
     "parse_embeddings",
     "plan_chat",
+    "to_messages",
+    "usage_of",
 ]
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
