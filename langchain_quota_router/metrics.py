@@ -59,7 +59,11 @@ first counted them; see :mod:`langchain_quota_router.quota.ledger.fleet`):
 - ``quota_router_fleet_route_input_tokens_total``,
   ``quota_router_fleet_route_output_tokens_total``: tokens sent and received;
 - ``quota_router_fleet_route_cost_usd_total``: what its answers cost (routes with
-  prices).
+  prices);
+- ``quota_router_fleet_client_requests_total``, ``..._errors_total``,
+  ``..._input_tokens_total``, ``..._output_tokens_total``, per ``client`` (a proxy
+  client key's fingerprint, never the key): what each program using
+  ``quota-router proxy`` asked for.
 
 Example:
     ```python
@@ -260,7 +264,26 @@ def _fleet_counters(
         for kind, count in sorted(kinds.items()):
             errors.add_metric([masked(route), masked(kind)], count)
     found.insert(2, errors)
+    clients: dict[str, dict[str, Any]] = (fleet or {}).get("clients") or {}
+    for name, field, doc in _CLIENT_COUNTERS:
+        family = CounterMetricFamily(
+            f"{ns}_fleet_client_{name}",
+            f"{doc}, per proxy client key fingerprint (every proxy counting in this ledger).",
+            labels=["client"],
+        )
+        for client, row in clients.items():
+            family.add_metric([masked(client)], row.get(field, 0))
+        found.append(family)
     return found
+
+
+#: The proxy's counters per client key: (name, field of get_stats()["fleet"]["clients"], doc).
+_CLIENT_COUNTERS = (
+    ("requests", "requests", "Requests a client of the proxy made"),
+    ("errors", "errors", "Requests of a client the proxy answered with an error"),
+    ("input_tokens", "tokens_in", "Tokens a client's requests sent"),
+    ("output_tokens", "tokens_out", "Tokens a client's answers held"),
+)
 
 
 def make_registry(router: QuotaRoutedChatModel) -> CollectorRegistry:

@@ -18,6 +18,8 @@
 ``quota-router demo [--seconds S]``         a simulated day over four vendors
 ``quota-router serve [--port N]``           the status page on uvicorn (``web`` extra);
 ``[--allow-host NAME]``                     prints the admin token reset/enable need
+``quota-router proxy [--port 4000]``        an OpenAI-compatible endpoint over the
+``[--host H] [--workers N]``                router (``proxy`` and ``web`` extras)
 ==========================================  ==========================================
 
 Every command that needs a router builds it from ``--config FILE`` (TOML), else the
@@ -320,6 +322,34 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        msg = f"--workers must be at least 1, got {args.workers}"
+        raise CliError(msg)
+    try:
+        from langchain_quota_router.proxy import server
+    except ImportError as exc:
+        msg = (
+            "the proxy is not available in this installation "
+            f"(pip install 'langchain-quota-router[proxy,web]'; {exc})"
+        )
+        raise CliError(msg) from None
+    try:
+        if args.workers > 1:
+            # Each worker builds the router itself, from the same file: load it
+            # here once so a mistake is reported before any worker starts.
+            _router(args)
+            server.serve_workers(args.config, args.host, args.port, args.workers)
+        else:
+            server.serve(_router(args), args.host, args.port)
+    except ImportError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        msg = f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}"
+        raise CliError(msg, 1) from None
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -448,6 +478,24 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="another name the page may be reached by (a proxy's); repeatable",
+    )
+    config_option(sub)
+
+    sub = command(
+        "proxy",
+        _cmd_proxy,
+        "Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/embeddings) "
+        "over the router: other programs spend the same quotas. Beyond loopback, clients "
+        "need a key: $QUOTA_ROUTER_PROXY_KEYS, else one generated and printed at start.",
+    )
+    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    sub.add_argument("--port", type=int, default=4000, help="TCP port (default: 4000)")
+    sub.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes, each with its own router over the same ledger (default: 1)",
     )
     config_option(sub)
     return parser

@@ -56,6 +56,7 @@ __all__ = [
     "FLUSH_INTERVAL",
     "MAX_PENDING",
     "FleetCounters",
+    "client_view",
     "fleet_view",
     "flush_all",
     "history_window",
@@ -274,6 +275,27 @@ class FleetCounters:
         if not state.registered:
             _register(state)
 
+    def client_used(
+        self, client: str, *, failed: bool = False, input_tokens: int = 0, output_tokens: int = 0
+    ) -> None:
+        """A request of a proxy client named ``client`` (its key's fingerprint, never
+        the key): answered (with the tokens it spent) or ``failed``."""
+        state = self._state
+        minute = _minute(state.clock.now())
+        with state.lock:
+            pending = state.pending
+            for field, amount in (
+                ("requests", 1),
+                ("errors", 1 if failed else 0),
+                ("tokens_in", input_tokens),
+                ("tokens_out", output_tokens),
+            ):
+                if amount:
+                    mark = (minute, "client", client, field)
+                    pending[mark] = pending.get(mark, 0) + amount
+        if not state.registered:
+            _register(state)
+
     # -------------------------------------------------------------- writing
 
     def flush(self) -> bool:
@@ -386,8 +408,9 @@ def fleet_view(store: FleetStore, routes: Sequence[str], pools: Sequence[str]) -
         ``routes`` (per route: ``calls``, ``fallbacks``, ``errors``,
         ``errors_by_kind``, ``rate_limited``, ``refused``, ``cache_hits``,
         ``tokens_in``, ``tokens_out``, ``cost``) and ``pools`` (per pool:
-        ``requests``, ``input_tokens``, ``output_tokens``, ``refused``). Counts
-        are since the ledger first counted them.
+        ``requests``, ``input_tokens``, ``output_tokens``, ``refused``) and
+        ``clients`` (per proxy client key fingerprint: ``requests``, ``errors``,
+        ``tokens_in``, ``tokens_out``). Counts are since the ledger first counted them.
     """
     route_totals = store.totals("route")
     pool_totals = store.totals("pool")
@@ -445,7 +468,22 @@ def fleet_view(store: FleetStore, routes: Sequence[str], pools: Sequence[str]) -
         "cost": round(sum(float(r["cost"]) for r in per_route.values()), 9),
         "routes": per_route,
         "pools": pool_rows,
+        "clients": client_view(store),
     }
+
+
+_CLIENT_FIELDS = ("requests", "errors", "tokens_in", "tokens_out")
+
+
+def client_view(store: FleetStore) -> dict[str, dict[str, int]]:
+    """What each client of the OpenAI-compatible proxy spent, by key fingerprint
+    (every proxy process counting in this ledger, since it first counted them)."""
+    clients: dict[str, dict[str, int]] = {}
+    for (_, name, field), value in store.totals("client").items():
+        if field in _CLIENT_FIELDS:
+            row = clients.setdefault(name, dict.fromkeys(_CLIENT_FIELDS, 0))
+            row[field] = int(value)
+    return dict(sorted(clients.items()))
 
 
 def history_window(

@@ -328,6 +328,24 @@ def render_page(
             f'<tr data-route="{e(route["name"])}" data-state="{state}">{"".join(cells)}</tr>'
         )
     parts.append("</tbody></table>")
+    clients = (fleet or {}).get("clients") or {}
+    if clients:
+        # Programs using `quota-router proxy`, named by their key's fingerprint.
+        parts.append("<h2>Proxy clients</h2>")
+        parts.append(
+            '<table id="clients"><thead><tr><th>Client key</th><th>Requests</th>'
+            "<th>Errors</th><th>Tokens in</th><th>Tokens out</th></tr></thead><tbody>"
+        )
+        for client, row in clients.items():
+            cells = [
+                f"<td><code>{e(client)}</code></td>",
+                *(
+                    f"<td>{int(row.get(f, 0))}</td>"
+                    for f in ("requests", "errors", "tokens_in", "tokens_out")
+                ),
+            ]
+            parts.append(f'<tr data-client="{e(client)}">{"".join(cells)}</tr>')
+        parts.append("</tbody></table>")
 
     parts.append('<h2>Quota by pool</h2><div class="pools">')
     for pool in snapshot["pools"]:

@@ -14,7 +14,10 @@ A counter is named by a :data:`Key`, ``(kind, name, field)``:
   ``cost`` (USD);
 - ``("pool", "groq", "requests")``: per pool what the routers spent, ``requests``,
   ``input_tokens``, ``output_tokens`` (from which ``router.history()`` computes
-  each limit's use over time), and ``refused``.
+  each limit's use over time), and ``refused``;
+- ``("client", "…3f9a0c1b2d4e", "requests")``: per client of the OpenAI-compatible
+  proxy, named by its key's fingerprint (never the key), ``requests``, ``errors``,
+  ``tokens_in`` and ``tokens_out``.
 
 Each counter is kept at three resolutions (a *level*): the total since it was
 first counted (level 0, bucket 0), hourly buckets (level 3600) kept
@@ -36,7 +39,7 @@ touched):
   ledger's prefix;
 - a fail-open ledger: its shared (primary) ledger's store.
 
-Only route and pool names are stored, never a key.
+Only route and pool names and client key fingerprints are stored, never a key.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ __all__ = [
 ]
 
 Key = tuple[str, str, str]
-"""A counter: ``(kind, name, field)``, kind ``"route"`` or ``"pool"``."""
+"""A counter: ``(kind, name, field)``, kind ``"route"``, ``"pool"`` or ``"client"``."""
 
 Row = tuple[int, int, Key]
 """Where an increment goes: ``(level, bucket start, key)``; level 0 is the total."""
@@ -73,7 +76,7 @@ HOUR = 3600
 RETENTION: dict[int, int] = {MINUTE: 2 * 86_400, HOUR: 35 * 86_400}
 #: Seconds (of the router's clock) between two deletions of old buckets by a store.
 PRUNE_EVERY = 600.0
-KINDS = ("route", "pool")
+KINDS = ("route", "pool", "client")
 
 
 class FleetStore(ABC):
