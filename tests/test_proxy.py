@@ -441,6 +441,29 @@ def test_embeddings_float_and_base64(clock: FakeClock) -> None:
     assert embeddings.calls == [["ab", "abcd"], ["abc"]]
 
 
+def test_the_routers_own_embeddings_are_served(clock: FakeClock) -> None:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from langchain_quota_router import QuotaRoutedEmbeddings
+
+    router = _router(clock, _route("groq"))
+    router.embeddings.append(
+        QuotaRoutedEmbeddings(
+            [Route(DeterministicFakeEmbedding(size=3), name="embed", limits=["5/day"])],
+            ledger=router.ledger_backend,
+            cache=False,
+            clock=clock,
+        )
+    )
+    with running_proxy(router) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        reply = http.post(
+            "/embeddings", json={"model": "quota-router-embeddings", "input": ["a", "b"]}
+        )
+    assert reply.status_code == 200
+    assert [len(item["embedding"]) for item in reply.json()["data"]] == [3, 3]
+    assert {u.pool: u.used for u in router.usage()}["embed"] == 1
+
+
 def test_without_embeddings_the_endpoint_is_404(
     served: tuple[httpx.Client, QuotaRoutedChatModel],
 ) -> None:

@@ -118,7 +118,8 @@ class ProxyApp:
         shutdown_grace: float = SHUTDOWN_GRACE,
     ) -> None:
         self.router = router
-        self.embeddings = embeddings
+        # A router configured with [[embedding_routes]] serves them by default.
+        self.embeddings = embeddings or next(iter(router.embeddings), None)
         self.keys = ClientKeys(client_keys)
         self.names = tuple(names)
         self.embeddings_model = embeddings_model
@@ -505,7 +506,8 @@ def create_proxy_app(
     Args:
         router: every chat completion goes through it.
         embeddings: any LangChain ``Embeddings`` (``QuotaRoutedEmbeddings``...) for
-            ``/v1/embeddings``; ``None`` serves no embeddings.
+            ``/v1/embeddings``; ``None``: the router's own (``router.embeddings``,
+            from ``[[embedding_routes]]``), else no embeddings.
         client_keys: the keys clients must send; ``None`` reads
             ``$QUOTA_ROUTER_PROXY_KEYS``; none at all serves only this machine.
         names: the model names that mean "the router" (route names are models too).
