@@ -36,7 +36,6 @@ if TYPE_CHECKING:
         get_quota_usage_callback,
     )
     from langchain_quota_router.chat.model import QuotaRoutedChatModel
-    from langchain_quota_router.chat.route import EmbeddingRoute, Route
     from langchain_quota_router.embeddings.cache import (
         DiskEmbeddingCache,
         EmbeddingCache,
@@ -49,6 +48,7 @@ if TYPE_CHECKING:
     from langchain_quota_router.quota.limits import Limit, Window
     from langchain_quota_router.quota.stats import RouterStats
     from langchain_quota_router.quota.watch import Lifespan, QuotaAlert
+    from langchain_quota_router.route import EmbeddingRoute, Route
 
 #: Public name -> the module it lives in.
 _WHERE = {
@@ -56,7 +56,7 @@ _WHERE = {
     "DiskEmbeddingCache": "langchain_quota_router.embeddings.cache",
     "DiskResponseCache": "langchain_quota_router.cache.disk",
     "EmbeddingCache": "langchain_quota_router.embeddings.cache",
-    "EmbeddingRoute": "langchain_quota_router.chat.route",
+    "EmbeddingRoute": "langchain_quota_router.route",
     "InMemoryEmbeddingCache": "langchain_quota_router.embeddings.cache",
     "Key": "langchain_quota_router.keys",
     "KeyLease": "langchain_quota_router.keys",
@@ -76,7 +76,7 @@ _WHERE = {
     "QuotaUsageCallbackHandler": "langchain_quota_router.chat.callbacks",
     "RedisEmbeddingCache": "langchain_quota_router.embeddings.cache",
     "RedisResponseCache": "langchain_quota_router.cache.redis",
-    "Route": "langchain_quota_router.chat.route",
+    "Route": "langchain_quota_router.route",
     "RouteUsage": "langchain_quota_router.chat.callbacks",
     "RouterStats": "langchain_quota_router.quota.stats",
     "RoutesAuthenticationError": "langchain_quota_router._errors",

@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from langchain_quota_router._errors import ConfigurationError
-from langchain_quota_router.chat.route import EmbeddingRoute, Route, check_base_url
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, Window, parse_whole
 from langchain_quota_router.quota.secrets import alias, clean_key
+from langchain_quota_router.route import EmbeddingRoute, Route, check_base_url
 from langchain_quota_router.vendors.catalog import CATALOG, VendorInfo, default_api_key, lookup
 
 __all__ = ["read_dotenv", "router_kwargs_from_config", "routes_from_env"]

@@ -17,8 +17,8 @@ from langchain_quota_router import (
     QuotaRoutedChatModel,
 )
 from langchain_quota_router._config import read_dotenv, router_kwargs_from_config, routes_from_env
-from langchain_quota_router.chat.route import Route
 from langchain_quota_router.quota.secrets import alias, fingerprint
+from langchain_quota_router.route import Route
 from langchain_quota_router.simulator import SimKey, Simulator
 from langchain_quota_router.vendors import catalog
 from langchain_quota_router.vendors.catalog import CATALOG

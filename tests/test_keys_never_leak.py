@@ -37,11 +37,11 @@ from langchain_quota_router._errors import (
     RoutesInvalidRequestError,
     RoutesUnavailableError,
 )
-from langchain_quota_router.chat.route import route_keys
 from langchain_quota_router.cli import main as cli_main
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.secrets import RedactedError
 from langchain_quota_router.quota.status import status_snapshot
+from langchain_quota_router.route import route_keys
 from langchain_quota_router.simulator import SimKey, Simulator
 from langchain_quota_router.testing import FakeVendorChatModel
 from langchain_quota_router.web import create_app

@@ -123,6 +123,28 @@ def test_imports_have_no_cycle() -> None:
     assert cycles == []
 
 
+def test_packages_import_one_way() -> None:
+    """Not only modules: the packages (quota, chat, keys, embeddings, proxy, web...)
+    form no cycle either, so each can be read knowing only those below it."""
+    top = {
+        name: {d.split(".")[1] for d in deps if d.count(".") >= 1} - {name.split(".")[1]}
+        for name, deps in _graph().items()
+        if name.count(".") >= 1
+    }
+    packages: dict[str, set[str]] = {}
+    for name, deps in top.items():
+        packages.setdefault(name.split(".")[1], set()).update(deps)
+    order: list[str] = []
+    remaining = dict(packages)
+    while remaining:
+        ready = sorted(p for p, deps in remaining.items() if not (deps & set(remaining)))
+        assert ready, f"packages in a cycle: {sorted(remaining)}"
+        order.extend(ready)
+        for p in ready:
+            del remaining[p]
+    assert order.index("quota") < order.index("chat")
+
+
 def test_the_core_imports_only_the_core() -> None:
     graph = _graph()
     core = f"{ROOT}.quota"

@@ -63,7 +63,6 @@ from langchain_quota_router.cache.disk import DiskResponseCache
 from langchain_quota_router.chat import alerts
 from langchain_quota_router.chat import streaming as vendor
 from langchain_quota_router.chat.caching import GlobalCache, HitCounter
-from langchain_quota_router.chat.route import EmbeddingRoute, Route, route_keys
 from langchain_quota_router.chat.routing import (
     TOOL_OPTIONS,
     Attempt,
@@ -96,6 +95,7 @@ from langchain_quota_router.quota.watch import (
     AlertTracker,
     Lifespan,
 )
+from langchain_quota_router.route import EmbeddingRoute, Route, route_keys
 
 logger = logging.getLogger("langchain_quota_router")
 

@@ -35,7 +35,7 @@ from langchain_quota_router.vendors import catalog
 from langchain_quota_router.vendors.adapters import take_captured_headers
 
 if TYPE_CHECKING:
-    from langchain_quota_router.chat.route import Route
+    from langchain_quota_router.route import Route
 
 __all__ = [
     "ROUTER_KWARGS",

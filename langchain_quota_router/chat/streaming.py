@@ -31,8 +31,8 @@ if TYPE_CHECKING:
         CallbackManagerForLLMRun,
     )
 
-    from langchain_quota_router.chat.route import Route
     from langchain_quota_router.chat.routing import Attempt
+    from langchain_quota_router.route import Route
 
 ROUTE_KEYS = ("route", "model_name", "model_provider")
 

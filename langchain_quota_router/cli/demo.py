@@ -45,13 +45,13 @@ from langchain_core.tools import BaseTool, tool
 
 from langchain_quota_router.cache.disk import DiskResponseCache
 from langchain_quota_router.chat.model import QuotaRoutedChatModel
-from langchain_quota_router.chat.route import Route
 from langchain_quota_router.cli import _format as fmt
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.ledger import Demand, LimitUsage, Refusal, Reservation
 from langchain_quota_router.quota.ledger.sqlite import SQLiteLedger
 from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.quota.status import LimitRow, read_status, tightest
+from langchain_quota_router.route import Route
 from langchain_quota_router.simulator import Fault, SimKey, Simulator, vendor_model
 from langchain_quota_router.simulator._types import Vendor
 from langchain_quota_router.vendors.catalog import ModelInfo, VendorInfo, lookup

@@ -27,7 +27,7 @@ from langchain_quota_router.vendors import catalog
 
 if TYPE_CHECKING:
     from langchain_quota_router.chat.model import QuotaRoutedChatModel
-    from langchain_quota_router.chat.route import Route
+    from langchain_quota_router.route import Route
 
 KeyVerdict = Literal["accepted", "rejected", "unknown"]
 ModelVerdict = Literal["served", "not served", "unknown"]

@@ -11,7 +11,6 @@ from typing import Any, Literal
 from langchain_core.embeddings import Embeddings
 
 from langchain_quota_router._errors import ConfigurationError, NoRouteError, no_route_error
-from langchain_quota_router.chat.route import EmbeddingRoute, Route, route_keys
 from langchain_quota_router.embeddings.batching import estimate_tokens
 from langchain_quota_router.embeddings.cache import (
     DiskEmbeddingCache,
@@ -29,6 +28,7 @@ from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.quota.pools import PoolLimits
 from langchain_quota_router.quota.stats import RouterStats
 from langchain_quota_router.quota.watch import AlertTracker, Lifespan
+from langchain_quota_router.route import EmbeddingRoute, Route, route_keys
 from langchain_quota_router.vendors import catalog
 from langchain_quota_router.vendors.embedders import InputType
 

@@ -18,11 +18,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain_quota_router.chat.route import EmbeddingRoute
 from langchain_quota_router.embeddings.batching import batch_demand, batch_length
 from langchain_quota_router.quota.admission import Admission, Plan, Policy, model_subject
 from langchain_quota_router.quota.ledger import Reservation
 from langchain_quota_router.quota.ledger.settle import asettle, settle
+from langchain_quota_router.route import EmbeddingRoute
 
 __all__ = ["BatchCall"]
 
