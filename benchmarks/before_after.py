@@ -1,6 +1,6 @@
 """A routed chat call's cost on this tree and on an earlier commit, in one run.
 
-    python benchmarks/before_after.py [--ref GIT_REF] [--rounds R] [--calls N]
+    python benchmarks/before_after.py [--ref GIT_REF] [--after GIT_REF] [--rounds R] [--calls N]
 
 Exports ``GIT_REF`` (default: the commit before the quota core was split out,
 ``cac2216``) into a temporary folder, then alternates rounds between the two
@@ -79,11 +79,16 @@ def run(tree: Path, calls: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", default="cac2216")
+    parser.add_argument("--after", default=None, help="a commit instead of this tree")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args()
     old = export(args.ref, Path(tempfile.mkdtemp(prefix="qr-before-")))
-    trees = {f"before ({args.ref})": old, "after (this tree)": ROOT}
+    if args.after:
+        new = export(args.after, Path(tempfile.mkdtemp(prefix="qr-after-")))
+        trees = {f"before ({args.ref})": old, f"after ({args.after})": new}
+    else:
+        trees = {f"before ({args.ref})": old, "after (this tree)": ROOT}
     samples: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(args.rounds):
         for name, tree in trees.items():
