@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from langchain_quota_router import Limit
-from langchain_quota_router.quota.ledger import Demand, Ledger, Refusal, Reservation
 from langchain_quota_router.quota.clock import FakeClock
+from langchain_quota_router.quota.ledger import Demand, Ledger, Refusal, Reservation
 from langchain_quota_router.quota.ledger.memory import MemoryLedger
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a Thursday
