@@ -145,6 +145,9 @@ _EXPIRY_MARGIN = 60.0
 #: How long a process counts as one of the fleet after it last said it is alive
 #: (for the fail-open wrapper's even share).
 _FLEET_WINDOW = 600.0
+#: How long (seconds) Redis remembers a hand-back was applied: longer than a
+#: journal waits for the next process to read it, in any reasonable case.
+_HAND_BACK_MEMORY = 7 * 86_400.0
 #: Options of the fail-open wrapper, which ``open_ledger`` takes off the URL.
 WRAPPER_OPTIONS = ("on_error", "retry_interval", "outage_share", "journal")
 
@@ -603,6 +606,50 @@ class RedisLedger(Ledger):
                     self._set_hold(record)
         return made
 
+    def reserve_slice(
+        self, pool: str, limits: Sequence[Limit], demand: Demand, now: float
+    ) -> Reservation | Refusal:
+        """Reserve quota for a fail-open wrapper to admit from during an outage.
+
+        Counted as any reservation, but its lease releases nothing when it runs
+        out: it stays counted until :meth:`hand_back` releases it (by its holder,
+        or by the process that reads the holder's journal). A refusal is not
+        remembered as a full pool: nobody asked for a call.
+        """
+        offset = self.clock_offset()
+        call, entries, lease_id, expires_at = self._reserve_call(
+            pool, limits, demand, now + offset, None, None, None, keep=True
+        )
+        reply = self._remote(
+            f"reserve in pool {pool!r}", lambda _: self._scripts[call.script](call.keys, call.args)
+        )
+        return self._decode_reserve(
+            reply, pool, limits, demand, now, entries, lease_id, expires_at, offset
+        )
+
+    def hand_back(
+        self, pool: str, marker: str, adds: Sequence[tuple[str, int, int]], now: float
+    ) -> bool:
+        """Add ``(series, bucket, amount)`` to a pool's counters once per ``marker``
+        (amounts may be negative): how a fail-open wrapper releases a slice and
+        counts the calls it admitted from it, in one step. Buckets are on the fleet
+        clock (:meth:`clock_offset`); ``now`` is on the caller's.
+
+        Returns:
+            False if a hand-back with this marker was applied before.
+        """
+        now += self.clock_offset()
+        keys = [self._index_key(pool), f"{self.prefix}handback:{marker}"]
+        args: list[str | int] = [math.ceil(_HAND_BACK_MEMORY * 1000)]
+        for series, bucket, amount in adds:
+            keys.append(self._counter_key(pool, series))
+            args += [bucket, amount, _expiry_ms(_window_of(series), bucket, now)]
+        applied = self._remote(
+            f"hand back in pool {pool!r}", lambda _: self._scripts["handback"](keys, args)
+        )
+        self.full_pools.forget(pool)
+        return bool(applied)
+
     async def areserve(
         self,
         pool: str,
@@ -690,8 +737,11 @@ class RedisLedger(Ledger):
         key: str | None,
         model: str | None,
         lease_id: str | None,
+        *,
+        keep: bool = False,
     ) -> tuple[Call, dict[str, tuple[str, int, Metric]], str, float]:
-        """The ``reserve.lua`` call for a demand, and what decoding its reply needs."""
+        """The ``reserve.lua`` call for a demand, and what decoding its reply needs
+        (``keep``: its lease releases nothing when it runs out)."""
         # Distinct series in order of first appearance, as BucketLedger does.
         entries: dict[str, tuple[str, int, Metric]] = {}
         windows: dict[str, Window] = {}
@@ -709,7 +759,7 @@ class RedisLedger(Ledger):
             MODEL_PREFIX + model if model else "",
             len(order),
         ]
-        floor = lease_floor(demand)
+        floor = demand if keep else lease_floor(demand)
         releases = []
         for series in order:
             _, bucket, metric = entries[series]
