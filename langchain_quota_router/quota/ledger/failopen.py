@@ -222,6 +222,8 @@ class FailOpenLedger(Ledger):
         self._next_try: float | None = None
         # pool -> the slice this process holds in the primary.
         self._slices: dict[str, _Slice] = {}
+        # pool -> monotonic time before which no slice is taken (it was refused).
+        self._no_slice_until: dict[str, float] = {}
         # Calls handed back with their estimate, not settled yet: lease id -> call.
         self._estimated: dict[str, Reservation] = {}
         # Corrections to hand to the primary: (reservation, used - estimate).
@@ -352,20 +354,12 @@ class FailOpenLedger(Ledger):
 
     def _hand_back_slices(self, *, only_used: bool) -> None:
         """Hand back the slices admitted from (``only_used``), or all of them."""
-        hand_back = getattr(self.primary, "hand_back", None)
-        if hand_back is None:
+        if not hasattr(self.primary, "hand_back"):
             return
         with self._lock:
             chosen = [s for s in self._slices.values() if s.calls or not only_used]
         for held in chosen:
-            hand_back(held.reservation.pool, held.id, held.adds(), self._last_now)
-            with self._lock:
-                if self._slices.get(held.reservation.pool) is held:
-                    del self._slices[held.reservation.pool]
-                for lease_id, call in held.calls.items():
-                    if call.used is None:
-                        self._estimated[lease_id] = call.reservation
-            self.journal.write({"e": "done", "slice": held.id})
+            self._release(held)
         if chosen:
             self._compact()
 
@@ -424,13 +418,21 @@ class FailOpenLedger(Ledger):
             if ledger is not self.primary:
                 return self._admit_here(pool, limits, demand, now, key, model)
             made = self._reserve_there(pool, limits, demand, now, key, model)
-            if isinstance(made, Refusal) and made.limit is not None and pool in self._slices:
-                # Our own slice may be what fills the pool: give it back, ask again.
+            if isinstance(made, Refusal) and made.limit is not None:
+                # The pool is full, perhaps with our own slice: that is this
+                # process's quota, so admit from it (already counted, so exact),
+                # and take no other slice for a while.
                 with self._slice_lock:
+                    self._no_slice_until[pool] = time.monotonic() + self.slice_refresh
                     held = self._slices.get(pool)
-                    if held is not None and not held.calls:
+                    if held is not None:
+                        taken = self._admit_from(held, limits, demand, now)
+                        if isinstance(taken, Reservation):
+                            return taken
+                        # Too small: hand it back (its calls' real spend may free
+                        # room too), and ask again without it.
                         self._release(held)
-                made = self._reserve_there(pool, limits, demand, now, key, model)
+                        made = self._reserve_there(pool, limits, demand, now, key, model)
             return made
 
         result, served_here = self._run(operation)
@@ -459,12 +461,17 @@ class FailOpenLedger(Ledger):
             raise
 
     def _release(self, held: _Slice) -> None:
-        """Give back a slice nothing was admitted from (the primary answers)."""
+        """Hand a slice back to the primary: release it and count the calls admitted
+        from it, in one step (those not settled yet with their estimate, corrected
+        when they settle)."""
         hand_back = getattr(self.primary, "hand_back")  # noqa: B009 - only with slices
         hand_back(held.reservation.pool, held.id, held.adds(), self._last_now)
         with self._lock:
             if self._slices.get(held.reservation.pool) is held:
                 del self._slices[held.reservation.pool]
+            for lease_id, call in held.calls.items():
+                if call.used is None:
+                    self._estimated[lease_id] = call.reservation
         self.journal.write({"e": "done", "slice": held.id})
 
     def _keep_slice(
@@ -482,6 +489,8 @@ class FailOpenLedger(Ledger):
         if due and self._slice_lock.acquire(blocking=False):
             try:
                 held = self._slices.get(pool)
+                if time.monotonic() < self._no_slice_until.get(pool, -math.inf):
+                    return made if held is None else self._unspent(made, held)
                 size = self._slice_size(made.levels, held)
                 try:
                     if held is not None:
@@ -498,13 +507,13 @@ class FailOpenLedger(Ledger):
                     self._went_away(exc)
             finally:
                 self._slice_lock.release()
-        if held is None:
-            return made
-        # What the process holds is not spent: the router's alerts read levels.
-        levels = tuple(
-            (limit, used - held.reservation.demand.amount(limit.metric))
-            for limit, used in made.levels
-        )
+        return made if held is None else self._unspent(made, held)
+
+    @staticmethod
+    def _unspent(made: Reservation, held: _Slice) -> Reservation:
+        """``made`` with its levels counting what this process holds as not spent
+        (the router's alerts read levels)."""
+        levels = tuple((limit, used - held.held(limit.metric)) for limit, used in made.levels)
         return replace(made, levels=levels)
 
     def _slice_size(
@@ -515,7 +524,7 @@ class FailOpenLedger(Ledger):
         tokens: list[int] = []
         for limit, used in levels:
             if held is not None:
-                used -= held.reservation.demand.amount(limit.metric)
+                used -= held.held(limit.metric)
             share = math.floor(self.share * max(0, limit.amount - used))
             if limit.metric == "requests":
                 requests.append(share)
@@ -552,27 +561,34 @@ class FailOpenLedger(Ledger):
         if now >= held.until:
             why = f"the ledger {self.url} does not answer and this process's slice ran out"
             return Refusal(pool, why, retry_at)
+        made = self._admit_from(held, limits, demand, now)
+        if isinstance(made, Refusal):
+            return replace(made, reason=f"the ledger {self.url} does not answer and {made.reason}")
+        self.fallback.record(made, demand, now)  # so usage() shows it meanwhile
+        return made
+
+    def _admit_from(
+        self, held: _Slice, limits: Sequence[Limit], demand: Demand, now: float
+    ) -> Reservation | Refusal:
+        """Admit ``demand`` from a slice if it has room (and journal it)."""
+        pool = held.reservation.pool
         offset = getattr(self.primary, "_known_offset", lambda: 0.0)()
         with self._lock:
             for limit in limits:
                 need = demand.amount(limit.metric)
                 room = held.held(limit.metric)
                 if need > room:
-                    why = (
-                        f"{limit}: the ledger {self.url} does not answer and this "
-                        f"process's slice of it has {max(0, room)} left"
-                    )
+                    why = f"{limit}: this process's slice of it has {max(0, room)} left"
+                    retry_at = now + self.retry_interval
                     return Refusal(pool, why, retry_at, limit, max(0, room))
             entries: dict[str, tuple[str, int, Metric]] = {}
             for limit in limits:
                 series = limit.series
-                entries.setdefault(
-                    series, (series, limit.window.bucket(now + offset), limit.metric)
-                )
+                bucket = limit.window.bucket(now + offset)
+                entries.setdefault(series, (series, bucket, limit.metric))
             made = Reservation(pool, demand, tuple(entries.values()), now, lease_id=new_lease_id())
             held.calls[made.lease_id] = _Call(made)
         self.journal.write(_call_event(held.id, held.calls[made.lease_id]))
-        self.fallback.record(made, demand, now)  # so usage() shows it meanwhile
         return made
 
     def _phantom(
@@ -692,7 +708,7 @@ class FailOpenLedger(Ledger):
         # What this process holds is not spent (others' slices are: they hold it).
         series = {s for s, _, _ in held.reservation.entries}
         return [
-            replace(u, used=max(0, u.used - held.reservation.demand.amount(u.limit.metric)))
+            replace(u, used=max(0, u.used - held.held(u.limit.metric)))
             if u.limit.series in series
             else u
             for u in report

@@ -639,8 +639,8 @@ class RedisLedger(Ledger):
             False if a hand-back with this marker was applied before.
         """
         now += self.clock_offset()
-        keys = [self._index_key(pool), f"{self.prefix}handback:{marker}"]
-        args: list[str | int] = [math.ceil(_HAND_BACK_MEMORY * 1000)]
+        keys = [self._index_key(pool), f"{self.prefix}handback:{marker}", self._holds_key]
+        args: list[str | int] = [math.ceil(_HAND_BACK_MEMORY * 1000), FULL_PREFIX + pool]
         for series, bucket, amount in adds:
             keys.append(self._counter_key(pool, series))
             args += [bucket, amount, _expiry_ms(_window_of(series), bucket, now)]

@@ -5,8 +5,10 @@
 -- KEYS[1]    the pool's index set: names of its counter hashes (for reset)
 -- KEYS[2]    the hand-back's marker: set here, so a hand-back sent twice (a
 --            journal read by two processes, a lost reply) counts once
--- KEYS[2+i]  a counter hash: bucket -> amount
+-- KEYS[3]    the holds hash (where the pool's "full until" record lives)
+-- KEYS[3+i]  a counter hash: bucket -> amount
 -- ARGV[1]    how long (ms) the marker is kept
+-- ARGV[2]    the pool's full record ("full:<pool>"): dropped when room comes back
 -- then       3 values per counter: bucket, delta, expiry in ms (0: never)
 --
 -- Returns 1 if applied, 0 if this hand-back was applied before.
@@ -14,9 +16,13 @@
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
     return 0
 end
-for i = 3, #KEYS do
-    local at = 2 + (i - 3) * 3
+local gave = false
+for i = 4, #KEYS do
+    local at = 3 + (i - 4) * 3
     local delta = ARGV[at + 1]
+    if tonumber(delta) < 0 then
+        gave = true
+    end
     if tonumber(delta) ~= 0 then
         -- Strings, as Python sent them: Lua would print a large number as 1e+14.
         local total = redis.call('HINCRBY', KEYS[i], ARGV[at], delta)
@@ -30,5 +36,8 @@ for i = 3, #KEYS do
             end
         end
     end
+end
+if gave then
+    redis.call('HDEL', KEYS[3], ARGV[2])
 end
 return 1
