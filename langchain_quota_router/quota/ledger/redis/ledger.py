@@ -11,7 +11,7 @@ for TLS). Options of our own:
 ``on_error=local``          fail open: :func:`~langchain_quota_router.quota.ledger.open_ledger`
                             wraps this ledger in a
                             :class:`~langchain_quota_router.quota.ledger.failopen.FailOpenLedger`
-                            (see there; ``retry_interval`` and ``outage_share`` are
+                            (see there; ``retry_interval``, ``outage_share`` and ``journal`` are
                             its options).
 ==========================  =========================================================
 
@@ -143,7 +143,7 @@ _PREFIX = "qr:"
 #: little behind still finds them.
 _EXPIRY_MARGIN = 60.0
 #: How long a process counts as one of the fleet after it last said it is alive
-#: (for the fail-open wrapper's even share).
+#: (:meth:`RedisLedger.fleet_size`; the fail-open wrapper does not rely on it).
 _FLEET_WINDOW = 600.0
 #: How long (seconds) Redis remembers a hand-back was applied: longer than a
 #: journal waits for the next process to read it, in any reasonable case.
