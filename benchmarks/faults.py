@@ -13,10 +13,16 @@ Prints, per backend (SQLite, Redis):
   while ``redis-server`` (append-only file, ``appendfsync everysec``) is killed
   with ``kill -9`` and restarted. Admitted vs the limit, and answers lost: calls the
   vendor answered whose caller got an error instead (target 0).
-- **Outage with on_error=local**: processes share a pool of ``300/day`` through
-  ``?on_error=local``; Redis is stopped when 200 are spent. What each process
-  admits while it is away, against its share of the 100 left (the default: an even
-  share over the processes Redis saw), and what Redis counts once it is back.
+- **Bad days** (issue 17), one row each with what was admitted, what the vendor
+  received and what the ledger says at the end (target: admitted <= limit, ledger
+  = vendor): processes started together then a Redis outage (``on_error=local``);
+  five short-lived workers during an outage on a full pool; staggered recovery; a
+  process ending mid-outage whose journal the next one hands back; a clock stepped
+  back 2 s, 30 s and 1 h on memory, SQLite and Redis; two Redis ledgers whose clocks
+  are 5 s apart.
+- **Truncated SQLite file**: ``: > ledger.db`` under a running ledger; how long a
+  new ledger (same process, second process) and ``quota-router status`` take to
+  answer, and the file's size once the old ledger closed (0: no WAL written back).
 
 Redis scenarios need ``redis-server`` on PATH (skipped otherwise).
 """
@@ -29,6 +35,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -38,7 +45,6 @@ from typing import Any
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
 from langchain_quota_router.quota.ledger import Demand, Reservation, open_ledger
-from langchain_quota_router.quota.ledger.failopen import FailOpenLedger
 from langchain_quota_router.quota.ledger.redis import RedisLedger
 from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.testing import FakeVendorChatModel
@@ -193,75 +199,251 @@ def redis_restart(folder: Path, threads: int) -> dict[str, Any]:
 # ------------------------------------------------------------------- outage
 
 
-def _outage_process(url: str, events: dict[str, Any], out: Any) -> None:
+def _vendor_call(ledger: Any, limits: list[Limit], now: float, sent: list[int]) -> int:
+    """Reserve, "call the vendor" (count it), settle: 1 if the call was sent."""
+    made = ledger.reserve("p", limits, Demand(1, 10, 0), now)
+    if not isinstance(made, Reservation):
+        return 0
+    sent[0] += 1
+    ledger.settle(made, Demand(1, 10, 0), now)
+    return 1
+
+
+def _fleet_process(
+    url: str, limit: str, before: int, delay: float, events: dict[str, Any], out: Any
+) -> None:
     ledger = open_ledger(url)
-    assert isinstance(ledger, FailOpenLedger)
-    assert isinstance(ledger.primary, RedisLedger)
-    ledger.primary.heartbeat_interval = 0.0  # count the fleet on every reserve
-    day = [Limit.parse("300/day")]
-    before = 0
+    limits = [Limit.parse(limit)]
+    sent = [0]
     events["go"].wait()
-    for _ in range(50):  # 50 each before the outage
-        if isinstance(ledger.reserve("p", day, Demand(), T0), Reservation):
-            before += 1
-    out.put(before)
-    events["sync"].wait()
-    ledger.usage("p", day, T0)  # what Redis says is left, as a busy process would see
-    out.put(0)
+    admitted = sum(_vendor_call(ledger, limits, T0, sent) for _ in range(before))
+    out.put(None)
     events["down"].wait()
     during = 0
-    for _ in range(300):
-        res = ledger.reserve("p", day, Demand(), T0)
-        if isinstance(res, Reservation):
-            during += 1
-            ledger.settle(res, Demand(), T0)
-    out.put(during)
-    events["up"].wait()
-    time.sleep(0.25)  # past retry_interval: the next call reaches Redis again
-    ledger.usage("p", day, T0)
-    out.put(0)
+    while events["down"].is_set() and not events["up"].is_set():
+        got = _vendor_call(ledger, limits, T0, sent)
+        during += got
+        time.sleep(0.0 if got else 0.01)
+    time.sleep(delay)  # staggered recovery: some come back later than others
+    admitted += during + sum(_vendor_call(ledger, limits, T0, sent) for _ in range(400))
+    ledger.close()
+    out.put((admitted, sent[0], during))
 
 
-def outage(folder: Path, processes: int) -> dict[str, Any]:
-    """Stop Redis after 200 of 300; what each process admits alone, then hands back."""
-    server = start_redis(folder / "outage")
-    url = f"{server.url}?on_error=local&retry_interval=0.2"
-    events = {name: _CTX.Event() for name in ("go", "sync", "down", "up")}
+def fleet_outage(
+    folder: Path, limit: str, processes: int, before: int, delays: list[float], seconds: float
+) -> dict[str, Any]:
+    """Processes started together call a pool; Redis stops for ``seconds``; they
+    come back (each ``delays[i]`` later) and spend what is left."""
+    server = start_redis(folder / "redis")
+    url = f"{server.url}?on_error=local&retry_interval=0.2&journal={folder / 'journal'}"
+    events = {name: _CTX.Event() for name in ("go", "down", "up")}
     out = _CTX.Queue()
     procs = [
-        _CTX.Process(target=_outage_process, args=(url, events, out)) for _ in range(processes)
+        _CTX.Process(target=_fleet_process, args=(url, limit, before, delays[i], events, out))
+        for i in range(processes)
     ]
     try:
         for p in procs:
             p.start()
         events["go"].set()
-        before = sum(out.get(timeout=30) for _ in procs)
-        events["sync"].set()
         for _ in procs:
-            out.get(timeout=30)
-        used = RedisLedger(server.url).usage("p", [Limit.parse("300/day")], T0)[0].used
+            out.get(timeout=60)
         server.stop()
         events["down"].set()
-        during = [out.get(timeout=60) for _ in procs]
+        time.sleep(seconds)
         server.start()
         events["up"].set()
-        for _ in procs:
-            out.get(timeout=30)
+        results = [out.get(timeout=120) for _ in procs]
         for p in procs:
             p.join(timeout=30)
-        room = 300 - used
-        counted = RedisLedger(server.url).usage("p", [Limit.parse("300/day")], T0)[0].used
+        ledger = RedisLedger(server.url).usage("p", [Limit.parse(limit)], T0)[0].used
         return {
-            "processes": processes,
-            "admitted before outage": before,
-            "room left at outage": room,
-            "admitted during outage per process": during,
-            "share allowed per process": room // processes,
-            "over-admission (fleet total - room left)": max(0, sum(during) - room),
-            "counted by Redis once back (before + handed back)": counted,
+            "limit": Limit.parse(limit).amount,
+            "admitted": sum(r[0] for r in results),
+            "vendor": sum(r[1] for r in results),
+            "ledger": ledger,
+            "note": f"{sum(r[2] for r in results)} admitted during the outage",
         }
     finally:
         server.kill()
+
+
+def _short_lived(url: str, out: Any) -> None:
+    ledger = open_ledger(url)
+    sent = [0]
+    admitted = sum(_vendor_call(ledger, [Limit.parse("50/day")], T0, sent) for _ in range(10))
+    ledger.close()
+    out.put((admitted, sent[0]))
+
+
+def workers_during_outage(folder: Path) -> dict[str, Any]:
+    """A 50/day pool filled to 50; Redis stops; five workers run one after another."""
+    server = start_redis(folder / "redis")
+    url = f"{server.url}?on_error=local&retry_interval=0.2&journal={folder / 'journal'}"
+    try:
+        filler = open_ledger(url)
+        sent = [0]
+        admitted = sum(_vendor_call(filler, [Limit.parse("50/day")], T0, sent) for _ in range(60))
+        filler.close()
+        server.stop()
+        out = _CTX.Queue()
+        during = 0
+        for _ in range(5):
+            worker = _CTX.Process(target=_short_lived, args=(url, out))
+            worker.start()
+            got, calls = out.get(timeout=60)
+            worker.join(timeout=30)
+            admitted += got
+            sent[0] += calls
+            during += got
+        server.start()
+        open_ledger(url).usage("p", [Limit.parse("50/day")], T0)  # the next process
+        ledger = RedisLedger(server.url).usage("p", [Limit.parse("50/day")], T0)[0].used
+        return {
+            "limit": 50,
+            "admitted": admitted,
+            "vendor": sent[0],
+            "ledger": ledger,
+            "note": f"{during} admitted by the 5 workers",
+        }
+    finally:
+        server.kill()
+
+
+def _ends_mid_outage(url: str, events: dict[str, Any], out: Any) -> None:
+    ledger = open_ledger(url)
+    sent = [0]
+    day = [Limit.parse("100/day")]
+    admitted = sum(_vendor_call(ledger, day, T0, sent) for _ in range(20))
+    out.put(None)
+    events["down"].wait()
+    admitted += sum(_vendor_call(ledger, day, T0, sent) for _ in range(5))
+    ledger.close()  # Redis away: its journal keeps what it admitted
+    out.put((admitted, sent[0]))
+
+
+def journal_hand_back(folder: Path) -> dict[str, Any]:
+    """A process ends during the outage; the next one hands its journal back."""
+    server = start_redis(folder / "redis")
+    url = f"{server.url}?on_error=local&retry_interval=0.2&journal={folder / 'journal'}"
+    try:
+        events = {"down": _CTX.Event()}
+        out = _CTX.Queue()
+        gone = _CTX.Process(target=_ends_mid_outage, args=(url, events, out))
+        gone.start()
+        out.get(timeout=60)
+        server.stop()
+        events["down"].set()
+        admitted, sent = out.get(timeout=60)
+        gone.join(timeout=30)
+        server.start()
+        day = [Limit.parse("100/day")]
+        held = RedisLedger(server.url).usage("p", day, T0)[0].used
+        open_ledger(url).usage("p", day, T0)  # the next process starts
+        ledger = RedisLedger(server.url).usage("p", day, T0)[0].used
+        return {
+            "limit": 100,
+            "admitted": admitted,
+            "vendor": sent,
+            "ledger": ledger,
+            "note": f"{held} counted before the journal was read (slice held)",
+        }
+    finally:
+        server.kill()
+
+
+# --------------------------------------------------------------------- clocks
+
+
+def clock_step_back(url: str, step: float) -> dict[str, Any]:
+    """20 calls on 30/minute, the clock set back ``step`` s, then 30 more tried."""
+    ledger = open_ledger(url)
+    minute = [Limit.parse("30/minute")]
+    now, sent = T0, [0]
+    admitted = sum(_vendor_call(ledger, minute, now, sent) for _ in range(20))
+    admitted += sum(_vendor_call(ledger, minute, now - step, sent) for _ in range(30))
+    used = ledger.usage("p", minute, now - step)[0].used
+    ledger.close()
+    return {"limit": 30, "admitted": admitted, "vendor": sent[0], "ledger": used, "note": ""}
+
+
+def skewed_clocks(redis_url: str) -> dict[str, Any]:
+    """Two ledgers over one Redis whose clocks are 5 s apart, a call each a second."""
+    clocks = [T0, T0 - 5]
+    ledgers = [RedisLedger(redis_url, clock=lambda i=i: clocks[i]) for i in range(2)]
+    minute = [Limit.parse("30/minute")]
+    sent = [0]
+    admitted = 0
+    for _ in range(60):
+        for i, ledger in enumerate(ledgers):
+            admitted += _vendor_call(ledger, minute, clocks[i], sent)
+        clocks[0] += 1
+        clocks[1] += 1
+    used = ledgers[0].usage("p", minute, clocks[0])[0].used
+    return {"limit": 30, "admitted": admitted, "vendor": sent[0], "ledger": used, "note": ""}
+
+
+# ---------------------------------------------------------- truncated SQLite
+
+_OPEN_AND_READ = (
+    "import sys\n"
+    "from langchain_quota_router.quota.ledger.sqlite import SQLiteLedger\n"
+    "from langchain_quota_router.quota.limits import Limit\n"
+    "SQLiteLedger(sys.argv[1]).usage('p', [Limit.parse('100/day')], 1.8e9)\n"
+)
+
+
+def truncated_sqlite(folder: Path) -> list[tuple[str, str]]:
+    """``: > ledger.db`` under a running ledger: how long until each reader knows."""
+    from langchain_quota_router.quota.ledger.sqlite import SQLiteLedger
+
+    path = folder / "ledger.db"
+    url = f"sqlite:///{path}"
+    first = SQLiteLedger(url)
+    for _ in range(5):
+        first.reserve("p", [Limit.parse("100/day")], Demand(), T0)
+    first.fleet_store().totals("route")
+    os.truncate(path, 0)
+    rows = []
+    started = time.monotonic()
+    try:
+        SQLiteLedger(url).usage("p", [Limit.parse("100/day")], T0)
+        answer = "opened (no error)"
+    except Exception as exc:  # the answer under test
+        answer = type(exc).__name__
+    rows.append(("new ledger, same process", f"{time.monotonic() - started:.2f} s, {answer}"))
+    for name, argv in (
+        ("new ledger, second process", [sys.executable, "-c", _OPEN_AND_READ, url]),
+        ("quota-router status", [sys.executable, "-m", "langchain_quota_router.cli", "status"]),
+    ):
+        started = time.monotonic()
+        env = {**os.environ, "QUOTA_ROUTER_LEDGER": url, "GROQ_API_KEY": "gsk_" + "x" * 40}
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+            answer = f"exit {done.returncode}"
+        except subprocess.TimeoutExpired:
+            answer = "still waiting after 60 s"
+        rows.append((name, f"{time.monotonic() - started:.2f} s, {answer}"))
+    first.close()
+    del first
+    import gc
+
+    gc.collect()
+    rows.append(("file size after the old ledger closed", f"{path.stat().st_size} bytes"))
+    return rows
+
+
+def _table(rows: list[tuple[str, dict[str, Any]]]) -> None:
+    head = f"{'scenario':<52} {'limit':>5} {'admitted':>8} {'vendor':>6} {'ledger':>6}  ok"
+    print(head)
+    print("-" * len(head))
+    for name, r in rows:
+        ok = r["admitted"] <= r["limit"] and r["ledger"] == r["vendor"]
+        print(
+            f"{name:<52} {r['limit']:>5} {r['admitted']:>8} {r['vendor']:>6} {r['ledger']:>6}"
+            f"  {'yes' if ok else 'NO'}  {r['note']}"
+        )
 
 
 def main() -> None:
@@ -302,9 +484,46 @@ def main() -> None:
         print(f"## Redis kill -9 and restart under a router ({options.threads} threads)")
         for key, value in redis_restart(folder, options.threads).items():
             print(f"   {key}: {value}")
-        print("## Redis outage with on_error=local (pool 300/day, 200 spent when it stops)")
-        for key, value in outage(folder, options.processes).items():
-            print(f"   {key}: {value}")
+        rows: list[tuple[str, dict[str, Any]]] = []
+        for name, run in (
+            (
+                f"{options.processes} processes started together, outage",
+                lambda f: fleet_outage(f, "100/day", options.processes, 15, [0.0] * 9, 2.0),
+            ),
+            ("5 short-lived workers during an outage, pool full", workers_during_outage),
+            (
+                "staggered recovery (0, 0.3, 0.6, 0.9 s)",
+                lambda f: fleet_outage(f, "200/day", 4, 25, [0.0, 0.3, 0.6, 0.9], 2.0),
+            ),
+            ("a process ends mid-outage, next one reads journal", journal_hand_back),
+        ):
+            work = folder / name.split()[0].replace("(", "") / str(len(rows))
+            rows.append((name, run(work)))
+        server = start_redis(folder / "clocks")
+        try:
+            backends = {
+                "memory": "memory://",
+                "sqlite": f"sqlite:///{folder}/clock.db",
+                "redis": server.url,
+            }
+            for backend, url in backends.items():
+                for step in (2, 30, 3600):
+                    if backend == "sqlite":
+                        url = f"sqlite:///{folder}/clock-{step}.db"
+                    elif backend == "redis":
+                        server.flushall()
+                    rows.append(
+                        (f"{backend}: clock stepped back {step} s", clock_step_back(url, step))
+                    )
+            server.flushall()
+            rows.append(("redis: two ledgers, clocks 5 s apart", skewed_clocks(server.url)))
+        finally:
+            server.kill()
+        print("## Bad days (issue 17): admitted <= limit and ledger = vendor in every row")
+        _table(rows)
+        print("## A SQLite ledger truncated (: > ledger.db) under a running ledger")
+        for name, value in truncated_sqlite(folder / "truncated"):
+            print(f"   {name}: {value}")
 
 
 if __name__ == "__main__":

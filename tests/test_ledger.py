@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from langchain_quota_router import Limit
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.ledger import Demand, Ledger, Refusal, Reservation
 from langchain_quota_router.quota.ledger.memory import MemoryLedger
 
@@ -262,3 +263,25 @@ def test_record_counts_what_another_ledger_admitted_without_checking_room(
         ledger.record(elsewhere, Demand(1, 30, 20), T0 + 1)
     assert [u.used for u in ledger.usage("p", lims, T0 + 2)] == [3, 150]
     assert isinstance(ledger.reserve("p", lims, ONE, T0 + 2), Refusal)
+
+
+@pytest.mark.parametrize("step_back", [2, 30, 3600])
+def test_a_clock_that_steps_back_never_frees_quota(
+    ledger: Ledger, clock: FakeClock, step_back: int
+) -> None:
+    lims = limits("30/minute")
+    assert admitted(ledger, "p", lims, 20, clock.now()) == 20
+    clock.advance(-step_back)
+    # The 20 calls are stamped "later" than now: they still count.
+    assert admitted(ledger, "p", lims, 30, clock.now()) == 10
+    assert ledger.usage("p", lims, clock.now())[0].used == 30
+
+
+def test_a_calendar_day_stepped_back_into_yesterday_keeps_todays_spend(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    lims = limits("10/day")
+    clock.set(T0 + 10)  # ten seconds into 2026-01-01
+    assert admitted(ledger, "p", lims, 10, clock.now()) == 10
+    clock.advance(-60)  # back into 2025-12-31
+    assert admitted(ledger, "p", lims, 5, clock.now()) == 0

@@ -8,6 +8,7 @@ does, on a real ``redis-server`` stopped and started under it.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from redis_fixture import start_redis
 from langchain_quota_router import LedgerError
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.quota.ledger import Demand, Refusal, Reservation, open_ledger
-from langchain_quota_router.quota.ledger.failopen import DEFAULT_SHARE, FailOpenLedger
+from langchain_quota_router.quota.ledger.failopen import FailOpenLedger
 from langchain_quota_router.quota.ledger.memory import MemoryLedger
 from langchain_quota_router.quota.ledger.redis import RedisLedger
 from langchain_quota_router.quota.limits import Limit
@@ -27,6 +28,9 @@ pytestmark = pytest.mark.slow
 
 NOW = 1_800_000_000.0
 DAY = [Limit.parse("100/day")]
+_CTX: Any = multiprocessing.get_context(
+    "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+)
 
 
 def _closed_port() -> int:
@@ -57,74 +61,216 @@ def test_on_error_local_is_a_wrapper_over_redis(redis_url: str) -> None:
         open_ledger(f"{redis_url}?outage_share=0.5")
 
 
-def test_an_outage_admits_a_share_of_the_room_left_and_hands_it_back(
+def _call(ledger: Any, limits: list[Limit], now: float = NOW) -> int:
+    """One call as a router makes it: reserve, "call the vendor", settle. 1 if sent."""
+    made = ledger.reserve("p", limits, Demand(1, 10, 0), now)
+    if not isinstance(made, Reservation):
+        return 0
+    ledger.settle(made, Demand(1, 10, 0), now)
+    return 1
+
+
+def test_an_outage_admits_only_from_the_slice_held_and_hands_it_back_first(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = start_redis(tmp_path)
     try:
         url = f"{server.url}?on_error=local&retry_interval=0.05&outage_share=0.5"
-        ledger = open_ledger(url)
+        ledger = open_ledger(f"{url}&journal={tmp_path / 'journal'}")
+        assert isinstance(ledger, FailOpenLedger)
         observer = RedisLedger(server.url)
-        assert len(_admitted(ledger, 60)) == 60  # 40 left, as Redis last said
+        assert sum(_call(ledger, DAY) for _ in range(60)) == 60
+        held = ledger.slice_of("p")
+        assert held is not None
+        slice_ = held.requests
+        assert 0 < slice_ <= 40  # half of the room when taken, reserved in Redis
+        assert observer.usage("p", DAY, NOW)[0].used == 60 + slice_
+        assert ledger.usage("p", DAY, NOW)[0].used == 60  # ours is not spent
 
         server.stop()
         with caplog.at_level(logging.INFO, logger="langchain_quota_router"):
             local = _admitted(ledger, 50)
-            # Half of the 40 left: not a fresh quota of 100.
-            assert len(local) == 20
-            for reservation in local[:15]:
+            assert len(local) == slice_  # the slice, not a fresh quota
+            for reservation in local[:5]:
                 ledger.settle(reservation, Demand(1, 10, 0), NOW)
             warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
             assert len(warnings) == 1
             assert "on_error=local" in warnings[0]
-            assert "50%" in warnings[0]
 
             server.start()
             time.sleep(0.06)
-            # The first call to reach Redis again hands back what was counted here.
-            assert ledger.usage("p", DAY, NOW)[0].used == 60 + 15
+            # The first call to reach Redis again hands back what was admitted here.
+            assert ledger.usage("p", DAY, NOW)[0].used == 60 + slice_
             assert any("answers again" in r.getMessage() for r in caplog.records)
-        # Calls still open when Redis came back are handed back when they settle.
-        for reservation in local[15:]:
-            ledger.settle(reservation, Demand(1, 10, 0), NOW)
-        assert observer.usage("p", DAY, NOW)[0].used == 80
-        assert len(_admitted(ledger, 30)) == 20
+        assert observer.usage("p", DAY, NOW)[0].used == 60 + slice_
+        # Calls still open when Redis came back are corrected when they settle.
+        for reservation in local[5:]:
+            ledger.settle(reservation, Demand(0, 10, 0), NOW)  # say they never left
+        assert observer.usage("p", DAY, NOW)[0].used == 65
+        assert sum(_call(ledger, DAY) for _ in range(50)) == 35
+        ledger.close()
+        assert observer.usage("p", DAY, NOW)[0].used == 100
     finally:
         server.kill()
 
 
-def test_the_default_share_is_even_over_the_processes_seen(tmp_path: Path, redis_url: str) -> None:
-    # Three other processes (ledgers with their own ids) use the same Redis.
-    for _ in range(3):
-        assert isinstance(RedisLedger(redis_url).reserve("q", DAY, Demand(), NOW), Reservation)
-    server = start_redis(tmp_path)
-    try:
-        ledger = open_ledger(f"{server.url}?on_error=local&retry_interval=60")
-        assert isinstance(ledger, FailOpenLedger)
-        assert len(_admitted(ledger, 20)) == 20
-        assert isinstance(ledger.primary, RedisLedger)
-        assert ledger.primary.fleet_size() == 1
-        server.stop()
-        assert len(_admitted(ledger, 100)) == 80  # alone: all of the room left
-    finally:
-        server.kill()
-    fleet = FailOpenLedger(RedisLedger(redis_url), retry_interval=60)
-    assert len(_admitted(fleet, 20)) == 20
-    assert fleet.primary.fleet_size() == 4  # type: ignore[attr-defined]
-    fleet.primary.close()
-    fleet.primary._client_url = f"redis://127.0.0.1:{_closed_port()}/0"  # type: ignore[attr-defined]
-    assert len(_admitted(fleet, 100)) == 80 // 4
-
-
-def test_redis_never_reachable_admits_a_share_of_each_limit(
-    caplog: pytest.LogCaptureFixture,
+def test_a_pool_never_seen_while_redis_answered_admits_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ledger = open_ledger(f"redis://127.0.0.1:{_closed_port()}/0?on_error=local")
+    ledger = open_ledger(f"redis://127.0.0.1:{_closed_port()}/0?on_error=local&journal={tmp_path}")
     with caplog.at_level(logging.WARNING, logger="langchain_quota_router"):
-        admitted = _admitted(ledger, 20, [Limit.parse("500/day")])
-    assert len(admitted) == 20
-    assert len(_admitted(ledger, 100, [Limit.parse("500/day")])) == int(500 * DEFAULT_SHARE) - 20
+        refusal = ledger.reserve("p", [Limit.parse("500/day")], Demand(), NOW)
+        assert _admitted(ledger, 100, [Limit.parse("500/day")]) == []
+    assert isinstance(refusal, Refusal)
+    assert "holds no quota of this pool" in refusal.reason
     assert len(caplog.records) == 1
+
+
+# ------------------------------------------------- the bad days of issue 17
+
+
+def _steady(
+    url: str, limit: str, before: int, delay: float, events: dict[str, Any], out: Any
+) -> None:
+    """A process calling a pool: ``before`` calls with Redis up, then as many as it
+    can while it is down, then (``delay`` s after it is back) until refused."""
+    ledger = open_ledger(url)
+    limits = [Limit.parse(limit)]
+    events["go"].wait()
+    counts = [sum(_call(ledger, limits) for _ in range(before))]
+    out.put(0)
+    events["down"].wait()
+    counts.append(sum(_call(ledger, limits) for _ in range(300)))
+    out.put(0)
+    events["up"].wait()
+    time.sleep(delay)
+    counts.append(sum(_call(ledger, limits) for _ in range(300)))
+    ledger.close()
+    out.put(counts)
+
+
+def _fleet_through_an_outage(
+    tmp_path: Path, limit: str, before: int, delays: list[float]
+) -> tuple[list[list[int]], int]:
+    """Processes started together, an outage, a recovery: what each admitted in
+    each phase, and what Redis counts once they are done."""
+    server = start_redis(tmp_path)
+    url = f"{server.url}?on_error=local&retry_interval=0.05&journal={tmp_path / 'journal'}"
+    events = {name: _CTX.Event() for name in ("go", "down", "up")}
+    out = _CTX.Queue()
+    procs = [
+        _CTX.Process(target=_steady, args=(url, limit, before, delay, events, out))
+        for delay in delays
+    ]
+    try:
+        for p in procs:
+            p.start()
+        events["go"].set()
+        for _ in procs:
+            out.get(timeout=60)
+        server.stop()  # SIGTERM: what Redis counted is on disk
+        events["down"].set()
+        for _ in procs:
+            out.get(timeout=60)
+        server.start()
+        events["up"].set()
+        counts = [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=30)
+        counted = RedisLedger(server.url).usage("p", [Limit.parse(limit)], NOW)[0].used
+        return counts, counted
+    finally:
+        server.kill()
+
+
+def test_four_processes_started_together_then_an_outage_admit_at_most_the_limit(
+    tmp_path: Path,
+) -> None:
+    counts, counted = _fleet_through_an_outage(tmp_path, "100/day", 15, [0.0] * 4)
+    admitted = sum(map(sum, counts))
+    assert sum(c[1] for c in counts) > 0  # the outage was served from slices
+    assert admitted <= 100
+    assert counted == admitted
+
+
+def test_staggered_recovery_admits_at_most_the_limit(tmp_path: Path) -> None:
+    # The first back spends all it can while the others are still counting on
+    # their slices: those stay counted until each hands back.
+    counts, counted = _fleet_through_an_outage(tmp_path, "200/day", 25, [0.0, 0.3, 0.6, 0.9])
+    admitted = sum(map(sum, counts))
+    assert sum(c[1] for c in counts) > 0
+    assert admitted <= 200
+    assert counted == admitted
+
+
+def _short_lived(url: str, calls: int, out: Any) -> None:
+    ledger = open_ledger(url)
+    out.put(sum(_call(ledger, HALF) for _ in range(calls)))
+    ledger.close()
+
+
+HALF = [Limit.parse("50/day")]
+
+
+def test_workers_started_during_an_outage_on_a_full_pool_admit_nothing(tmp_path: Path) -> None:
+    server = start_redis(tmp_path)
+    url = f"{server.url}?on_error=local&retry_interval=0.05&journal={tmp_path / 'journal'}"
+    try:
+        filler = open_ledger(url)
+        assert sum(_call(filler, HALF) for _ in range(60)) == 50
+        filler.close()
+        server.stop()
+        out = _CTX.Queue()
+        admitted = []
+        for _ in range(5):  # one after another, each a process of its own
+            worker = _CTX.Process(target=_short_lived, args=(url, 10, out))
+            worker.start()
+            admitted.append(out.get(timeout=60))
+            worker.join(timeout=30)
+        assert admitted == [0] * 5
+        server.start()
+        assert RedisLedger(server.url).usage("p", HALF, NOW)[0].used == 50
+    finally:
+        server.kill()
+
+
+def _ends_during_the_outage(url: str, events: dict[str, Any], out: Any) -> None:
+    ledger = open_ledger(url)
+    before = sum(_call(ledger, DAY) for _ in range(20))
+    out.put(before)
+    events["down"].wait()
+    out.put(sum(_call(ledger, DAY) for _ in range(5)))
+    ledger.close()  # Redis is away: what it admitted stays in its journal
+
+
+def test_a_process_that_ends_during_an_outage_leaves_a_journal_the_next_one_hands_back(
+    tmp_path: Path,
+) -> None:
+    server = start_redis(tmp_path)
+    journal = tmp_path / "journal"
+    url = f"{server.url}?on_error=local&retry_interval=0.05&journal={journal}"
+    try:
+        events = {"down": _CTX.Event()}
+        out = _CTX.Queue()
+        gone = _CTX.Process(target=_ends_during_the_outage, args=(url, events, out))
+        gone.start()
+        assert out.get(timeout=60) == 20
+        server.stop()
+        events["down"].set()
+        assert out.get(timeout=60) == 5
+        gone.join(timeout=30)
+        assert list(journal.glob("*.jsonl"))
+        server.start()
+        observer = RedisLedger(server.url)
+        assert observer.usage("p", DAY, NOW)[0].used > 25  # its slice, still held
+        # The next process hands it back on its first call: exactly what was sent.
+        assert open_ledger(url).usage("p", DAY, NOW)[0].used == 25
+        assert observer.usage("p", DAY, NOW)[0].used == 25
+        assert not list(journal.glob("*.jsonl"))
+        # Read twice (a copy restored, two processes at once): counted once.
+        assert open_ledger(url).usage("p", DAY, NOW)[0].used == 25
+    finally:
+        server.kill()
 
 
 class _LostReply(RedisLedger):
@@ -140,16 +286,23 @@ class _LostReply(RedisLedger):
         return result
 
 
-def test_a_reserve_whose_reply_was_lost_is_never_counted_twice(redis_url: str) -> None:
+def test_a_reserve_whose_reply_was_lost_is_never_counted_twice(
+    tmp_path: Path, redis_url: str
+) -> None:
     primary = _LostReply(redis_url)
-    ledger = FailOpenLedger(primary, retry_interval=0.0, outage_share=1.0)
+    primary.lose = False
+    ledger = FailOpenLedger(primary, retry_interval=0.0, outage_share=1.0, journal=tmp_path)
     observer = RedisLedger(redis_url)
+    assert len(_admitted(ledger, 1)) == 1  # by Redis; a slice of the rest is held
+    primary.lose = True
     admitted = _admitted(ledger, 1)
-    assert len(admitted) == 1  # by the fallback
-    assert observer.usage("p", DAY, NOW)[0].used == 1  # the phantom, for now
+    assert len(admitted) == 1  # from the slice
     ledger.settle(admitted[0], Demand(1, 10, 0), NOW)
     primary.lose = False
-    assert ledger.usage("p", DAY, NOW)[0].used == 1  # phantom taken back, local handed in
+    # Phantom taken back, the slice handed back with the call made from it.
+    assert ledger.usage("p", DAY, NOW)[0].used == 2
+    ledger.close()
+    assert observer.usage("p", DAY, NOW)[0].used == 2
 
 
 def test_the_server_counts_a_retried_reserve_once(redis_url: str) -> None:

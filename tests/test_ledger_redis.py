@@ -25,6 +25,7 @@ from redis_fixture import command, start_redis
 
 from langchain_quota_router import LedgerError
 from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.ledger import Demand, Refusal, Reservation, open_ledger
 from langchain_quota_router.quota.ledger.memory import MemoryLedger
 from langchain_quota_router.quota.ledger.redis import RedisLedger
@@ -415,6 +416,8 @@ def test_keys_are_namespaced_and_expire(redis_url: str, redis_server: Any) -> No
         "app1:leases:g:llama",
         "app1:lease:g:llama",
         "app1:clients",
+        "app1:clock",  # the fleet clock's reference: a few bytes, kept
+        "app2:clock",
     }
     assert 60_000 < keys["app1:counts:g:llama:requests:s60"] <= 121_000
     assert 60_000 < keys["app1:counts:g:llama:requests:day@UTC"] <= 86_460_000
@@ -424,7 +427,7 @@ def test_keys_are_namespaced_and_expire(redis_url: str, redis_server: Any) -> No
     assert keys["app1:clients"] > 0
 
     ledger.reset("g:llama")
-    assert set(_keys(redis_server.port)) == {"app1:clients"}
+    assert set(_keys(redis_server.port)) == {"app1:clients", "app1:clock", "app2:clock"}
 
 
 def test_old_buckets_are_pruned_on_reserve(redis_url: str, redis_server: Any) -> None:
@@ -526,3 +529,37 @@ def test_a_server_that_refuses_config_is_not_warned_about(
         assert caplog.records == []
     finally:
         server.kill()
+
+
+def test_two_routers_whose_clocks_differ_by_5s_admit_exactly_the_limit_together(
+    redis_url: str, clock: FakeClock
+) -> None:
+    behind = FakeClock(clock.now() - 5)
+    first = RedisLedger(redis_url, clock=clock.now)
+    second = RedisLedger(redis_url, clock=behind.now)
+    minute = [Limit.parse("30/minute")]
+    admitted = 0
+    for _ in range(60):  # a minute: each tries once a second
+        for ledger, own in ((first, clock), (second, behind)):
+            made = ledger.reserve("p", minute, Demand(), own.now())
+            admitted += isinstance(made, Reservation)
+        clock.advance(1)
+        behind.advance(1)
+    assert admitted == 30
+    # Both read the same count, and the window frees for both at the same moment.
+    assert first.usage("p", minute, clock.now())[0].used == 30
+    assert second.usage("p", minute, behind.now())[0].used == 30
+    refusal = second.reserve("p", minute, Demand(), behind.now())
+    assert isinstance(refusal, Refusal)
+    assert refusal.retry_at is not None
+    assert refusal.retry_at - behind.now() == pytest.approx(1, abs=1)
+
+
+def test_the_fleet_clock_is_the_clock_of_the_first_ledger_to_connect(
+    redis_url: str, clock: FakeClock
+) -> None:
+    first = RedisLedger(redis_url, clock=clock.now)
+    first.usage("p", DAILY, clock.now())
+    later = RedisLedger(redis_url, clock=lambda: clock.now() + 3600)
+    assert later.clock_offset() == -3600
+    assert RedisLedger(redis_url, clock=clock.now).clock_offset() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -327,3 +329,143 @@ def test_ledger_in_an_unwritable_place_names_the_file(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(LedgerError, match="cannot open ledger file"):
         SQLiteLedger(blocker / "ledger.db").usage("p", LIMITS, T0)
+
+
+def _within(seconds: float, call: Callable[[], object]) -> BaseException | object:
+    """``call()``'s result or error, or fail the test if it takes over ``seconds``
+    (a daemon thread: a hang fails the test instead of hanging the suite)."""
+    done: list[BaseException | object] = []
+
+    def run() -> None:
+        try:
+            done.append(call())
+        except BaseException as exc:  # the error is the answer under test
+            done.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not done:
+        pytest.fail(f"still waiting after {seconds} s")
+    return done[0]
+
+
+_OTHER_PROCESS = textwrap.dedent(
+    """
+    import sys
+    from langchain_quota_router.quota.ledger.sqlite import SQLiteLedger
+    from langchain_quota_router.quota.limits import Limit
+    SQLiteLedger(sys.argv[1]).usage("p", [Limit.parse("200/day")], 1_767_225_600.0)
+    """
+)
+
+
+def test_a_ledger_file_truncated_under_a_running_ledger_is_an_error_naming_it_never_a_hang(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}?busy_timeout=1"
+    holders = [SQLiteLedger(url)]
+    for _ in range(5):
+        assert isinstance(holders[0].reserve("p", LIMITS, Demand(), T0), Reservation)
+    holders[0].fleet_store().totals("route")  # the fleet counters hold a connection too
+    os.truncate(path, 0)  # what `: > ledger.db` does: same file, no content
+    # A new ledger on it in the same process (the old one still holds its
+    # connections and their locks): an error naming the file, not a wait.
+    made = _within(10, lambda: SQLiteLedger(url).usage("p", LIMITS, T0))
+    assert isinstance(made, LedgerError)
+    assert str(path) in str(made)
+    assert "truncated" in str(made)
+    # The running ledger notices it too, within its check window, and so do its
+    # fleet counters.
+    time.sleep(holders[0].file_check_interval + 0.01)
+    for call in (
+        lambda: holders[0].reserve("p", LIMITS, Demand(), T0),
+        lambda: holders[0].fleet_store().totals("route"),
+    ):
+        seen = _within(10, call)
+        assert isinstance(seen, LedgerError)
+        assert str(path) in str(seen)
+    # A second process: the same error at once.
+    other = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS, url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert other.returncode != 0
+    assert "LedgerError" in other.stderr
+    assert str(path) in other.stderr
+    # Its connections closed, the old ledger never wrote its WAL back into the
+    # file that is no longer its ledger: the next start says what happened,
+    # never "database disk image is malformed".
+    holders[0].close()
+    holders.clear()  # the fleet counters' connection is closed as the process ends
+    gc.collect()
+    assert path.stat().st_size == 0
+    again = _within(10, lambda: SQLiteLedger(url).usage("p", LIMITS, T0))
+    assert isinstance(again, LedgerError)
+    assert "malformed" not in str(again)
+    assert "truncated" in str(again)
+
+
+def test_on_wipe_restart_starts_afresh_on_a_truncated_file(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    first = SQLiteLedger(path)
+    for _ in range(5):
+        first.reserve("p", LIMITS, Demand(), T0)
+    os.truncate(path, 0)
+    first.close()
+    fresh = SQLiteLedger(f"sqlite:///{path}?on_wipe=restart&busy_timeout=1")
+    assert _within(10, lambda: fresh.usage("p", LIMITS, T0)[0].used) == 0
+
+
+def test_quota_router_status_on_a_truncated_ledger_answers_with_the_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    first = SQLiteLedger(url)
+    first.reserve("p", LIMITS, Demand(), T0)
+    os.truncate(path, 0)
+    status = subprocess.run(
+        [sys.executable, "-m", "langchain_quota_router.cli", "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "QUOTA_ROUTER_LEDGER": url, "GROQ_API_KEY": "gsk_" + "x" * 40},
+    )
+    assert status.returncode != 0
+    assert str(path) in status.stdout + status.stderr
+    assert "truncated" in status.stdout + status.stderr
+    first.close()
+
+
+def test_a_ledger_that_stays_locked_says_which_file_and_which_lock_after_its_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}?busy_timeout=0.3"
+    SQLiteLedger(url).usage("p", LIMITS, T0)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's long write
+    try:
+        started = time.monotonic()
+        made = _within(10, lambda: SQLiteLedger(url).reserve("p", LIMITS, Demand(), T0))
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert isinstance(made, LedgerError)
+    assert str(path) in str(made)
+    assert "write lock" in str(made)
+    assert waited < 3  # the configured 0.3 s and some slack, not 10 s per retry
+
+
+def test_busy_timeout_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="busy_timeout"):
+        open_ledger("sqlite:///x.db?busy_timeout=soon")
+    with pytest.raises(ConfigurationError, match="busy_timeout"):
+        open_ledger("sqlite:///x.db?busy_timeout=-1")

@@ -83,6 +83,11 @@ _LIMIT_RE = re.compile(
 )
 
 
+#: The last bucket a window's range reaches (see :meth:`Window.bucket_range`): as
+#: large as a Lua number (a double) in a Redis script still holds exactly.
+LATEST_BUCKET = 2**53 - 1
+
+
 @dataclass(frozen=True)
 class Window:
     """The span a limit counts over.
@@ -151,12 +156,18 @@ class Window:
         return 0
 
     def bucket_range(self, now: float) -> tuple[int, int]:
-        """The first and last bucket (inclusive) that count at ``now``."""
+        """The first and last bucket (inclusive) that count at ``now``.
+
+        Every bucket from the window's start on counts, including buckets stamped
+        later than ``now``: a clock that steps back (NTP, a VM restored, a host
+        whose clock disagrees with the fleet's) must never free quota spent at
+        "later" times, so those stay counted until the clock passes them again.
+        """
         if self.kind == "sliding":
-            width = self.bucket_width
-            return math.floor((now - self.seconds) / width), math.floor(now / width)
-        b = self.bucket(now)
-        return b, b
+            return math.floor((now - self.seconds) / self.bucket_width), LATEST_BUCKET
+        if self.kind == "calendar":
+            return self.bucket(now), LATEST_BUCKET
+        return 0, 0
 
     def bounds(self, now: float) -> tuple[float, float]:
         """Start and end (epoch seconds) of the calendar window holding ``now``."""

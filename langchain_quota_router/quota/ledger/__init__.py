@@ -137,7 +137,7 @@ def _fail_open(url: str, query: dict[str, str]) -> Ledger:
     rest = [
         (k, v)
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        if k not in ("on_error", "retry_interval", "outage_share")
+        if k not in ("on_error", "retry_interval", "outage_share", "journal")
     ]
     primary = open_ledger(urlunsplit(parts._replace(query=urlencode(rest))))
     try:
@@ -145,6 +145,7 @@ def _fail_open(url: str, query: dict[str, str]) -> Ledger:
             primary,
             retry_interval=options["retry_interval"] or 0.0,
             outage_share=options["outage_share"],
+            journal=query.get("journal") or None,
         )
     except ConfigurationError as exc:
         msg = f"ledger URL {shown!r}: {exc}"

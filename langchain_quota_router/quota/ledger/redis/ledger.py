@@ -11,7 +11,7 @@ for TLS). Options of our own:
 ``on_error=local``          fail open: :func:`~langchain_quota_router.quota.ledger.open_ledger`
                             wraps this ledger in a
                             :class:`~langchain_quota_router.quota.ledger.failopen.FailOpenLedger`
-                            (see there; ``retry_interval`` and ``outage_share`` are
+                            (see there; ``retry_interval``, ``outage_share`` and ``journal`` are
                             its options).
 ==========================  =========================================================
 
@@ -26,6 +26,22 @@ of ``reserve``, ``settle``, ``observe``, ``usage`` and ``reset`` is one script, 
 round trip; holds are single commands.
 Python computes every bucket number and expiry (calendars and time zones stay
 here) and passes them as arguments; the scripts only compare and count.
+
+**One clock for the fleet.** Hosts' clocks disagree (by seconds on a machine
+without NTP, by hours on a VM restored from a snapshot), and a sliding window
+judged by two clocks 5 s apart lets 5 s of spend slip out of it early. So every
+ledger over one Redis stamps and judges time on one time line, the *fleet clock*:
+the clock of the first ledger that connected (kept in ``qr:clock`` as its offset
+from the server's ``TIME``). Each ledger measures, when it connects and then every
+:attr:`RedisLedger.clock_check_interval` seconds, the offset between its own clock
+(``time.time``; ``clock=`` for tests) and the fleet clock through the server's
+``TIME``, rounded to the second (the finest bucket), and moves every time it is
+given by that offset on the way in (buckets, lease expiries, holds) and back on the
+way out (reset and retry times). Ledgers on hosts whose clocks agree measure 0 and
+behave exactly as before; the server's clock only serves as the common ruler, so it
+need not be right itself. Why not the server's ``TIME`` inside the scripts: calendar
+windows and time zones are computed in Python, and callers (tests, replays) may run
+on a clock of their own that the server's cannot stand in for.
 
 Data layout, under the prefix (default ``qr:``):
 
@@ -127,10 +143,13 @@ _PREFIX = "qr:"
 #: little behind still finds them.
 _EXPIRY_MARGIN = 60.0
 #: How long a process counts as one of the fleet after it last said it is alive
-#: (for the fail-open wrapper's even share).
+#: (:meth:`RedisLedger.fleet_size`; the fail-open wrapper does not rely on it).
 _FLEET_WINDOW = 600.0
+#: How long (seconds) Redis remembers a hand-back was applied: longer than a
+#: journal waits for the next process to read it, in any reasonable case.
+_HAND_BACK_MEMORY = 7 * 86_400.0
 #: Options of the fail-open wrapper, which ``open_ledger`` takes off the URL.
-WRAPPER_OPTIONS = ("on_error", "retry_interval", "outage_share")
+WRAPPER_OPTIONS = ("on_error", "retry_interval", "outage_share", "journal")
 
 
 def _password_of(url: str) -> str | None:
@@ -193,9 +212,15 @@ def _encode_hold(until: float | None, reason: str) -> str:
     return f"{'' if until is None else repr(float(until))}|{reason}"
 
 
-def _decode_hold(subject: str, value: str) -> Hold:
+def _decode_hold(subject: str, value: str, offset: float = 0.0) -> Hold:
+    """A hold as stored (``until`` on the fleet clock), ``until`` on the caller's."""
     until, reason = value.split("|", 1)
-    return Hold(subject, float(until) if until else None, reason)
+    return Hold(subject, float(until) - offset if until else None, reason)
+
+
+def _shift(moment: float | None, seconds: float) -> float | None:
+    """A moment moved from one clock to another (None stays None)."""
+    return None if moment is None else moment + seconds
 
 
 class RedisLedger(Ledger):
@@ -208,6 +233,9 @@ class RedisLedger(Ledger):
 
     Args:
         url: the ledger URL.
+        clock: this host's clock, epoch seconds (default ``time.time``): the clock
+            the ``now`` given to every operation is read from, measured against the
+            fleet clock (see the module docs).
 
     Raises:
         ConfigurationError: the URL or one of its options is wrong, or the ``redis``
@@ -220,8 +248,10 @@ class RedisLedger(Ledger):
     #: Seconds between two "alive" notes of this process (one round trip each), by
     #: which every process learns how many share the Redis (:meth:`fleet_size`).
     heartbeat_interval: float = 60.0
+    #: Seconds between two measures of this host's clock against the fleet clock.
+    clock_check_interval: float = 60.0
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, clock: Callable[[], float] | None = None) -> None:
         self.url = redact_url(url)
         try:
             import redis.connection
@@ -240,7 +270,7 @@ class RedisLedger(Ledger):
                 "(on_error must be 'raise' or 'local')"
             )
             raise ConfigurationError(msg)
-        unexpected = sorted(set(options) & {"retry_interval", "outage_share"})
+        unexpected = sorted(set(options) & {"retry_interval", "outage_share", "journal"})
         if unexpected:
             msg = (
                 f"ledger URL {self.url!r}: {unexpected[0]} goes with on_error=local, "
@@ -264,6 +294,11 @@ class RedisLedger(Ledger):
         #: when ``CONFIG`` is not permitted.
         self.durable: bool | None = None
         self._client_id = new_lease_id()
+        self.clock: Callable[[], float] = clock if clock is not None else time.time
+        # Fleet clock minus this host's clock (None until measured), and the
+        # monotonic time of the next measure.
+        self._offset: float | None = None
+        self._offset_due = -math.inf
         self._fleet: int | None = None
         self._heartbeat_at = -math.inf
         # Settlements that only give room back, waiting for the next reserve (or
@@ -446,6 +481,51 @@ class RedisLedger(Ledger):
         with contextlib.suppress(LedgerError):
             self._fleet = int(self._remote("count the fleet", beat)[2])
 
+    # ------------------------------------------------------------- fleet clock
+
+    def clock_offset(self) -> float:
+        """Seconds to add to this host's clock to read the fleet clock (measured
+        when due: at the first use, then every :attr:`clock_check_interval`)."""
+        if self._offset is None or time.monotonic() >= self._offset_due:
+            self._measure_clock()
+        assert self._offset is not None
+        return self._offset
+
+    def _measure_clock(self) -> None:
+        key = f"{self.prefix}clock"
+
+        def ask(_: Redis) -> list[str]:
+            return cast("list[str]", self._scripts["clock"]([key], [repr(self.clock())]))
+
+        before = self.clock()
+        reply = self._remote("read the fleet clock", ask)
+        self._set_offset(reply, before)
+
+    async def _aclock_offset(self) -> float:
+        """:meth:`clock_offset` through redis.asyncio."""
+        if self._offset is None or time.monotonic() >= self._offset_due:
+            key = f"{self.prefix}clock"
+            before = self.clock()
+            reply = await self._aremote(
+                "read the fleet clock",
+                lambda c: c.scripts["clock"](keys=[key], args=[repr(before)]),
+            )
+            self._set_offset(reply, before)
+        assert self._offset is not None
+        return self._offset
+
+    def _set_offset(self, reply: Sequence[Any], before: float) -> None:
+        # Our clock at the moment the server read its own: halfway through.
+        mine = (before + self.clock()) / 2
+        fleet = int(reply[0]) + int(reply[1]) / 1e6 + float(reply[2])
+        self._offset = float(round(fleet - mine))
+        self._offset_due = time.monotonic() + self.clock_check_interval
+
+    def _known_offset(self) -> float:
+        """The offset last measured, without a round trip (0 before any): for
+        expiry times, which have a minute's margin."""
+        return self._offset or 0.0
+
     # ------------------------------------------------------------------- keys
 
     def _counter_key(self, pool: str, series: str) -> str:
@@ -489,8 +569,9 @@ class RedisLedger(Ledger):
             known = full.refusal(pool, demand, now)
             if known is not None:
                 return known
+        offset = self.clock_offset()
         call, entries, lease_id, expires_at = self._reserve_call(
-            pool, limits, demand, now, key, model, lease_id
+            pool, limits, demand, now + offset, key, model, lease_id
         )
 
         carried = self._take_queued()
@@ -511,17 +592,63 @@ class RedisLedger(Ledger):
             raise
         if time.monotonic() - self._heartbeat_at >= self.heartbeat_interval:
             self._heartbeat()
-        made = self._decode_reserve(reply, pool, limits, demand, now, entries, lease_id, expires_at)
+        made = self._decode_reserve(
+            reply, pool, limits, demand, now, entries, lease_id, expires_at, offset
+        )
         if isinstance(made, Refusal) and made.room is not None:
             leases_key = self._lease_keys(pool)[0]
             with contextlib.suppress(LedgerError):  # only a hint, for us and others
                 first = self._remote(
                     "read leases", lambda c: c.zrange(leases_key, 0, 0, withscores=True)
                 )
-                record = full.note(made, _first_score(first))
+                record = full.note(made, _first_score(first, offset))
                 if record is not None:
                     self._set_hold(record)
         return made
+
+    def reserve_slice(
+        self, pool: str, limits: Sequence[Limit], demand: Demand, now: float
+    ) -> Reservation | Refusal:
+        """Reserve quota for a fail-open wrapper to admit from during an outage.
+
+        Counted as any reservation, but its lease releases nothing when it runs
+        out: it stays counted until :meth:`hand_back` releases it (by its holder,
+        or by the process that reads the holder's journal). A refusal is not
+        remembered as a full pool: nobody asked for a call.
+        """
+        offset = self.clock_offset()
+        call, entries, lease_id, expires_at = self._reserve_call(
+            pool, limits, demand, now + offset, None, None, None, keep=True
+        )
+        reply = self._remote(
+            f"reserve in pool {pool!r}", lambda _: self._scripts[call.script](call.keys, call.args)
+        )
+        return self._decode_reserve(
+            reply, pool, limits, demand, now, entries, lease_id, expires_at, offset
+        )
+
+    def hand_back(
+        self, pool: str, marker: str, adds: Sequence[tuple[str, int, int]], now: float
+    ) -> bool:
+        """Add ``(series, bucket, amount)`` to a pool's counters once per ``marker``
+        (amounts may be negative): how a fail-open wrapper releases a slice and
+        counts the calls it admitted from it, in one step. Buckets are on the fleet
+        clock (:meth:`clock_offset`); ``now`` is on the caller's.
+
+        Returns:
+            False if a hand-back with this marker was applied before.
+        """
+        now += self.clock_offset()
+        keys = [self._index_key(pool), f"{self.prefix}handback:{marker}", self._holds_key]
+        args: list[str | int] = [math.ceil(_HAND_BACK_MEMORY * 1000), FULL_PREFIX + pool]
+        for series, bucket, amount in adds:
+            keys.append(self._counter_key(pool, series))
+            args += [bucket, amount, _expiry_ms(_window_of(series), bucket, now)]
+        applied = self._remote(
+            f"hand back in pool {pool!r}", lambda _: self._scripts["handback"](keys, args)
+        )
+        self.full_pools.forget(pool)
+        return bool(applied)
 
     async def areserve(
         self,
@@ -542,12 +669,14 @@ class RedisLedger(Ledger):
             return known
         if full.sync_due():
             values = await self._aremote("read holds", lambda c: c.client.hgetall(self._holds_key))
-            full.replace([_decode_hold(str(k), str(v)) for k, v in values.items()], now)
+            offset = await self._aclock_offset()
+            full.replace([_decode_hold(str(k), str(v), offset) for k, v in values.items()], now)
             known = full.refusal(pool, demand, now)
             if known is not None:
                 return known
+        offset = await self._aclock_offset()
         call, entries, lease_id, expires_at = self._reserve_call(
-            pool, limits, demand, now, key, model, None
+            pool, limits, demand, now + offset, key, model, None
         )
         sent = self._loop_clients.batched(await self._aclient(), call, self._send_batch)
         try:
@@ -563,7 +692,15 @@ class RedisLedger(Ledger):
                     return
                 decoded.set_result(
                     self._decode_reserve(
-                        done.result(), pool, limits, demand, now, entries, lease_id, expires_at
+                        done.result(),
+                        pool,
+                        limits,
+                        demand,
+                        now,
+                        entries,
+                        lease_id,
+                        expires_at,
+                        offset,
                     )
                 )
 
@@ -573,16 +710,18 @@ class RedisLedger(Ledger):
         if time.monotonic() - self._heartbeat_at >= self.heartbeat_interval:
             self._heartbeat_at = time.monotonic()
             self._worker().submit(self._heartbeat)
-        made = self._decode_reserve(reply, pool, limits, demand, now, entries, lease_id, expires_at)
+        made = self._decode_reserve(
+            reply, pool, limits, demand, now, entries, lease_id, expires_at, offset
+        )
         if isinstance(made, Refusal) and made.room is not None:
             leases_key = self._lease_keys(pool)[0]
             with contextlib.suppress(LedgerError):  # only a hint, for us and others
                 first = await self._aremote(
                     "read leases", lambda c: c.client.zrange(leases_key, 0, 0, withscores=True)
                 )
-                record = full.note(made, _first_score(first))
+                record = full.note(made, _first_score(first, offset))
                 if record is not None:
-                    value = _encode_hold(record.until, record.reason)
+                    value = _encode_hold(_shift(record.until, offset), record.reason)
                     await self._aremote(
                         "note a full pool",
                         lambda c: c.client.hset(self._holds_key, record.subject, value),
@@ -598,8 +737,11 @@ class RedisLedger(Ledger):
         key: str | None,
         model: str | None,
         lease_id: str | None,
+        *,
+        keep: bool = False,
     ) -> tuple[Call, dict[str, tuple[str, int, Metric]], str, float]:
-        """The ``reserve.lua`` call for a demand, and what decoding its reply needs."""
+        """The ``reserve.lua`` call for a demand, and what decoding its reply needs
+        (``keep``: its lease releases nothing when it runs out)."""
         # Distinct series in order of first appearance, as BucketLedger does.
         entries: dict[str, tuple[str, int, Metric]] = {}
         windows: dict[str, Window] = {}
@@ -617,7 +759,7 @@ class RedisLedger(Ledger):
             MODEL_PREFIX + model if model else "",
             len(order),
         ]
-        floor = lease_floor(demand)
+        floor = demand if keep else lease_floor(demand)
         releases = []
         for series in order:
             _, bucket, metric = entries[series]
@@ -655,18 +797,20 @@ class RedisLedger(Ledger):
         entries: dict[str, tuple[str, int, Metric]],
         lease_id: str,
         expires_at: float,
+        offset: float,
     ) -> Reservation | Refusal:
-        """The reservation or refusal a reply of ``reserve.lua`` means."""
+        """The reservation or refusal a reply of ``reserve.lua`` means, its times
+        on the caller's clock (``now``; the script ran at ``now + offset``)."""
         status = reply[0]
         if status in ("ok", "dup"):
             levels = tuple(
                 (limit, int(used)) for limit, used in zip(limits, reply[1:], strict=False)
             )
             return Reservation(
-                pool, demand, tuple(entries.values()), now, levels, lease_id, expires_at
+                pool, demand, tuple(entries.values()), now, levels, lease_id, expires_at - offset
             )
         if status == "hold":
-            hold = _decode_hold(reply[1], reply[2])
+            hold = _decode_hold(reply[1], reply[2], offset)
             return Refusal(pool, hold.reason, hold.until)
         limit = limits[int(reply[1]) - 1]
         need = demand.amount(limit.metric)
@@ -680,7 +824,9 @@ class RedisLedger(Ledger):
         used = int(reply[2])
         flat = [int(x) for x in reply[3:]]
         buckets = sorted(zip(flat[::2], flat[1::2], strict=True))
-        retry_at = limit.window.frees_at(now, buckets, used + need - limit.amount)
+        retry_at = _shift(
+            limit.window.frees_at(now + offset, buckets, used + need - limit.amount), -offset
+        )
         room = max(0, limit.amount - used)
         return Refusal(pool, f"{limit} is used up ({used} counted)", retry_at, limit, room)
 
@@ -807,7 +953,7 @@ class RedisLedger(Ledger):
             if live or expired:
                 keys.append(self._counter_key(pool, series))
                 args += [bucket, live, expired]
-                args.append(_expiry_ms(_window_of(series), bucket, now))
+                args.append(_expiry_ms(_window_of(series), bucket, now + self._known_offset()))
         if len(args) == 2 and not reservation.lease_id:
             return None
         return Call("settle", keys, args)
@@ -823,6 +969,7 @@ class RedisLedger(Ledger):
 
         Never raises room (see :meth:`Ledger.observe`). One Lua script.
         """
+        now += self.clock_offset()
         lo, hi = limit.window.bucket_range(now)
         bucket = limit.window.bucket(now)
         keys = [self._index_key(pool), self._counter_key(pool, limit.series)]
@@ -875,7 +1022,10 @@ class RedisLedger(Ledger):
         return [h for h in self._all_holds() if h.active(now) and not is_record(h.subject)]
 
     def _set_hold(self, hold: Hold) -> None:
-        value = _encode_hold(hold.until, hold.reason)
+        until = hold.until
+        if until is not None:
+            until += self.clock_offset()
+        value = _encode_hold(until, hold.reason)
         self._remote(
             f"put {hold.subject!r} on hold",
             lambda client: client.hset(self._holds_key, hold.subject, value),
@@ -889,7 +1039,8 @@ class RedisLedger(Ledger):
 
     def _all_holds(self) -> list[Hold]:
         values = self._remote("read holds", lambda c: _hgetall(c, self._holds_key))
-        return [_decode_hold(s, v) for s, v in sorted(values.items())]
+        offset = self.clock_offset()
+        return [_decode_hold(s, v, offset) for s, v in sorted(values.items())]
 
     def usage(self, pool: str, limits: Sequence[Limit], now: float) -> list[LimitUsage]:
         """What each of ``limits`` has spent in ``pool`` at ``now``.
@@ -898,22 +1049,29 @@ class RedisLedger(Ledger):
         figures are one snapshot.
         """
         self._drain()
+        offset = self.clock_offset()
         names = list(dict.fromkeys(limit.series for limit in limits))
         keys = [*self._lease_keys(pool), *(self._counter_key(pool, n) for n in names)]
 
         def run(client: Redis) -> list[list[str]]:
-            return cast("list[list[str]]", self._scripts["usage"](keys, [repr(float(now))]))
+            return cast(
+                "list[list[str]]", self._scripts["usage"](keys, [repr(float(now + offset))])
+            )
 
         replies = self._remote(f"read pool {pool!r}", run)
         counters = {
             series: {int(flat[j]): int(flat[j + 1]) for j in range(0, len(flat), 2)}
             for series, flat in zip(names, replies, strict=True)
         }
-        return [self._limit_usage(pool, lim, counters[lim.series], now) for lim in limits]
+        return [self._limit_usage(pool, lim, counters[lim.series], now, offset) for lim in limits]
 
     @staticmethod
-    def _limit_usage(pool: str, limit: Limit, counter: dict[int, int], now: float) -> LimitUsage:
-        """How much of ``limit`` a counter hash's buckets spend, as BucketLedger says."""
+    def _limit_usage(
+        pool: str, limit: Limit, counter: dict[int, int], now: float, offset: float
+    ) -> LimitUsage:
+        """How much of ``limit`` a counter hash's buckets spend, as BucketLedger says
+        (counted at ``now + offset`` on the fleet clock, reset time on the caller's)."""
+        now += offset
         lo, hi = limit.window.bucket_range(now)
         buckets = sorted((b, a) for b, a in counter.items() if lo <= b <= hi and a)
         used = sum(a for _, a in buckets)
@@ -921,7 +1079,7 @@ class RedisLedger(Ledger):
             resets = limit.window.frees_at(now, buckets, used)
         else:
             resets = limit.window.frees_at(now, [], 0)
-        return LimitUsage(pool, limit, used, resets)
+        return LimitUsage(pool, limit, used, _shift(resets, -offset))
 
     def reset(self, pool: str) -> None:
         """Forget everything counted in ``pool`` and lift its block (one script)."""
@@ -945,6 +1103,7 @@ def _takes(call: Call) -> bool:
     return any(int(a) > 0 for a in call.args[3::4])
 
 
-def _first_score(reply: Any) -> float | None:
-    """The score of ``ZRANGE key 0 0 WITHSCORES``: the earliest lease's expiry."""
-    return float(reply[0][1]) if reply else None
+def _first_score(reply: Any, offset: float) -> float | None:
+    """The score of ``ZRANGE key 0 0 WITHSCORES``: the earliest lease's expiry, on
+    the caller's clock."""
+    return float(reply[0][1]) - offset if reply else None

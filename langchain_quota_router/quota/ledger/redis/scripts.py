@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
 
-SCRIPTS = ("reserve", "settle", "observe", "usage", "reset")
+SCRIPTS = ("reserve", "settle", "observe", "usage", "reset", "clock", "handback")
 
 
 @functools.cache

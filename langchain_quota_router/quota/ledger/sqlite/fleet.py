@@ -19,6 +19,7 @@ from langchain_quota_router.quota.errors import LedgerError
 from langchain_quota_router.quota.ledger.contract import Ledger
 from langchain_quota_router.quota.ledger.fleet import KINDS, TOTAL, FleetStore, Key, Row
 from langchain_quota_router.quota.ledger.sqlite.schema import APPLICATION_ID
+from langchain_quota_router.quota.ledger.sqlite.wal import keep_wal_on_close
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS fleet_counters (
@@ -36,7 +37,7 @@ _UPSERT = (
     "VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (kind, level, bucket, name, field) DO UPDATE SET value = value + excluded.value"
 )
-_BUSY_TIMEOUT = 10.0
+_BUSY_TIMEOUT = 5.0
 
 
 class SQLiteFleetStore(FleetStore):
@@ -63,8 +64,17 @@ class SQLiteFleetStore(FleetStore):
             return None
         return (st.st_dev, st.st_ino)
 
+    def _busy_timeout(self) -> float:
+        ledger = self._ledger()
+        return float(getattr(ledger, "busy_timeout", _BUSY_TIMEOUT))
+
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        ledger = self._ledger()
+        check = getattr(ledger, "check_file", None)
+        if check is not None:
+            # Truncated or overwritten in place (same inode): never write into it.
+            check()
         identity = self._identity()
         if conn is not None and self._local.pid == os.getpid():
             if identity == self._local.identity:
@@ -79,18 +89,22 @@ class SQLiteFleetStore(FleetStore):
             identity = self._identity()
         uri = f"file:{quote(str(self.path.resolve()))}?mode=rw"
         try:
+            busy = self._busy_timeout()
             conn = sqlite3.connect(
                 uri,
                 uri=True,
-                timeout=_BUSY_TIMEOUT,
+                timeout=busy,
                 isolation_level=None,
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
             msg = f"cannot open ledger file {str(self.path)!r} for fleet counters: {exc}"
             raise LedgerError(msg) from exc
+        keep_wal_on_close(conn, str(self.path.resolve()))
         try:
-            conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT * 1000)}")
+            conn.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
+            # The ledger checkpoints, after checking the file is still its own.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
             # As the ledger's own: a commit survives the process, without an fsync
             # that would hold the write lock the routers' reservations wait for.
             conn.execute("PRAGMA synchronous=NORMAL")

@@ -15,6 +15,22 @@ under a running ledger (a cache cleaner, a restore) raises
 deleted file would admit the whole quota again. With ``?on_wipe=restart`` in the URL
 the ledger warns once and starts afresh in a new file instead. A file overwritten
 with garbage is a ``LedgerError`` naming the file too.
+
+A file truncated in place (``: > ledger.db``: same inode, no content) is the
+subtle one. The ledger's connections keep their locks and their ``-wal`` file, so
+a new ledger on it would wait for them (and, created afresh, fight them), and the
+last connection to close would write the old pages back into the emptied file
+("database disk image is malformed" ever after). So: a file found empty beside a
+``-wal`` journal that still holds pages is a ``LedgerError`` saying it was
+truncated (``on_wipe=restart`` moves the stale journal aside and starts afresh);
+a running ledger that finds its file emptied says the same; and no connection ever
+checkpoints on close (``SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE``): the ledger
+checkpoints itself, every few hundred commits and on :meth:`close`, only after
+checking the file is still its own.
+
+No operation waits for a lock longer than ``busy_timeout`` (URL option, seconds,
+default 5); then it is a ``LedgerError`` naming the file and the lock it waited
+for.
 """
 
 from __future__ import annotations
@@ -40,6 +56,7 @@ from langchain_quota_router.quota.ledger.fleet import FleetStore
 from langchain_quota_router.quota.ledger.records import FULL_PREFIX
 from langchain_quota_router.quota.ledger.sqlite.fleet import SQLiteFleetStore
 from langchain_quota_router.quota.ledger.sqlite.schema import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
+from langchain_quota_router.quota.ledger.sqlite.wal import keep_wal_on_close
 from langchain_quota_router.quota.ledger.types import Hold, encode_releases
 
 logger = logging.getLogger("langchain_quota_router")
@@ -63,9 +80,11 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 #: Commits made inline (see SQLiteLedger._inline) between two checkpoints.
 _CHECKPOINT_EVERY = 500
 _T = TypeVar("_T")
-_BUSY_TIMEOUT_MS = 10_000
-_LOCKED_RETRIES = 5
-_OPEN_RETRIES = 40
+#: Seconds an operation may wait for another connection's lock (``?busy_timeout=``).
+BUSY_TIMEOUT = 5.0
+#: The locks a ledger waits for, as its errors name them.
+_WRITE_LOCK = "its write lock (BEGIN IMMEDIATE)"
+_SCHEMA_LOCK = "the lock that creates its tables and switches its journal to WAL"
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:
@@ -89,8 +108,10 @@ def path_from_url(url: str) -> Path:
 class SQLiteLedger(BucketLedger):
     """Counts in a SQLite file. URL: ``sqlite:///path/to/ledger.db``.
 
-    URL option ``on_wipe``: ``raise`` (default) or ``restart``, what to do when the
-    file is deleted or replaced while the ledger uses it (see the module docs).
+    URL options: ``on_wipe``, ``raise`` (default) or ``restart``, what to do when
+    the file is deleted, replaced or truncated while the ledger uses it;
+    ``busy_timeout``, the seconds an operation may wait for a lock (default 5).
+    See the module docs.
 
     Args:
         url: the ledger URL, or a filesystem path.
@@ -113,16 +134,29 @@ class SQLiteLedger(BucketLedger):
         else:
             self.path = Path(url).expanduser()
         options = dict(parse_qsl(query, keep_blank_values=True))
-        unknown = sorted(set(options) - {"on_wipe"})
+        unknown = sorted(set(options) - {"on_wipe", "busy_timeout"})
         if unknown:
-            msg = f"ledger URL {url!r}: unknown option {unknown[0]!r} (known: on_wipe)"
+            msg = (
+                f"ledger URL {url!r}: unknown option {unknown[0]!r} (known: on_wipe, busy_timeout)"
+            )
+            raise ConfigurationError(msg)
+        text = options.get("busy_timeout")
+        try:
+            self.busy_timeout = BUSY_TIMEOUT if text is None else float(text)
+        except ValueError:
+            self.busy_timeout = math.nan
+        if not 0 <= self.busy_timeout < math.inf:
+            msg = f"ledger URL {url!r}: busy_timeout must be seconds >= 0, got {text!r}"
             raise ConfigurationError(msg)
         on_wipe = on_wipe or options.get("on_wipe", "raise")
         if on_wipe not in ("raise", "restart"):
             msg = f"ledger URL {url!r}: on_wipe must be 'raise' or 'restart', got {on_wipe!r}"
             raise ConfigurationError(msg)
         self.on_wipe = on_wipe
-        self.url = f"sqlite:///{self.path}" + (f"?on_wipe={on_wipe}" if on_wipe != "raise" else "")
+        shown = [f"on_wipe={on_wipe}"] if on_wipe != "raise" else []
+        if text is not None:
+            shown.append(f"busy_timeout={text}")
+        self.url = f"sqlite:///{self.path}" + ("?" + "&".join(shown) if shown else "")
         # (device, inode) of the file this ledger counts in; None until opened.
         self._identity: tuple[int, int] | None = None
         self._identity_lock = threading.Lock()
@@ -136,7 +170,7 @@ class SQLiteLedger(BucketLedger):
         # _inline), kept apart from those that may wait for a lock.
         self._nowait_local = threading.local()
         self._mode = threading.local()
-        self._inline_commits = 0
+        self._commits = 0
         # Connections inherited through fork() must never be used or closed by the
         # child; keep them referenced so garbage collection does not close them.
         self._orphans: list[sqlite3.Connection] = []
@@ -164,17 +198,27 @@ class SQLiteLedger(BucketLedger):
         """
         self._mode.nowait = True
         try:
-            result = operation()
+            return operation()
         finally:
             self._mode.nowait = False
-        self._inline_commits += 1
-        if self._inline_commits % _CHECKPOINT_EVERY == 0:
-            self._worker().submit(self._checkpoint)
-        return result
 
     def _checkpoint(self) -> None:
+        """Copy the WAL into the file, if the file is still this ledger's."""
         with contextlib.suppress(sqlite3.Error, LedgerError):
-            self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            conn = self._connection()
+            self.check_file()
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def check_file(self) -> None:
+        """Raise :class:`LedgerError` if the file is no longer the one this ledger
+        opened: deleted, replaced, truncated or overwritten."""
+        if self._identity is None:
+            return
+        if self._file_identity() != self._identity:
+            if self.on_wipe != "restart":
+                raise LedgerError(self._wiped_message())
+            return
+        self._check_header()
 
     def _file_identity(self) -> tuple[int, int] | None:
         """(device, inode) of the ledger file now, or None if it is gone."""
@@ -239,12 +283,48 @@ class SQLiteLedger(BucketLedger):
             header = os.pread(self._header_fd, 16, 0)
         except OSError:
             return
+        if not header:
+            raise LedgerError(self._truncated_message())
         if header != _SQLITE_HEADER:
             msg = (
                 f"ledger file {str(self.path)!r} is damaged (it no longer starts as a "
                 "SQLite database does); move it away and start afresh, or restore it"
             )
             raise LedgerError(msg)
+
+    def _truncated_message(self, journal: int | None = None) -> str:
+        left = f"; its WAL journal still holds {journal} bytes of it" if journal else ""
+        return (
+            f"ledger file {str(self.path)!r} was truncated (it is empty{left}) while a "
+            "ledger used it: what it counted is lost, and counting on would admit the "
+            "whole quota again. Restore it, or move it and its -wal and -shm files "
+            "away (or open the ledger with ?on_wipe=restart) to start afresh"
+        )
+
+    def _check_not_truncated(self) -> None:
+        """Before opening: refuse an empty file beside a WAL journal with pages in
+        it (a ledger truncated in place), or with ``on_wipe=restart`` move the
+        stale journal aside. Opening it would wait for the old connections' locks,
+        then build a fresh ledger that they corrupt."""
+        try:
+            size = os.stat(self.path).st_size
+            journal = os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return
+        if size or not journal:
+            return
+        if self.on_wipe != "restart":
+            raise LedgerError(self._truncated_message(journal))
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.replace(f"{self.path}{suffix}", f"{self.path}{suffix}.truncated-{stamp}")
+        logger.warning(
+            "ledger file %r was truncated while in use; starting afresh (on_wipe=restart), "
+            "its stale journal moved aside to %r",
+            str(self.path),
+            f"{self.path}-wal.truncated-{stamp}",
+        )
 
     def _wiped_message(self) -> str:
         return (
@@ -272,7 +352,11 @@ class SQLiteLedger(BucketLedger):
         nowait = getattr(self._mode, "nowait", False)
         if nowait and not self.path.exists():
             raise WouldWait  # creating the file is the worker's job
-        busy_ms = 0 if nowait else _BUSY_TIMEOUT_MS
+        if self._identity is not None:
+            self._check_header()  # a file emptied or overwritten is not made afresh
+        else:
+            self._check_not_truncated()
+        busy_ms = 0 if nowait else round(self.busy_timeout * 1000)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -284,18 +368,18 @@ class SQLiteLedger(BucketLedger):
         except (OSError, sqlite3.Error) as exc:
             msg = f"cannot open ledger file {str(self.path)!r}: {exc}"
             raise LedgerError(msg) from exc
+        keep_wal_on_close(conn, str(self.path))
         try:
             conn.execute(f"PRAGMA busy_timeout={busy_ms}")
-            if nowait:
-                conn.execute("PRAGMA wal_autocheckpoint=0")
+            # Checkpoints are the ledger's own, after checking the file (_checkpoint).
+            conn.execute("PRAGMA wal_autocheckpoint=0")
             self._prepare(conn)
         except sqlite3.OperationalError as exc:
             conn.close()
             if nowait and _is_locked(exc):
                 raise WouldWait from exc
             if _is_locked(exc):
-                msg = f"ledger {str(self.path)!r} stayed locked while opening: {exc}"
-                raise LedgerError(msg) from exc
+                raise LedgerError(self._locked_message(_SCHEMA_LOCK, exc)) from exc
             msg = f"cannot open ledger file {str(self.path)!r}: {exc}"
             raise LedgerError(msg) from exc
         except sqlite3.DatabaseError as exc:
@@ -317,18 +401,24 @@ class SQLiteLedger(BucketLedger):
         of the lock escalations involved (creating the schema, switching the
         journal to WAL) with an immediate "database is locked" instead of waiting.
         """
-        for attempt in range(_OPEN_RETRIES):
+        deadline = time.monotonic() + self.busy_timeout
+        attempt = 0
+        while True:
             try:
                 self._ensure_schema(conn)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 return
             except sqlite3.OperationalError as exc:
-                if not _is_locked(exc) or attempt == _OPEN_RETRIES - 1:
+                left = deadline - time.monotonic()
+                if not _is_locked(exc) or left <= 0:
                     raise
                 if getattr(self._mode, "nowait", False):
                     raise  # _connect turns it into WouldWait
-                time.sleep(0.005 * (attempt + 1))
+                attempt += 1
+                time.sleep(min(0.005 * attempt, left))
+                # What is left of the wait, for the next attempt's lock.
+                conn.execute(f"PRAGMA busy_timeout={max(1, round(left * 1000))}")
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         if conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
@@ -369,12 +459,24 @@ class SQLiteLedger(BucketLedger):
             raise LedgerError(msg)
 
     def close(self) -> None:
+        """Close this thread's connections, checkpointing first if the file is
+        still this ledger's (connections never checkpoint on close by themselves)."""
         for local in (self._local, self._nowait_local):
             conn = getattr(local, "conn", None)
             if conn is not None and local.pid == os.getpid():
+                with contextlib.suppress(sqlite3.Error, LedgerError):
+                    self.check_file()
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 conn.close()
             local.conn = None
         super().close()
+
+    def _locked_message(self, lock: str, exc: sqlite3.Error) -> str:
+        return (
+            f"ledger file {str(self.path)!r} stayed locked for {self.busy_timeout:g} s "
+            f"(busy_timeout): another connection, in this process or another, holds "
+            f"{lock} ({exc})"
+        )
 
     # ------------------------------------------------------------ transactions
 
@@ -392,20 +494,17 @@ class SQLiteLedger(BucketLedger):
         conn = self._connection()
         # The primitives below run on it (this thread's, in the current mode).
         self._local.active = conn
-        for attempt in range(_LOCKED_RETRIES):
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                if getattr(self._mode, "nowait", False) and _is_locked(exc):
-                    raise WouldWait from exc
-                # busy_timeout already waited; a few more tries ride out a long
-                # checkpoint before we give up with a clear error.
-                if "locked" not in str(exc) or attempt == _LOCKED_RETRIES - 1:
-                    raise self._broken(exc, "is unavailable") from exc
-                time.sleep(0.05 * (attempt + 1))
-            except sqlite3.Error as exc:
-                raise self._broken(exc, "is unavailable") from exc
+        try:
+            # busy_timeout is the whole wait: SQLite retries inside it.
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if getattr(self._mode, "nowait", False) and _is_locked(exc):
+                raise WouldWait from exc
+            if _is_locked(exc):
+                raise LedgerError(self._locked_message(_WRITE_LOCK, exc)) from exc
+            raise self._broken(exc, "is unavailable") from exc
+        except sqlite3.Error as exc:
+            raise self._broken(exc, "is unavailable") from exc
         try:
             yield
         except sqlite3.Error as exc:
@@ -424,6 +523,9 @@ class SQLiteLedger(BucketLedger):
                 if getattr(self._mode, "nowait", False) and _is_locked(exc):
                     raise WouldWait from exc
                 raise self._broken(exc, "could not commit") from exc
+            self._commits += 1
+            if self._commits % _CHECKPOINT_EVERY == 0:
+                self._worker().submit(self._checkpoint)
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
