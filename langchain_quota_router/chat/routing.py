@@ -13,6 +13,7 @@ waiting, the final error) is :mod:`langchain_quota_router.quota.admission`'s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -158,8 +159,9 @@ class RoutedCall(Admission):
     async def aattempts(self) -> AsyncIterator[Attempt]:
         """:meth:`attempts` for the async paths: the ledger is never asked on the
         event loop (see :meth:`Ledger.areserve`)."""
-        async for plan, reservation in self.aadmitted():
-            yield self._attempt(plan, reservation)
+        async with contextlib.aclosing(self.aadmitted()) as admitted:
+            async for plan, reservation in admitted:
+                yield self._attempt(plan, reservation)
 
     def _attempt(self, plan: Plan, reservation: Reservation) -> Attempt:
         route: Route = plan.member
