@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -156,7 +156,7 @@ class RoutedCall(Admission):
         for plan, reservation in self.admitted():
             yield self._attempt(plan, reservation)
 
-    async def aattempts(self) -> AsyncIterator[Attempt]:
+    async def aattempts(self) -> AsyncGenerator[Attempt, None]:
         """:meth:`attempts` for the async paths: the ledger is never asked on the
         event loop (see :meth:`Ledger.areserve`)."""
         async with contextlib.aclosing(self.aadmitted()) as admitted:
