@@ -126,7 +126,8 @@ def test_what_a_call_spends_beyond_its_slice_reaches_the_shared_ledger_at_once(
     first = ledger.reserve("p", lims, CALL, T0)
     ledger.settle(first, USED, T0)  # type: ignore[arg-type]
     made = ledger.reserve("p", lims, CALL, T0)  # from a slice of 4 calls
-    assert isinstance(made, Reservation) and not made.lease_id
+    assert isinstance(made, Reservation)
+    assert not made.lease_id
     # 4 calls of 110 tokens were sliced; this one call spent 10 + 5000.
     ledger.settle(made, Demand(1, 10, 5000), T0)
     _, tokens = ledger.usage("p", lims, T0)
@@ -166,7 +167,8 @@ def test_a_call_open_when_its_slice_ends_settles_the_slice_when_it_ends(
     lims = limits("100000/day")
     ledger.settle(ledger.reserve("p", lims, CALL, T0), USED, T0)  # type: ignore[arg-type]
     open_call = ledger.reserve("p", lims, CALL, T0)
-    assert isinstance(open_call, Reservation) and not open_call.lease_id
+    assert isinstance(open_call, Reservation)
+    assert not open_call.lease_id
     ledger.return_slices(T0)
     # Retired, not given back yet: its open call's estimate is still counted.
     assert ledger.usage("p", lims, T0)[0].used >= 2
