@@ -244,8 +244,10 @@ def main() -> None:
     with ExitStack() as stack:
         url = stack.enter_context(redis_server())
         urls = {"memory": "memory://", "sqlite": f"sqlite:///{folder}/ledger.db"}
+        urls["sqlite + slices"] = f"sqlite:///{folder}/sliced.db?slices=on"
         if url is not None:
             urls["redis"] = url
+            urls["redis + slices"] = url + "?slices=on"
         urls[WRITER] = f"sqlite:///{writer_db}"
         # The writer's file must exist with the ledger's schema before it is locked.
         router(urls[WRITER]).invoke(PROMPT)

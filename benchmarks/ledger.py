@@ -42,7 +42,13 @@ LIMITS = [Limit.parse("1000000/minute"), Limit.parse("100000000 tokens/day")]
 ESTIMATE = Demand(requests=1, input_tokens=300, output_tokens=200)
 REAL = Demand(requests=1, input_tokens=300, output_tokens=120)
 #: Admissions per process per run, chosen so one run takes well under a second.
-COUNTS = {"memory": 20_000, "sqlite": 2_000, "redis": 4_000}
+COUNTS = {
+    "memory": 20_000,
+    "sqlite": 2_000,
+    "redis": 4_000,
+    "sqlite + slices": 20_000,
+    "redis + slices": 20_000,
+}
 PROCESSES = (1, 2, 4)
 #: The async column: this many processes, each with this many tasks on its loop.
 ASYNC_PROCESSES, ASYNC_TASKS = 4, 16
@@ -175,11 +181,13 @@ def main() -> None:
         urls = {
             "memory": "memory://",
             "sqlite": f"sqlite:///{folder}/ledger.db",
+            "sqlite + slices": f"sqlite:///{folder}/sliced.db?slices=on",
         }
         server: RedisServer | None = None
         if shutil.which("redis-server"):
             server = start_redis(Path(folder))
             urls["redis"] = server.url
+            urls["redis + slices"] = server.url + "?slices=on"
         else:
             print("redis-server is not installed: skipping Redis", file=sys.stderr)
         rows: list[tuple[str, list[float], float | None]] = []

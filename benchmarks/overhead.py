@@ -12,6 +12,8 @@ Prints the median per-call time of:
   (g) a hand-written try-the-next-key loop over the same API (counts in a dict),
   (h) the same loop keeping its counts in a JSON file, as hand-written managers do,
   (i) ``KeyRotator.call`` over the same API, default SQLite ledger,
+  (j) (c) on SQLite with local quota slices (``?slices=on``),
+  (k) (c) on a memory ledger,
 and the ratios the project targets (``TARGETS``, the README's figures): (c)/(b) <= 1.3,
 (d)/(a) <= 1.05 and, for what the fleet counters cost a routed call (counted in memory,
 written to the ledger by a background thread every second, which runs during the
@@ -159,6 +161,18 @@ def main() -> None:
     )
     cached.invoke(PROMPT)  # fill the cache once
     huge = 10**9
+    j1, j2 = fakes()
+    sliced = QuotaRoutedChatModel(
+        routes=[Route(j1, name="one", limits=limits), Route(j2, name="two", priority=1)],
+        cache=False,
+        ledger=f"sqlite:///{folder}/sliced.db?slices=on",
+    )
+    k1, k2 = fakes()
+    in_memory = QuotaRoutedChatModel(
+        routes=[Route(k1, name="one", limits=limits), Route(k2, name="two", priority=1)],
+        cache=False,
+        ledger="memory://",
+    )
     rotator = KeyRotator("serp", keys=KEYS, limits=[f"{huge}/day"])
     hand = by_hand(huge)
     hand_file = by_hand_with_file(huge, f"{folder}/counts.json")
@@ -173,6 +187,8 @@ def main() -> None:
         ("(g) hand-written next-key loop", lambda: hand(PROMPT)),
         ("(h) hand-written loop, JSON counts file", lambda: hand_file(PROMPT)),
         ("(i) KeyRotator.call, SQLite ledger", lambda: rotator.call(search, PROMPT)),
+        ("(j) router, SQLite ledger with slices", lambda: sliced.invoke(PROMPT)),
+        ("(k) router, memory ledger", lambda: in_memory.invoke(PROMPT)),
     ]
     medians = interleaved(dict(rows), args.calls, args.rounds)
     times = {name[:3]: value for name, value in medians.items()}
@@ -189,6 +205,8 @@ def main() -> None:
         print(f"| {name} | {micros:.2f} µs |" if micros < 10 else f"| {name} | {micros:.0f} µs |")
     print()
     print(f"(c)/(b) = {times['(c)'] / times['(b)']:.2f}  (target <= {TARGETS['(c)/(b)']})")
+    print(f"(j)/(b) = {times['(j)'] / times['(b)']:.2f}  (issue 22 target <= 1.15: slices)")
+    print(f"(k)/(b) = {times['(k)'] / times['(b)']:.2f}  (issue 22 target <= 1.15: memory)")
     print(f"(d)/(a) = {times['(d)'] / times['(a)']:.2f}  (target <= {TARGETS['(d)/(a)']})")
     print(
         f"(c)/(e) = {times['(c)'] / times['(e)']:.3f}  "

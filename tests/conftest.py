@@ -54,7 +54,7 @@ def make_ledger(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[[str], Ledger]]:
     """Build a fresh ledger of a named backend (``memory``, ``sqlite``, ``redis``,
-    ``redis-failopen``)."""
+    ``redis-failopen``, ``sqlite-sliced``, ``redis-sliced``)."""
     made: list[Ledger] = []
 
     def make(backend: str) -> Ledger:
@@ -67,6 +67,15 @@ def make_ledger(
             from langchain_quota_router.quota.ledger import open_ledger
 
             ledger = open_ledger(request.getfixturevalue("redis_url"))
+        elif backend in ("sqlite-sliced", "redis-sliced"):
+            from langchain_quota_router.quota.ledger import open_ledger
+
+            inner = (
+                f"sqlite:///{tmp_path}/ledger-{len(made)}.db"
+                if backend == "sqlite-sliced"
+                else request.getfixturevalue("redis_url")
+            )
+            ledger = open_ledger(inner + "?slices=on")
         elif backend == "redis-failopen":
             from langchain_quota_router.quota.ledger import open_ledger
 

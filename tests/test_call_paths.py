@@ -7,6 +7,8 @@ tracing, cancellation and the cache key, each on invoke, ainvoke, stream and ast
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -410,3 +412,30 @@ async def test_retry_after_zero_means_now(clock: FakeClock, how: str) -> None:
 
     assert (await ask(llm, how)).response_metadata["route"] == "b"
     assert (await ask(llm, how)).response_metadata["route"] == "a"
+
+
+@pytest.mark.parametrize("how", ["ainvoke", "astream"])
+async def test_async_paths_close_their_attempt_generators_on_the_loop(
+    clock: FakeClock, how: str
+) -> None:
+    """An async generator left to the garbage collector is closed later through
+    ``call_soon_threadsafe``: the router closes its own at once, so none reaches
+    the loop's finalizer hook."""
+    left: list[str] = []
+    firstiter, finalizer = sys.get_asyncgen_hooks()
+    assert finalizer is not None
+
+    def hook(agen: Any) -> None:
+        left.append(agen.__qualname__)
+        finalizer(agen)
+
+    # Generators started from here on are handed to ``hook`` if left to the GC.
+    sys.set_asyncgen_hooks(firstiter, hook)
+    try:
+        llm = router(clock, Route(FakeVendorChatModel(), name="a", limits=["100/minute"]))
+        for _ in range(3):
+            await ask(llm, how, "hi")
+        gc.collect()
+    finally:
+        sys.set_asyncgen_hooks(firstiter, finalizer)
+    assert not [name for name in left if "attempts" in name or "admitted" in name]

@@ -222,6 +222,7 @@ def test_report_json_has_used_limit_remaining_percent_and_resets(
         "resets_at_epoch": 1767312000.0,
         "learned_at": None,
         "learned_at_epoch": None,
+        "held": 0,
     }
     assert [r["state"] for r in data["routes"]] == ["full", "ok", "ok"]
     assert data["holds"] == []

@@ -820,20 +820,21 @@ class QuotaRoutedChatModel(BaseChatModel):
         _check_call_arguments(kwargs)
         call = RoutedCall(self.settings(), messages, kwargs, stop or self.stop)
         while True:
-            async for attempt in call.aattempts():
-                try:
-                    result = await vendor.agenerate(attempt, run_manager)
-                except Exception as exc:  # noqa: BLE001 - classified, then fallen back or raised
-                    await call.afailed(attempt, exc)
-                    continue
-                except BaseException:  # cancelled: settle what was reserved
-                    await call.aabandoned(attempt, None)
-                    raise
-                finished = _tagged(attempt, result)
-                await call.asucceeded(attempt, _first_message(result))
-                _explained(call, finished)
-                await alerts.adispatch_alerts(run_manager, call.alerts)
-                return finished
+            async with contextlib.aclosing(call.aattempts()) as attempts:
+                async for attempt in attempts:
+                    try:
+                        result = await vendor.agenerate(attempt, run_manager)
+                    except Exception as exc:  # noqa: BLE001 - classified, then fallen back or raised
+                        await call.afailed(attempt, exc)
+                        continue
+                    except BaseException:  # cancelled: settle what was reserved
+                        await call.aabandoned(attempt, None)
+                        raise
+                    finished = _tagged(attempt, result)
+                    await call.asucceeded(attempt, _first_message(result))
+                    _explained(call, finished)
+                    await alerts.adispatch_alerts(run_manager, call.alerts)
+                    return finished
             await self.clock.asleep(call.wait_or_raise())
 
     def stream(
@@ -935,33 +936,36 @@ class QuotaRoutedChatModel(BaseChatModel):
                 return
         call = RoutedCall(self.settings(), messages, kwargs, stop)
         while True:
-            async for attempt in call.aattempts():
-                relay = StreamRelay(attempt.route)
-                try:
-                    async for chunk in vendor.astream(attempt):
-                        for shown in shaped(attempt, relay.take(chunk)):
+            async with contextlib.aclosing(call.aattempts()) as attempts:
+                async for attempt in attempts:
+                    relay = StreamRelay(attempt.route)
+                    try:
+                        async for chunk in vendor.astream(attempt):
+                            for shown in shaped(attempt, relay.take(chunk)):
+                                yield shown
+                        for shown in shaped(attempt, relay.rest()):
                             yield shown
-                    for shown in shaped(attempt, relay.rest()):
-                        yield shown
-                except Exception as exc:
-                    if relay.shown:
-                        await call.aabandoned(attempt, relay.merged())
-                        clean = call.surfaced(exc)
-                        if clean is exc:
-                            raise
-                        raise clean from None
-                    await call.afailed(attempt, exc)
-                    continue
-                except BaseException:  # the caller stopped reading, or was cancelled
-                    await call.aabandoned(attempt, relay.merged(), error=False)
-                    raise
-                message = shaped_message(attempt, relay.merged())
-                await call.asucceeded(attempt, message)
-                yield _tail_chunk(call, message)
-                if cache is not None and message is not None:
-                    await cache.aupdate(prompt, llm_string, [ChatGeneration(message=message)])
-                await alerts.adispatch_alerts(alerts.astream_run_manager(run_manager), call.alerts)
-                return
+                    except Exception as exc:
+                        if relay.shown:
+                            await call.aabandoned(attempt, relay.merged())
+                            clean = call.surfaced(exc)
+                            if clean is exc:
+                                raise
+                            raise clean from None
+                        await call.afailed(attempt, exc)
+                        continue
+                    except BaseException:  # the caller stopped reading, or was cancelled
+                        await call.aabandoned(attempt, relay.merged(), error=False)
+                        raise
+                    message = shaped_message(attempt, relay.merged())
+                    await call.asucceeded(attempt, message)
+                    yield _tail_chunk(call, message)
+                    if cache is not None and message is not None:
+                        await cache.aupdate(prompt, llm_string, [ChatGeneration(message=message)])
+                    await alerts.adispatch_alerts(
+                        alerts.astream_run_manager(run_manager), call.alerts
+                    )
+                    return
             await self.clock.asleep(call.wait_or_raise())
 
     def _stream_cache(

@@ -13,8 +13,9 @@ waiting, the final error) is :mod:`langchain_quota_router.quota.admission`'s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -155,11 +156,12 @@ class RoutedCall(Admission):
         for plan, reservation in self.admitted():
             yield self._attempt(plan, reservation)
 
-    async def aattempts(self) -> AsyncIterator[Attempt]:
+    async def aattempts(self) -> AsyncGenerator[Attempt, None]:
         """:meth:`attempts` for the async paths: the ledger is never asked on the
         event loop (see :meth:`Ledger.areserve`)."""
-        async for plan, reservation in self.aadmitted():
-            yield self._attempt(plan, reservation)
+        async with contextlib.aclosing(self.aadmitted()) as admitted:
+            async for plan, reservation in admitted:
+                yield self._attempt(plan, reservation)
 
     def _attempt(self, plan: Plan, reservation: Reservation) -> Attempt:
         route: Route = plan.member

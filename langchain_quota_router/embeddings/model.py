@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -299,25 +300,26 @@ class QuotaRoutedEmbeddings(Embeddings):
         call = BatchCall(self._policy, work.tokens, work.position, self._excluded)
         ledger = self.ledger_backend
         while True:
-            async for plan, reservation in call.aadmitted():
-                route: EmbeddingRoute = plan.member
-                batch = work.todo[work.position : work.position + plan.payload]
-                try:
-                    vectors = await route.embedder.aembed(route.embeddings, batch, work.kind)
-                except Exception as exc:  # noqa: BLE001 - classified, then next route or raised
-                    await ledger.arun(call.failed, plan, reservation, exc)
-                    continue
-                except BaseException:
-                    await asettle(ledger, reservation, plan.demand, self.clock.now())
-                    raise
-                problem = self._foreign(vectors, len(batch))
-                if problem is not None:
-                    self._excluded[route.name] = await ledger.arun(
-                        call.foreign, plan, reservation, problem
-                    )
-                    continue
-                await call.aembedded(plan, reservation)
-                return vectors, len(batch)
+            async with contextlib.aclosing(call.aadmitted()) as admitted:
+                async for plan, reservation in admitted:
+                    route: EmbeddingRoute = plan.member
+                    batch = work.todo[work.position : work.position + plan.payload]
+                    try:
+                        vectors = await route.embedder.aembed(route.embeddings, batch, work.kind)
+                    except Exception as exc:  # noqa: BLE001 - classified, then next route or raised
+                        await ledger.arun(call.failed, plan, reservation, exc)
+                        continue
+                    except BaseException:
+                        await asettle(ledger, reservation, plan.demand, self.clock.now())
+                        raise
+                    problem = self._foreign(vectors, len(batch))
+                    if problem is not None:
+                        self._excluded[route.name] = await ledger.arun(
+                            call.foreign, plan, reservation, problem
+                        )
+                        continue
+                    await call.aembedded(plan, reservation)
+                    return vectors, len(batch)
             await self.clock.asleep(call.wait_or_raise())
 
     def _foreign(self, vectors: list[Vector], expected: int) -> str | None:

@@ -412,20 +412,21 @@ class KeyRotator:
         param = _param or self.param
         ledger = self.ledger_backend
         while True:
-            async for plan, reservation in call.aadmitted():
-                slot: _Slot = plan.member
-                try:
-                    result = fn(*args, **{**kwargs, param: slot.secret})
-                    if inspect.isawaitable(result):
-                        result = await result
-                except Exception as exc:  # noqa: BLE001 - classified, then next key or raised
-                    await ledger.arun(self._failed, call, plan, reservation, exc)
-                    continue
-                except BaseException:
-                    await asettle(ledger, reservation, plan.demand, self.clock.now())
-                    raise
-                await self._aserved(call, plan, reservation, plan.demand, self._headers(result))
-                return result
+            async with contextlib.aclosing(call.aadmitted()) as admitted:
+                async for plan, reservation in admitted:
+                    slot: _Slot = plan.member
+                    try:
+                        result = fn(*args, **{**kwargs, param: slot.secret})
+                        if inspect.isawaitable(result):
+                            result = await result
+                    except Exception as exc:  # noqa: BLE001 - classified, then next key or raised
+                        await ledger.arun(self._failed, call, plan, reservation, exc)
+                        continue
+                    except BaseException:
+                        await asettle(ledger, reservation, plan.demand, self.clock.now())
+                        raise
+                    await self._aserved(call, plan, reservation, plan.demand, self._headers(result))
+                    return result
             await self.clock.asleep(call.wait_or_raise())
 
     @contextlib.contextmanager
@@ -458,20 +459,27 @@ class KeyRotator:
         call = _KeyCall(self._policy, _cost(cost), preferred)
         ledger = self.ledger_backend
         while True:
-            async for plan, reservation in call.aadmitted():
-                lease = KeyLease(plan.member)
-                try:
-                    yield lease
-                except Exception as exc:
-                    await ledger.arun(
-                        functools.partial(self._failed, again=False), call, plan, reservation, exc
+            async with contextlib.aclosing(call.aadmitted()) as admitted:
+                async for plan, reservation in admitted:
+                    lease = KeyLease(plan.member)
+                    try:
+                        yield lease
+                    except Exception as exc:
+                        await ledger.arun(
+                            functools.partial(self._failed, again=False),
+                            call,
+                            plan,
+                            reservation,
+                            exc,
+                        )
+                        raise
+                    except BaseException:
+                        await asettle(ledger, reservation, plan.demand, self.clock.now())
+                        raise
+                    await self._aserved(
+                        call, plan, reservation, _spent(plan, lease), lease._headers
                     )
-                    raise
-                except BaseException:
-                    await asettle(ledger, reservation, plan.demand, self.clock.now())
-                    raise
-                await self._aserved(call, plan, reservation, _spent(plan, lease), lease._headers)
-                return
+                    return
             await self.clock.asleep(call.wait_or_raise())
 
     # ------------------------------------------------------------ outcomes

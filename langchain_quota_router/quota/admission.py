@@ -27,7 +27,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -277,7 +277,7 @@ class Admission:
                 assert isinstance(made, Reservation)
                 yield plan, made
 
-    async def aadmitted(self) -> AsyncIterator[tuple[Plan, Reservation]]:
+    async def aadmitted(self) -> AsyncGenerator[tuple[Plan, Reservation], None]:
         """:meth:`admitted` for async callers: the ledger is never asked on the
         event loop (see :meth:`Ledger.areserve`)."""
         ledger, now = self.ledger, self.clock.now()

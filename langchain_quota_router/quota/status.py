@@ -187,6 +187,8 @@ class LimitRow:
             credit.
         learned_at: when a vendor's headers stated this limit; ``None`` when it was
             configured.
+        held: of ``used``, what this process holds in local quota slices (counted
+            in the shared ledger, not spent yet; 0 without slices).
     """
 
     pool: str
@@ -199,6 +201,7 @@ class LimitRow:
     percent: float
     resets_at: float | None
     learned_at: float | None
+    held: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The row as JSON-ready data (times as ISO 8601 and as ``*_epoch``)."""
@@ -215,6 +218,7 @@ class LimitRow:
             "resets_at_epoch": self.resets_at,
             "learned_at": iso(self.learned_at),
             "learned_at_epoch": self.learned_at,
+            "held": self.held,
         }
 
 
@@ -231,6 +235,7 @@ def limit_row(usage: LimitUsage) -> LimitRow:
         percent=round(usage.percent, 2),
         resets_at=usage.resets_at,
         learned_at=usage.learned_at,
+        held=usage.held,
     )
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-#: Every ledger backend, and the fail-open wrapper (over Redis) as a fourth.
-BACKENDS = ["memory", "sqlite", "redis", "redis-failopen"]
+#: Every ledger backend, the fail-open wrapper (over Redis) and the slices wrapper
+#: (over SQLite and over Redis).
+BACKENDS = ["memory", "sqlite", "redis", "redis-failopen", "sqlite-sliced", "redis-sliced"]
+
+#: The slices wrapper over each shared backend.
+SLICED = ["sqlite-sliced", "redis-sliced"]
 
 #: The backends themselves, without the wrapper.
 STORES = ["memory", "sqlite", "redis"]

@@ -7,7 +7,15 @@
 ``redis://host:6379/0``             one set of quotas for a fleet (extra ``redis``)
 ``redis://host/0?on_error=local``   the same, failing open: a ``FailOpenLedger``
                                     over Redis and this process's memory
+``sqlite:///x.db?slices=on``        any of these admitting from local quota
+``redis://host/0?slices=on``        slices: a ``SlicedLedger`` over it
 ==================================  =========================================
+
+Slices are opt-in, not the default: a process then holds up to an eighth of a
+pool's room that other processes cannot use until it is spent or given back (within
+a second or two), and a process killed with ``kill -9`` leaves its slice counted until
+the slice's lease runs out. Worth it where a pool has room for many calls per second
+and the per-call write is the cost (see ``benchmarks/overhead.py``).
 
 With no URL the router uses a SQLite file in the user's *state* directory
 (platformdirs; not the cache directory, which cleaners may empty), or the URL in the
@@ -29,6 +37,7 @@ from langchain_quota_router.quota.errors import ConfigurationError
 from langchain_quota_router.quota.ledger.buckets import BucketLedger
 from langchain_quota_router.quota.ledger.contract import Ledger
 from langchain_quota_router.quota.ledger.failopen import RETRY_INTERVAL, FailOpenLedger
+from langchain_quota_router.quota.ledger.slices import SlicedLedger
 from langchain_quota_router.quota.ledger.types import (
     DEFAULT_LEASE,
     Demand,
@@ -104,6 +113,10 @@ def open_ledger(url: str | Ledger | None = None) -> Ledger:
         known = ", ".join(f"{s}://" for s in _BACKENDS)
         msg = f"unknown ledger URL {redact_url(url)!r}: the scheme must be one of {known}"
         raise ConfigurationError(msg)
+    if "slices=" in url:
+        sliced = _sliced(url)
+        if sliced is not None:
+            return sliced
     if scheme in ("redis", "rediss"):
         query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
         if query.get("on_error") == "local":
@@ -120,6 +133,22 @@ def open_ledger(url: str | Ledger | None = None) -> Ledger:
         raise ConfigurationError(msg) from exc
     backend: type[Ledger] = getattr(module, class_name)
     return backend(url)  # type: ignore[call-arg]
+
+
+def _sliced(url: str) -> Ledger | None:
+    """``...?slices=on``: the ledger without the option, wrapped in local slices
+    (None for ``slices=off``: the ledger as it is)."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    value = dict(pairs).get("slices", "").lower()
+    if value not in ("on", "off", "true", "false", "1", "0"):
+        msg = f"ledger URL {redact_url(url)!r}: slices must be 'on' or 'off', got {value!r}"
+        raise ConfigurationError(msg)
+    # Not urlunsplit: it turns sqlite:///x.db (an empty host) into sqlite:/x.db.
+    query = urlencode([(k, v) for k, v in pairs if k != "slices"])
+    rest = url.split("?", 1)[0] + (f"?{query}" if query else "")
+    inner = open_ledger(rest)
+    return SlicedLedger(inner) if value in ("on", "true", "1") else inner
 
 
 def _fail_open(url: str, query: dict[str, str]) -> Ledger:
@@ -163,6 +192,7 @@ __all__ = [
     "LimitUsage",
     "Refusal",
     "Reservation",
+    "SlicedLedger",
     "default_ledger_url",
     "open_ledger",
 ]

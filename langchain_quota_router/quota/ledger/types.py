@@ -164,6 +164,9 @@ class LimitUsage:
     resets_at: float | None
     learned_at: float | None = None
     """When the vendor's headers stated this limit; ``None`` for a configured one."""
+    held: int = 0
+    """Of ``used``, what this process holds in local quota slices, counted in the
+    shared ledger but not spent yet (see :mod:`~langchain_quota_router.quota.ledger.slices`)."""
 
     @property
     def remaining(self) -> int:
