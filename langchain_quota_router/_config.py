@@ -814,8 +814,9 @@ def router_kwargs_from_config(
     ``base_url``, ``limits``, ``priority`` (default: the catalog's vendor order),
     ``pool``, ``key``, ``tier`` (the key's tier with the vendor: ``"free"``,
     ``"tier-1"``...; see ``Route(tier=...)``), ``prices = [in, out]``,
-    ``context_window`` and ``options`` (a table of more vendor-class arguments). Also accepted at the top:
-    ``transient_cooldown``, ``rate_limit_cooldown``, ``max_tokens``, ``temperature``.
+    ``context_window`` and ``options`` (a table of more vendor-class arguments).
+    Also accepted at the top: ``transient_cooldown``, ``rate_limit_cooldown``,
+    ``max_tokens``, ``temperature``.
 
     Args:
         path: the TOML file.
