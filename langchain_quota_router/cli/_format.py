@@ -59,6 +59,22 @@ def days(value: float) -> str:
     return f"{value:.1f} days"
 
 
+def lasts(
+    value: float, back_at: str | None = None, *, full: bool = False, now: float | None = None
+) -> str:
+    """How long a pool lasts: days, or for a pool full now when it comes back
+    (``back 14:00 UTC`` within a day of ``now``, else the day: ``back 2026-02-01``;
+    ``spent`` for a one-time credit used up)."""
+    if not full:
+        return days(value)
+    if back_at is None:
+        return "spent"
+    moment = dt.datetime.fromisoformat(back_at).astimezone(dt.timezone.utc)
+    if now is not None and 0 <= moment.timestamp() - now < 86_400:
+        return f"back {moment:%H:%M} UTC"
+    return f"back {moment:%Y-%m-%d}"
+
+
 def count(value: int) -> str:
     """A count in at most five characters: ``950``, ``12k``, ``1.2M``."""
     if value < 10_000:

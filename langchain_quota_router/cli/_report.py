@@ -243,10 +243,13 @@ def report_text(data: dict[str, Any]) -> str:
         if span["days"] is None:
             out.append("  not available in this version")
         else:
+            back = span.get("back_at") or {}
+            now = data.get("now_epoch")
             for name, days in span["days"].items():
                 label = "all pools together" if name == "all" else name
                 value = math.inf if days == "inf" else float(days)
-                out.append(fmt.clip(f"  {label:<30} {fmt.days(value)}", fmt.WIDTH))
+                lasts = fmt.lasts(value, back.get(name), full=name in back, now=now)
+                out.append(fmt.clip(f"  {label:<30} {lasts}", fmt.WIDTH))
     return "\n".join(out)
 
 
