@@ -184,6 +184,33 @@ def test_status_clips_long_names_to_80_columns(
     assert "a-very-lon" in out
 
 
+def test_status_fits_a_wider_terminal_and_keeps_states_whole(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, ledger_url: str
+) -> None:
+    long_name = "a-very-long-route-name-that-goes-on-and-on"
+    pool = "an-even-longer-pool-name-for-a-google-cloud-project"
+    router = QuotaRoutedChatModel(
+        routes=[Route(FakeVendorChatModel(), name=long_name, pool=pool, limits=["9/minute"])],
+        ledger=ledger_url,
+        cache=False,
+        clock=FakeClock(),
+    )
+    router.ledger_backend.disable(router.routes[0].key, "disabled: 401")
+    monkeypatch.setattr(cli, "_load_router", lambda config: router)
+    monkeypatch.setenv("COLUMNS", "160")
+    code, out, _ = run(capsys, "status")
+    assert code == 0
+    line = next(line for line in out.splitlines() if line.startswith("a-very"))
+    assert long_name in line  # nothing clipped: the terminal is wide enough
+    assert pool in line
+    assert line.rstrip().endswith("disabled")
+    assert max(len(line) for line in out.splitlines()) <= 160
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, "status")
+    assert_fits(out)
+    assert next(line for line in out.splitlines() if line.startswith("a-very")).endswith("disabled")
+
+
 # ---------------------------------------------------------------- report
 
 

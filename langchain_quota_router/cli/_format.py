@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import shutil
 from collections.abc import Iterable, Sequence
 
 from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.quota.status import LimitRow
 
-#: Terminal width every table must fit.
+#: Terminal width every table must fit where the terminal's is not asked for.
 WIDTH = 80
+
+
+def terminal_width() -> int:
+    """The terminal's width (``$COLUMNS`` first, as ``shutil`` reads it), never
+    under :data:`WIDTH`'s 80 columns: a pipe or an unknown terminal gets 80."""
+    return max(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+
 
 _METRIC_SHORT = {
     "requests": "req",
