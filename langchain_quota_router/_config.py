@@ -17,6 +17,8 @@ Environment conventions, for every catalog vendor (``P`` is its prefix: ``GROQ``
     P_LIMITS="30/minute,1000/day"    the whole limit list, replacing the catalog's;
                                      ``none`` for no limits at all (empty is an error)
     P_PRIORITY=3, P_BASE_URL=url     priority and base URL, per vendor or per key
+    P_TIER=tier-1, P_TIER_1=free     the key's tier with the vendor, which picks the
+                                     catalog's limits (see ``Route(tier=...)``)
     CLOUDFLARE_ACCOUNT_ID[_n]        Cloudflare's account id
     OLLAMA_MODEL / OLLAMA_BASE_URL   Ollama needs no key: either one adds its route
     P_EMBEDDING_MODEL=embed-v4.0     the embedding model of every key of P, for
@@ -45,7 +47,13 @@ from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, Window, parse_whole
 from langchain_quota_router.quota.secrets import alias, clean_key
 from langchain_quota_router.route import EmbeddingRoute, Route, check_base_url
-from langchain_quota_router.vendors.catalog import CATALOG, VendorInfo, default_api_key, lookup
+from langchain_quota_router.vendors.catalog import (
+    CATALOG,
+    VendorInfo,
+    default_api_key,
+    lookup,
+    tier_limits,
+)
 
 __all__ = ["read_dotenv", "router_kwargs_from_config", "routes_from_env"]
 
@@ -171,7 +179,7 @@ _SETTING = re.compile(
         (?P<keys>API_KEYS)
       | (?P<key>API_KEY)
       | MAX_(?P<metric>[A-Z_]+?)_PER_(?P<window>[A-Z]+)
-      | (?P<name>MODEL|PRIORITY|BASE_URL|LIMITS|ACCOUNT_ID)
+      | (?P<name>MODEL|PRIORITY|BASE_URL|LIMITS|ACCOUNT_ID|TIER)
     )(?:_(?P<index>\d+))?$""",
     re.VERBOSE,
 )
@@ -192,6 +200,7 @@ class _Settings:
     priority: dict[int | None, tuple[str, int]] = field(default_factory=dict)
     base_url: dict[int | None, tuple[str, str]] = field(default_factory=dict)
     account_id: dict[int | None, tuple[str, str]] = field(default_factory=dict)
+    tier: dict[int | None, tuple[str, str]] = field(default_factory=dict)
     limits: dict[int | None, tuple[str, list[Limit]]] = field(default_factory=dict)
     maxima: dict[int | None, list[tuple[str, Limit]]] = field(default_factory=dict)
 
@@ -268,6 +277,11 @@ def _read_vendor(vendor: VendorInfo, env: Mapping[str, str]) -> tuple[list[_Key]
                 msg = f"{variable} is empty; set the account id or unset the variable"
                 raise ConfigurationError(msg)
             settings.account_id[index] = (variable, value.strip())
+        elif match["name"] == "TIER":
+            if not value.strip():
+                msg = f"{variable} is empty; name the key's tier or unset the variable"
+                raise ConfigurationError(msg)
+            settings.tier[index] = (variable, value.strip())
         else:
             settings.limits[index] = (variable, _limit_list(variable, value))
     for position, variable in listed.items():
@@ -622,6 +636,7 @@ def _key_routes(vendor: VendorInfo, key: _Key, settings: _Settings, length: int)
     base_entry = settings.pick(settings.base_url, index)
     account_entry = settings.pick(settings.account_id, index)
     limits_entry = settings.pick(settings.limits, index)
+    tier_entry = settings.pick(settings.tier, index)
     # Vendor-wide maxima first, then this key's: the key's win where both apply.
     maxima = [lim for _, lim in settings.maxima.get(None, [])]
     if index is not None:
@@ -637,7 +652,17 @@ def _key_routes(vendor: VendorInfo, key: _Key, settings: _Settings, length: int)
         source = models_entry[0] if models_entry else key.variable
         try:
             _, info = lookup(spec, warn=False)  # Route warns once for an unknown model.
-            base = limits_entry[1] if limits_entry else [Limit.parse(s) for s in info.limits]
+            tier = tier_entry[1] if tier_entry else None
+            try:
+                figures, _ = tier_limits(vendor, info, tier)
+            except ConfigurationError as exc:
+                msg = f"{tier_entry[0] if tier_entry else source}: {exc}"
+                raise ConfigurationError(msg) from None
+            limits: list[Limit] | None = None
+            if limits_entry or maxima:
+                # Limits of the user's own: configured, never replaced by headers.
+                base = limits_entry[1] if limits_entry else [Limit.parse(s) for s in figures]
+                limits = _apply_maxima(base, maxima)
             extra: dict[str, Any] = {}
             if account_entry:
                 extra["account_id"] = account_entry[1]
@@ -651,10 +676,11 @@ def _key_routes(vendor: VendorInfo, key: _Key, settings: _Settings, length: int)
                     api_key=key.secret,
                     base_url=base_entry[1] if base_entry else None,
                     name=route_name,
-                    limits=_apply_maxima(base, maxima),
+                    limits=limits,
                     priority=priority_entry[1] if priority_entry else vendor.priority,
                     pool=pool,
                     key=key_id,
+                    tier=tier,
                     **extra,
                 )
             )
@@ -695,6 +721,7 @@ _ROUTE_KEYS = {
     "prices",
     "context_window",
     "options",
+    "tier",
 }
 
 
@@ -785,9 +812,11 @@ def router_kwargs_from_config(
     Route keys: ``model`` (a catalog spec, required), ``name``, ``api_key_env`` or
     ``api_key`` (allowed, with a warning: keys belong in the environment),
     ``base_url``, ``limits``, ``priority`` (default: the catalog's vendor order),
-    ``pool``, ``key``, ``prices = [in, out]``, ``context_window`` and ``options``
-    (a table of more vendor-class arguments). Also accepted at the top:
-    ``transient_cooldown``, ``rate_limit_cooldown``, ``max_tokens``, ``temperature``.
+    ``pool``, ``key``, ``tier`` (the key's tier with the vendor: ``"free"``,
+    ``"tier-1"``...; see ``Route(tier=...)``), ``prices = [in, out]``,
+    ``context_window`` and ``options`` (a table of more vendor-class arguments).
+    Also accepted at the top: ``transient_cooldown``, ``rate_limit_cooldown``,
+    ``max_tokens``, ``temperature``.
 
     Args:
         path: the TOML file.
@@ -1018,7 +1047,7 @@ def _toml_route(
             msg = f"{where}: no API key; set {' or '.join(vendor.key_env)} or give api_key_env"
             raise ConfigurationError(msg)
         args["api_key"] = found
-    for name in ("name", "base_url", "pool", "key"):
+    for name in ("name", "base_url", "pool", "key", "tier"):
         if name in raw:
             args[name] = _number(f"{where}.{name}", raw[name], str)
     if "base_url" in args:

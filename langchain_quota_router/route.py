@@ -40,6 +40,7 @@ from langchain_quota_router.vendors.catalog import (
     find_model,
     is_known,
     lookup,
+    tier_limits,
 )
 from langchain_quota_router.vendors.embedders import Embedder, embedder_for
 from langchain_quota_router.vendors.kinds import VendorKind, kind_for
@@ -87,6 +88,12 @@ class Route:
         limits: the key's limits for this model, as strings (``"30/minute"``,
             ``"12000 tokens/minute"``, ``"20/day@America/Los_Angeles"``) or
             :class:`Limit` objects.
+        tier: with a spec only: the key's tier with the vendor (``"free"``,
+            ``"tier-1"``, ``"paid"``...), which picks the catalog's limits. Where
+            the catalog has no figures for it, or where no tier is named and the
+            vendor's keys may be on any (OpenAI), the tier is unknown: the free
+            figures are provisional, the first call on the key goes out alone and
+            the limits its answer's headers state replace them.
         priority: lower goes first under ``strategy="priority"`` (free before paid).
         pool: the quota this route spends. Routes naming the same pool share it
             (a Gemini project, a Groq organisation); defaults to the route's name.
@@ -134,6 +141,8 @@ class Route:
         "prices",
         "priority",
         "provider",
+        "provisional_limits",
+        "tier",
     )
 
     def __new__(cls, model: Any = None, *args: Any, **kwargs: Any) -> Route:
@@ -159,6 +168,7 @@ class Route:
         context_window: int | None = None,
         batch_size: int | None = None,
         count_items: bool | None = None,
+        tier: str | None = None,
         **model_kwargs: Any,
     ) -> None:
         _check_identities(model, name, pool, credential, key)
@@ -168,20 +178,25 @@ class Route:
                 "routes (a LangChain Embeddings object or an embedding model's spec)"
             )
             raise ConfigurationError(msg)
-        from_catalog = False
+        from_catalog = provisional = False
         if isinstance(model, str):
-            spec = _from_catalog(model, api_key, base_url, model_kwargs)
+            spec = _from_catalog(model, api_key, base_url, model_kwargs, tier=tier)
             model = spec.model
             name = name or spec.name
             from_catalog = limits is None
+            provisional = from_catalog and spec.provisional
             limits = spec.limits if limits is None else limits
             pool = pool or spec.pool
             credential = credential or key or spec.key
             prices = spec.prices if prices is None else prices
             context_window = spec.context_window if context_window is None else context_window
-        elif api_key is not None or base_url is not None or model_kwargs:
+        elif api_key is not None or base_url is not None or tier is not None or model_kwargs:
             given = sorted(
-                [n for n, v in (("api_key", api_key), ("base_url", base_url)) if v is not None]
+                [
+                    n
+                    for n, v in (("api_key", api_key), ("base_url", base_url), ("tier", tier))
+                    if v is not None
+                ]
                 + list(model_kwargs)
             )
             msg = (
@@ -210,6 +225,11 @@ class Route:
         #: The limits are the catalog's figures, not the user's: a limit the vendor's
         #: headers state replaces a catalog figure, never a configured one.
         self.catalog_limits = from_catalog
+        #: The catalog's figures are a guess (the key's tier is unknown): they hold
+        #: only until the vendor's headers say what the key allows.
+        self.provisional_limits = provisional
+        #: The key's tier as the route named it (``None``: the vendor's default).
+        self.tier = tier
         if isinstance(priority, bool) or not isinstance(priority, int):
             msg = f"route {self.name!r}: priority must be an int, got {priority!r}"
             raise ConfigurationError(msg)
@@ -371,6 +391,7 @@ class _CatalogRoute:
     key: str
     prices: tuple[float, float] | None
     context_window: int | None
+    provisional: bool = False
 
 
 def _from_catalog(
@@ -380,10 +401,16 @@ def _from_catalog(
     model_kwargs: dict[str, Any],
     *,
     embeddings: bool = False,
+    tier: str | None = None,
 ) -> _CatalogRoute:
     """Build a route's vendor model (chat or ``embeddings``) and defaults from a
-    catalog spec."""
+    catalog spec (limits for the key's ``tier``)."""
     vendor, info = lookup(spec)
+    try:
+        limits, provisional = tier_limits(vendor, info, tier)
+    except ConfigurationError as exc:
+        msg = f"route {spec!r}: {exc}"
+        raise ConfigurationError(msg) from None
     secret = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     if secret is not None and not isinstance(secret, str):
         msg = f"route {spec!r}: api_key must be a string, got {type(secret).__name__}"
@@ -415,11 +442,12 @@ def _from_catalog(
     return _CatalogRoute(
         model=chat,
         name=f"{vendor.name}:{info.model}",
-        limits=info.limits,
+        limits=limits,
         pool=key_alias if shared else f"{key_alias}:{info.model}",
         key=key_alias,
         prices=info.prices,
         context_window=info.context_window,
+        provisional=provisional,
     )
 
 
@@ -544,12 +572,13 @@ class EmbeddingRoute(Route):
         context_window: int | None = None,
         batch_size: int | None = None,
         count_items: bool | None = None,
+        tier: str | None = None,
         **model_kwargs: Any,
     ) -> None:
         _check_identities(model, name, pool, credential, key)
         from_catalog = False
         if isinstance(model, str):
-            spec = _from_catalog(model, api_key, base_url, model_kwargs, embeddings=True)
+            spec = _from_catalog(model, api_key, base_url, model_kwargs, embeddings=True, tier=tier)
             model = spec.model
             name = name or spec.name
             from_catalog = limits is None
@@ -557,9 +586,9 @@ class EmbeddingRoute(Route):
             pool = pool or spec.pool
             credential = credential or key or spec.key
             prices = spec.prices if prices is None else prices
-        elif api_key is not None or base_url is not None or model_kwargs:
+        elif api_key is not None or base_url is not None or tier is not None or model_kwargs:
             msg = (
-                f"route {name or '<unnamed>'!r}: api_key, base_url and model arguments "
+                f"route {name or '<unnamed>'!r}: api_key, base_url, tier and model arguments "
                 "may only be given with a catalog spec such as "
                 "Route('cohere:embed-v4.0', api_key=...); set them on the embeddings "
                 "object you pass instead"
@@ -586,6 +615,10 @@ class EmbeddingRoute(Route):
             raise ConfigurationError(msg)
         self.limits = parse_limits(limits, owner=f"route {self.name!r}")
         self.catalog_limits = from_catalog
+        # Embedding answers carry no rate-limit headers the router reads: the tier's
+        # figures (the free ones where the tier is unknown) stand from the first call.
+        self.provisional_limits = False
+        self.tier = tier
         if isinstance(priority, bool) or not isinstance(priority, int):
             msg = f"route {self.name!r}: priority must be an int, got {priority!r}"
             raise ConfigurationError(msg)

@@ -184,6 +184,33 @@ def test_status_clips_long_names_to_80_columns(
     assert "a-very-lon" in out
 
 
+def test_status_fits_a_wider_terminal_and_keeps_states_whole(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, ledger_url: str
+) -> None:
+    long_name = "a-very-long-route-name-that-goes-on-and-on"
+    pool = "an-even-longer-pool-name-for-a-google-cloud-project"
+    router = QuotaRoutedChatModel(
+        routes=[Route(FakeVendorChatModel(), name=long_name, pool=pool, limits=["9/minute"])],
+        ledger=ledger_url,
+        cache=False,
+        clock=FakeClock(),
+    )
+    router.ledger_backend.disable(router.routes[0].key, "disabled: 401")
+    monkeypatch.setattr(cli, "_load_router", lambda config: router)
+    monkeypatch.setenv("COLUMNS", "160")
+    code, out, _ = run(capsys, "status")
+    assert code == 0
+    line = next(line for line in out.splitlines() if line.startswith("a-very"))
+    assert long_name in line  # nothing clipped: the terminal is wide enough
+    assert pool in line
+    assert line.rstrip().endswith("disabled")
+    assert max(len(line) for line in out.splitlines()) <= 160
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, "status")
+    assert_fits(out)
+    assert next(line for line in out.splitlines() if line.startswith("a-very")).endswith("disabled")
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -248,10 +275,26 @@ def test_report_lifespan_credit_runs_out_and_daily_limits_renew(
     days = json.loads(out)["lifespan"]["days"]
     assert days["openai"] == 100.0  # 100000 tokens of credit at 1000 a day
     assert days["gemini-project"] == "inf"  # no token limit to run out
-    assert days["groq"] == "inf"  # 2000 tokens/day renews and covers 1000
     code, out, _ = run(capsys, "report", "--avg-tokens", "1000")
     assert "lifespan at 1000 tokens/day" in out
     assert "100.0 days" in out or "100 days" in out
+
+
+def test_report_lifespan_of_a_full_pool_says_when_it_comes_back(
+    capsys: pytest.CaptureFixture[str], spent: QuotaRoutedChatModel
+) -> None:
+    # groq's 10/day is spent: its 2000 tokens/day would cover 500, but it serves
+    # nothing before midnight.
+    code, out, _ = run(capsys, "report", "--json", "--avg-tokens", "500")
+    assert code == 0
+    lifespan = json.loads(out)["lifespan"]
+    assert lifespan["days"]["groq"] == 0.0
+    assert lifespan["back_at"] == {"groq": "2026-01-02T00:00:00+00:00"}
+    code, out, _ = run(capsys, "report", "--avg-tokens", "500")
+    lifespan_lines = out[out.index("lifespan at 500 tokens/day") :].splitlines()
+    groq = next(line for line in lifespan_lines if line.strip().startswith("groq "))
+    assert "back 2026-01-02" in groq or "back 00:00 UTC" in groq
+    assert "forever" not in groq
 
 
 @pytest.mark.parametrize(("suffix", "check"), [(".json", json.loads), (".csv", str), (".txt", str)])

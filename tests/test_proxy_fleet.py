@@ -113,7 +113,6 @@ def test_proxy_workers_and_python_processes_share_one_twenty_a_day_pool(tmp_path
                 except httpx.HTTPError:
                     time.sleep(0.1)
             assert len(psutil.Process(proxy.pid).children()) >= 2  # the two workers
-            go.set()
             headers = {"authorization": f"Bearer {CLIENT_KEY}"}
             body = {"model": "quota-router", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -124,7 +123,11 @@ def test_proxy_workers_and_python_processes_share_one_twenty_a_day_pool(tmp_path
                 assert reply.status_code in (200, 429), reply.text
                 return reply.status_code == 200
 
-            via_proxy = _spend(through_proxy, 2 * THREADS)
+            # One call through the proxy before the Python processes start: they
+            # would otherwise take all 20 before the first HTTP call lands.
+            assert through_proxy()
+            go.set()
+            via_proxy = 1 + _spend(through_proxy, 2 * THREADS)
             via_python = sum(out.get(timeout=120) for _ in direct)
             for p in direct:
                 p.join(timeout=60)

@@ -132,3 +132,24 @@ def test_lifespan_credits_run_out_daily_limits_renew(clock: FakeClock) -> None:
     assert big.total == pytest.approx(5.0)
     with pytest.raises(ValueError, match="positive"):
         llm.lifespan(0)
+
+
+def test_lifespan_of_a_full_pool_is_zero_until_it_comes_back(clock: FakeClock) -> None:
+    llm = router(
+        clock,
+        Route(FakeVendorChatModel(), name="groq", limits=["2/24h"]),
+        Route(FakeVendorChatModel(), name="big", limits=["2/day", "100000 tokens/day"]),
+    )
+    for _ in range(2):
+        llm.invoke("hi", preferred="groq")
+        llm.invoke("hi", preferred="big")
+    span = llm.lifespan(500)
+    # Request limits only, but full: not "forever".
+    assert span.pools["groq"] == 0.0
+    back = span.back_at["groq"]
+    assert back is not None
+    assert clock.now() + 86_400 <= back <= clock.now() + 86_400 + 3_600  # 24h in buckets
+    assert span.pools["big"] == 0.0
+    assert span.back_at["big"] == clock.now() + 86_400  # midnight UTC
+    clock.advance(86_400 + 3_600)
+    assert llm.lifespan(500).pools == {"groq": math.inf, "big": math.inf}

@@ -313,9 +313,14 @@ class QuotaRoutedChatModel(BaseChatModel):
         self._by_priority = tuple(sorted(names.values(), key=lambda r: r.priority))
         # What the user gave explicitly; catalog figures give way to learned limits.
         configured: dict[str, tuple[Limit, ...]] = {}
+        # Catalog figures of a key whose tier is unknown: held only until the
+        # vendor's headers say what the key allows.
+        provisional: dict[str, tuple[Limit, ...]] = {}
         for route in self.routes:
             if not route.catalog_limits and route.limits:
                 configured[route.pool] = route.limits
+            elif route.provisional_limits and route.limits:
+                provisional[route.pool] = route.limits
         for name, value in (
             ("max_wait", self.max_wait),
             ("transient_cooldown", self.transient_cooldown),
@@ -352,7 +357,7 @@ class QuotaRoutedChatModel(BaseChatModel):
         else:
             self._ledger = self.ledger
         self._ledger.reservation_lease = self.reservation_lease
-        self._pools = PoolLimits(self._ledger, pools, configured)
+        self._pools = PoolLimits(self._ledger, pools, configured, provisional)
         self._book = QuotaBook(names, self._ledger, self._pools, self.clock, self._stats)
         if self.fleet_counters and self._stats.fleet is None:
             self._stats.fleet = FleetCounters(self._ledger, self.clock)

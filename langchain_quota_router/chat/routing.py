@@ -324,6 +324,7 @@ class RoutedCall(Admission):
         if spent is None:
             spent = Demand(1, attempt.prompt_tokens, 0)
         settle(self.ledger, attempt.reservation, spent, self.clock.now())
+        self.end_probe(tested=False)
         route = attempt.route
         self.stats.spent(route.name, route.pool, spent)
         if error:
@@ -356,6 +357,7 @@ class RoutedCall(Admission):
             # An argument this vendor's client does not take (model=... at call
             # time): the caller's mistake, not the vendor's. No cooldown.
             settle(self.ledger, attempt.reservation, Demand(0, 0, 0), now)
+            self.end_probe(tested=False)
             self.skip(route, f"does not take this call's arguments ({exc})", "argument")
             self.argument_error = self.argument_error or exc
             return

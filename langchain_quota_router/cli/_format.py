@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import shutil
 from collections.abc import Iterable, Sequence
 
 from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.quota.status import LimitRow
 
-#: Terminal width every table must fit.
+#: Terminal width every table must fit where the terminal's is not asked for.
 WIDTH = 80
+
+
+def terminal_width() -> int:
+    """The terminal's width (``$COLUMNS`` first, as ``shutil`` reads it), never
+    under :data:`WIDTH`'s 80 columns: a pipe or an unknown terminal gets 80."""
+    return max(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+
 
 _METRIC_SHORT = {
     "requests": "req",
@@ -57,6 +65,22 @@ def days(value: float) -> str:
     if value >= 100:
         return f"{value:.0f} days"
     return f"{value:.1f} days"
+
+
+def lasts(
+    value: float, back_at: str | None = None, *, full: bool = False, now: float | None = None
+) -> str:
+    """How long a pool lasts: days, or for a pool full now when it comes back
+    (``back 14:00 UTC`` within a day of ``now``, else the day: ``back 2026-02-01``;
+    ``spent`` for a one-time credit used up)."""
+    if not full:
+        return days(value)
+    if back_at is None:
+        return "spent"
+    moment = dt.datetime.fromisoformat(back_at).astimezone(dt.timezone.utc)
+    if now is not None and 0 <= moment.timestamp() - now < 86_400:
+        return f"back {moment:%H:%M} UTC"
+    return f"back {moment:%Y-%m-%d}"
 
 
 def count(value: int) -> str:

@@ -72,13 +72,14 @@ def status_text(router: QuotaRoutedChatModel) -> str:
             ]
         )
     headers = ["ROUTE", "POOL", "USED/LIMIT", "USAGE", "RESETS", "STATE"]
-    _fit_names(headers, rows)
+    width = fmt.terminal_width()
+    _fit_names(headers, rows, width)
     text = fmt.table(headers, rows)
     if legend:
         text += "\nblocked HH:MM: resting after a vendor error or quota wall until then (local)"
     fleet = status.stats.get("fleet")
     if fleet:
-        text += "\n" + fmt.clip(_fleet_line(fleet), fmt.WIDTH)
+        text += "\n" + fmt.clip(_fleet_line(fleet), width)
     return text
 
 
@@ -91,10 +92,11 @@ def _fleet_line(fleet: dict[str, Any]) -> str:
     )
 
 
-def _fit_names(headers: list[str], rows: list[list[str]]) -> None:
-    """Clip the route and pool columns so the table fits :data:`fmt.WIDTH`."""
+def _fit_names(headers: list[str], rows: list[list[str]], width: int = fmt.WIDTH) -> None:
+    """Clip the route and pool columns (never the others: a state is read whole)
+    so the table fits ``width`` columns."""
     fixed = sum(max([len(headers[i])] + [len(r[i]) for r in rows]) for i in range(2, len(headers)))
-    room = fmt.WIDTH - fixed - 2 * (len(headers) - 1)
+    room = width - fixed - 2 * (len(headers) - 1)
     route_width = max([len(headers[0])] + [len(r[0]) for r in rows])
     pool_width = max([len(headers[1])] + [len(r[1]) for r in rows])
     if route_width + pool_width <= room:
@@ -243,10 +245,13 @@ def report_text(data: dict[str, Any]) -> str:
         if span["days"] is None:
             out.append("  not available in this version")
         else:
+            back = span.get("back_at") or {}
+            now = data.get("now_epoch")
             for name, days in span["days"].items():
                 label = "all pools together" if name == "all" else name
                 value = math.inf if days == "inf" else float(days)
-                out.append(fmt.clip(f"  {label:<30} {fmt.days(value)}", fmt.WIDTH))
+                lasts = fmt.lasts(value, back.get(name), full=name in back, now=now)
+                out.append(fmt.clip(f"  {label:<30} {lasts}", fmt.WIDTH))
     return "\n".join(out)
 
 

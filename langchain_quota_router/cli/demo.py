@@ -171,6 +171,8 @@ class DemoResult:
         limits: the same as the status page and ``quota-router report`` show them.
         lifespan_tokens_per_day: the demand the lifespan estimate is for.
         lifespan: days each pool lasts at that demand, and ``"all"`` for the set.
+        lifespan_back_at: the pools full at the end, and when each comes back.
+        ended_at: the simulated moment the day ended (epoch seconds).
         simulated_hours: how much simulated time passed.
         wall_seconds: how long the demo took.
         stopped_early: the ``seconds`` budget ran out before the workload ended.
@@ -197,6 +199,8 @@ class DemoResult:
     limits: list[LimitRow] = field(default_factory=list)
     lifespan_tokens_per_day: int = 0
     lifespan: dict[str, float] = field(default_factory=dict)
+    lifespan_back_at: dict[str, str | None] = field(default_factory=dict)
+    ended_at: float = 0.0
     simulated_hours: float = 0.0
     wall_seconds: float = 0.0
     stopped_early: bool = False
@@ -739,6 +743,8 @@ def _collect(
     result.limits = status.limits
     if status.lifespan is not None:
         result.lifespan = dict(status.lifespan["days"])
+        result.lifespan_back_at = dict(status.lifespan.get("back_at", {}))
+    result.ended_at = status.now
 
 
 def _show_usage(out: TextIO, result: DemoResult) -> None:
@@ -772,7 +778,14 @@ def _summary(out: TextIO, result: DemoResult) -> None:
                 if usage
                 else "-",
                 fmt.bar(usage.percent) if usage else "",
-                fmt.days(result.lifespan[name]) if name in result.lifespan else "-",
+                fmt.lasts(
+                    result.lifespan[name],
+                    result.lifespan_back_at.get(name),
+                    full=name in result.lifespan_back_at,
+                    now=result.ended_at,
+                )
+                if name in result.lifespan
+                else "-",
             ]
         )
     headers = ["route", "calls", "429s", "avoided", "tightest limit", "used", "lasts"]

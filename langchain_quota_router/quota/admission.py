@@ -19,6 +19,7 @@ a pool, a credential, a priority, a provider and a model name.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
@@ -45,7 +46,7 @@ from langchain_quota_router.quota.ledger import (
 )
 from langchain_quota_router.quota.ledger.settle import asettle, settle
 from langchain_quota_router.quota.limits import Limit
-from langchain_quota_router.quota.pools import PoolLimits, RoomBoard
+from langchain_quota_router.quota.pools import PoolLimits, Probe, RoomBoard
 from langchain_quota_router.quota.secrets import mask, redacted
 from langchain_quota_router.quota.stats import RouterStats
 from langchain_quota_router.quota.watch import AlertTracker
@@ -158,6 +159,9 @@ class Policy:
         retry_bad_requests: after a request the vendor calls bad, try one more
             member before raising it (chat: another vendor may take it), or raise
             at once (a key rotator: another key would be refused the same way).
+        probe_wait: seconds a call waits for the first answer on a pool whose
+            limits are provisional (another call is out to read the vendor's
+            headers) before it goes ahead under the provisional limits.
     """
 
     members: tuple[Any, ...]
@@ -176,6 +180,7 @@ class Policy:
     secrets: Callable[[], list[str]] = field(default=list, compare=False)
     successor_of: Callable[[Any], str | None] = field(default=lambda m: None, compare=False)
     retry_bad_requests: bool = True
+    probe_wait: float = 30.0
 
     @functools.cached_property
     def by_priority(self) -> tuple[Any, ...]:
@@ -253,6 +258,8 @@ class Admission:
         self.bad_request_retries_left: int | None = None
         self.waited = 0.0
         self.tried = 0
+        #: The pool this call sends the first call on, while its answer is out.
+        self._probe: tuple[str, Probe] | None = None
 
     # ------------------------------------------------------------ candidates
 
@@ -264,6 +271,8 @@ class Admission:
         for pool in self._pools_to_read():
             self.policy.rooms.usage(pool, ledger.usage(pool, self.pools[pool], now))
         for plan in self._plans(now):
+            if self.pools.untested(plan.member.pool):
+                plan = self._after_probe(plan)
             member = plan.member
             made = ledger.reserve(
                 member.pool,
@@ -286,6 +295,8 @@ class Admission:
         for pool in self._pools_to_read():
             self.policy.rooms.usage(pool, await ledger.ausage(pool, self.pools[pool], now))
         for plan in self._plans(now):
+            if self.pools.untested(plan.member.pool):
+                plan = await self._aafter_probe(plan)
             member = plan.member
             made = await ledger.areserve(
                 member.pool,
@@ -298,6 +309,55 @@ class Admission:
             if self._taken(plan, made):
                 assert isinstance(made, Reservation)
                 yield plan, made
+
+    # ------------------------------------------------------ provisional limits
+
+    def _after_probe(self, plan: Plan) -> Plan:
+        """``plan`` once its pool may be asked: its limits are provisional and no
+        answer has been read, so one call goes out first (this one, or the others
+        wait for it, at most ``probe_wait`` s); the limits are read again after."""
+        pools, pool = self.pools, plan.member.pool
+        deadline = time.monotonic() + self.policy.probe_wait
+        while True:
+            mine, probe = pools.take_probe(pool, stale_after=self.policy.probe_wait)
+            if probe is None:
+                break
+            if mine:
+                self._probe = (pool, probe)
+                break
+            left = deadline - time.monotonic()
+            if left <= 0 or not probe.done.wait(left):
+                break
+        return dataclasses.replace(plan, limits=pools[pool])
+
+    async def _aafter_probe(self, plan: Plan) -> Plan:
+        """:meth:`_after_probe` for async callers: waits without blocking the loop."""
+        pools, pool = self.pools, plan.member.pool
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.policy.probe_wait
+        while True:
+            mine, probe = pools.take_probe(pool, stale_after=self.policy.probe_wait)
+            if probe is None:
+                break
+            if mine:
+                self._probe = (pool, probe)
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(pools.add_waiter(probe, loop), left)
+            except asyncio.TimeoutError:
+                break
+        return dataclasses.replace(plan, limits=pools[pool])
+
+    def end_probe(self, *, tested: bool) -> None:
+        """The call this one sent first on a provisional pool has ended: wake the
+        calls waiting for it. ``tested``: its answer (headers or none) was read."""
+        if self._probe is not None:
+            pool, probe = self._probe
+            self._probe = None
+            self.pools.end_probe(pool, probe, tested=tested)
 
     def _plans(self, now: float) -> Iterator[Plan]:
         """The members to ask the ledger for, in order, each with its demand
@@ -339,6 +399,7 @@ class Admission:
         """Whether a reservation was made (a refusal is noted)."""
         member = plan.member
         if isinstance(made, Refusal):
+            self.end_probe(tested=False)
             self._refused(member, made)
             return False
         if made.levels and self.policy.strategy == "spread":
@@ -523,6 +584,8 @@ class Admission:
                 self.observe(member, headers, now)
         except LedgerError as exc:
             logger.warning("could not note pool %r after a paid answer: %s", member.pool, exc)
+        finally:
+            self.end_probe(tested=True)
         # Served by anyone but the first choice (full, skipped or failed): a fallback.
         fallback = self.fell_back()
         self.served(member, "fallback" if fallback else "first choice")
@@ -573,9 +636,12 @@ class Admission:
             outcome="failed",
             words=failure_words(failure),
         )
-        if failure.headers:
-            # A 429 states the limits as plainly as a success does.
-            self.observe(member, failure.headers, now)
+        try:
+            if failure.headers:
+                # A 429 states the limits as plainly as a success does.
+                self.observe(member, failure.headers, now)
+        finally:
+            self.end_probe(tested=bool(failure.headers))
         until = self._act(member, failure, now)
         if until is not None:
             self.retry_ats.append(until)

@@ -3,6 +3,8 @@ pool's room as last seen (what ``strategy="spread"`` orders by)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -16,9 +18,35 @@ from langchain_quota_router.quota.headers import RateLimitHeader, header_window
 from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage
 from langchain_quota_router.quota.limits import Limit
 
-__all__ = ["PoolLimits", "RoomBoard"]
+__all__ = ["PoolLimits", "Probe", "RoomBoard"]
 
 logger = logging.getLogger("langchain_quota_router")
+
+
+class Probe:
+    """The first call on a pool whose limits are provisional: the one call out,
+    and the calls waiting for its answer (threads on :attr:`done`, event loops on
+    futures)."""
+
+    __slots__ = ("done", "started", "waiters")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.started = time.monotonic()
+        self.waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def finish(self) -> None:
+        """Wake every waiter, in any thread or event loop."""
+        self.done.set()
+        for loop, future in self.waiters:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_wake, future)
+        self.waiters.clear()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class PoolLimits:
@@ -27,6 +55,14 @@ class PoolLimits:
     The order of authority: what the user configured, then what the vendor's headers
     state (learned limits, kept in the ledger so every process enforces them), then
     the catalog's figures.
+
+    Some catalog figures are only a guess (``provisional``: the key's tier is not
+    known). Such a figure must not refuse calls the vendor would take, so until a
+    pool's first answer has been read, one call at a time goes out (see
+    :meth:`take_probe`); what the vendor's headers then state replaces the
+    provisional figure of the same metric and window, and a stated limit larger
+    than the provisional one (the key is on a higher tier) drops every provisional
+    figure of the pool. Figures no header speaks of stand.
     """
 
     def __init__(
@@ -34,6 +70,7 @@ class PoolLimits:
         ledger: Ledger,
         pools: Mapping[str, tuple[Limit, ...]],
         configured: Mapping[str, tuple[Limit, ...]],
+        provisional: Mapping[str, tuple[Limit, ...]] | None = None,
     ) -> None:
         self.ledger = ledger
         #: pool -> the limits enforced now; read on every call, replaced (not
@@ -42,6 +79,66 @@ class PoolLimits:
         self._configured = {pool: configured.get(pool, ()) for pool in pools}
         self._read_at = -math.inf
         self._lock = threading.Lock()
+        #: pool -> its provisional limits still enforced.
+        self._provisional: dict[str, frozenset[Limit]] = {
+            pool: frozenset(limits)
+            for pool, limits in (provisional or {}).items()
+            if limits and pool in self.current and not configured.get(pool)
+        }
+        #: pool -> its provisional limits as first given (the tier guessed).
+        self._guessed = dict(self._provisional)
+        #: Pools with provisional limits whose first answer has not been read.
+        self._untested: set[str] = set(self._provisional)
+        self._probes: dict[str, Probe] = {}
+
+    def untested(self, pool: str) -> bool:
+        """Whether ``pool``'s limits are provisional and no answer has tested them."""
+        return pool in self._untested
+
+    def provisional(self, pool: str) -> tuple[Limit, ...]:
+        """``pool``'s provisional limits still enforced."""
+        return tuple(self._provisional.get(pool, ()))
+
+    def take_probe(self, pool: str, *, stale_after: float) -> tuple[bool, Probe | None]:
+        """Ask to send the first call on an untested pool.
+
+        Returns ``(True, probe)``: send it, then :meth:`end_probe`; ``(False,
+        probe)``: another call is out, wait on ``probe`` (then read the limits
+        again); ``(False, None)``: the pool is tested, go ahead. A probe out longer
+        than ``stale_after`` s (its caller never said how it ended) is taken over.
+        """
+        if pool not in self._untested:
+            return False, None
+        with self._lock:
+            if pool not in self._untested:
+                return False, None
+            probe = self._probes.get(pool)
+            if probe is not None and time.monotonic() - probe.started < stale_after:
+                return False, probe
+            if probe is not None:
+                probe.finish()
+            self._probes[pool] = probe = Probe()
+            return True, probe
+
+    def end_probe(self, pool: str, probe: Probe, *, tested: bool) -> None:
+        """The first call on ``pool`` ended; ``tested``: its answer was read (headers
+        or none), so the limits now stand as they are. Wakes the waiting calls."""
+        with self._lock:
+            if tested:
+                self._untested.discard(pool)
+            if self._probes.get(pool) is probe:
+                del self._probes[pool]
+        probe.finish()
+
+    def add_waiter(self, probe: Probe, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future that ``probe``'s end completes, for a call waiting in ``loop``."""
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if probe.done.is_set():
+                future.set_result(None)
+            else:
+                probe.waiters.append((loop, future))
+        return future
 
     def __getitem__(self, pool: str) -> tuple[Limit, ...]:
         return self.current[pool]
@@ -92,15 +189,38 @@ class PoolLimits:
 
     def _adopt(self, pool: str, limit: Limit) -> None:
         """Enforce a learned limit in ``pool``, replacing an older learned one or a
-        catalog figure of the same metric and window."""
+        catalog figure of the same metric and window (and, where the pool's limits
+        were provisional and the vendor allows more, every provisional figure)."""
         configured = self._configured.get(pool)
         if configured is None or any(c.series == limit.series for c in configured):
             return
         with self._lock:
+            # A limit the vendor states tests the pool, whoever read it.
+            self._untested.discard(pool)
             current = self.current.get(pool, ())
-            if limit in current:
+            provisional = self._provisional.get(pool, frozenset())
+            if limit in current and not provisional:
                 return
-            kept = tuple(c for c in current if c.series != limit.series)
+            if limit in current:
+                dropped = frozenset(c for c in provisional if c.series == limit.series)
+            elif provisional and any(
+                c.series == limit.series and c.amount < limit.amount
+                for c in self._guessed.get(pool, ())
+            ):
+                # The key allows more than the tier the figures guessed: none of
+                # that tier's figures is the key's.
+                dropped = provisional
+            else:
+                dropped = frozenset(c for c in provisional if c.series == limit.series)
+            if dropped:
+                self._provisional[pool] = provisional - dropped
+                logger.info(
+                    "pool %s: provisional catalog limits %s give way to the vendor's %s",
+                    pool,
+                    ", ".join(sorted(str(d) for d in dropped)),
+                    limit,
+                )
+            kept = tuple(c for c in current if c.series != limit.series and c not in dropped)
             self.current[pool] = (*kept, limit)
 
 

@@ -365,8 +365,10 @@ class Status:
         holds: blocks, disabled keys and unavailable models on this router's routes.
         stats: ``router.get_stats()``: this process's counters, and the fleet's
             (every router sharing the ledger) under ``"fleet"``.
-        lifespan: ``{"tokens_per_day": N, "days": {pool: days, "all": days}}`` when
-            asked for with ``tokens_per_day``; days without end are ``math.inf``.
+        lifespan: ``{"tokens_per_day": N, "days": {pool: days, "all": days},
+            "back_at": {pool: ISO time or None}}`` when asked for with
+            ``tokens_per_day``; days without end are ``math.inf``; ``back_at`` names
+            the pools full now (0 days) and when each comes back.
         ledger_read_seconds: how long reading the ledger took (wall clock).
     """
 
@@ -398,6 +400,7 @@ class Status:
             lifespan = {
                 "tokens_per_day": self.lifespan["tokens_per_day"],
                 "days": {k: "inf" if math.isinf(v) else round(v, 3) for k, v in days.items()},
+                "back_at": dict(self.lifespan.get("back_at", {})),
             }
         return {
             "now": iso(self.now),
@@ -509,6 +512,10 @@ def read_status(*sources: Source, tokens_per_day: int | None = None) -> Status:
             "days": {
                 **{str(k): float(v) for k, v in estimate.pools.items()},
                 "all": float(estimate.total),
+            },
+            # Pools full now: when each comes back (None: a spent credit, never).
+            "back_at": {
+                str(k): iso(v) if v is not None else None for k, v in estimate.back_at.items()
             },
         }
     return Status(

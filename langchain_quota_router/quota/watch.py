@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from langchain_quota_router.quota.ledger import Ledger, LimitUsage, Reservation
@@ -138,11 +138,15 @@ class Lifespan:
         pools: days each pool lasts if it alone served the whole demand
             (``math.inf``: its renewing limits cover the demand for good).
         total: days the whole set lasts with every pool serving together.
+        back_at: the pools that are full now (any limit, requests too, with no room
+            left): when each comes back (epoch seconds), or ``None`` for a spent
+            one-time credit. Such a pool lasts 0 days from now.
     """
 
     tokens_per_day: int
     pools: Mapping[str, float]
     total: float
+    back_at: Mapping[str, float | None] = field(default_factory=dict)
 
 
 def estimate_lifespan(
@@ -161,6 +165,9 @@ def estimate_lifespan(
     today's room holds out. Together, renewing capacity is used first and credits
     cover the rest: ``total = credits / (demand - capacity)`` when capacity falls
     short, forever otherwise.
+
+    A pool with no room left now under any of its limits (requests too) lasts 0
+    days; :attr:`Lifespan.back_at` says when it comes back.
     """
     if tokens_per_day <= 0:
         msg = f"tokens_per_day must be positive, got {tokens_per_day}"
@@ -169,13 +176,19 @@ def estimate_lifespan(
     pools: dict[str, float] = {}
     capacity_total = 0.0
     credit_total = 0.0
+    back_at: dict[str, float | None] = {}
     for pool, limits in pool_limits.items():
         token_limits = [lim for lim in limits if lim.metric in ("tokens", "input_tokens")]
+        usage = {u.limit: u for u in ledger.usage(pool, list(limits), now)} if limits else {}
+        spent = [u for u in usage.values() if u.remaining <= 0]
+        if spent:
+            # Full now: it serves nothing until its fullest limits have room again.
+            resets = [u.resets_at for u in spent]
+            back_at[pool] = None if None in resets else max(r for r in resets if r is not None)
         if not token_limits:
-            pools[pool] = math.inf  # nothing it counts in tokens runs out
+            pools[pool] = 0.0 if spent else math.inf  # nothing counted in tokens runs out
             capacity_total = math.inf
             continue
-        usage = {u.limit: u for u in ledger.usage(pool, token_limits, now)}
         credits = [usage[lim].remaining for lim in token_limits if lim.window.kind == "once"]
         renewing = [_per_day(lim) for lim in token_limits if lim.window.kind != "once"]
         capacity = min(renewing) if renewing else math.inf
@@ -186,9 +199,11 @@ def estimate_lifespan(
         else:
             pools[pool] = math.inf if capacity >= demand else _today(usage, demand)
             capacity_total += capacity
+        if spent:
+            pools[pool] = 0.0
     shortfall = demand - capacity_total
     total = math.inf if shortfall <= 0 else credit_total / shortfall
-    return Lifespan(tokens_per_day, pools, total)
+    return Lifespan(tokens_per_day, pools, total, back_at)
 
 
 def _per_day(limit: Limit) -> float:
@@ -200,4 +215,5 @@ def _per_day(limit: Limit) -> float:
 
 def _today(usage: Mapping[Limit, LimitUsage], demand: float) -> float:
     """A renewing pool too small for the demand lasts for what it has left now."""
-    return min(u.remaining for u in usage.values()) / demand
+    tokens = [u.remaining for u in usage.values() if u.limit.metric != "requests"]
+    return min(tokens) / demand

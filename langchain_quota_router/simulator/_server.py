@@ -815,6 +815,9 @@ class _HTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's backlog of 5 drops the connects of a batch of 20 (the client
+    # waits a second for the retransmit, or gives up): a vendor takes them all.
+    request_queue_size = 128
     simulator: Simulator
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:

@@ -29,7 +29,10 @@ The file::
     checked = 2026-11-28                 # a TOML date (or "2026-11-28")
     # optional: base_url (may hold {account_id}), priority (0),
     # headers (the kind's: x-ratelimit | x-ratelimit-windowed | openrouter | none),
-    # aliases (other names for the vendor, e.g. LangChain's provider name), note
+    # aliases (other names for the vendor, e.g. LangChain's provider name), note,
+    # tiers (the vendor's paid tier names, e.g. ["tier-1", "tier-2"]),
+    # default_tier (the tier of a key whose route names none: "free", the default,
+    # or "unknown")
 
     [vendors.groq.models."openai/gpt-oss-120b"]
     limits = ["30/minute", "1000/24h", "8000 tokens/minute", "200000 tokens/24h"]
@@ -37,7 +40,8 @@ The file::
     # status (active | deprecated | retiring | retired; default active),
     # status_date (when the status takes effect; required for retiring and retired),
     # successors (models of the same vendor, first = preferred), note,
-    # source + checked (both or neither; default: the vendor's)
+    # source + checked (both or neither; default: the vendor's),
+    # tiers = { "tier-1" = [...] } (a paid tier's published limits)
 
     [vendors.cohere.models."embed-v4.0"]  # an embedding model: it has a dimension
     limits = ["100/minute", "1000/month"]
@@ -47,6 +51,15 @@ The file::
     # the vendor may count each text as a request: Gemini)
 
 ``limits`` is required except on a retired model (``[]`` says "no published limits").
+
+Tiers: ``limits`` are the free (or lowest) tier's figures; a model's ``tiers`` table
+gives a paid tier's figures where the vendor publishes them. A route names its key's
+tier (``Route("openai:gpt-4o-mini", tier="tier-1")``, ``OPENAI_TIER=tier-1``, ``tier =``
+in TOML); :func:`tier_limits` says what that tier allows. A tier with no figures on
+record (``"paid"``, ``"unknown"``, a vendor tier the model has no table for, or no tier
+named where the vendor's ``default_tier`` is ``"unknown"``) is *unknown*: the free
+figures are then provisional, held only until the vendor's own rate-limit headers
+say what the key allows (see :class:`langchain_quota_router.quota.pools.PoolLimits`).
 A file that does not validate raises :class:`ConfigurationError` naming the file, the
 entry (vendor, model) and the field.
 
@@ -101,7 +114,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -141,6 +154,7 @@ __all__ = [
     "model_status",
     "stale_entries",
     "successor_of",
+    "tier_limits",
 ]
 
 logger = logging.getLogger("langchain_quota_router")
@@ -178,6 +192,8 @@ class ModelInfo:
         batch_tokens: an embedding model's most input tokens per call, if capped.
         counts_items: whether the vendor may count each text of a batch as one
             request against the request limits (Gemini: disputed, so counted so).
+        tiers: a paid tier's published limits, by tier name (``limits`` are the
+            free or lowest tier's).
     """
 
     model: str
@@ -194,6 +210,7 @@ class ModelInfo:
     batch_size: int | None = None
     batch_tokens: int | None = None
     counts_items: bool = False
+    tiers: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def is_embedding(self) -> bool:
@@ -239,6 +256,11 @@ class VendorInfo:
         aliases: other names :func:`lookup` and friends accept for the vendor
             (LangChain's provider name, ``google_genai`` for Gemini).
         note: what the figures leave out or assume.
+        tiers: the vendor's paid tier names (``"tier-1"``...), besides ``"free"``,
+            ``"paid"`` and ``"unknown"``, which every vendor takes.
+        default_tier: the tier of a key whose route names none: ``"free"`` (the
+            catalog's figures hold from the first call) or ``"unknown"`` (they are
+            provisional until the vendor's headers are read).
     """
 
     name: str
@@ -257,6 +279,8 @@ class VendorInfo:
     headers: HeaderFamily = "none"
     aliases: tuple[str, ...] = ()
     note: str = ""
+    tiers: tuple[str, ...] = ()
+    default_tier: str = "free"
 
     @property
     def requires_key(self) -> bool:
@@ -304,7 +328,17 @@ _VENDOR_REQUIRED = {
     "checked",
     "models",
 }
-_VENDOR_OPTIONAL = {"base_url", "priority", "headers", "aliases", "note"}
+_VENDOR_OPTIONAL = {
+    "base_url",
+    "priority",
+    "headers",
+    "aliases",
+    "note",
+    "tiers",
+    "default_tier",
+}
+#: Tier names every vendor takes: the free figures, and a paid tier with none on record.
+COMMON_TIERS = ("free", "paid", "unknown")
 _MODEL_FIELDS = {
     "limits",
     "context_window",
@@ -319,6 +353,7 @@ _MODEL_FIELDS = {
     "batch_size",
     "batch_tokens",
     "counts_items",
+    "tiers",
 }
 _EMBEDDING_FIELDS = ("batch_size", "batch_tokens", "counts_items")
 _VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -503,8 +538,15 @@ def _read_vendor(reader: _Reader, name: str, table: Any) -> VendorInfo:
     raw_models = fields["models"]
     if not isinstance(raw_models, dict) or not raw_models:
         reader.fail(entry, "models", 'must hold at least one [vendors.NAME.models."MODEL"] table')
+    tiers = reader.strings(entry, "tiers", fields.get("tiers", []))
+    for tier in tiers:
+        if tier in COMMON_TIERS or not _VENDOR_NAME.match(tier):
+            reader.fail(entry, "tiers", f"{tier!r} is not a paid tier's name")
+    default_tier = reader.choice(
+        entry, "default_tier", fields.get("default_tier", "free"), ("free", "unknown")
+    )
     models = {
-        model: _read_model(reader, name, model, raw, source, checked)
+        model: _read_model(reader, name, model, raw, source, checked, tiers)
         for model, raw in raw_models.items()
     }
     for info in models.values():
@@ -535,6 +577,23 @@ def _read_vendor(reader: _Reader, name: str, table: Any) -> VendorInfo:
             a.lower() for a in reader.strings(entry, "aliases", fields.get("aliases", []))
         ),
         note=_note(reader, entry, fields),
+        tiers=tiers,
+        default_tier=default_tier,
+    )
+
+
+def _read_tiers(
+    reader: _Reader, entry: str, value: Any, known: tuple[str, ...]
+) -> Mapping[str, tuple[str, ...]]:
+    if not isinstance(value, dict):
+        example = '{ "tier-1" = [...] }'
+        reader.fail(entry, "tiers", f"must be a table such as {example}, got {value!r}")
+    for tier in value:
+        if tier not in known:
+            names = ", ".join(known) or "none"
+            reader.fail(entry, "tiers", f"{tier!r} is not one of the vendor's tiers ({names})")
+    return MappingProxyType(
+        {tier: reader.limits(entry, f"tiers.{tier}", limits) for tier, limits in value.items()}
     )
 
 
@@ -545,6 +604,7 @@ def _read_model(
     table: Any,
     vendor_source: str,
     vendor_checked: dt.date,
+    vendor_tiers: tuple[str, ...] = (),
 ) -> ModelInfo:
     entry = f"vendor {vendor!r}, model {model!r}"
     status = reader.choice(
@@ -598,6 +658,7 @@ def _read_model(
         batch_size=_optional_int(reader, entry, fields, "batch_size"),
         batch_tokens=_optional_int(reader, entry, fields, "batch_tokens"),
         counts_items=reader.boolean(entry, "counts_items", fields.get("counts_items", False)),
+        tiers=_read_tiers(reader, entry, fields.get("tiers", {}), vendor_tiers),
     )
 
 
@@ -763,6 +824,43 @@ def lookup(spec: str, *, warn: bool = True) -> tuple[VendorInfo, ModelInfo]:
         _warned.add((vendor.name, model))
         logger.warning("%s", _status_warning(vendor, info))
     return vendor, info
+
+
+def tier_limits(
+    vendor: VendorInfo, info: ModelInfo, tier: str | None
+) -> tuple[tuple[str, ...], bool]:
+    """What a key of ``tier`` may spend on a model, as the catalog knows it.
+
+    Args:
+        vendor: the vendor.
+        info: the model.
+        tier: the key's tier as the route names it; ``None``: the vendor's
+            ``default_tier``.
+
+    Returns:
+        The limit strings, and whether they are provisional: the tier is unknown
+        (no tier named where the vendor's keys may be on any, ``"paid"``,
+        ``"unknown"``, or a vendor tier with no figures on record), so the free
+        figures stand only until the vendor's headers say what the key allows.
+
+    Raises:
+        ConfigurationError: a tier the vendor does not have (the message lists them).
+    """
+    if tier is None:
+        tier = vendor.default_tier
+    if not isinstance(tier, str) or tier.strip().lower() not in (*COMMON_TIERS, *vendor.tiers):
+        known = (*COMMON_TIERS, *vendor.tiers)
+        close = difflib.get_close_matches(str(tier).strip().lower(), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        msg = f"{vendor.name} has no tier {tier!r}; {hint}its tiers: {', '.join(known)}"
+        raise ConfigurationError(msg)
+    tier = tier.strip().lower()
+    if tier == "free":
+        return info.limits, False
+    figures = info.tiers.get(tier)
+    if figures is not None:
+        return figures, False
+    return info.limits, bool(info.limits)
 
 
 def is_known(vendor: VendorInfo, model: str) -> bool:
