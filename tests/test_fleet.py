@@ -145,6 +145,7 @@ def test_each_kind_of_event_is_counted(clock: FakeClock) -> None:
         "input_tokens": 100,
         "output_tokens": 40,
         "refused": 1,
+        "cost": 0.0,
     }
     # The process's own counters are the ones they were.
     assert router.get_stats()["errors_per_route"] == {"a": 2, "b": 2}

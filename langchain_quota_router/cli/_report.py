@@ -65,7 +65,8 @@ def status_text(router: QuotaRoutedChatModel) -> str:
             [
                 route.name,
                 route.pool,
-                f"{fmt.count(top.used)}/{fmt.count(top.amount)} {fmt.short_limit(top)}",
+                f"{fmt.quantity(top.used, top.metric)}/{fmt.quantity(top.amount, top.metric)} "
+                f"{fmt.short_limit(top)}",
                 fmt.bar(top.percent),
                 fmt.duration(None if top.resets_at is None else top.resets_at - now),
                 shown,

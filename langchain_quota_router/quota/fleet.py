@@ -45,6 +45,7 @@ from langchain_quota_router.quota.ledger.fleet import (
     Key,
     Row,
 )
+from langchain_quota_router.quota.limits import MICRO
 from langchain_quota_router.quota.secrets import mask
 
 if TYPE_CHECKING:
@@ -254,9 +255,16 @@ class FleetCounters:
             _register(state)
 
     def spent(
-        self, route: str, pool: str, requests: int, input_tokens: int, output_tokens: int
+        self,
+        route: str,
+        pool: str,
+        requests: int,
+        input_tokens: int,
+        output_tokens: int,
+        usd: int = 0,
     ) -> None:
-        """What a call through ``route`` spent of ``pool``, as the ledger settled it."""
+        """What a call through ``route`` spent of ``pool``, as the ledger settled it
+        (``usd`` in micro-dollars)."""
         state = self._state
         minute = _minute(state.clock.now())
         with state.lock:
@@ -267,6 +275,7 @@ class FleetCounters:
                 ("pool", pool, "requests", requests),
                 ("pool", pool, "input_tokens", input_tokens),
                 ("pool", pool, "output_tokens", output_tokens),
+                ("pool", pool, "usd", usd),
             ):
                 if amount:
                     mark = (minute, kind, name, field)
@@ -422,12 +431,18 @@ def fleet_view(store: FleetStore, routes: Sequence[str], pools: Sequence[str]) -
     def total(field: str) -> int:
         return sum(int(r[field]) for r in per_route.values())
 
-    pool_rows = {
-        pool: dict.fromkeys(("requests", "input_tokens", "output_tokens", "refused"), 0)
+    pool_rows: dict[str, dict[str, Any]] = {
+        pool: {**dict.fromkeys(("requests", "input_tokens", "output_tokens", "refused"), 0)}
         for pool in pools
     }
+    for row in pool_rows.values():
+        row["cost"] = 0.0
     for (_, name, field), value in pool_totals.items():
-        if name in pool_rows and field in pool_rows[name]:
+        if name not in pool_rows:
+            continue
+        if field == "usd":  # micro-dollars, as the ledger counts them
+            pool_rows[name]["cost"] = round(float(value) / MICRO, 6)
+        elif field in pool_rows[name]:
             pool_rows[name][field] = int(value)
     return {
         "total_calls": total("calls"),
@@ -522,6 +537,7 @@ _FIELDS = {
     "tokens": ("input_tokens", "output_tokens"),
     "input_tokens": ("input_tokens",),
     "output_tokens": ("output_tokens",),
+    "usd": ("usd",),
 }
 
 
@@ -610,7 +626,7 @@ def usage_history(
                             continue  # no minute detail kept this far back
                         lo = math.floor(start / HOUR) * HOUR
                     used = sum(spent(m, lo, hi) for m in marks)
-                amount = limit.amount
+                amount = limit.units
                 percent = min(100.0, 100.0 * used / amount) if amount else 100.0
                 rows.append(
                     {
@@ -620,8 +636,8 @@ def usage_history(
                         "limit": str(limit),
                         "metric": limit.metric,
                         "window": window.describe(),
-                        "used": round(used),
-                        "amount": amount,
+                        "used": limit.shown(round(used)),
+                        "amount": limit.amount,
                         "percent": round(percent, 2),
                     }
                 )

@@ -80,7 +80,7 @@ class RouterStats:
         settled it with (the fleet's usage history is made of these)."""
         fleet = self.fleet
         if fleet is not None:
-            fleet.spent(route, pool, used.requests, used.input_tokens, used.output_tokens)
+            fleet.spent(route, pool, used.requests, used.input_tokens, used.output_tokens, used.usd)
 
     def hit(self, route: str | None = None) -> None:
         """Count an answer from the cache (first given by ``route``, when known)."""

@@ -176,7 +176,8 @@ class LimitRow:
     Attributes:
         pool: the pool.
         limit: the limit as written (``"10/day"``, ``"6000 tokens/minute"``).
-        metric: ``"requests"``, ``"tokens"``, ``"input_tokens"`` or ``"output_tokens"``.
+        metric: ``"requests"``, ``"tokens"``, ``"input_tokens"``, ``"output_tokens"``
+            or ``"usd"`` (then ``used``, ``amount`` and ``remaining`` are dollars).
         window: the window as written (``"minute"``, ``"day@America/Los_Angeles"``,
             ``"24h"``, ``"once"``).
         used: what the window holds now.
@@ -193,9 +194,9 @@ class LimitRow:
     limit: str
     metric: str
     window: str
-    used: int
-    amount: int
-    remaining: int
+    used: int | float
+    amount: int | float
+    remaining: int | float
     percent: float
     resets_at: float | None
     learned_at: float | None
@@ -225,9 +226,9 @@ def limit_row(usage: LimitUsage) -> LimitRow:
         limit=str(usage.limit),
         metric=usage.limit.metric,
         window=usage.limit.window.describe(),
-        used=usage.used,
+        used=usage.limit.shown(usage.used),
         amount=usage.limit.amount,
-        remaining=usage.remaining,
+        remaining=usage.limit.shown(usage.remaining),
         percent=round(usage.percent, 2),
         resets_at=usage.resets_at,
         learned_at=usage.learned_at,

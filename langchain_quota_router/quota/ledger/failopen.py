@@ -200,7 +200,7 @@ class FailOpenLedger(Ledger):
     def _note(self, pool: str, levels: Sequence[tuple[Limit, int]]) -> None:
         seen = self._seen.setdefault(pool, {})
         for limit, used in levels:
-            seen[limit.series] = (limit.amount, used)
+            seen[limit.series] = (limit.units, used)
 
     def _outage_limits(self, pool: str, limits: Sequence[Limit]) -> list[Limit]:
         """The limits the fallback enforces: a share of the room last seen."""
@@ -208,9 +208,9 @@ class FailOpenLedger(Ledger):
         seen = self._seen.get(pool, {})
         scaled = []
         for limit in limits:
-            amount, used = seen.get(limit.series, (limit.amount, 0))
-            room = max(0, min(limit.amount, amount) - used)
-            scaled.append(replace(limit, amount=math.floor(share * room)))
+            units, used = seen.get(limit.series, (limit.units, 0))
+            room = max(0, min(limit.units, units) - used)
+            scaled.append(replace(limit, amount=limit.shown(math.floor(share * room))))
         return scaled
 
     # ------------------------------------------------------------------ policy
