@@ -294,6 +294,15 @@ class QuotaRoutedChatModel(BaseChatModel):
             if route.limits or route.pool not in pools:
                 pools[route.pool] = route.limits
                 pool_owner[route.pool] = route.name
+        for route in self.routes:
+            dollar = next((lim for lim in pools[route.pool] if lim.metric == "usd"), None)
+            if dollar is not None and route.pricing is None:
+                msg = (
+                    f"route {route.name!r}: its pool {route.pool!r} has a dollar limit "
+                    f"({dollar}) but the route has no prices; give it "
+                    "prices=(input, output) USD per million tokens ((0, 0) if free)"
+                )
+                raise ConfigurationError(msg)
         self._route_map = names
         self._by_priority = tuple(sorted(names.values(), key=lambda r: r.priority))
         # What the user gave explicitly; catalog figures give way to learned limits.
@@ -986,6 +995,11 @@ def _tagged(attempt: Attempt, result: ChatResult) -> ChatResult:
         tag_message(generation.message, route)
     # LangChain tracers read llm_output: the model that answered, not the router.
     vendor_output = result.llm_output or {}
+    usage = vendor_output.get("token_usage")
+    if len(result.generations) == 1 and isinstance(usage, Mapping):
+        # Where the vendor's own invoke() would put it (and where its reported cost,
+        # OpenRouter's usage.cost, is read from when the call is settled).
+        result.generations[0].message.response_metadata.setdefault("token_usage", usage)
     result.llm_output = {
         **vendor_output,
         # The vendor's own name for what answered (a dated snapshot) wins.

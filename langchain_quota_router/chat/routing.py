@@ -27,7 +27,9 @@ from langchain_quota_router.quota.admission import Admission, Category, Plan, Po
 from langchain_quota_router.quota.failures import FailureKind, classify
 from langchain_quota_router.quota.ledger import Demand, Reservation
 from langchain_quota_router.quota.ledger.settle import settle
+from langchain_quota_router.quota.limits import MICRO
 from langchain_quota_router.quota.pools import PoolLimits
+from langchain_quota_router.quota.pricing import micro_dollars
 from langchain_quota_router.quota.secrets import redacted
 from langchain_quota_router.quota.stats import RouterStats
 from langchain_quota_router.quota.watch import QuotaAlert
@@ -106,13 +108,42 @@ class Attempt:
     prompt_tokens: int = 0
 
 
-def usage_demand(message: BaseMessage | None, fallback_input: int) -> Demand:
-    """What a vendor's answer says it spent (estimated when it says nothing)."""
+def usage_demand(
+    message: BaseMessage | None, fallback_input: int, route: Route | None = None
+) -> Demand:
+    """What a vendor's answer says it spent (estimated when it says nothing): tokens,
+    and on a priced ``route`` its cost in micro-dollars: the vendor's own reported
+    cost where it gives one (OpenRouter's ``usage.cost``), else tokens x prices."""
     usage = getattr(message, "usage_metadata", None) if message is not None else None
+    cached = 0
     if usage:
-        return Demand(1, int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))
-    output = count_tokens_approximately([message]) if message is not None else 0
-    return Demand(1, fallback_input, output)
+        spent = Demand(1, int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))
+        details = usage.get("input_token_details") or {}
+        cached = int(details.get("cache_read", 0) or 0)
+    else:
+        output = count_tokens_approximately([message]) if message is not None else 0
+        spent = Demand(1, fallback_input, output)
+    if route is None or route.pricing is None:
+        return spent
+    reported = vendor_cost(message)
+    usd = (
+        micro_dollars(reported)
+        if reported is not None
+        else route.pricing.cost(spent.input_tokens, spent.output_tokens, cached)
+    )
+    return Demand(spent.requests, spent.input_tokens, spent.output_tokens, usd)
+
+
+def vendor_cost(message: BaseMessage | None) -> float | None:
+    """The cost (USD) a vendor reported for an answer, if it did: OpenRouter's
+    ``usage.cost``, which ChatOpenAI leaves in ``response_metadata["token_usage"]``."""
+    if message is None:
+        return None
+    usage = message.response_metadata.get("token_usage")
+    cost = usage.get("cost") if isinstance(usage, Mapping) else None
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0:
+        return float(cost)
+    return None
 
 
 class RoutedCall(Admission):
@@ -196,7 +227,9 @@ class RoutedCall(Admission):
         except Exception as exc:  # noqa: BLE001 - the route's own bind_tools refused
             self.skip(route, f"cannot take these tools ({exc})", "tools")
             return None
-        demand = Demand(1, prompt, self._output_budget(route, route_kwargs))
+        output = self._output_budget(route, route_kwargs)
+        usd = route.pricing.estimate(prompt, output) if route.pricing is not None else 0
+        demand = Demand(1, prompt, output, usd)
         return self.plan_demand(route, demand, _Chat(prompt, route_kwargs), checked=True)
 
     def _cannot_take(self, route: Route, prompt: int) -> tuple[str, Category] | None:
@@ -265,7 +298,7 @@ class RoutedCall(Admission):
             headers = take_captured_headers()
         # The vendor answered and was paid: from here a ledger failure is retried
         # in the background or logged, never raised instead of the answer.
-        used = usage_demand(message, attempt.prompt_tokens)
+        used = usage_demand(message, attempt.prompt_tokens, attempt.route)
         settled = settle(self.ledger, attempt.reservation, used, self.clock.now())
         self._noted(attempt, message, headers, used, settled)
 
@@ -273,10 +306,10 @@ class RoutedCall(Admission):
         """:meth:`succeeded` without blocking the event loop."""
         headers = take_captured_headers()
         ledger = self.ledger
-        used = usage_demand(message, attempt.prompt_tokens)
+        used = usage_demand(message, attempt.prompt_tokens, attempt.route)
         plan = Plan(attempt.route, used, ())
         settled = await self.asettled(plan, attempt.reservation, used)
-        if not ledger.blocking or self.quiet(attempt.reservation, _headers(message, headers)):
+        if not ledger.blocking or self.quiet(attempt.reservation, _headers(message, headers), used):
             self._noted(attempt, message, headers, used, settled)
         else:
             await ledger.arun(self._noted, attempt, message, headers, used, settled)
@@ -295,7 +328,7 @@ class RoutedCall(Admission):
         reported = getattr(message, "usage_metadata", None) if message is not None else None
         if reported and reported.get("input_tokens"):
             self.tokens.observe(route.name, self.raw_tokens, int(reported["input_tokens"]))
-        cost = _message_cost(route, message) if message is not None else None
+        cost = used.usd / MICRO if route.pricing is not None else None
         if message is not None and cost is not None:
             message.response_metadata["cost"] = cost
         self.alerts = self.after_answer(
@@ -316,11 +349,14 @@ class RoutedCall(Admission):
         The request stays counted (the vendor saw it) with what it sent so far; the
         unspent output estimate is released.
         """
-        spent = usage_demand(message, attempt.prompt_tokens) if message is not None else None
-        if spent is None:
-            spent = Demand(1, attempt.prompt_tokens, 0)
-        settle(self.ledger, attempt.reservation, spent, self.clock.now())
         route = attempt.route
+        if message is not None:
+            spent = usage_demand(message, attempt.prompt_tokens, route)
+        else:
+            # Nothing came back: the vendor may still bill the prompt.
+            usd = route.pricing.cost(attempt.prompt_tokens, 0) if route.pricing else 0
+            spent = Demand(1, attempt.prompt_tokens, 0, usd)
+        settle(self.ledger, attempt.reservation, spent, self.clock.now())
         self.stats.spent(route.name, route.pool, spent)
         if error:
             self.stats.failed(route.name, "interrupted")
@@ -382,12 +418,3 @@ def successor_of(route: Route) -> str | None:
     return catalog.successor_of(route.provider, route.model_name) or catalog.successor_of(
         None, route.model_name
     )
-
-
-def _message_cost(route: Route, message: BaseMessage) -> float | None:
-    if route.prices is None:
-        return None
-    usage = getattr(message, "usage_metadata", None)
-    if not usage:
-        return None
-    return route.cost(int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))

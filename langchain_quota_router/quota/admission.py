@@ -411,6 +411,7 @@ class Admission:
         Returns the alerts now due."""
         now = self.clock.now()
         alerts: list[Any] = []
+        reservation = _as_settled(reservation, used)
         try:
             if settled:
                 alerts = self.policy.alerts.check(
@@ -425,17 +426,22 @@ class Admission:
         self.stats.spent(member.name, member.pool, used)
         return alerts
 
-    def quiet(self, reservation: Reservation, headers: Mapping[str, str] | None) -> bool:
+    def quiet(
+        self,
+        reservation: Reservation,
+        headers: Mapping[str, str] | None,
+        used: Demand | None = None,
+    ) -> bool:
         """Whether noting this answer cannot touch the ledger (no headers to
-        observe, no alert threshold near)."""
+        observe, no alert threshold near once settled with ``used``)."""
         if headers:
             return False
         if not self.policy.alerts.thresholds:
             return True
         lowest = self.policy.alerts.thresholds[0]
-        levels = reservation.levels
+        levels = _as_settled(reservation, used).levels if used else reservation.levels
         return bool(levels) and all(
-            not lim.amount or 100.0 * used / lim.amount < lowest for lim, used in levels
+            not lim.units or 100.0 * used / lim.units < lowest for lim, used in levels
         )
 
     def failed_with(
@@ -456,11 +462,13 @@ class Admission:
         self.stats.failed(member.name, failure.kind.value)
         self.last_vendor_error = exc
         # The vendor refused or never answered: it spent no tokens. Requests stay
-        # counted for failures the vendor may have counted (5xx, timeouts).
+        # counted for failures the vendor may have counted (5xx, timeouts), and so
+        # does the estimated cost: a call that timed out may still be billed.
         spent = 1 if failure.kind == FailureKind.TRANSIENT else 0
-        settle(self.ledger, reservation, Demand(spent, 0, 0), now)
+        used = Demand(spent, 0, 0, reservation.demand.usd if spent else 0)
+        settle(self.ledger, reservation, used, now)
         if spent:
-            self.stats.spent(member.name, member.pool, Demand(spent, 0, 0))
+            self.stats.spent(member.name, member.pool, used)
         self.skip(
             member, f"{failure.kind.value}: {failure.message}", FAILURE_CATEGORIES[failure.kind]
         )
@@ -635,6 +643,19 @@ class Admission:
         keys = self.keys() if keys is None else keys
         # Known keys only: the reasons' other text was redacted when classified.
         return {name: mask(why, keys, shapes=False) for name, why in self.reasons.items()}
+
+
+def _as_settled(reservation: Reservation, used: Demand) -> Reservation:
+    """``reservation`` with its levels as they stand once settled with ``used``: a
+    call may cost more than its estimate (a vendor's reported cost), and alerts
+    must see what was really spent."""
+    if not reservation.levels:
+        return reservation
+    levels = tuple(
+        (lim, level + used.amount(lim.metric) - reservation.demand.amount(lim.metric))
+        for lim, level in reservation.levels
+    )
+    return dataclasses.replace(reservation, levels=levels)
 
 
 def _hold_category(refusal: Refusal) -> Category:
