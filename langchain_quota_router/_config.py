@@ -47,6 +47,7 @@ from typing import Any
 
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.chat.route import EmbeddingRoute, Route, check_base_url
+from langchain_quota_router.quota.admission import order_keys
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, Window, parse_whole
 from langchain_quota_router.quota.secrets import alias, clean_key
 from langchain_quota_router.vendors.catalog import CATALOG, VendorInfo, default_api_key, lookup
@@ -707,6 +708,7 @@ def _key_routes(vendor: VendorInfo, key: _Key, settings: _Settings, length: int)
 
 _TOP_LEVEL = {
     "strategy",
+    "hedge_after",
     "ledger",
     "cache",
     "max_wait",
@@ -849,11 +851,18 @@ def router_kwargs_from_config(
         raise ConfigurationError(msg)
     kwargs: dict[str, Any] = {}
     for name in ("strategy", "ledger"):
-        if name in data:
+        if name in data and not (name == "strategy" and isinstance(data[name], list)):
             kwargs[name] = _number(f"{file}: {name}", data[name], str)
-    if "strategy" in kwargs and kwargs["strategy"] not in ("priority", "spread"):
-        msg = f"{file}: strategy must be 'priority' or 'spread', got {kwargs['strategy']!r}"
-        raise ConfigurationError(msg)
+    if isinstance(data.get("strategy"), list):
+        kwargs["strategy"] = tuple(_number(f"{file}: strategy", k, str) for k in data["strategy"])
+    if "strategy" in kwargs:
+        try:
+            order_keys(kwargs["strategy"])
+        except ValueError as exc:
+            msg = f"{file}: strategy must be a known strategy: {exc}"
+            raise ConfigurationError(msg) from None
+    if "hedge_after" in data:
+        kwargs["hedge_after"] = _real(f"{file}: hedge_after", data["hedge_after"])
     for name in ("max_wait", "transient_cooldown", "rate_limit_cooldown", "temperature"):
         if name in data:
             kwargs[name] = _real(f"{file}: {name}", data[name])

@@ -661,14 +661,17 @@ def test_prices_are_dated_data_and_free_tiers_cost_nothing() -> None:
     from langchain_quota_router.vendors.catalog import find_model, price_entries, stale_prices
 
     mini = find_model("openai", "gpt-4o-mini")
-    assert mini is not None and mini.pricing is not None
+    assert mini is not None
+    assert mini.pricing is not None
     assert (mini.pricing.input, mini.pricing.output, mini.pricing.cached_input) == (
         0.15,
         0.60,
         None,  # not on record: cached tokens are costed at the input price
     )
     groq = find_model("groq", "openai/gpt-oss-120b")
-    assert groq is not None and groq.pricing is not None and groq.pricing.free
+    assert groq is not None
+    assert groq.pricing is not None
+    assert groq.pricing.free
     entries = {(e.vendor, e.model): e for e in price_entries()}
     assert entries[("openai", "gpt-4o-mini")].source == "https://platform.openai.com/docs/pricing"
     assert all(e.source and e.checked for e in entries.values())
@@ -676,4 +679,5 @@ def test_prices_are_dated_data_and_free_tiers_cost_nothing() -> None:
     assert ("openai", "gpt-4o-mini") in {(e.vendor, e.model) for e in stale}
     # AI21's prices are not on record: none guessed.
     jamba = find_model("ai21", "jamba-mini")
-    assert jamba is not None and jamba.pricing is None
+    assert jamba is not None
+    assert jamba.pricing is None

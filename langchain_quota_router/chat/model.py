@@ -77,6 +77,7 @@ from langchain_quota_router.chat.streaming import StreamRelay, replay, tag_messa
 from langchain_quota_router.chat.tokens import TokenEstimator
 from langchain_quota_router.embeddings.model import QuotaRoutedEmbeddings
 from langchain_quota_router.keys import Key, KeyRotator
+from langchain_quota_router.quota.admission import order_keys
 from langchain_quota_router.quota.book import QuotaBook
 from langchain_quota_router.quota.clock import Clock, SystemClock
 from langchain_quota_router.quota.fleet import (
@@ -139,9 +140,26 @@ class QuotaRoutedChatModel(BaseChatModel):
     LangChain ``BaseCache`` is used as given; ``None`` uses LangChain's global cache.
     A hit spends no quota, for ``invoke`` and ``stream`` alike."""
 
-    strategy: Literal["priority", "spread"] = "priority"
+    strategy: str | tuple[str, ...] = "priority"
     """``"priority"``: lowest ``Route.priority`` first (free before paid).
-    ``"spread"``: the route with the most room left first, so every key lasts."""
+    ``"spread"``: the route with the most room left first, so every key lasts.
+    ``"cost"``: the route where *this* call (its prompt and output budget) costs
+    least first (free routes, and routes without prices, cost 0), ties to the one
+    with most room left. ``"latency"``: free routes first, then the fastest as
+    observed by every process sharing the ledger (time to first token for streams,
+    the whole call otherwise; a route never observed is tried first).
+    A tuple of order keys (``"free"``, ``"cost"``, ``"room"``, ``"latency"``,
+    ``"priority"``) sorts by each in turn: ``("latency",)`` is the fastest first,
+    paid or not; ``("free", "cost", "latency")``. Priority breaks every tie, and a
+    call's ``preferred=`` route always goes first."""
+
+    hedge_after: float | None = None
+    """Async calls only (``ainvoke``, ``astream``): when the first route has not
+    answered (or sent its first token) after this many seconds, the next route is
+    started too; the first to answer wins, the other is cancelled and its
+    reservation settled. ``None`` (the default): no hedging. Synchronous calls are
+    never hedged: a blocked vendor call cannot be cancelled, and a second thread
+    would leave it running and billing."""
 
     max_wait: float = 0.0
     """Seconds a call may wait for quota to free up when every route is full,
@@ -247,6 +265,28 @@ class QuotaRoutedChatModel(BaseChatModel):
         # pydantic would read True as 1 token.
         if isinstance(value, bool):
             msg = f"{info.field_name} must be a whole number of tokens, not {value!r}"
+            raise ConfigurationError(msg)
+        return value
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _known_strategy(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            value = tuple(value)
+        if not isinstance(value, (str, tuple)):
+            msg = f"strategy must be a name or a tuple of order keys, got {value!r}"
+            raise ConfigurationError(msg)
+        try:
+            order_keys(value)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        return value
+
+    @field_validator("hedge_after")
+    @classmethod
+    def _positive_hedge(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            msg = f"hedge_after must be a finite number of seconds > 0, or None; got {value}"
             raise ConfigurationError(msg)
         return value
 

@@ -174,6 +174,7 @@ class RoutedCall(Admission):
         self.raw_tokens = self.tokens.count(self.messages, self.tools)
         self.argument_error: TypeError | None = None
         self.alerts: list[QuotaAlert] = []
+        self._costs: dict[str, int] = {}
 
     # ------------------------------------------------------------ candidates
 
@@ -231,6 +232,20 @@ class RoutedCall(Admission):
         usd = route.pricing.estimate(prompt, output) if route.pricing is not None else 0
         demand = Demand(1, prompt, output, usd)
         return self.plan_demand(route, demand, _Chat(prompt, route_kwargs), checked=True)
+
+    def expected_cost(self, member: Any) -> int:
+        """What this call would cost on route ``member`` (micro-dollars): its prompt
+        as that route counts it and its output budget, at the route's prices (a
+        route without prices counts as free)."""
+        route: Route = member
+        if route.pricing is None or route.pricing.free:
+            return 0
+        known = self._costs.get(route.name)
+        if known is None:
+            prompt = self.tokens.for_route(route.name, self.raw_tokens)
+            known = route.pricing.estimate(prompt, self._output_budget(route, {}))
+            self._costs[route.name] = known
+        return known
 
     def _cannot_take(self, route: Route, prompt: int) -> tuple[str, Category] | None:
         if self.tools and type(route.model).bind_tools is BaseChatModel.bind_tools:

@@ -115,7 +115,10 @@ class Policy:
         clock: what "now" is.
         stats: this process's counters (and the fleet's, when wired).
         alerts: threshold alerts as pools fill.
-        strategy: ``"priority"`` (in priority order) or ``"spread"`` (most room first).
+        strategy: ``"priority"`` (in priority order), ``"spread"`` (most room
+            first), or order keys (see :data:`STRATEGIES`): ``"cost"``, ``"latency"``,
+            or a tuple such as ``("free", "latency")``; priority breaks every tie.
+        latency: each member's observed latency, for the ``"latency"`` key.
         max_wait: seconds a call may wait for quota before giving up.
         transient_cooldown: seconds a member rests after a 5xx or timeout.
         rate_limit_cooldown: seconds a member rests after a 429 that names no time.
@@ -136,7 +139,7 @@ class Policy:
     clock: Clock
     stats: RouterStats
     alerts: AlertTracker
-    strategy: str
+    strategy: str | tuple[str, ...]
     max_wait: float
     transient_cooldown: float
     rate_limit_cooldown: float
@@ -145,6 +148,17 @@ class Policy:
     secrets: Callable[[], list[str]] = field(default=list, compare=False)
     successor_of: Callable[[Any], str | None] = field(default=lambda m: None, compare=False)
     retry_bad_requests: bool = True
+    latency: Any = field(default=None, compare=False)
+
+    @functools.cached_property
+    def order_keys(self) -> tuple[str, ...]:
+        """The strategy as order keys (empty for ``priority`` and ``spread``)."""
+        return order_keys(self.strategy)
+
+    @functools.cached_property
+    def uses_rooms(self) -> bool:
+        """Whether the order reads each pool's room left."""
+        return self.strategy == "spread" or "room" in self.order_keys
 
     @functools.cached_property
     def by_priority(self) -> tuple[Any, ...]:
@@ -185,6 +199,35 @@ class Plan:
 
 #: What :meth:`Admission.plan` returns when no further member may be tried.
 STOP = object()
+
+#: What each named strategy orders by, key after key (priority breaks every tie):
+#: ``free`` (members whose calls cost nothing first), ``cost`` (the expected cost of
+#: this call), ``room`` (most room left in the pool first), ``latency`` (fastest
+#: observed first; a member never observed first of all, so it gets measured).
+STRATEGIES: dict[str, tuple[str, ...]] = {
+    "priority": (),
+    "spread": (),
+    "cost": ("cost", "room"),
+    "latency": ("free", "latency"),
+}
+ORDER_KEYS = ("free", "cost", "room", "latency", "priority")
+
+
+def order_keys(strategy: str | Sequence[str]) -> tuple[str, ...]:
+    """A strategy (a name of :data:`STRATEGIES` or a sequence of order keys) as the
+    order keys it sorts by; a ValueError names what is unknown."""
+    if isinstance(strategy, str):
+        if strategy not in STRATEGIES:
+            known = ", ".join(STRATEGIES)
+            msg = f"unknown strategy {strategy!r}; known: {known} or a tuple of {ORDER_KEYS}"
+            raise ValueError(msg)
+        return STRATEGIES[strategy]
+    keys = tuple(strategy)
+    unknown = [k for k in keys if k not in ORDER_KEYS]
+    if not keys or unknown:
+        msg = f"a strategy tuple takes order keys from {ORDER_KEYS}, got {keys!r}"
+        raise ValueError(msg)
+    return keys
 
 
 class Admission:
@@ -307,7 +350,7 @@ class Admission:
         if isinstance(made, Refusal):
             self._refused(member, made)
             return False
-        if made.levels and self.policy.strategy == "spread":
+        if made.levels and self.policy.uses_rooms:
             self.policy.rooms.note(member.pool, made.levels)
         # After a bad request, one more member is tried: one that is called, not
         # one the ledger turned away without sending anything.
@@ -347,7 +390,7 @@ class Admission:
         """Skip a member whose pool is known to have no room at all (cheaply: a
         thousand such members must cost little more than one)."""
         self.known_full.append(member)
-        if self.policy.strategy == "spread":
+        if self.policy.uses_rooms:
             self.policy.rooms.full(member.pool)
 
     def fell_back(self) -> bool:
@@ -366,6 +409,11 @@ class Admission:
         preferred = policy.member_map.get(self.preferred) if self.preferred else None
         if preferred is not None:
             yield preferred
+        if policy.order_keys:
+            rest = [m for m in policy.by_priority if m is not preferred]
+            rest.sort(key=self.order_key)  # stable: priority breaks ties
+            yield from rest
+            return
         if policy.strategy != "spread":
             for member in policy.by_priority:
                 if member is not preferred:
@@ -379,9 +427,33 @@ class Admission:
         rest.sort(key=lambda m: -rooms.room(m.pool))  # stable: priority breaks ties
         yield from rest
 
+    def order_key(self, member: Any) -> tuple[float, ...]:
+        """Where ``member`` goes under an order-key strategy (lower first)."""
+        policy = self.policy
+        found: list[float] = []
+        for key in policy.order_keys:
+            if key == "free":
+                found.append(0.0 if self.expected_cost(member) == 0 else 1.0)
+            elif key == "cost":
+                found.append(float(self.expected_cost(member)))
+            elif key == "room":
+                found.append(-policy.rooms.room(member.pool))
+            elif key == "latency":
+                seen = policy.latency.seconds(member.name) if policy.latency else None
+                found.append(-1.0 if seen is None else seen)
+            else:
+                found.append(float(member.priority))
+        return tuple(found)
+
+    def expected_cost(self, member: Any) -> int:
+        """What this call would cost on ``member`` (micro-dollars), for the ``cost``
+        and ``free`` order keys: clients that know their demand say; 0 here."""
+        return 0
+
     def _pools_to_read(self) -> list[str]:
-        """Under ``spread``, the pools whose room to read for this call."""
-        if self.policy.strategy != "spread":
+        """Under ``spread`` (or a ``room`` order key), the pools whose room to read
+        for this call."""
+        if not self.policy.uses_rooms:
             return []
         return self.policy.rooms.to_read()
 
