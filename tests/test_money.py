@@ -316,3 +316,60 @@ prices = [0.15, 0.60, 0.075]
     (route,) = llm.routes
     assert [str(lim) for lim in route.limits] == ["$5/month", "$0.50/day", "3/minute"]
     assert route.pricing == Prices(0.15, 0.60, 0.075)
+
+
+# ---------------------------------------------------------------- seeing the spend
+
+
+def test_spend_per_route_and_pool_in_stats_and_metrics(clock: FakeClock) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from langchain_quota_router import metrics
+
+    one = _priced("one", reported_cost=0.25, limits=["$1/day"], pool="acct")
+    two = _priced("two", reported_cost=0.5, limits=["$1/day"], pool="acct")
+    llm = router(clock, one, two)
+    llm.invoke("a", preferred="one")
+    llm.invoke("b", preferred="two")
+    fleet = llm.get_stats()["fleet"]
+    assert (fleet["routes"]["one"]["cost"], fleet["routes"]["two"]["cost"]) == (0.25, 0.5)
+    assert fleet["pools"]["acct"]["cost"] == 0.75
+    assert fleet["cost"] == 0.75
+
+    registry = CollectorRegistry(auto_describe=True)
+    metrics.register(llm, registry)
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    }
+    assert found["quota_router_cost_usd_total", (("pool", "acct"), ("route", "one"))] == 0.25
+    assert found["quota_router_cost_usd_total", (("pool", "acct"), ("route", "two"))] == 0.5
+    limit = (("limit", "$1/day"), ("metric", "usd"), ("pool", "acct"), ("window", "day"))
+    assert found["quota_router_limit_used", limit] == 0.75
+    assert found["quota_router_limit_amount", limit] == 1
+
+
+def test_status_report_page_and_history_show_dollars(clock: FakeClock) -> None:
+    from langchain_quota_router.cli._report import report_data, report_text, status_text
+    from langchain_quota_router.quota.status import status_snapshot
+    from langchain_quota_router.web.page import render_page
+
+    llm = router(clock, _priced(reported_cost=0.25, limits=["$1/day"]))
+    llm.invoke("hi")
+    clock.advance(120)
+    assert "$0.25/$1.00 usd/day" in status_text(llm)
+    report = report_text(report_data(llm))
+    assert "$1/day" in report
+    assert "$0.25" in report
+    assert "$0.75" in report
+    page = render_page(status_snapshot(llm), history=llm.history())
+    assert "$0.25 / $1 used · $0.75 left" in page
+    (last,) = [row for row in llm.history() if row["limit"] == "$1/day"][-1:]
+    assert (last["metric"], last["used"], last["amount"], last["percent"]) == (
+        "usd",
+        0.25,
+        1,
+        25.0,
+    )

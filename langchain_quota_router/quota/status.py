@@ -28,6 +28,7 @@ from langchain_quota_router.quota.admission import model_subject
 from langchain_quota_router.quota.clock import Clock, iso
 from langchain_quota_router.quota.ledger import Hold, Ledger, LimitUsage
 from langchain_quota_router.quota.ledger.records import KEY_PREFIX, MODEL_PREFIX, POOL_PREFIX
+from langchain_quota_router.quota.limits import dollars, to_micro
 from langchain_quota_router.quota.secrets import Masker
 from langchain_quota_router.quota.watch import Lifespan, estimate_lifespan
 
@@ -40,6 +41,7 @@ __all__ = [
     "Source",
     "StateKind",
     "Status",
+    "amount_text",
     "iso",
     "lifespan_days",
     "limit_row",
@@ -217,6 +219,14 @@ class LimitRow:
             "learned_at": iso(self.learned_at),
             "learned_at_epoch": self.learned_at,
         }
+
+
+def amount_text(value: float, metric: str) -> str:
+    """A limit row's ``used``, ``amount`` or ``remaining`` as people read it:
+    dollars as ``$0.75`` for a dollar limit, else the count."""
+    if metric == "usd":
+        return dollars(to_micro(value))
+    return str(value)
 
 
 def limit_row(usage: LimitUsage) -> LimitRow:
