@@ -3,8 +3,12 @@ answers, and hedged async calls."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from call_paths import ask
+from langchain_core.messages import AIMessage, BaseMessage
 from support.routers import router
 
 from langchain_quota_router import ConfigurationError, Route
@@ -69,3 +73,70 @@ def test_unknown_strategies_are_configuration_errors(clock: FakeClock) -> None:
         router(clock, _route("a", (0, 0)), strategy=("free", "speed"))
     with pytest.raises(ConfigurationError, match="hedge_after"):
         router(clock, _route("a", (0, 0)), hedge_after=0)
+
+
+# ------------------------------------------------------------------------ latency
+
+
+class Timed(FakeVendorChatModel):
+    """A vendor that takes ``delay`` seconds of the test's clock to start answering."""
+
+    delay: float = 0.0
+    tick: Any = None
+
+    def _next(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        self.tick.advance(self.delay)
+        return super()._next(messages, kwargs)
+
+
+def _timed(clock: FakeClock, name: str, delay: float, **kw: Any) -> Route:
+    return Route(Timed(delay=delay, tick=clock), name=name, **kw)
+
+
+async def test_latency_tries_unobserved_routes_then_keeps_to_the_fastest(
+    clock: FakeClock, how: str
+) -> None:
+    slow = _timed(clock, "slow", 2.0, priority=0)
+    fast = _timed(clock, "fast", 0.5, priority=1)
+    llm = router(clock, slow, fast, strategy="latency")
+    routes = [(await ask(llm, how, f"q{i}")).response_metadata["route"] for i in range(5)]
+    # Each route is tried once (an unobserved route goes first), then the fastest.
+    assert routes == ["slow", "fast", "fast", "fast", "fast"]
+    assert llm.get_stats()["latency"] == {"fast": 0.5, "slow": 2.0}
+
+
+async def test_latency_puts_free_routes_first_unless_told_otherwise(
+    clock: FakeClock, how: str
+) -> None:
+    def routes() -> tuple[Route, Route]:
+        return (
+            _timed(clock, "free", 2.0, prices=(0.0, 0.0)),
+            _timed(clock, "paid", 0.1, prices=(1.0, 1.0), priority=1),
+        )
+
+    free_first = router(clock, *routes(), strategy="latency")
+    picks = [(await ask(free_first, how, f"q{i}")).response_metadata["route"] for i in range(3)]
+    assert picks == ["free", "free", "free"]
+    fastest = router(clock, *routes(), strategy=("latency",))
+    picks = [(await ask(fastest, how, f"q{i}")).response_metadata["route"] for i in range(4)]
+    assert picks == ["free", "paid", "paid", "paid"]
+
+
+def test_latencies_are_shared_by_every_router_on_the_ledger(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+
+    def make() -> Any:
+        slow = _timed(clock, "slow", 3.0, priority=0)
+        fast = _timed(clock, "fast", 0.2, priority=1)
+        return router(clock, slow, fast, strategy="latency", ledger=url)
+
+    first = make()
+    first.invoke("a")  # slow, observed
+    first.invoke("b")  # fast, observed
+    first.stats.fleet.flush()
+    # Another process's router: it has observed nothing, yet goes to the fast route.
+    other = make()
+    assert other.invoke("c").response_metadata["route"] == "fast"
+    assert other.get_stats()["latency"]["slow"] == pytest.approx(3.0)

@@ -83,6 +83,7 @@ from langchain_quota_router.quota.clock import Clock, SystemClock
 from langchain_quota_router.quota.fleet import (
     FleetCounters,
 )
+from langchain_quota_router.quota.latency import LatencyBoard
 from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, parse_limits
 from langchain_quota_router.quota.secrets import guard_logs, mask
@@ -390,6 +391,9 @@ class QuotaRoutedChatModel(BaseChatModel):
         self._book = QuotaBook(names, self._ledger, self._pools, self.clock, self._stats)
         if self.fleet_counters and self._stats.fleet is None:
             self._stats.fleet = FleetCounters(self._ledger, self.clock)
+        if self._stats.latency_board is None:
+            store = self._stats.fleet.store if self._stats.fleet is not None else None
+            self._stats.latency_board = LatencyBoard(store)
         if self.cache is True:
             self.cache = DiskResponseCache(clock=self.clock)
         elif self.cache is None:
@@ -525,6 +529,7 @@ class QuotaRoutedChatModel(BaseChatModel):
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             tokens=self._tokens,
+            latency=self._stats.latency_board,
         )
         self._settings = (mark, settings)
         return settings
@@ -873,7 +878,10 @@ class QuotaRoutedChatModel(BaseChatModel):
                     # The router's own stream() reports each token to callbacks;
                     # the vendor model must not report them a second time.
                     for chunk in vendor.stream(attempt):
-                        yield from relay.take(chunk)
+                        shown = relay.take(chunk)
+                        if shown:
+                            call.responded(attempt)
+                        yield from shown
                     yield from relay.rest()
                 except Exception as exc:
                     if relay.shown:
@@ -914,10 +922,13 @@ class QuotaRoutedChatModel(BaseChatModel):
                 relay = StreamRelay(attempt.route)
                 try:
                     async for chunk in vendor.astream(attempt):
-                        for shown in relay.take(chunk):
-                            yield shown
-                    for shown in relay.rest():
-                        yield shown
+                        shown = relay.take(chunk)
+                        if shown:
+                            call.responded(attempt)
+                        for out in shown:
+                            yield out
+                    for out in relay.rest():
+                        yield out
                 except Exception as exc:
                     if relay.shown:
                         await call.aabandoned(attempt, relay.merged())

@@ -98,6 +98,7 @@ class Attempt:
             its own ``bind_tools``, ``max_tokens`` renamed, SDK retries off).
         stop: stop sequences.
         prompt_tokens: the prompt's estimated tokens on this route.
+        started: when the vendor call was about to start (the router's clock).
     """
 
     route: Route
@@ -106,6 +107,7 @@ class Attempt:
     kwargs: dict[str, Any]
     stop: list[str] | None
     prompt_tokens: int = 0
+    started: float = 0.0
 
 
 def usage_demand(
@@ -175,6 +177,7 @@ class RoutedCall(Admission):
         self.argument_error: TypeError | None = None
         self.alerts: list[QuotaAlert] = []
         self._costs: dict[str, int] = {}
+        self._responded: set[int] = set()
 
     # ------------------------------------------------------------ candidates
 
@@ -201,6 +204,7 @@ class RoutedCall(Admission):
             chat.route_kwargs,
             self.stop,
             chat.prompt,
+            self.clock.now(),
         )
 
     def plan(self, member: Any) -> Plan | object | None:
@@ -301,6 +305,14 @@ class RoutedCall(Admission):
 
     # -------------------------------------------------------------- outcomes
 
+    def responded(self, attempt: Attempt) -> None:
+        """The route answered (or sent its first token): note how long it took,
+        once per attempt, for ``strategy="latency"``."""
+        if id(attempt) in self._responded:
+            return
+        self._responded.add(id(attempt))
+        self.stats.latency(attempt.route.name, self.clock.now() - attempt.started, self.clock.now())
+
     def succeeded(
         self,
         attempt: Attempt,
@@ -311,6 +323,7 @@ class RoutedCall(Admission):
         (``headers``: those the vendor call captured, taken in the caller's context)."""
         if headers is None:
             headers = take_captured_headers()
+        self.responded(attempt)
         # The vendor answered and was paid: from here a ledger failure is retried
         # in the background or logged, never raised instead of the answer.
         used = usage_demand(message, attempt.prompt_tokens, attempt.route)
@@ -320,6 +333,7 @@ class RoutedCall(Admission):
     async def asucceeded(self, attempt: Attempt, message: BaseMessage | None) -> None:
         """:meth:`succeeded` without blocking the event loop."""
         headers = take_captured_headers()
+        self.responded(attempt)
         ledger = self.ledger
         used = usage_demand(message, attempt.prompt_tokens, attempt.route)
         plan = Plan(attempt.route, used, ())

@@ -270,6 +270,8 @@ class Admission:
         in :meth:`settled`, :meth:`failed_with` or an abandon of the client's."""
         ledger, now = self.ledger, self.clock.now()
         self.pools.refresh(now)
+        if self._latency_due(now):
+            self._refresh_latency(now)
         for pool in self._pools_to_read():
             self.policy.rooms.usage(pool, ledger.usage(pool, self.pools[pool], now))
         for plan in self._plans(now):
@@ -292,6 +294,8 @@ class Admission:
         ledger, now = self.ledger, self.clock.now()
         if self.pools.due(now):
             await ledger.arun(self.pools.refresh, now)
+        if self._latency_due(now):
+            await ledger.arun(self._refresh_latency, now)
         for pool in self._pools_to_read():
             self.policy.rooms.usage(pool, await ledger.ausage(pool, self.pools[pool], now))
         for plan in self._plans(now):
@@ -307,6 +311,18 @@ class Admission:
             if self._taken(plan, made):
                 assert isinstance(made, Reservation)
                 yield plan, made
+
+    def _latency_due(self, now: float) -> bool:
+        board = self.policy.latency
+        return board is not None and "latency" in self.policy.order_keys and board.due(now)
+
+    def _refresh_latency(self, now: float) -> None:
+        """Take in the fleet's latencies; a ledger that cannot say leaves this
+        process's own (ordering is a preference, never a reason to fail a call)."""
+        try:
+            self.policy.latency.refresh(now)
+        except Exception as exc:  # noqa: BLE001 - any storage error: keep what we know
+            logger.debug("could not read the fleet's latencies: %s", exc)
 
     def _plans(self, now: float) -> Iterator[Plan]:
         """The members to ask the ledger for, in order, each with its demand

@@ -149,7 +149,8 @@ def _rows(pending: _Pending) -> dict[Row, float]:
     for (bucket, kind, name, field), amount in pending.items():
         key: Key = (kind, name, field)
         marks: tuple[Row, ...] = ((TOTAL, 0, key), (HOUR, bucket - bucket % HOUR, key))
-        if kind == "pool":
+        if kind == "pool" or field.startswith("latency_"):
+            # Latencies by the minute too: strategy="latency" weighs recent ones more.
             marks += ((MINUTE, bucket, key),)
         for mark in marks:
             rows[mark] = rows.get(mark, 0) + amount
@@ -240,6 +241,28 @@ class FleetCounters:
                 last[2] += 1
             else:
                 state.passed_over.append([minute, routes, 1])
+        if not state.registered:
+            _register(state)
+
+    def latency(self, route: str, seconds: float) -> None:
+        """How long ``route`` took to its first token or answer (see
+        :mod:`langchain_quota_router.quota.latency`)."""
+        self._add_route(route, (("latency_s", seconds), ("latency_n", 1)))
+
+    def hedged(self, route: str, *, won: bool) -> None:
+        """A hedge: ``route`` was started because the first route was slow; ``won``
+        if it answered first."""
+        self._add_route(route, (("hedged", 1), ("hedge_won", 1 if won else 0)))
+
+    def _add_route(self, route: str, fields: tuple[tuple[str, float], ...]) -> None:
+        state = self._state
+        minute = _minute(state.clock.now())
+        with state.lock:
+            pending = state.pending
+            for field, amount in fields:
+                if amount:
+                    mark = (minute, "route", route, field)
+                    pending[mark] = pending.get(mark, 0) + amount
         if not state.registered:
             _register(state)
 
@@ -381,7 +404,15 @@ def reading_fleet() -> Iterator[None]:
         raise LedgerError(msg) from exc
 
 
-_ROUTE_FIELDS = ("calls", "fallbacks", "rate_limited", "refused", "cache_hits")
+_ROUTE_FIELDS = (
+    "calls",
+    "fallbacks",
+    "rate_limited",
+    "refused",
+    "cache_hits",
+    "hedged",
+    "hedge_won",
+)
 _TOKEN_FIELDS = ("tokens_in", "tokens_out")
 
 
@@ -455,6 +486,8 @@ def fleet_view(store: FleetStore, routes: Sequence[str], pools: Sequence[str]) -
         "rate_limited": total("rate_limited"),
         "refused": total("refused"),
         "cache_hits": total("cache_hits") + unknown_hits,
+        "hedged": total("hedged"),
+        "hedge_won": total("hedge_won"),
         "tokens_in": total("tokens_in"),
         "tokens_out": total("tokens_out"),
         "cost": round(sum(float(r["cost"]) for r in per_route.values()), 9),
