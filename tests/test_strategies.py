@@ -3,12 +3,15 @@ answers, and hedged async calls."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from call_paths import ask
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from support.routers import router
 
 from langchain_quota_router import ConfigurationError, Route
@@ -140,3 +143,108 @@ def test_latencies_are_shared_by_every_router_on_the_ledger(
     other = make()
     assert other.invoke("c").response_metadata["route"] == "fast"
     assert other.get_stats()["latency"]["slow"] == pytest.approx(3.0)
+
+
+# ------------------------------------------------------------------------ hedging
+
+
+class Gated(FakeVendorChatModel):
+    """A vendor whose async answers wait for ``gate`` (an ``asyncio.Event``) and
+    that sets ``called`` when asked."""
+
+    gate: Any = None
+    called: Any = None
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        if self.called is not None:
+            self.called.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        return self._generate(messages, stop, None, **kw)
+
+    async def _astream(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        if self.called is not None:
+            self.called.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        for chunk in self._stream(messages, stop, None, **kw):
+            yield chunk
+
+
+class StillClock(FakeClock):
+    """A clock whose async sleeps never end: a hedge timer that never fires."""
+
+    async def asleep(self, seconds: float) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_slow_first_route_is_hedged_on_the_async_paths_only(
+    clock: FakeClock, how: str
+) -> None:
+    stuck = Route(Gated(gate=asyncio.Event()), name="stuck", limits=["10/day", "100000 tokens/day"])
+    spare = Route(Gated(), name="spare", priority=1)
+    llm = router(clock, stuck, spare, hedge_after=0.5)
+
+    answer = await ask(llm, how)
+
+    stats = llm.get_stats()
+    if how in ("ainvoke", "astream"):
+        # The first route sent nothing within 0.5 s: the next one was started and won.
+        assert answer.response_metadata["route"] == "spare"
+        assert (stats["hedged"], stats["hedge_won"]) == (1, 1)
+        assert stats["fleet"]["routes"]["spare"]["hedged"] == 1
+        # The loser was cancelled and settled: its request stays counted, its
+        # output estimate was given back, it counts as neither served nor failed.
+        requests, tokens = llm.usage()[:2]
+        assert requests.used == 1
+        assert 0 < tokens.used < llm.default_output_tokens
+        assert stats["calls_per_route"] == {"spare": 1}
+        assert stats["errors"] == 0
+    else:
+        # Synchronous calls are never hedged (a blocked call cannot be cancelled).
+        assert answer.response_metadata["route"] == "stuck"
+        assert stats["hedged"] == 0
+        assert spare.model.calls == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("how", ["ainvoke", "astream"])
+async def test_no_hedge_when_the_first_route_answers_in_time(how: str) -> None:
+    clock = StillClock()
+    first = Route(Gated(), name="first")
+    second = Route(Gated(), name="second", priority=1)
+    llm = router(clock, first, second, hedge_after=0.5)
+    assert (await ask(llm, how)).response_metadata["route"] == "first"
+    assert llm.get_stats()["hedged"] == 0
+    assert second.model.calls == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("how", ["ainvoke", "astream"])
+async def test_a_hedged_route_that_fails_leaves_the_first_to_answer(
+    clock: FakeClock, how: str
+) -> None:
+    gate, asked = asyncio.Event(), asyncio.Event()
+    slow = Route(Gated(gate=gate), name="slow")
+    broken = Route(
+        Gated(script=[ConnectionError("reset")], called=asked), name="broken", priority=1
+    )
+    llm = router(clock, slow, broken, hedge_after=0.5)
+
+    async def release() -> None:
+        await asked.wait()  # the hedge was started (and fails): now the first answers
+        gate.set()
+
+    opened = asyncio.ensure_future(release())
+    answer = await ask(llm, how)
+    await opened
+    assert answer.response_metadata["route"] == "slow"
+    stats = llm.get_stats()
+    assert (stats["hedged"], stats["hedge_won"]) == (1, 0)
+    assert stats["errors_per_route"] == {"broken": 1}
+
+
+def test_hedging_is_off_by_default(clock: FakeClock) -> None:
+    assert router(clock, Route(Gated(), name="a")).hedge_after is None

@@ -11,6 +11,7 @@ import math
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -61,6 +62,7 @@ from langchain_quota_router._errors import (
     no_route_error,
 )
 from langchain_quota_router.cache.disk import DiskResponseCache
+from langchain_quota_router.chat import hedging
 from langchain_quota_router.chat import streaming as vendor
 from langchain_quota_router.chat.caching import GlobalCache, HitCounter
 from langchain_quota_router.chat.route import EmbeddingRoute, Route, route_keys
@@ -840,6 +842,22 @@ class QuotaRoutedChatModel(BaseChatModel):
         _check_call_arguments(kwargs)
         call = RoutedCall(self.settings(), messages, kwargs, stop or self.stop)
         while True:
+            if self.hedge_after is not None:
+                won = await hedging.race(
+                    call,
+                    functools.partial(vendor.agenerate, run_manager=run_manager),
+                    functools.partial(_settle_lost_answer, call),
+                    self.hedge_after,
+                    self.clock,
+                )
+                if won is not None:
+                    attempt, result = won
+                    finished = _tagged(attempt, result)
+                    await call.asucceeded(attempt, _first_message(result))
+                    await _adispatch_alerts(run_manager, call.alerts)
+                    return finished
+                await self.clock.asleep(call.wait_or_raise())
+                continue
             async for attempt in call.aattempts():
                 try:
                     result = await vendor.agenerate(attempt, run_manager)
@@ -918,6 +936,46 @@ class QuotaRoutedChatModel(BaseChatModel):
                 return
         call = RoutedCall(self.settings(), messages, kwargs, stop)
         while True:
+            if self.hedge_after is not None:
+                won = await hedging.race(
+                    call,
+                    functools.partial(_first_token, call),
+                    functools.partial(_settle_lost_stream, call),
+                    self.hedge_after,
+                    self.clock,
+                )
+                if won is None:
+                    await self.clock.asleep(call.wait_or_raise())
+                    continue
+                attempt, opened = won
+                relay, chunks = opened.relay, opened.chunks
+                try:
+                    for out in opened.shown:
+                        yield out
+                    async for chunk in chunks:
+                        for out in relay.take(chunk):
+                            yield out
+                    for out in relay.rest():
+                        yield out
+                except Exception as exc:
+                    # The caller already has text (or the stream ended empty).
+                    await call.aabandoned(attempt, relay.merged())
+                    clean = call.surfaced(exc)
+                    if clean is exc:
+                        raise
+                    raise clean from None
+                except BaseException:  # the caller stopped reading, or was cancelled
+                    await call.aabandoned(attempt, relay.merged(), error=False)
+                    raise
+                message = relay.merged()
+                await call.asucceeded(attempt, message)
+                tail = _cost_chunk(message)
+                if tail is not None:
+                    yield tail
+                if cache is not None and message is not None:
+                    await cache.aupdate(prompt, llm_string, [ChatGeneration(message=message)])
+                await _adispatch_alerts(run_manager, call.alerts)
+                return
             async for attempt in call.aattempts():
                 relay = StreamRelay(attempt.route)
                 try:
@@ -985,6 +1043,47 @@ class QuotaRoutedChatModel(BaseChatModel):
             self._tool_schemas.clear()
         self._tool_schemas[id(tools)] = (tools, schemas)
         return schemas
+
+
+@dataclass
+class _Opened:
+    """A route's stream up to its first token: what :func:`_first_token` hands the
+    winner of a hedged ``astream``."""
+
+    relay: StreamRelay
+    chunks: AsyncIterator[ChatGenerationChunk]
+    shown: list[ChatGenerationChunk]
+
+
+async def _first_token(call: RoutedCall, attempt: Attempt) -> _Opened:
+    """Open a route's stream and read it until its first chunk with content (or
+    its end): a hedged ``astream`` races routes to this."""
+    relay = StreamRelay(attempt.route)
+    chunks = vendor.astream(attempt).__aiter__()
+    async for chunk in chunks:
+        shown = relay.take(chunk)
+        if shown:
+            call.responded(attempt)
+            return _Opened(relay, chunks, shown)
+    return _Opened(relay, chunks, [])
+
+
+async def _settle_lost_answer(
+    call: RoutedCall, attempt: Attempt, result: ChatResult | None
+) -> None:
+    """Settle a hedged ``ainvoke`` route that lost the race."""
+    message = _first_message(result) if result is not None else None
+    await call.aabandoned(attempt, message, error=False, counted=False)
+
+
+async def _settle_lost_stream(call: RoutedCall, attempt: Attempt, opened: _Opened | None) -> None:
+    """Settle a hedged ``astream`` route that lost the race (closing its stream)."""
+    message = None
+    if opened is not None:
+        with contextlib.suppress(Exception):
+            await opened.chunks.aclose()  # type: ignore[attr-defined]
+        message = opened.relay.merged()
+    await call.aabandoned(attempt, message, error=False, counted=False)
 
 
 def _masked_no_route_error(

@@ -370,13 +370,19 @@ class RoutedCall(Admission):
         )
 
     def abandoned(
-        self, attempt: Attempt, message: BaseMessage | None, *, error: bool = True
+        self,
+        attempt: Attempt,
+        message: BaseMessage | None,
+        *,
+        error: bool = True,
+        counted: bool = True,
     ) -> None:
         """Settle a call that ended without a whole answer: a stream broken off after
         its first chunk, a stream the caller stopped reading, a cancelled task.
 
         The request stays counted (the vendor saw it) with what it sent so far; the
-        unspent output estimate is released.
+        unspent output estimate is released. ``counted=False`` (a hedge that lost
+        the race) counts it neither as served nor as failed.
         """
         route = attempt.route
         if message is not None:
@@ -387,18 +393,27 @@ class RoutedCall(Admission):
             spent = Demand(1, attempt.prompt_tokens, 0, usd)
         settle(self.ledger, attempt.reservation, spent, self.clock.now())
         self.stats.spent(route.name, route.pool, spent)
+        if not counted:
+            return
         if error:
             self.stats.failed(route.name, "interrupted")
         else:
             self.stats.served(route.name, fallback=self.fell_back())
 
     async def aabandoned(
-        self, attempt: Attempt, message: BaseMessage | None, *, error: bool = True
+        self,
+        attempt: Attempt,
+        message: BaseMessage | None,
+        *,
+        error: bool = True,
+        counted: bool = True,
     ) -> None:
         """:meth:`abandoned` without blocking the event loop. Safe to await while
         the caller is being cancelled: the settlement runs to its end regardless."""
         done = asyncio.ensure_future(
-            self.ledger.arun(functools.partial(self.abandoned, attempt, message, error=error))
+            self.ledger.arun(
+                functools.partial(self.abandoned, attempt, message, error=error, counted=counted)
+            )
         )
         await asyncio.shield(done)
 
