@@ -246,7 +246,7 @@ class RoutedCall(Admission):
             return 0
         known = self._costs.get(route.name)
         if known is None:
-            prompt = self.tokens.for_route(route.name, self.raw_tokens)
+            prompt = self.tokens.expected(route.name, self.raw_tokens)
             known = route.pricing.estimate(prompt, self._output_budget(route, {}))
             self._costs[route.name] = known
         return known
