@@ -152,7 +152,9 @@ async def _blind(workload: list[tuple[str, int]]) -> float:
     input + output price, whatever the call."""
     best = min(PRICES, key=lambda n: PRICES[n].input + PRICES[n].output)
     llm = QuotaRoutedChatModel(
-        routes=[Route(_Billed(delay=0), name=best, prices=(PRICES[best].input, PRICES[best].output))],
+        routes=[
+            Route(_Billed(delay=0), name=best, prices=(PRICES[best].input, PRICES[best].output))
+        ],
         ledger="memory://",
         cache=False,
         fleet_counters=False,

@@ -561,9 +561,9 @@ class TokenEstimator:
     def expected(self, route: str, raw: int) -> int:
         """Prompt tokens ``route`` will most likely count for a prompt counted ``raw``:
         its calibrated line (or, before it has one, the median of the other routes'
-        lines), without :meth:`for_route`'s safety margin, assumed preamble and pad. What comparing routes by cost needs (a route not yet
-        calibrated must not look dearer for want of observations); what is reserved
-        stays :meth:`for_route`'s."""
+        lines), without :meth:`for_route`'s safety margin, assumed preamble and pad.
+        What comparing routes by cost needs (a route not yet calibrated must not look
+        dearer for want of observations); what is reserved stays :meth:`for_route`'s."""
         if self._text_tokens is None:
             self._resolve()
         history = self._histories.get(route)
