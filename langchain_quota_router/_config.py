@@ -14,6 +14,10 @@ Environment conventions, for every catalog vendor (``P`` is its prefix: ``GROQ``
     P_MAX_REQUESTS_PER_MINUTE=30     limit overrides, per vendor or per key (``_1``):
     P_MAX_TOKENS_PER_DAY_1=100000    REQUESTS / TOKENS / INPUT_TOKENS / OUTPUT_TOKENS
                                      per SECOND / MINUTE / HOUR / DAY / MONTH
+    P_MAX_USD_PER_MONTH_0=5          dollars (``0.50`` too): reserved before each call
+                                     at the route's prices, settled to its real cost
+    P_PRICES=0.15,0.60[,0.075]       USD per million input, output (cached input)
+                                     tokens, per vendor or per key, over the catalog's
     P_LIMITS="30/minute,1000/day"    the whole limit list, replacing the catalog's;
                                      ``none`` for no limits at all (empty is an error)
     P_PRIORITY=3, P_BASE_URL=url     priority and base URL, per vendor or per key
@@ -44,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_quota_router._errors import ConfigurationError
+from langchain_quota_router.quota.admission import order_keys
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, Window, parse_whole
 from langchain_quota_router.quota.secrets import alias, clean_key
 from langchain_quota_router.route import EmbeddingRoute, Route, check_base_url
@@ -173,13 +178,14 @@ _METRIC_WORDS = {
     "TOKENS": " tokens",
     "INPUT_TOKENS": " input tokens",
     "OUTPUT_TOKENS": " output tokens",
+    "USD": " usd",
 }
 _SETTING = re.compile(
     r"""^(?:
         (?P<keys>API_KEYS)
       | (?P<key>API_KEY)
       | MAX_(?P<metric>[A-Z_]+?)_PER_(?P<window>[A-Z]+)
-      | (?P<name>MODEL|PRIORITY|BASE_URL|LIMITS|ACCOUNT_ID|TIER)
+      | (?P<name>MODEL|PRIORITY|BASE_URL|LIMITS|ACCOUNT_ID|TIER|PRICES)
     )(?:_(?P<index>\d+))?$""",
     re.VERBOSE,
 )
@@ -203,6 +209,7 @@ class _Settings:
     tier: dict[int | None, tuple[str, str]] = field(default_factory=dict)
     limits: dict[int | None, tuple[str, list[Limit]]] = field(default_factory=dict)
     maxima: dict[int | None, list[tuple[str, Limit]]] = field(default_factory=dict)
+    prices: dict[int | None, tuple[str, tuple[float, ...]]] = field(default_factory=dict)
 
     def pick(self, table: Mapping[int | None, Any], index: int | None) -> Any:
         if index is not None and index in table:
@@ -239,7 +246,7 @@ def _read_vendor(vendor: VendorInfo, env: Mapping[str, str]) -> tuple[list[_Key]
             if variable[len(prefix) :].startswith("MAX_"):
                 msg = (
                     f"{variable}: not a limit this package reads; write "
-                    f"{prefix}MAX_<REQUESTS|TOKENS|INPUT_TOKENS|OUTPUT_TOKENS>_PER_"
+                    f"{prefix}MAX_<REQUESTS|TOKENS|INPUT_TOKENS|OUTPUT_TOKENS|USD>_PER_"
                     "<SECOND|MINUTE|HOUR|DAY|MONTH>[_<key number>]"
                 )
                 raise ConfigurationError(msg)
@@ -272,6 +279,8 @@ def _read_vendor(vendor: VendorInfo, env: Mapping[str, str]) -> tuple[list[_Key]
             settings.priority[index] = (variable, _int(variable, value))
         elif match["name"] == "BASE_URL":
             settings.base_url[index] = (variable, check_base_url(value.strip(), variable))
+        elif match["name"] == "PRICES":
+            settings.prices[index] = (variable, _prices(variable, value))
         elif match["name"] == "ACCOUNT_ID":
             if not value.strip():
                 msg = f"{variable} is empty; set the account id or unset the variable"
@@ -322,6 +331,17 @@ def _max_limit(variable: str, metric: str, window: str, value: str) -> Limit:
             f"and the window one of {', '.join(_WINDOWS)}"
         )
         raise ConfigurationError(msg)
+    if metric == "USD":
+        # Dollars, as written: OPENAI_MAX_USD_PER_MONTH=5, ..._PER_DAY=0.50 ($ optional).
+        text = value.strip().removeprefix("$").strip()
+        if text.startswith("-"):
+            msg = f"{variable}={value!r}: a limit cannot be negative"
+            raise ConfigurationError(msg)
+        try:
+            return Limit.parse(f"{text} usd/{_WINDOWS[window]}")
+        except ConfigurationError:
+            msg = f"{variable}={value!r}: expected dollars such as 5 or 0.50"
+            raise ConfigurationError(msg) from None
     amount = _int(variable, value)
     if amount < 0:
         msg = f"{variable}={value!r}: a limit cannot be negative"
@@ -330,6 +350,22 @@ def _max_limit(variable: str, metric: str, window: str, value: str) -> Limit:
         msg = f"{variable}={value!r}: a limit can be at most {MAX_AMOUNT}"
         raise ConfigurationError(msg)
     return Limit.parse(f"{amount}{_METRIC_WORDS[metric]}/{_WINDOWS[window]}")
+
+
+def _prices(variable: str, value: str) -> tuple[float, ...]:
+    """``P_PRICES=0.15,0.60`` (input, output; a third: cached input), USD per million."""
+    parts = _split(value)
+    try:
+        numbers = tuple(float(p) for p in parts)
+    except ValueError:
+        numbers = ()
+    if len(numbers) not in (2, 3) or not all(math.isfinite(n) and n >= 0 for n in numbers):
+        msg = (
+            f"{variable}={value!r}: expected input,output[,cached_input] USD per million "
+            "tokens, such as 0.15,0.60"
+        )
+        raise ConfigurationError(msg)
+    return numbers
 
 
 def _limit_list(variable: str, value: str) -> list[Limit]:
@@ -392,6 +428,7 @@ def _check_indexes(vendor: VendorInfo, keys: list[_Key], settings: _Settings) ->
         settings.base_url,
         settings.account_id,
         settings.limits,
+        settings.prices,
     ]
     for table in tables:
         for index, entry in table.items():
@@ -637,6 +674,7 @@ def _key_routes(vendor: VendorInfo, key: _Key, settings: _Settings, length: int)
     account_entry = settings.pick(settings.account_id, index)
     limits_entry = settings.pick(settings.limits, index)
     tier_entry = settings.pick(settings.tier, index)
+    prices_entry = settings.pick(settings.prices, index)
     # Vendor-wide maxima first, then this key's: the key's win where both apply.
     maxima = [lim for _, lim in settings.maxima.get(None, [])]
     if index is not None:
@@ -666,6 +704,8 @@ def _key_routes(vendor: VendorInfo, key: _Key, settings: _Settings, length: int)
             extra: dict[str, Any] = {}
             if account_entry:
                 extra["account_id"] = account_entry[1]
+            if prices_entry:
+                extra["prices"] = prices_entry[1]
             route_name = name if len(models) == 1 else f"{name}:{model}"
             pool = (
                 key_id if not vendor.per_model and model in vendor.models else f"{key_id}:{model}"
@@ -694,6 +734,7 @@ def _key_routes(vendor: VendorInfo, key: _Key, settings: _Settings, length: int)
 
 _TOP_LEVEL = {
     "strategy",
+    "hedge_after",
     "ledger",
     "cache",
     "max_wait",
@@ -839,11 +880,18 @@ def router_kwargs_from_config(
         raise ConfigurationError(msg)
     kwargs: dict[str, Any] = {}
     for name in ("strategy", "ledger"):
-        if name in data:
+        if name in data and not (name == "strategy" and isinstance(data[name], list)):
             kwargs[name] = _number(f"{file}: {name}", data[name], str)
-    if "strategy" in kwargs and kwargs["strategy"] not in ("priority", "spread"):
-        msg = f"{file}: strategy must be 'priority' or 'spread', got {kwargs['strategy']!r}"
-        raise ConfigurationError(msg)
+    if isinstance(data.get("strategy"), list):
+        kwargs["strategy"] = tuple(_number(f"{file}: strategy", k, str) for k in data["strategy"])
+    if "strategy" in kwargs:
+        try:
+            order_keys(kwargs["strategy"])
+        except ValueError as exc:
+            msg = f"{file}: strategy must be a known strategy: {exc}"
+            raise ConfigurationError(msg) from None
+    if "hedge_after" in data:
+        kwargs["hedge_after"] = _real(f"{file}: hedge_after", data["hedge_after"])
     for name in ("max_wait", "transient_cooldown", "rate_limit_cooldown", "temperature"):
         if name in data:
             kwargs[name] = _real(f"{file}: {name}", data[name])
@@ -1059,15 +1107,18 @@ def _toml_route(
         prices = raw["prices"]
         if (
             not isinstance(prices, list)
-            or len(prices) != 2
+            or len(prices) not in (2, 3)
             or not all(
                 isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p)
                 for p in prices
             )
         ):
-            msg = f"{where}.prices must be [input, output] USD per million tokens, got {prices!r}"
+            msg = (
+                f"{where}.prices must be [input, output] or [input, output, cached_input] "
+                f"USD per million tokens, got {prices!r}"
+            )
             raise ConfigurationError(msg)
-        args["prices"] = (float(prices[0]), float(prices[1]))
+        args["prices"] = tuple(float(p) for p in prices)
     pool = args.get("pool", "")
     if "limits" in raw:
         if pool in pools:

@@ -176,6 +176,7 @@ class RouterCollector:
         counters = list(_counters(ns, stats, routes, masked))
         fleet = None if status is None else status.stats.get("fleet")
         counters += _fleet_counters(ns, fleet, routes, masked)
+        counters.append(_cost_counter(ns, fleet, self.router, masked))
         if status is None:
             yield from (used, amount, remaining, reset, info, state, *counters, read)
             return
@@ -284,6 +285,27 @@ _CLIENT_COUNTERS = (
     ("input_tokens", "tokens_in", "Tokens a client's requests sent"),
     ("output_tokens", "tokens_out", "Tokens a client's answers held"),
 )
+
+
+def _cost_counter(
+    ns: str, fleet: dict[str, Any] | None, router: QuotaRoutedChatModel, masked: Masker
+) -> CounterMetricFamily:
+    """``<ns>_cost_usd_total``: dollars spent, per route and the pool it spends
+    (``sum by (pool)`` for a pool's), as every router counting in the ledger settled
+    them: the vendor's reported cost, else tokens x prices."""
+    family = CounterMetricFamily(
+        f"{ns}_cost",
+        "US dollars spent per route and pool (every router counting in this ledger).",
+        labels=["route", "pool"],
+        unit="usd",
+    )
+    per_route: dict[str, dict[str, Any]] = (fleet or {}).get("routes") or {}
+    if fleet is not None:
+        for name, route in router.route_map.items():
+            family.add_metric(
+                [masked(name), masked(route.pool)], per_route.get(name, {}).get("cost", 0.0)
+            )
+    return family
 
 
 def make_registry(router: QuotaRoutedChatModel) -> CollectorRegistry:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, SecretStr
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.quota.ledger.url import redact_url
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, parse_limits
+from langchain_quota_router.quota.pricing import Prices
 from langchain_quota_router.quota.secrets import (
     MIN_KEY_LENGTH,
     alias,
@@ -109,7 +110,12 @@ class Route:
             disabled before. A model with no secret fields gets the route's name.
             Never put the API key itself here.
         key: the former name of ``credential``, still accepted.
-        prices: USD per million input and output tokens, for cost reports.
+        prices: USD per million input and output tokens, ``(input, output)``, or
+            ``(input, output, cached_input)`` where the vendor prices prompt-cache
+            reads apart. What a call costs is reserved before it (and settled to the
+            vendor's reported cost, else tokens x prices) in the pool's dollar
+            limits (``"$5/month"``); it overrides the catalog's. A route whose pool
+            has a dollar limit needs prices; ``(0, 0)`` is a free route.
         context_window: the model's context size in tokens; a prompt that does
             not fit skips this route.
         batch_size: embedding routes only (see :class:`EmbeddingRoute`).
@@ -139,6 +145,7 @@ class Route:
         "output_budget",
         "pool",
         "prices",
+        "pricing",
         "priority",
         "provider",
         "provisional_limits",
@@ -164,7 +171,7 @@ class Route:
         pool: str | None = None,
         credential: str | None = None,
         key: str | None = None,
-        prices: tuple[float, float] | None = None,
+        prices: tuple[float, float] | tuple[float, float, float] | Prices | None = None,
         context_window: int | None = None,
         batch_size: int | None = None,
         count_items: bool | None = None,
@@ -236,7 +243,8 @@ class Route:
         self.priority = priority
         self.pool = pool or self.name
         self.credential = credential or key or _credential_of(model, self.provider) or self.name
-        self.prices = _check_prices(self.name, prices)
+        self.pricing = _check_prices(self.name, prices)
+        self.prices = None if self.pricing is None else (self.pricing.input, self.pricing.output)
         if context_window is not None and (
             isinstance(context_window, bool)
             or not isinstance(context_window, int)
@@ -268,11 +276,12 @@ class Route:
         """The former name of :attr:`credential` (an identity, not an API key)."""
         return self.credential
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float | None:
-        """USD for that many tokens on this route, if its prices are known."""
-        if self.prices is None:
+    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float | None:
+        """USD for that many tokens on this route (rounded up to the micro-dollar),
+        if its prices are known."""
+        if self.pricing is None:
             return None
-        return (input_tokens * self.prices[0] + output_tokens * self.prices[1]) / 1e6
+        return self.pricing.dollars(input_tokens, output_tokens, cached_tokens)
 
     def identity(self) -> dict[str, Any]:
         """What makes this route's answers its own, for cache keys (no secrets)."""
@@ -330,24 +339,29 @@ def _control_character(value: object) -> str | None:
     return next((ch for ch in value if unicodedata.category(ch) == "Cc"), None)
 
 
-def _check_prices(route: str, prices: object) -> tuple[float, float] | None:
-    """``prices`` as two finite, non-negative floats, or a ConfigurationError."""
+def _check_prices(route: str, prices: object) -> Prices | None:
+    """``prices`` (two or three finite, non-negative numbers) as :class:`Prices`, or
+    a ConfigurationError naming the route."""
     if prices is None:
         return None
+    if isinstance(prices, Prices):
+        return prices
     if (
         not isinstance(prices, (tuple, list))
-        or len(prices) != 2
+        or len(prices) not in (2, 3)
         or not all(
             isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and p >= 0
             for p in prices
         )
     ):
         msg = (
-            f"route {route!r}: prices must be (input, output) USD per million tokens, "
-            f"two finite numbers, not negative; got {prices!r}"
+            f"route {route!r}: prices must be (input, output) or (input, output, "
+            f"cached_input) USD per million tokens, finite numbers, not negative; "
+            f"got {prices!r}"
         )
         raise ConfigurationError(msg)
-    return (float(prices[0]), float(prices[1]))
+    cached = float(prices[2]) if len(prices) == 3 else None
+    return Prices(float(prices[0]), float(prices[1]), cached)
 
 
 def check_base_url(url: object, where: str) -> str:
@@ -389,7 +403,7 @@ class _CatalogRoute:
     limits: tuple[str, ...]
     pool: str
     key: str
-    prices: tuple[float, float] | None
+    prices: Prices | None
     context_window: int | None
     provisional: bool = False
 
@@ -445,7 +459,7 @@ def _from_catalog(
         limits=limits,
         pool=key_alias if shared else f"{key_alias}:{info.model}",
         key=key_alias,
-        prices=info.prices,
+        prices=info.pricing,
         context_window=info.context_window,
         provisional=provisional,
     )
@@ -568,7 +582,7 @@ class EmbeddingRoute(Route):
         pool: str | None = None,
         credential: str | None = None,
         key: str | None = None,
-        prices: tuple[float, float] | None = None,
+        prices: tuple[float, float] | tuple[float, float, float] | Prices | None = None,
         context_window: int | None = None,
         batch_size: int | None = None,
         count_items: bool | None = None,
@@ -625,7 +639,8 @@ class EmbeddingRoute(Route):
         self.priority = priority
         self.pool = pool or self.name
         self.credential = credential or key or _credential_of(model, self.provider) or self.name
-        self.prices = _check_prices(self.name, prices)
+        self.pricing = _check_prices(self.name, prices)
+        self.prices = None if self.pricing is None else (self.pricing.input, self.pricing.output)
         info = find_model(self.provider, self.model_name)
         self.dimension = asked or (info.dimension if info is not None else None)
         self.batch_size = _positive(

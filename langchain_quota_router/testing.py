@@ -54,6 +54,14 @@ class FakeVendorChatModel(BaseChatModel):
     fail_after_chunks: int | None = None
     """When set, a stream raises ``ConnectionError`` after this many chunks."""
 
+    reported_cost: float | None = None
+    """When set, every answer reports this cost (USD) as OpenRouter does, in
+    ``response_metadata["token_usage"]["cost"]`` (a stream: on its last chunk)."""
+
+    cached_tokens: int = 0
+    """Prompt tokens each answer reports as read from the vendor's prompt cache
+    (``usage_metadata["input_token_details"]["cache_read"]``)."""
+
     _calls: int = PrivateAttr(default=0)
     _kwargs_seen: list[dict[str, Any]] = PrivateAttr(default_factory=list)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -125,10 +133,20 @@ class FakeVendorChatModel(BaseChatModel):
             "output_tokens": output_tokens,
             "total_tokens": input_tokens + output_tokens,
         }
+        if self.cached_tokens:
+            message.usage_metadata["input_token_details"] = {
+                "cache_read": min(self.cached_tokens, input_tokens)
+            }
         message.response_metadata = {
             "model_name": self.model,
             "model_provider": self.provider,
         }
+        if self.reported_cost is not None:
+            message.response_metadata["token_usage"] = {
+                "prompt_tokens": input_tokens,
+                "completion_tokens": output_tokens,
+                "cost": self.reported_cost,
+            }
         return message
 
     def _generate(

@@ -655,3 +655,29 @@ def test_a_real_call_through_the_simulator(sim: Simulator) -> None:
     assert sim.stats(KEY).served == 1
     usage = {(u.pool, str(u.limit)): u.used for u in llm.usage()}
     assert usage[(f"groq {FP}:openai/gpt-oss-120b", "30/minute")] == 1
+
+
+def test_prices_are_dated_data_and_free_tiers_cost_nothing() -> None:
+    from langchain_quota_router.vendors.catalog import find_model, price_entries, stale_prices
+
+    mini = find_model("openai", "gpt-4o-mini")
+    assert mini is not None
+    assert mini.pricing is not None
+    assert (mini.pricing.input, mini.pricing.output, mini.pricing.cached_input) == (
+        0.15,
+        0.60,
+        None,  # not on record: cached tokens are costed at the input price
+    )
+    groq = find_model("groq", "openai/gpt-oss-120b")
+    assert groq is not None
+    assert groq.pricing is not None
+    assert groq.pricing.free
+    entries = {(e.vendor, e.model): e for e in price_entries()}
+    assert entries[("openai", "gpt-4o-mini")].source == "https://platform.openai.com/docs/pricing"
+    assert all(e.source and e.checked for e in entries.values())
+    stale = stale_prices(90, today=dt.date(2026, 11, 30))
+    assert ("openai", "gpt-4o-mini") in {(e.vendor, e.model) for e in stale}
+    # AI21's prices are not on record: none guessed.
+    jamba = find_model("ai21", "jamba-mini")
+    assert jamba is not None
+    assert jamba.pricing is None

@@ -94,7 +94,10 @@ def test_every_backend_keeps_the_fleets_counts(ledger: Ledger, clock: FakeClock)
         "errors",
         "errors_per_route",
         "cache_hits",
+        "hedged",
+        "hedge_won",
         "last_route",
+        "latency",
         "fleet",
     }
 
@@ -125,6 +128,8 @@ def test_each_kind_of_event_is_counted(clock: FakeClock) -> None:
         "rate_limited": 2,
         "refused": 2,
         "cache_hits": 1,
+        "hedged": 0,
+        "hedge_won": 0,
         "tokens_in": 100,
         "tokens_out": 40,
         "cost": 0.25,
@@ -145,6 +150,7 @@ def test_each_kind_of_event_is_counted(clock: FakeClock) -> None:
         "input_tokens": 100,
         "output_tokens": 40,
         "refused": 1,
+        "cost": 0.0,
     }
     # The process's own counters are the ones they were.
     assert router.get_stats()["errors_per_route"] == {"a": 2, "b": 2}

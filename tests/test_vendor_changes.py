@@ -215,3 +215,30 @@ def test_a_limit_the_vendor_states_replaces_the_catalogs_figure_not_a_configured
         assert "1000/24h" not in requests
         assert "500/24h" in requests
         assert [str(x.limit) for x in router.learned_limits()] == ["500/24h"]
+
+
+def test_doctor_flags_catalog_prices_older_than_max_age_days(
+    sim: Simulator, clock: FakeClock
+) -> None:
+    def route(name: str, prices: tuple[float, float]) -> Route:
+        model = ChatOpenAI(model="gpt-4o-mini", api_key="openai-key", base_url=sim.openai_base_url)
+        return Route(model, name=name, prices=prices)
+
+    router = QuotaRoutedChatModel(
+        routes=[route("catalog", (0.15, 0.60)), route("own", (0.2, 0.9))],
+        ledger="memory://",
+        cache=False,
+        clock=clock,
+    )
+
+    checks = {c.route: c for c in check_router(router, today=dt.date(2026, 11, 30))}
+
+    # The catalog's gpt-4o-mini prices are from the 2025 price list: stale at 90 days.
+    assert checks["catalog"].stale_prices
+    assert checks["catalog"].prices.startswith("catalog, read 2025-01-01")
+    assert any("prices are old" in p for p in checks["catalog"].problems)
+    # prices= on the route overrides the catalog: nothing to re-check there.
+    assert (checks["own"].prices, checks["own"].stale_prices) == ("configured", False)
+    # A generous age limit lets them be.
+    later = check_router(router, today=dt.date(2026, 11, 30), max_age_days=1000)
+    assert not any(c.stale_prices for c in later)

@@ -11,6 +11,7 @@ import math
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -60,7 +61,7 @@ from langchain_quota_router._errors import (
     no_route_error,
 )
 from langchain_quota_router.cache.disk import DiskResponseCache
-from langchain_quota_router.chat import alerts
+from langchain_quota_router.chat import alerts, hedging
 from langchain_quota_router.chat import streaming as vendor
 from langchain_quota_router.chat.caching import GlobalCache, HitCounter
 from langchain_quota_router.chat.routing import (
@@ -83,11 +84,13 @@ from langchain_quota_router.chat.streaming import (
 from langchain_quota_router.chat.tokens import TokenEstimator
 from langchain_quota_router.embeddings.model import QuotaRoutedEmbeddings
 from langchain_quota_router.keys import Key, KeyRotator
+from langchain_quota_router.quota.admission import order_keys
 from langchain_quota_router.quota.book import QuotaBook
 from langchain_quota_router.quota.clock import Clock, SystemClock
 from langchain_quota_router.quota.fleet import (
     FleetCounters,
 )
+from langchain_quota_router.quota.latency import LatencyBoard
 from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, parse_limits
 from langchain_quota_router.quota.secrets import guard_logs, mask
@@ -144,9 +147,26 @@ class QuotaRoutedChatModel(BaseChatModel):
     LangChain ``BaseCache`` is used as given; ``None`` uses LangChain's global cache.
     A hit spends no quota, for ``invoke`` and ``stream`` alike."""
 
-    strategy: Literal["priority", "spread"] = "priority"
+    strategy: str | tuple[str, ...] = "priority"
     """``"priority"``: lowest ``Route.priority`` first (free before paid).
-    ``"spread"``: the route with the most room left first, so every key lasts."""
+    ``"spread"``: the route with the most room left first, so every key lasts.
+    ``"cost"``: the route where *this* call (its prompt and output budget) costs
+    least first (free routes, and routes without prices, cost 0), ties to the one
+    with most room left. ``"latency"``: free routes first, then the fastest as
+    observed by every process sharing the ledger (time to first token for streams,
+    the whole call otherwise; a route never observed is tried first).
+    A tuple of order keys (``"free"``, ``"cost"``, ``"room"``, ``"latency"``,
+    ``"priority"``) sorts by each in turn: ``("latency",)`` is the fastest first,
+    paid or not; ``("free", "cost", "latency")``. Priority breaks every tie, and a
+    call's ``preferred=`` route always goes first."""
+
+    hedge_after: float | None = None
+    """Async calls only (``ainvoke``, ``astream``): when the first route has not
+    answered (or sent its first token) after this many seconds, the next route is
+    started too; the first to answer wins, the other is cancelled and its
+    reservation settled. ``None`` (the default): no hedging. Synchronous calls are
+    never hedged: a blocked vendor call cannot be cancelled, and a second thread
+    would leave it running and billing."""
 
     max_wait: float = 0.0
     """Seconds a call may wait for quota to free up when every route is full,
@@ -265,6 +285,28 @@ class QuotaRoutedChatModel(BaseChatModel):
             raise ConfigurationError(msg)
         return value
 
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _known_strategy(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            value = tuple(value)
+        if not isinstance(value, (str, tuple)):
+            msg = f"strategy must be a name or a tuple of order keys, got {value!r}"
+            raise ConfigurationError(msg)
+        try:
+            order_keys(value)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        return value
+
+    @field_validator("hedge_after")
+    @classmethod
+    def _positive_hedge(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            msg = f"hedge_after must be a finite number of seconds > 0, or None; got {value}"
+            raise ConfigurationError(msg)
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _wrap_bare_models(cls, data: Any) -> Any:
@@ -309,6 +351,15 @@ class QuotaRoutedChatModel(BaseChatModel):
             if route.limits or route.pool not in pools:
                 pools[route.pool] = route.limits
                 pool_owner[route.pool] = route.name
+        for route in self.routes:
+            dollar = next((lim for lim in pools[route.pool] if lim.metric == "usd"), None)
+            if dollar is not None and route.pricing is None:
+                msg = (
+                    f"route {route.name!r}: its pool {route.pool!r} has a dollar limit "
+                    f"({dollar}) but the route has no prices; give it "
+                    "prices=(input, output) USD per million tokens ((0, 0) if free)"
+                )
+                raise ConfigurationError(msg)
         self._route_map = names
         self._by_priority = tuple(sorted(names.values(), key=lambda r: r.priority))
         # What the user gave explicitly; catalog figures give way to learned limits.
@@ -361,6 +412,9 @@ class QuotaRoutedChatModel(BaseChatModel):
         self._book = QuotaBook(names, self._ledger, self._pools, self.clock, self._stats)
         if self.fleet_counters and self._stats.fleet is None:
             self._stats.fleet = FleetCounters(self._ledger, self.clock)
+        if self._stats.latency_board is None:
+            store = self._stats.fleet.store if self._stats.fleet is not None else None
+            self._stats.latency_board = LatencyBoard(store)
         if self.cache is True:
             self.cache = DiskResponseCache(clock=self.clock)
         elif self.cache is None:
@@ -498,6 +552,7 @@ class QuotaRoutedChatModel(BaseChatModel):
             temperature=self.temperature,
             tokens=self._tokens,
             text_content=self.content == "text",
+            latency=self._stats.latency_board,
         )
         self._settings = (mark, settings)
         return settings
@@ -825,6 +880,23 @@ class QuotaRoutedChatModel(BaseChatModel):
         _check_call_arguments(kwargs)
         call = RoutedCall(self.settings(), messages, kwargs, stop or self.stop)
         while True:
+            if self.hedge_after is not None:
+                won = await hedging.race(
+                    call,
+                    functools.partial(vendor.agenerate, run_manager=run_manager),
+                    functools.partial(_settle_lost_answer, call),
+                    self.hedge_after,
+                    self.clock,
+                )
+                if won is not None:
+                    attempt, result = won
+                    finished = _tagged(attempt, result)
+                    await call.asucceeded(attempt, _first_message(result))
+                    _explained(call, finished)
+                    await alerts.adispatch_alerts(run_manager, call.alerts)
+                    return finished
+                await self.clock.asleep(call.wait_or_raise())
+                continue
             async with contextlib.aclosing(call.aattempts()) as attempts:
                 async for attempt in attempts:
                     try:
@@ -904,7 +976,10 @@ class QuotaRoutedChatModel(BaseChatModel):
                     # The router's own stream() reports each token to callbacks;
                     # the vendor model must not report them a second time.
                     for chunk in vendor.stream(attempt):
-                        yield from shaped(attempt, relay.take(chunk))
+                        shown = relay.take(chunk)
+                        if shown:
+                            call.responded(attempt)
+                        yield from shaped(attempt, shown)
                     yield from shaped(attempt, relay.rest())
                 except Exception as exc:
                     if relay.shown:
@@ -941,15 +1016,57 @@ class QuotaRoutedChatModel(BaseChatModel):
                 return
         call = RoutedCall(self.settings(), messages, kwargs, stop)
         while True:
+            if self.hedge_after is not None:
+                won = await hedging.race(
+                    call,
+                    functools.partial(_first_token, call),
+                    functools.partial(_settle_lost_stream, call),
+                    self.hedge_after,
+                    self.clock,
+                )
+                if won is None:
+                    await self.clock.asleep(call.wait_or_raise())
+                    continue
+                attempt, opened = won
+                relay, chunks = opened.relay, opened.chunks
+                try:
+                    for out in shaped(attempt, opened.shown):
+                        yield out
+                    async for chunk in chunks:
+                        for out in shaped(attempt, relay.take(chunk)):
+                            yield out
+                    for out in shaped(attempt, relay.rest()):
+                        yield out
+                except Exception as exc:
+                    # The caller already has text (or the stream ended empty).
+                    await call.aabandoned(attempt, relay.merged())
+                    clean = call.surfaced(exc)
+                    if clean is exc:
+                        raise
+                    raise clean from None
+                except BaseException:  # the caller stopped reading, or was cancelled
+                    await call.aabandoned(attempt, relay.merged(), error=False)
+                    raise
+                message = shaped_message(attempt, relay.merged())
+                await call.asucceeded(attempt, message)
+                yield _tail_chunk(call, message)
+                if cache is not None and message is not None:
+                    await cache.aupdate(prompt, llm_string, [ChatGeneration(message=message)])
+                manager = alerts.astream_run_manager(run_manager)
+                await alerts.adispatch_alerts(manager, call.alerts)
+                return
             async with contextlib.aclosing(call.aattempts()) as attempts:
                 async for attempt in attempts:
                     relay = StreamRelay(attempt.route)
                     try:
                         async for chunk in vendor.astream(attempt):
-                            for shown in shaped(attempt, relay.take(chunk)):
-                                yield shown
-                        for shown in shaped(attempt, relay.rest()):
-                            yield shown
+                            shown = relay.take(chunk)
+                            if shown:
+                                call.responded(attempt)
+                            for out in shaped(attempt, shown):
+                                yield out
+                        for out in shaped(attempt, relay.rest()):
+                            yield out
                     except Exception as exc:
                         if relay.shown:
                             await call.aabandoned(attempt, relay.merged())
@@ -967,9 +1084,8 @@ class QuotaRoutedChatModel(BaseChatModel):
                     yield _tail_chunk(call, message)
                     if cache is not None and message is not None:
                         await cache.aupdate(prompt, llm_string, [ChatGeneration(message=message)])
-                    await alerts.adispatch_alerts(
-                        alerts.astream_run_manager(run_manager), call.alerts
-                    )
+                    manager = alerts.astream_run_manager(run_manager)
+                    await alerts.adispatch_alerts(manager, call.alerts)
                     return
             await self.clock.asleep(call.wait_or_raise())
 
@@ -1006,6 +1122,47 @@ class QuotaRoutedChatModel(BaseChatModel):
             self._tool_schemas.clear()
         self._tool_schemas[id(tools)] = (tools, schemas)
         return schemas
+
+
+@dataclass
+class _Opened:
+    """A route's stream up to its first token: what :func:`_first_token` hands the
+    winner of a hedged ``astream``."""
+
+    relay: StreamRelay
+    chunks: AsyncIterator[ChatGenerationChunk]
+    shown: list[ChatGenerationChunk]
+
+
+async def _first_token(call: RoutedCall, attempt: Attempt) -> _Opened:
+    """Open a route's stream and read it until its first chunk with content (or
+    its end): a hedged ``astream`` races routes to this."""
+    relay = StreamRelay(attempt.route)
+    chunks = vendor.astream(attempt).__aiter__()
+    async for chunk in chunks:
+        shown = relay.take(chunk)
+        if shown:
+            call.responded(attempt)
+            return _Opened(relay, chunks, shown)
+    return _Opened(relay, chunks, [])
+
+
+async def _settle_lost_answer(
+    call: RoutedCall, attempt: Attempt, result: ChatResult | None
+) -> None:
+    """Settle a hedged ``ainvoke`` route that lost the race."""
+    message = _first_message(result) if result is not None else None
+    await call.aabandoned(attempt, message, error=False, counted=False)
+
+
+async def _settle_lost_stream(call: RoutedCall, attempt: Attempt, opened: _Opened | None) -> None:
+    """Settle a hedged ``astream`` route that lost the race (closing its stream)."""
+    message = None
+    if opened is not None:
+        with contextlib.suppress(Exception):
+            await opened.chunks.aclose()  # type: ignore[attr-defined]
+        message = opened.relay.merged()
+    await call.aabandoned(attempt, message, error=False, counted=False)
 
 
 def _masked_no_route_error(
@@ -1079,6 +1236,11 @@ def _tagged(attempt: Attempt, result: ChatResult) -> ChatResult:
             as_text(generation.message)
     # LangChain tracers read llm_output: the model that answered, not the router.
     vendor_output = result.llm_output or {}
+    usage = vendor_output.get("token_usage")
+    if len(result.generations) == 1 and isinstance(usage, Mapping):
+        # Where the vendor's own invoke() would put it (and where its reported cost,
+        # OpenRouter's usage.cost, is read from when the call is settled).
+        result.generations[0].message.response_metadata.setdefault("token_usage", usage)
     result.llm_output = {
         **vendor_output,
         # The vendor's own name for what answered (a dated snapshot) wins.

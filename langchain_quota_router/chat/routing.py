@@ -28,7 +28,9 @@ from langchain_quota_router.quota.admission import Admission, Category, Plan, Po
 from langchain_quota_router.quota.failures import FailureKind, classify
 from langchain_quota_router.quota.ledger import Demand, Reservation
 from langchain_quota_router.quota.ledger.settle import settle
+from langchain_quota_router.quota.limits import MICRO
 from langchain_quota_router.quota.pools import PoolLimits
+from langchain_quota_router.quota.pricing import micro_dollars
 from langchain_quota_router.quota.secrets import redacted
 from langchain_quota_router.quota.stats import RouterStats
 from langchain_quota_router.quota.watch import QuotaAlert
@@ -99,6 +101,7 @@ class Attempt:
         stop: stop sequences.
         prompt_tokens: the prompt's estimated tokens on this route.
         text_content: answers that hold only text get a string ``.content``.
+        started: when the vendor call was about to start (the router's clock).
     """
 
     route: Route
@@ -108,15 +111,45 @@ class Attempt:
     stop: list[str] | None
     prompt_tokens: int = 0
     text_content: bool = False
+    started: float = 0.0
 
 
-def usage_demand(message: BaseMessage | None, fallback_input: int) -> Demand:
-    """What a vendor's answer says it spent (estimated when it says nothing)."""
+def usage_demand(
+    message: BaseMessage | None, fallback_input: int, route: Route | None = None
+) -> Demand:
+    """What a vendor's answer says it spent (estimated when it says nothing): tokens,
+    and on a priced ``route`` its cost in micro-dollars: the vendor's own reported
+    cost where it gives one (OpenRouter's ``usage.cost``), else tokens x prices."""
     usage = getattr(message, "usage_metadata", None) if message is not None else None
+    cached = 0
     if usage:
-        return Demand(1, int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))
-    output = count_tokens_approximately([message]) if message is not None else 0
-    return Demand(1, fallback_input, output)
+        spent = Demand(1, int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))
+        details = usage.get("input_token_details") or {}
+        cached = int(details.get("cache_read", 0) or 0)
+    else:
+        output = count_tokens_approximately([message]) if message is not None else 0
+        spent = Demand(1, fallback_input, output)
+    if route is None or route.pricing is None:
+        return spent
+    reported = vendor_cost(message)
+    usd = (
+        micro_dollars(reported)
+        if reported is not None
+        else route.pricing.cost(spent.input_tokens, spent.output_tokens, cached)
+    )
+    return Demand(spent.requests, spent.input_tokens, spent.output_tokens, usd)
+
+
+def vendor_cost(message: BaseMessage | None) -> float | None:
+    """The cost (USD) a vendor reported for an answer, if it did: OpenRouter's
+    ``usage.cost``, which ChatOpenAI leaves in ``response_metadata["token_usage"]``."""
+    if message is None:
+        return None
+    usage = message.response_metadata.get("token_usage")
+    cost = usage.get("cost") if isinstance(usage, Mapping) else None
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0:
+        return float(cost)
+    return None
 
 
 class RoutedCall(Admission):
@@ -147,6 +180,8 @@ class RoutedCall(Admission):
         self.raw_tokens = self.tokens.count(self.messages, self.tools)
         self.argument_error: TypeError | None = None
         self.alerts: list[QuotaAlert] = []
+        self._costs: dict[str, int] = {}
+        self._responded: set[int] = set()
 
     # ------------------------------------------------------------ candidates
 
@@ -175,6 +210,7 @@ class RoutedCall(Admission):
             self.stop,
             chat.prompt,
             self.settings.text_content,
+            self.clock.now(),
         )
 
     def plan(self, member: Any) -> Plan | object | None:
@@ -202,8 +238,24 @@ class RoutedCall(Admission):
         except Exception as exc:  # noqa: BLE001 - the route's own bind_tools refused
             self.skip(route, f"cannot take these tools ({exc})", "tools")
             return None
-        demand = Demand(1, prompt, self._output_budget(route, route_kwargs))
+        output = self._output_budget(route, route_kwargs)
+        usd = route.pricing.estimate(prompt, output) if route.pricing is not None else 0
+        demand = Demand(1, prompt, output, usd)
         return self.plan_demand(route, demand, _Chat(prompt, route_kwargs), checked=True)
+
+    def expected_cost(self, member: Any) -> int:
+        """What this call would cost on route ``member`` (micro-dollars): its prompt
+        as that route counts it and its output budget, at the route's prices (a
+        route without prices counts as free)."""
+        route: Route = member
+        if route.pricing is None or route.pricing.free:
+            return 0
+        known = self._costs.get(route.name)
+        if known is None:
+            prompt = self.tokens.expected(route.name, self.raw_tokens)
+            known = route.pricing.estimate(prompt, self._output_budget(route, {}))
+            self._costs[route.name] = known
+        return known
 
     def _cannot_take(self, route: Route, prompt: int) -> tuple[str, Category] | None:
         if self.tools and type(route.model).bind_tools is BaseChatModel.bind_tools:
@@ -257,6 +309,14 @@ class RoutedCall(Admission):
 
     # -------------------------------------------------------------- outcomes
 
+    def responded(self, attempt: Attempt) -> None:
+        """The route answered (or sent its first token): note how long it took,
+        once per attempt, for ``strategy="latency"``."""
+        if id(attempt) in self._responded:
+            return
+        self._responded.add(id(attempt))
+        self.stats.latency(attempt.route.name, self.clock.now() - attempt.started, self.clock.now())
+
     def succeeded(
         self,
         attempt: Attempt,
@@ -267,20 +327,22 @@ class RoutedCall(Admission):
         (``headers``: those the vendor call captured, taken in the caller's context)."""
         if headers is None:
             headers = take_captured_headers()
+        self.responded(attempt)
         # The vendor answered and was paid: from here a ledger failure is retried
         # in the background or logged, never raised instead of the answer.
-        used = usage_demand(message, attempt.prompt_tokens)
+        used = usage_demand(message, attempt.prompt_tokens, attempt.route)
         settled = settle(self.ledger, attempt.reservation, used, self.clock.now())
         self._noted(attempt, message, headers, used, settled)
 
     async def asucceeded(self, attempt: Attempt, message: BaseMessage | None) -> None:
         """:meth:`succeeded` without blocking the event loop."""
         headers = take_captured_headers()
+        self.responded(attempt)
         ledger = self.ledger
-        used = usage_demand(message, attempt.prompt_tokens)
+        used = usage_demand(message, attempt.prompt_tokens, attempt.route)
         plan = Plan(attempt.route, used, ())
         settled = await self.asettled(plan, attempt.reservation, used)
-        if not ledger.blocking or self.quiet(attempt.reservation, _headers(message, headers)):
+        if not ledger.blocking or self.quiet(attempt.reservation, _headers(message, headers), used):
             self._noted(attempt, message, headers, used, settled)
         else:
             await ledger.arun(self._noted, attempt, message, headers, used, settled)
@@ -299,7 +361,7 @@ class RoutedCall(Admission):
         reported = getattr(message, "usage_metadata", None) if message is not None else None
         if reported and reported.get("input_tokens"):
             self.tokens.observe(route.name, self.raw_tokens, int(reported["input_tokens"]))
-        cost = _message_cost(route, message) if message is not None else None
+        cost = used.usd / MICRO if route.pricing is not None else None
         if message is not None and cost is not None:
             message.response_metadata["cost"] = cost
         self.alerts = self.after_answer(
@@ -312,21 +374,32 @@ class RoutedCall(Admission):
         )
 
     def abandoned(
-        self, attempt: Attempt, message: BaseMessage | None, *, error: bool = True
+        self,
+        attempt: Attempt,
+        message: BaseMessage | None,
+        *,
+        error: bool = True,
+        counted: bool = True,
     ) -> None:
         """Settle a call that ended without a whole answer: a stream broken off after
         its first chunk, a stream the caller stopped reading, a cancelled task.
 
         The request stays counted (the vendor saw it) with what it sent so far; the
-        unspent output estimate is released.
+        unspent output estimate is released. ``counted=False`` (a hedge that lost
+        the race) counts it neither as served nor as failed.
         """
-        spent = usage_demand(message, attempt.prompt_tokens) if message is not None else None
-        if spent is None:
-            spent = Demand(1, attempt.prompt_tokens, 0)
+        route = attempt.route
+        if message is not None:
+            spent = usage_demand(message, attempt.prompt_tokens, route)
+        else:
+            # Nothing came back: the vendor may still bill the prompt.
+            usd = route.pricing.cost(attempt.prompt_tokens, 0) if route.pricing else 0
+            spent = Demand(1, attempt.prompt_tokens, 0, usd)
         settle(self.ledger, attempt.reservation, spent, self.clock.now())
         self.end_probe(tested=False)
-        route = attempt.route
         self.stats.spent(route.name, route.pool, spent)
+        if not counted:
+            return
         if error:
             self.stats.failed(route.name, "interrupted")
         else:
@@ -335,12 +408,19 @@ class RoutedCall(Admission):
             self.stats.served(route.name, fallback=fallback)
 
     async def aabandoned(
-        self, attempt: Attempt, message: BaseMessage | None, *, error: bool = True
+        self,
+        attempt: Attempt,
+        message: BaseMessage | None,
+        *,
+        error: bool = True,
+        counted: bool = True,
     ) -> None:
         """:meth:`abandoned` without blocking the event loop. Safe to await while
         the caller is being cancelled: the settlement runs to its end regardless."""
         done = asyncio.ensure_future(
-            self.ledger.arun(functools.partial(self.abandoned, attempt, message, error=error))
+            self.ledger.arun(
+                functools.partial(self.abandoned, attempt, message, error=error, counted=counted)
+            )
         )
         await asyncio.shield(done)
 
@@ -390,12 +470,3 @@ def successor_of(route: Route) -> str | None:
     return catalog.successor_of(route.provider, route.model_name) or catalog.successor_of(
         None, route.model_name
     )
-
-
-def _message_cost(route: Route, message: BaseMessage) -> float | None:
-    if route.prices is None:
-        return None
-    usage = getattr(message, "usage_metadata", None)
-    if not usage:
-        return None
-    return route.cost(int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))

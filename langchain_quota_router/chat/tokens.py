@@ -558,6 +558,26 @@ class TokenEstimator:
             estimate = raw * calibration.slope * (1 + self.margin) + calibration.offset
         return math.ceil(estimate) + self.pad
 
+    def expected(self, route: str, raw: int) -> int:
+        """Prompt tokens ``route`` will most likely count for a prompt counted ``raw``:
+        its calibrated line (or, before it has one, the median of the other routes'
+        lines), without :meth:`for_route`'s safety margin, assumed preamble and pad.
+        What comparing routes by cost needs (a route not yet calibrated must not look
+        dearer for want of observations); what is reserved stays :meth:`for_route`'s."""
+        if self._text_tokens is None:
+            self._resolve()
+        history = self._histories.get(route)
+        calibration = history.calibration if history is not None else None
+        if calibration is not None:
+            return max(0, math.ceil(raw * calibration.slope + calibration.offset))
+        # Not calibrated yet: what the calibrated routes make of such a prompt is a
+        # better guess than the raw count (whose framing overcounts short prompts).
+        lines = [h.calibration for h in self._histories.values() if h.calibration is not None]
+        if not lines:
+            return math.ceil(raw * self._prior)
+        guesses = sorted(raw * line.slope + line.offset for line in lines)
+        return max(0, math.ceil(guesses[len(guesses) // 2]))
+
     def observe(self, route: str, raw: int, reported_input_tokens: int) -> None:
         """Learn from a vendor's report: it counted ``reported_input_tokens`` for ``raw``.
 

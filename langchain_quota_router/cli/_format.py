@@ -25,6 +25,7 @@ _METRIC_SHORT = {
     "tokens": "tok",
     "input_tokens": "in",
     "output_tokens": "out",
+    "usd": "usd",
 }
 _WINDOW_SHORT = {"minute": "min", "hour": "h", "second": "s", "month": "mo"}
 
@@ -92,6 +93,15 @@ def count(value: int) -> str:
     if value < 1_000_000:
         return f"{value // 1000}k"
     return f"{value / 1_000_000:.1f}M"
+
+
+def quantity(value: float, metric: str) -> str:
+    """A limit's count in few characters: dollars as ``$0.42``, else :func:`count`."""
+    if metric == "usd":
+        if value >= 1000:
+            return f"${value / 1000:.1f}k"
+        return f"${value:.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
+    return count(int(value))
 
 
 def short_limit(limit: Limit | LimitRow) -> str:

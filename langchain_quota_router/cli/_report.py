@@ -18,7 +18,12 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from langchain_quota_router.cli import _format as fmt
-from langchain_quota_router.quota.status import read_status, status_snapshot, tightest
+from langchain_quota_router.quota.status import (
+    amount_text,
+    read_status,
+    status_snapshot,
+    tightest,
+)
 
 if TYPE_CHECKING:
     from langchain_quota_router.chat.model import QuotaRoutedChatModel
@@ -65,7 +70,8 @@ def status_text(router: QuotaRoutedChatModel) -> str:
             [
                 route.name,
                 route.pool,
-                f"{fmt.count(top.used)}/{fmt.count(top.amount)} {fmt.short_limit(top)}",
+                f"{fmt.quantity(top.used, top.metric)}/{fmt.quantity(top.amount, top.metric)} "
+                f"{fmt.short_limit(top)}",
                 fmt.bar(top.percent),
                 fmt.duration(None if top.resets_at is None else top.resets_at - now),
                 shown,
@@ -192,8 +198,8 @@ def report_text(data: dict[str, Any]) -> str:
         limit_rows = [
             [
                 fmt.clip(limit["limit"], 26),
-                str(limit["used"]),
-                str(limit["remaining"]),
+                amount_text(limit["used"], limit["metric"]),
+                amount_text(limit["remaining"], limit["metric"]),
                 f"{limit['percent']:.0f}%",
                 _iso_minutes(_epoch(limit["resets_at"])),
             ]

@@ -137,9 +137,9 @@ def sim_key(key: str, vendor: DemoVendor) -> SimKey:
     for limit in vendor.limits:
         per_minute = limit.window.kind == "sliding" and limit.window.seconds == 60
         if limit.metric == "requests":
-            values["rpm" if per_minute else "rpd"] = limit.amount
+            values["rpm" if per_minute else "rpd"] = limit.units
         else:
-            values["tpm" if per_minute else "tpd"] = limit.amount
+            values["tpm" if per_minute else "tpd"] = limit.units
     return SimKey(key, vendor.vendor, **values)
 
 
@@ -755,7 +755,7 @@ def _show_usage(out: TextIO, result: DemoResult) -> None:
             [
                 row.pool,
                 row.limit,
-                f"{fmt.count(row.used)}/{fmt.count(row.amount)}",
+                f"{fmt.quantity(row.used, row.metric)}/{fmt.quantity(row.amount, row.metric)}",
                 fmt.bar(row.percent),
             ]
         )
@@ -774,7 +774,8 @@ def _summary(out: TextIO, result: DemoResult) -> None:
                 str(result.calls_per_route.get(name, 0)),
                 str(result.vendor_429s.get(name, 0)),
                 str(result.refusals_avoided.get(name, 0)),
-                f"{fmt.count(usage.used)}/{fmt.count(usage.amount)} {fmt.short_limit(usage)}"
+                f"{fmt.quantity(usage.used, usage.metric)}/"
+                f"{fmt.quantity(usage.amount, usage.metric)} {fmt.short_limit(usage)}"
                 if usage
                 else "-",
                 fmt.bar(usage.percent) if usage else "",

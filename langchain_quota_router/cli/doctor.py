@@ -10,7 +10,10 @@ the ledger:
 - **catalog**: the entry's status (active, deprecated, retiring, retired) and its age;
   an entry read more than ``max_age_days`` ago is stale and worth re-checking;
 - **learned**: limits the vendor's headers stated that disagree with the configured
-  ones (same metric and window, another amount).
+  ones (same metric and window, another amount);
+- **prices**: where the route's prices come from (configured, or the catalog with
+  the date they were read); catalog prices read more than ``max_age_days`` ago are
+  stale (a route's ``prices=`` overrides them, and is never flagged).
 
 A route is unusable when its key is rejected or its model is not served.
 """
@@ -49,6 +52,9 @@ class RouteCheck:
             ``"retired 2026-08-16; successor openai/gpt-oss-120b"``, ``"not in the
             catalog"``).
         stale: the catalog entry is older than the doctor's age limit.
+        prices: where the route's prices come from (``"configured"``, ``"catalog,
+            read 2025-11-01"``, ``"none"``).
+        stale_prices: the catalog's prices for the model are older than the limit.
         learned: learned limits that disagree with configured ones, as text.
         detail: why a check came out as it did (the vendor's message, redacted).
     """
@@ -59,6 +65,8 @@ class RouteCheck:
     model_served: ModelVerdict
     catalog: str
     stale: bool = False
+    prices: str = "none"
+    stale_prices: bool = False
     learned: tuple[str, ...] = ()
     detail: str = ""
     problems: tuple[str, ...] = field(default=())
@@ -143,6 +151,9 @@ def _check(
         if info.status == "retired" and verdict == "unknown":
             verdict = "not served"
             problems.append("the catalog says the vendor retired it")
+    prices, stale_prices = _prices(route, info, day, max_age_days)
+    if stale_prices:
+        problems.append(f"the catalog's prices are old ({prices})")
     if key == "rejected":
         problems.insert(0, "the vendor rejected the key")
     learned = tuple(_disagreements(router, route))
@@ -154,10 +165,35 @@ def _check(
         model_served=verdict,
         catalog=described,
         stale=stale,
+        prices=prices,
+        stale_prices=stale_prices,
         learned=learned,
         detail=detail,
         problems=tuple(problems),
     )
+
+
+def _prices(
+    route: Route, info: catalog.ModelInfo | None, day: dt.date, max_age_days: int
+) -> tuple[str, bool]:
+    """Where a route's prices come from, and whether the catalog's are stale."""
+    if route.pricing is None:
+        return "none", False
+    if info is None or info.pricing != route.pricing:
+        return "configured", False
+    dated = next(
+        (
+            e
+            for e in catalog.price_entries()
+            if e.model == info.model and catalog.find_model(e.vendor, e.model) is info
+        ),
+        None,
+    )
+    if dated is None:
+        return "catalog", False
+    age = (day - dated.checked).days
+    shown = f"catalog, read {dated.checked.isoformat()} ({age} days ago) from {dated.source}"
+    return shown, age > max_age_days
 
 
 def _disagreements(router: QuotaRoutedChatModel, route: Route) -> Iterable[str]:

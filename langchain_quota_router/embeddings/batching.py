@@ -47,12 +47,12 @@ def batch_length(
     most = batch_size
     if count_items:
         for lim in limits:
-            if lim.metric == "requests" and lim.amount > 0:
-                most = min(most, lim.amount)
+            if lim.metric == "requests" and lim.units > 0:
+                most = min(most, lim.units)
     token_cap = batch_tokens
     for lim in limits:
-        if lim.metric in ("tokens", "input_tokens") and lim.amount > 0:
-            token_cap = lim.amount if token_cap is None else min(token_cap, lim.amount)
+        if lim.metric in ("tokens", "input_tokens") and lim.units > 0:
+            token_cap = lim.units if token_cap is None else min(token_cap, lim.units)
     end = min(len(tokens), start + max(1, most))
     if token_cap is None:
         return end - start

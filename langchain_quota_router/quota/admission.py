@@ -147,7 +147,10 @@ class Policy:
         clock: what "now" is.
         stats: this process's counters (and the fleet's, when wired).
         alerts: threshold alerts as pools fill.
-        strategy: ``"priority"`` (in priority order) or ``"spread"`` (most room first).
+        strategy: ``"priority"`` (in priority order), ``"spread"`` (most room
+            first), or order keys (see :data:`STRATEGIES`): ``"cost"``, ``"latency"``,
+            or a tuple such as ``("free", "latency")``; priority breaks every tie.
+        latency: each member's observed latency, for the ``"latency"`` key.
         max_wait: seconds a call may wait for quota before giving up.
         transient_cooldown: seconds a member rests after a 5xx or timeout.
         rate_limit_cooldown: seconds a member rests after a 429 that names no time.
@@ -171,7 +174,7 @@ class Policy:
     clock: Clock
     stats: RouterStats
     alerts: AlertTracker
-    strategy: str
+    strategy: str | tuple[str, ...]
     max_wait: float
     transient_cooldown: float
     rate_limit_cooldown: float
@@ -181,6 +184,17 @@ class Policy:
     successor_of: Callable[[Any], str | None] = field(default=lambda m: None, compare=False)
     retry_bad_requests: bool = True
     probe_wait: float = 30.0
+    latency: Any = field(default=None, compare=False)
+
+    @functools.cached_property
+    def order_keys(self) -> tuple[str, ...]:
+        """The strategy as order keys (empty for ``priority`` and ``spread``)."""
+        return order_keys(self.strategy)
+
+    @functools.cached_property
+    def uses_rooms(self) -> bool:
+        """Whether the order reads each pool's room left."""
+        return self.strategy == "spread" or "room" in self.order_keys
 
     @functools.cached_property
     def by_priority(self) -> tuple[Any, ...]:
@@ -221,6 +235,35 @@ class Plan:
 
 #: What :meth:`Admission.plan` returns when no further member may be tried.
 STOP = object()
+
+#: What each named strategy orders by, key after key (priority breaks every tie):
+#: ``free`` (members whose calls cost nothing first), ``cost`` (the expected cost of
+#: this call), ``room`` (most room left in the pool first), ``latency`` (fastest
+#: observed first; a member never observed first of all, so it gets measured).
+STRATEGIES: dict[str, tuple[str, ...]] = {
+    "priority": (),
+    "spread": (),
+    "cost": ("cost", "room"),
+    "latency": ("free", "latency"),
+}
+ORDER_KEYS = ("free", "cost", "room", "latency", "priority")
+
+
+def order_keys(strategy: str | Sequence[str]) -> tuple[str, ...]:
+    """A strategy (a name of :data:`STRATEGIES` or a sequence of order keys) as the
+    order keys it sorts by; a ValueError names what is unknown."""
+    if isinstance(strategy, str):
+        if strategy not in STRATEGIES:
+            known = ", ".join(STRATEGIES)
+            msg = f"unknown strategy {strategy!r}; known: {known} or a tuple of {ORDER_KEYS}"
+            raise ValueError(msg)
+        return STRATEGIES[strategy]
+    keys = tuple(strategy)
+    unknown = [k for k in keys if k not in ORDER_KEYS]
+    if not keys or unknown:
+        msg = f"a strategy tuple takes order keys from {ORDER_KEYS}, got {keys!r}"
+        raise ValueError(msg)
+    return keys
 
 
 class Admission:
@@ -268,6 +311,8 @@ class Admission:
         in :meth:`settled`, :meth:`failed_with` or an abandon of the client's."""
         ledger, now = self.ledger, self.clock.now()
         self.pools.refresh(now)
+        if self._latency_due(now):
+            self._refresh_latency(now)
         for pool in self._pools_to_read():
             self.policy.rooms.usage(pool, ledger.usage(pool, self.pools[pool], now))
         for plan in self._plans(now):
@@ -292,6 +337,8 @@ class Admission:
         ledger, now = self.ledger, self.clock.now()
         if self.pools.due(now):
             await ledger.arun(self.pools.refresh, now)
+        if self._latency_due(now):
+            await ledger.arun(self._refresh_latency, now)
         for pool in self._pools_to_read():
             self.policy.rooms.usage(pool, await ledger.ausage(pool, self.pools[pool], now))
         for plan in self._plans(now):
@@ -359,6 +406,18 @@ class Admission:
             self._probe = None
             self.pools.end_probe(pool, probe, tested=tested)
 
+    def _latency_due(self, now: float) -> bool:
+        board = self.policy.latency
+        return board is not None and "latency" in self.policy.order_keys and board.due(now)
+
+    def _refresh_latency(self, now: float) -> None:
+        """Take in the fleet's latencies; a ledger that cannot say leaves this
+        process's own (ordering is a preference, never a reason to fail a call)."""
+        try:
+            self.policy.latency.refresh(now)
+        except Exception as exc:  # noqa: BLE001 - any storage error: keep what we know
+            logger.debug("could not read the fleet's latencies: %s", exc)
+
     def _plans(self, now: float) -> Iterator[Plan]:
         """The members to ask the ledger for, in order, each with its demand
         (lazily: the caller stops at the first admitted one)."""
@@ -402,7 +461,7 @@ class Admission:
             self.end_probe(tested=False)
             self._refused(member, made)
             return False
-        if made.levels and self.policy.strategy == "spread":
+        if made.levels and self.policy.uses_rooms:
             self.policy.rooms.note(member.pool, made.levels)
         # After a bad request, one more member is tried: one that is called, not
         # one the ledger turned away without sending anything.
@@ -455,7 +514,7 @@ class Admission:
         thousand such members must cost little more than one)."""
         self.known_full.append(member)
         self._trail.append(member)
-        if self.policy.strategy == "spread":
+        if self.policy.uses_rooms:
             self.policy.rooms.full(member.pool)
 
     def fell_back(self) -> bool:
@@ -530,6 +589,11 @@ class Admission:
         preferred = policy.member_map.get(self.preferred) if self.preferred else None
         if preferred is not None:
             yield preferred
+        if policy.order_keys:
+            rest = [m for m in policy.by_priority if m is not preferred]
+            rest.sort(key=self.order_key)  # stable: priority breaks ties
+            yield from rest
+            return
         if policy.strategy != "spread":
             for member in policy.by_priority:
                 if member is not preferred:
@@ -543,9 +607,33 @@ class Admission:
         rest.sort(key=lambda m: -rooms.room(m.pool))  # stable: priority breaks ties
         yield from rest
 
+    def order_key(self, member: Any) -> tuple[float, ...]:
+        """Where ``member`` goes under an order-key strategy (lower first)."""
+        policy = self.policy
+        found: list[float] = []
+        for key in policy.order_keys:
+            if key == "free":
+                found.append(0.0 if self.expected_cost(member) == 0 else 1.0)
+            elif key == "cost":
+                found.append(float(self.expected_cost(member)))
+            elif key == "room":
+                found.append(-policy.rooms.room(member.pool))
+            elif key == "latency":
+                seen = policy.latency.seconds(member.name) if policy.latency else None
+                found.append(-1.0 if seen is None else seen)
+            else:
+                found.append(float(member.priority))
+        return tuple(found)
+
+    def expected_cost(self, member: Any) -> int:
+        """What this call would cost on ``member`` (micro-dollars), for the ``cost``
+        and ``free`` order keys: clients that know their demand say; 0 here."""
+        return 0
+
     def _pools_to_read(self) -> list[str]:
-        """Under ``spread``, the pools whose room to read for this call."""
-        if self.policy.strategy != "spread":
+        """Under ``spread`` (or a ``room`` order key), the pools whose room to read
+        for this call."""
+        if not self.policy.uses_rooms:
             return []
         return self.policy.rooms.to_read()
 
@@ -575,6 +663,7 @@ class Admission:
         Returns the alerts now due."""
         now = self.clock.now()
         alerts: list[Any] = []
+        reservation = _as_settled(reservation, used)
         try:
             if settled:
                 alerts = self.policy.alerts.check(
@@ -593,17 +682,22 @@ class Admission:
         self.stats.spent(member.name, member.pool, used)
         return alerts
 
-    def quiet(self, reservation: Reservation, headers: Mapping[str, str] | None) -> bool:
+    def quiet(
+        self,
+        reservation: Reservation,
+        headers: Mapping[str, str] | None,
+        used: Demand | None = None,
+    ) -> bool:
         """Whether noting this answer cannot touch the ledger (no headers to
-        observe, no alert threshold near)."""
+        observe, no alert threshold near once settled with ``used``)."""
         if headers:
             return False
         if not self.policy.alerts.thresholds:
             return True
         lowest = self.policy.alerts.thresholds[0]
-        levels = reservation.levels
+        levels = _as_settled(reservation, used).levels if used else reservation.levels
         return bool(levels) and all(
-            not lim.amount or 100.0 * used / lim.amount < lowest for lim, used in levels
+            not lim.units or 100.0 * used / lim.units < lowest for lim, used in levels
         )
 
     def failed_with(
@@ -624,11 +718,13 @@ class Admission:
         self.stats.failed(member.name, failure.kind.value)
         self.last_vendor_error = exc
         # The vendor refused or never answered: it spent no tokens. Requests stay
-        # counted for failures the vendor may have counted (5xx, timeouts).
+        # counted for failures the vendor may have counted (5xx, timeouts), and so
+        # does the estimated cost: a call that timed out may still be billed.
         spent = 1 if failure.kind == FailureKind.TRANSIENT else 0
-        settle(self.ledger, reservation, Demand(spent, 0, 0), now)
+        used = Demand(spent, 0, 0, reservation.demand.usd if spent else 0)
+        settle(self.ledger, reservation, used, now)
         if spent:
-            self.stats.spent(member.name, member.pool, Demand(spent, 0, 0))
+            self.stats.spent(member.name, member.pool, used)
         self.skip(
             member,
             f"{failure.kind.value}: {failure.message}",
@@ -812,6 +908,19 @@ class Admission:
         keys = self.keys() if keys is None else keys
         # Known keys only: the reasons' other text was redacted when classified.
         return {name: mask(why, keys, shapes=False) for name, why in self.reasons.items()}
+
+
+def _as_settled(reservation: Reservation, used: Demand) -> Reservation:
+    """``reservation`` with its levels as they stand once settled with ``used``: a
+    call may cost more than its estimate (a vendor's reported cost), and alerts
+    must see what was really spent."""
+    if not reservation.levels:
+        return reservation
+    levels = tuple(
+        (lim, level + used.amount(lim.metric) - reservation.demand.amount(lim.metric))
+        for lim, level in reservation.levels
+    )
+    return dataclasses.replace(reservation, levels=levels)
 
 
 def _hold_category(refusal: Refusal) -> Category:

@@ -45,6 +45,7 @@ from langchain_quota_router.quota.ledger.fleet import (
     Key,
     Row,
 )
+from langchain_quota_router.quota.limits import MICRO
 from langchain_quota_router.quota.secrets import mask
 
 if TYPE_CHECKING:
@@ -149,7 +150,8 @@ def _rows(pending: _Pending) -> dict[Row, float]:
     for (bucket, kind, name, field), amount in pending.items():
         key: Key = (kind, name, field)
         marks: tuple[Row, ...] = ((TOTAL, 0, key), (HOUR, bucket - bucket % HOUR, key))
-        if kind == "pool":
+        if kind == "pool" or field.startswith("latency_"):
+            # Latencies by the minute too: strategy="latency" weighs recent ones more.
             marks += ((MINUTE, bucket, key),)
         for mark in marks:
             rows[mark] = rows.get(mark, 0) + amount
@@ -243,6 +245,28 @@ class FleetCounters:
         if not state.registered:
             _register(state)
 
+    def latency(self, route: str, seconds: float) -> None:
+        """How long ``route`` took to its first token or answer (see
+        :mod:`langchain_quota_router.quota.latency`)."""
+        self._add_route(route, (("latency_s", seconds), ("latency_n", 1)))
+
+    def hedged(self, route: str, *, won: bool) -> None:
+        """A hedge: ``route`` was started because the first route was slow; ``won``
+        if it answered first."""
+        self._add_route(route, (("hedged", 1), ("hedge_won", 1 if won else 0)))
+
+    def _add_route(self, route: str, fields: tuple[tuple[str, float], ...]) -> None:
+        state = self._state
+        minute = _minute(state.clock.now())
+        with state.lock:
+            pending = state.pending
+            for field, amount in fields:
+                if amount:
+                    mark = (minute, "route", route, field)
+                    pending[mark] = pending.get(mark, 0) + amount
+        if not state.registered:
+            _register(state)
+
     def hit(self, route: str | None) -> None:
         """An answer from the cache (first given by ``route``, when known)."""
         state = self._state
@@ -255,9 +279,16 @@ class FleetCounters:
             _register(state)
 
     def spent(
-        self, route: str, pool: str, requests: int, input_tokens: int, output_tokens: int
+        self,
+        route: str,
+        pool: str,
+        requests: int,
+        input_tokens: int,
+        output_tokens: int,
+        usd: int = 0,
     ) -> None:
-        """What a call through ``route`` spent of ``pool``, as the ledger settled it."""
+        """What a call through ``route`` spent of ``pool``, as the ledger settled it
+        (``usd`` in micro-dollars)."""
         state = self._state
         minute = _minute(state.clock.now())
         with state.lock:
@@ -268,6 +299,7 @@ class FleetCounters:
                 ("pool", pool, "requests", requests),
                 ("pool", pool, "input_tokens", input_tokens),
                 ("pool", pool, "output_tokens", output_tokens),
+                ("pool", pool, "usd", usd),
             ):
                 if amount:
                     mark = (minute, kind, name, field)
@@ -394,7 +426,15 @@ def reading_fleet() -> Iterator[None]:
         raise LedgerError(msg) from exc
 
 
-_ROUTE_FIELDS = ("calls", "fallbacks", "rate_limited", "refused", "cache_hits")
+_ROUTE_FIELDS = (
+    "calls",
+    "fallbacks",
+    "rate_limited",
+    "refused",
+    "cache_hits",
+    "hedged",
+    "hedge_won",
+)
 _TOKEN_FIELDS = ("tokens_in", "tokens_out")
 
 
@@ -445,12 +485,18 @@ def fleet_view(store: FleetStore, routes: Sequence[str], pools: Sequence[str]) -
     def total(field: str) -> int:
         return sum(int(r[field]) for r in per_route.values())
 
-    pool_rows = {
-        pool: dict.fromkeys(("requests", "input_tokens", "output_tokens", "refused"), 0)
+    pool_rows: dict[str, dict[str, Any]] = {
+        pool: {**dict.fromkeys(("requests", "input_tokens", "output_tokens", "refused"), 0)}
         for pool in pools
     }
+    for row in pool_rows.values():
+        row["cost"] = 0.0
     for (_, name, field), value in pool_totals.items():
-        if name in pool_rows and field in pool_rows[name]:
+        if name not in pool_rows:
+            continue
+        if field == "usd":  # micro-dollars, as the ledger counts them
+            pool_rows[name]["cost"] = round(float(value) / MICRO, 6)
+        elif field in pool_rows[name]:
             pool_rows[name][field] = int(value)
     return {
         "total_calls": total("calls"),
@@ -463,6 +509,8 @@ def fleet_view(store: FleetStore, routes: Sequence[str], pools: Sequence[str]) -
         "rate_limited": total("rate_limited"),
         "refused": total("refused"),
         "cache_hits": total("cache_hits") + unknown_hits,
+        "hedged": total("hedged"),
+        "hedge_won": total("hedge_won"),
         "tokens_in": total("tokens_in"),
         "tokens_out": total("tokens_out"),
         "cost": round(sum(float(r["cost"]) for r in per_route.values()), 9),
@@ -560,6 +608,7 @@ _FIELDS = {
     "tokens": ("input_tokens", "output_tokens"),
     "input_tokens": ("input_tokens",),
     "output_tokens": ("output_tokens",),
+    "usd": ("usd",),
 }
 
 
@@ -648,7 +697,7 @@ def usage_history(
                             continue  # no minute detail kept this far back
                         lo = math.floor(start / HOUR) * HOUR
                     used = sum(spent(m, lo, hi) for m in marks)
-                amount = limit.amount
+                amount = limit.units
                 percent = min(100.0, 100.0 * used / amount) if amount else 100.0
                 rows.append(
                     {
@@ -658,8 +707,8 @@ def usage_history(
                         "limit": str(limit),
                         "metric": limit.metric,
                         "window": window.describe(),
-                        "used": round(used),
-                        "amount": amount,
+                        "used": limit.shown(round(used)),
+                        "amount": limit.amount,
                         "percent": round(percent, 2),
                     }
                 )

@@ -10,6 +10,11 @@ A limit string reads like the vendor's own page::
     "1000/month"                     calendar month, UTC unless a zone is given
     "100000 tokens/24h", "1/90s"     rolling windows of that length
     "5000 tokens/once"               a one-time credit that never resets
+    "$5/month", "$0.50/day"          dollars spent (any window above); "5 usd/month" too
+    "$20/once"                       a prepaid credit in dollars
+
+Dollar limits are counted in whole micro-dollars (``Limit.units``): the ledger adds
+integers, exactly, on every backend. ``Limit.amount`` stays in dollars, as written.
 
 Sliding and rolling windows are counted in buckets of 1/60 of the window (at least one
 second). A bucket that overlaps the window counts whole, so the router may be a little
@@ -22,13 +27,14 @@ import datetime as dt
 import math
 import re
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from langchain_quota_router.quota.errors import ConfigurationError
 
-Metric = Literal["requests", "tokens", "input_tokens", "output_tokens"]
+Metric = Literal["requests", "tokens", "input_tokens", "output_tokens", "usd"]
 WindowKind = Literal["sliding", "calendar", "once"]
 
 MAX_AMOUNT = 2**53
@@ -42,6 +48,9 @@ resets. Longer spans would overflow the arithmetic on epoch seconds."""
 # More digits than this cannot be at most MAX_AMOUNT (16 digits) or a window count
 # at most MAX_WINDOW_SECONDS: refuse them before int() reads thousands of digits.
 _MAX_DIGITS = 20
+
+#: Ledger units per dollar: dollar limits and costs are counted in micro-dollars.
+MICRO = 1_000_000
 
 _UNITS: dict[str, tuple[WindowKind, int]] = {
     "s": ("sliding", 1),
@@ -63,6 +72,8 @@ _METRICS: dict[str, Metric] = {
     "token": "tokens",
     "input token": "input_tokens",
     "output token": "output_tokens",
+    "usd": "usd",
+    "dollar": "usd",
 }
 #: A whole number as limits write it: ASCII digits, grouped by "_" or ",".
 _WHOLE = r"-?\d+(?:[_,]\d+)*"
@@ -70,8 +81,9 @@ _WHOLE_RE = re.compile(_WHOLE, re.ASCII)
 
 _LIMIT_RE = re.compile(
     rf"""^\s*
-    (?P<amount>{_WHOLE})\s*
-    (?P<metric>(?:input\s+|output\s+)?(?:requests?|calls?|tokens?))?\s*
+    (?P<dollar>\$\s*)?
+    (?P<amount>{_WHOLE}(?:\.\d+)?)\s*
+    (?P<metric>(?:input\s+|output\s+)?(?:requests?|calls?|tokens?)|usd|dollars?)?\s*
     /\s*
     (?P<count>\d+(?:\.\d+)?)?\s*
     (?P<unit>[a-z]+)
@@ -236,30 +248,62 @@ class Window:
 class Limit:
     """At most ``amount`` of ``metric`` in each ``window``.
 
-    Build one from a string with :meth:`parse` (``Limit.parse("30/minute")``) or
-    directly: ``Limit(30, "requests", Window("sliding", 60))``.
+    Build one from a string with :meth:`parse` (``Limit.parse("30/minute")``,
+    ``Limit.parse("$5/month")``) or directly: ``Limit(30, "requests", Window("sliding",
+    60))``, ``Limit(5, "usd", Window("calendar", unit="month"))`` (five dollars).
+
+    ``amount`` is in the metric's own unit (dollars for ``"usd"``); the ledger counts
+    :attr:`units`, whole numbers (micro-dollars for ``"usd"``).
     """
 
-    amount: int
+    amount: int | float
     metric: Metric = "requests"
     window: Window = field(default_factory=lambda: Window("sliding", 60))
+    _units: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.amount, bool) or not isinstance(self.amount, int):
-            msg = f"limit amount must be an int, got {self.amount!r}"
-            raise ConfigurationError(msg)
         if self.metric not in _METRICS.values():
             msg = f"unknown limit metric {self.metric!r}"
             raise ConfigurationError(msg)
+        amount = self.amount
+        if self.metric == "usd":
+            if (
+                isinstance(amount, bool)
+                or not isinstance(amount, (int, float))
+                or not math.isfinite(amount)
+            ):
+                msg = f"a dollar limit's amount must be a number of dollars, got {amount!r}"
+                raise ConfigurationError(msg)
+            units = to_micro(amount)
+        else:
+            if isinstance(amount, bool) or not isinstance(amount, int):
+                msg = f"limit amount must be an int, got {amount!r}"
+                raise ConfigurationError(msg)
+            units = amount
         if not isinstance(self.window, Window):
             msg = f"a limit's window must be a Window, got {self.window!r}"
             raise ConfigurationError(msg)
-        if self.amount < 0:
+        if units < 0 or amount < 0:
             msg = f"limit {self.describe()!r} is negative"
             raise ConfigurationError(msg)
-        if self.amount > MAX_AMOUNT:
-            msg = f"limit {self.describe()!r} is too large (at most {MAX_AMOUNT})"
+        if units > MAX_AMOUNT:
+            msg = f"limit {self.describe()!r} is too large (at most {MAX_AMOUNT} units)"
             raise ConfigurationError(msg)
+        object.__setattr__(self, "_units", units)
+
+    @property
+    def units(self) -> int:
+        """The limit in the ledger's whole units: ``amount``, or micro-dollars for a
+        dollar limit. Every comparison with what the ledger counts uses this."""
+        return self._units
+
+    def shown(self, units: int) -> int | float:
+        """A count of this limit's ledger units in its own unit (dollars for ``usd``)."""
+        return units / MICRO if self.metric == "usd" else units
+
+    def show(self, units: int) -> str:
+        """A count of this limit's units as people read it (``"$0.003"``, ``"3000"``)."""
+        return dollars(units) if self.metric == "usd" else str(units)
 
     @property
     def series(self) -> str:
@@ -268,7 +312,7 @@ class Limit:
 
     @classmethod
     def parse(cls, text: str | Limit) -> Limit:
-        """Read a limit string such as ``"12000 tokens/minute"``.
+        """Read a limit string such as ``"12000 tokens/minute"`` or ``"$5/month"``.
 
         Raises:
             ConfigurationError: naming the string when it does not parse.
@@ -283,21 +327,31 @@ class Limit:
             msg = (
                 f"cannot parse limit {text!r}: expected forms like '30/minute', "
                 "'12000 tokens/minute', '1000/day@America/Los_Angeles', "
-                "'100000 tokens/24h' or '5000 tokens/once'"
+                "'100000 tokens/24h', '5000 tokens/once' or '$5/month'"
             )
             raise ConfigurationError(msg)
         if match["amount"].startswith("-"):
             msg = f"limit {text!r} is negative"
             raise ConfigurationError(msg)
-        amount = parse_whole(match["amount"])
-        if amount is None:
-            msg = f"limit {text!r} is too large (at most {MAX_AMOUNT})"
-            raise ConfigurationError(msg)
-        if amount > MAX_AMOUNT:
-            msg = f"limit {text!r} is too large (at most {MAX_AMOUNT})"
-            raise ConfigurationError(msg)
         metric_word = re.sub(r"\s+", " ", (match["metric"] or "").lower())
-        metric = _METRICS[metric_word.rstrip("s")]
+        metric = _METRICS[metric_word.rstrip("s")] if metric_word != "usd" else "usd"
+        if match["dollar"] is not None:
+            if metric_word:
+                msg = f"cannot parse limit {text!r}: write '$5/month' or '5 usd/month'"
+                raise ConfigurationError(msg)
+            metric = "usd"
+        amount: int | float
+        if metric == "usd":
+            amount = parse_dollars(match["amount"], text)
+        else:
+            if "." in match["amount"]:
+                msg = f"limit {text!r}: only dollar limits take a fraction"
+                raise ConfigurationError(msg)
+            whole = parse_whole(match["amount"])
+            if whole is None or whole > MAX_AMOUNT:
+                msg = f"limit {text!r} is too large (at most {MAX_AMOUNT})"
+                raise ConfigurationError(msg)
+            amount = whole
         unit = match["unit"].lower()
         if unit not in _UNITS and unit.endswith("s") and unit[:-1] in _UNITS:
             unit = unit[:-1]
@@ -315,8 +369,6 @@ class Limit:
             msg = f"limit {text!r}: only day and month windows take a time zone"
             raise ConfigurationError(msg)
         if kind == "sliding":
-            # Exact arithmetic: a float overflows on "10/1e400"-sized counts and
-            # rounds "10/0.1h".
             # Exact arithmetic: a float overflows on a count of 400 digits and
             # rounds "10/0.1h"; a count longer than any sensible span is refused
             # before int() reads thousands of digits.
@@ -344,10 +396,16 @@ class Limit:
             )
         else:
             window = Window("once")
-        return cls(amount, metric, window)
+        try:
+            return cls(amount, metric, window)
+        except ConfigurationError as exc:
+            msg = f"limit {text!r}: {exc}"
+            raise ConfigurationError(msg) from None
 
     def describe(self) -> str:
         """The limit as a string :meth:`parse` reads back."""
+        if self.metric == "usd":
+            return f"{dollars(to_micro(self.amount))}/{self.window.describe()}"
         noun = {
             "requests": "",
             "tokens": " tokens",
@@ -358,6 +416,41 @@ class Limit:
 
     def __str__(self) -> str:
         return self.describe()
+
+
+def to_micro(dollars_: float) -> int:
+    """Dollars as whole micro-dollars (the ledger's unit), rounded to the nearest;
+    read through its shortest decimal form, so ``0.1`` is exactly 100,000."""
+    if not math.isfinite(dollars_):
+        msg = f"not a number of dollars: {dollars_!r}"
+        raise ConfigurationError(msg)
+    return int((Decimal(repr(dollars_)) * MICRO).to_integral_value(ROUND_HALF_UP))
+
+
+def dollars(units: int) -> str:
+    """Micro-dollars as people write dollars: ``"$5"``, ``"$0.50"``, ``"$0.003"``."""
+    sign = "-" if units < 0 else ""
+    whole, micro = divmod(abs(units), MICRO)
+    if not micro:
+        return f"{sign}${whole}"
+    cents = f"{micro:06d}".rstrip("0")
+    return f"{sign}${whole}.{cents:0<2}"
+
+
+def parse_dollars(text: str, where: str) -> int | float:
+    """A dollar amount as a limit string writes it (``"5"``, ``"0.50"``, ``"1,000"``):
+    an int when whole, else a float; finer than a micro-dollar is refused."""
+    head, _, tail = text.partition(".")
+    whole = parse_whole(head)
+    if whole is None or whole > MAX_AMOUNT // MICRO or len(tail) > 2 * _MAX_DIGITS:
+        msg = f"limit {where!r}: not a dollar amount the ledger can count"
+        raise ConfigurationError(msg)
+    if not tail.rstrip("0"):
+        return whole
+    if len(tail.rstrip("0")) > 6:
+        msg = f"limit {where!r}: dollar amounts are counted to the micro-dollar (6 decimals)"
+        raise ConfigurationError(msg)
+    return float(f"{whole}.{tail}")
 
 
 def parse_whole(text: str) -> int | None:

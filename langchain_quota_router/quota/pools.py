@@ -263,7 +263,7 @@ class RoomBoard:
 
     def note(self, pool: str, levels: Sequence[tuple[Limit, int]]) -> None:
         """A reservation's levels: ``(limit, used)`` counting it."""
-        shares = [(lim.amount - used) / lim.amount for lim, used in levels if lim.amount > 0]
+        shares = [(lim.units - used) / lim.units for lim, used in levels if lim.units > 0]
         self._set(pool, max(0.0, min(shares)) if shares else 1.0)
 
     def full(self, pool: str) -> None:

@@ -33,11 +33,15 @@ class RouterStats:
     errors: int = 0
     errors_per_route: Counter[str] = field(default_factory=Counter)
     cache_hits: int = 0
+    hedged: int = 0
+    hedge_won: int = 0
     last_route: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: Where every event is counted for the fleet too: a ``_fleet.FleetCounters``
     #: (it writes to the ledger from a background thread), or None.
     fleet: Any = field(default=None, repr=False, compare=False)
+    #: Each route's observed latency: a ``quota.latency.LatencyBoard``, or None.
+    latency_board: Any = field(default=None, repr=False, compare=False)
 
     def served(self, route: str, *, fallback: bool, cost: float | None = None) -> None:
         """Count a call a route answered (after others could not, if ``fallback``),
@@ -80,7 +84,27 @@ class RouterStats:
         settled it with (the fleet's usage history is made of these)."""
         fleet = self.fleet
         if fleet is not None:
-            fleet.spent(route, pool, used.requests, used.input_tokens, used.output_tokens)
+            fleet.spent(route, pool, used.requests, used.input_tokens, used.output_tokens, used.usd)
+
+    def latency(self, route: str, seconds: float, now: float) -> None:
+        """How long ``route`` took to its first token or answer: for the latency
+        board (``latency``, set by the router) and the fleet."""
+        board = self.latency_board
+        if board is not None:
+            board.observe(route, seconds, now)
+        fleet = self.fleet
+        if fleet is not None:
+            fleet.latency(route, seconds)
+
+    def hedge(self, route: str, *, won: bool) -> None:
+        """Count a hedged attempt on ``route`` (started because the first route was
+        slow), and whether it answered first."""
+        with self._lock:
+            self.hedged += 1
+            self.hedge_won += int(won)
+        fleet = self.fleet
+        if fleet is not None:
+            fleet.hedged(route, won=won)
 
     def hit(self, route: str | None = None) -> None:
         """Count an answer from the cache (first given by ``route``, when known)."""
@@ -100,5 +124,8 @@ class RouterStats:
                 "errors": self.errors,
                 "errors_per_route": dict(self.errors_per_route),
                 "cache_hits": self.cache_hits,
+                "hedged": self.hedged,
+                "hedge_won": self.hedge_won,
                 "last_route": self.last_route,
+                "latency": self.latency_board.snapshot() if self.latency_board else {},
             }

@@ -28,6 +28,7 @@ from langchain_quota_router.quota.admission import model_subject
 from langchain_quota_router.quota.clock import Clock, iso
 from langchain_quota_router.quota.ledger import Hold, Ledger, LimitUsage
 from langchain_quota_router.quota.ledger.records import KEY_PREFIX, MODEL_PREFIX, POOL_PREFIX
+from langchain_quota_router.quota.limits import dollars, to_micro
 from langchain_quota_router.quota.secrets import Masker
 from langchain_quota_router.quota.watch import Lifespan, estimate_lifespan
 
@@ -40,6 +41,7 @@ __all__ = [
     "Source",
     "StateKind",
     "Status",
+    "amount_text",
     "iso",
     "lifespan_days",
     "limit_row",
@@ -176,7 +178,8 @@ class LimitRow:
     Attributes:
         pool: the pool.
         limit: the limit as written (``"10/day"``, ``"6000 tokens/minute"``).
-        metric: ``"requests"``, ``"tokens"``, ``"input_tokens"`` or ``"output_tokens"``.
+        metric: ``"requests"``, ``"tokens"``, ``"input_tokens"``, ``"output_tokens"``
+            or ``"usd"`` (then ``used``, ``amount`` and ``remaining`` are dollars).
         window: the window as written (``"minute"``, ``"day@America/Los_Angeles"``,
             ``"24h"``, ``"once"``).
         used: what the window holds now.
@@ -195,9 +198,9 @@ class LimitRow:
     limit: str
     metric: str
     window: str
-    used: int
-    amount: int
-    remaining: int
+    used: int | float
+    amount: int | float
+    remaining: int | float
     percent: float
     resets_at: float | None
     learned_at: float | None
@@ -222,6 +225,14 @@ class LimitRow:
         }
 
 
+def amount_text(value: float, metric: str) -> str:
+    """A limit row's ``used``, ``amount`` or ``remaining`` as people read it:
+    dollars as ``$0.75`` for a dollar limit, else the count."""
+    if metric == "usd":
+        return dollars(to_micro(value))
+    return str(value)
+
+
 def limit_row(usage: LimitUsage) -> LimitRow:
     """The row for one :class:`~langchain_quota_router.quota.ledger.LimitUsage`."""
     return LimitRow(
@@ -229,9 +240,9 @@ def limit_row(usage: LimitUsage) -> LimitRow:
         limit=str(usage.limit),
         metric=usage.limit.metric,
         window=usage.limit.window.describe(),
-        used=usage.used,
+        used=usage.limit.shown(usage.used),
         amount=usage.limit.amount,
-        remaining=usage.remaining,
+        remaining=usage.limit.shown(usage.remaining),
         percent=round(usage.percent, 2),
         resets_at=usage.resets_at,
         learned_at=usage.learned_at,

@@ -21,14 +21,15 @@ ALERT_EVENT = "quota_alert"
 
 @dataclass(frozen=True)
 class QuotaAlert:
-    """A pool crossed a share of one of its limits."""
+    """A pool crossed a share of one of its limits (``used`` and ``amount`` in the
+    limit's own unit: dollars for a dollar limit)."""
 
     pool: str
     limit: str
     threshold: float
     percent: float
-    used: int
-    amount: int
+    used: int | float
+    amount: int | float
     resets_at: str | None
 
     def as_event(self) -> dict[str, Any]:
@@ -65,7 +66,7 @@ class AlertTracker:
             near = [
                 limit
                 for limit, used in reservation.levels
-                if limit.amount and 100.0 * used / limit.amount >= lowest
+                if limit.units and 100.0 * used / limit.units >= lowest
             ]
         else:  # the backend reports no levels: ask
             near = list(limits)
@@ -92,7 +93,7 @@ class AlertTracker:
                 alerts.append(_alert(usage, max(fresh)))
         for alert in alerts:
             logger.warning(
-                "quota alert: pool %s has used %.0f%% of %s (%d of %d)%s",
+                "quota alert: pool %s has used %.0f%% of %s (%s of %s)%s",
                 alert.pool,
                 alert.percent,
                 alert.limit,
@@ -123,7 +124,7 @@ def _alert(usage: LimitUsage, threshold: float) -> QuotaAlert:
         limit=str(usage.limit),
         threshold=threshold,
         percent=round(usage.percent, 1),
-        used=usage.used,
+        used=usage.limit.shown(usage.used),
         amount=usage.limit.amount,
         resets_at=resets,
     )

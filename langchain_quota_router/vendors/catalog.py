@@ -125,6 +125,7 @@ from langchain_core.language_models import BaseChatModel
 
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.quota.limits import Limit
+from langchain_quota_router.quota.pricing import Prices
 from langchain_quota_router.vendors.embedders import EMBEDDERS
 from langchain_quota_router.vendors.kinds import (
     HEADER_FAMILIES,
@@ -176,7 +177,13 @@ class ModelInfo:
         limits: limit strings :meth:`langchain_quota_router.Limit.parse` reads.
         context_window: the context size in tokens, when known.
         prices: USD per million input and output tokens; ``(0.0, 0.0)`` for models
-            that cost nothing within the limits given.
+            that cost nothing within the limits given; ``None``: not on record.
+        cached_input_price: USD per million prompt tokens served from the vendor's
+            prompt cache, where it prices them apart; ``None``: not on record
+            (cached tokens are then costed at the input price, an upper bound).
+        prices_source: the page the prices were read from (default: ``source``).
+        prices_checked: the date the prices were read (default: ``checked``);
+            ``quota-router doctor --max-age-days`` flags prices older than that.
         status: ``active``, ``deprecated`` (still served), ``retiring`` (served until
             ``status_date``) or ``retired`` (shut down).
         status_date: when the status took or takes effect (deprecated on, shuts down
@@ -211,6 +218,16 @@ class ModelInfo:
     batch_tokens: int | None = None
     counts_items: bool = False
     tiers: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    cached_input_price: float | None = None
+    prices_source: str | None = None
+    prices_checked: dt.date | None = None
+
+    @property
+    def pricing(self) -> Prices | None:
+        """The prices as a route takes them, if on record."""
+        if self.prices is None:
+            return None
+        return Prices(self.prices[0], self.prices[1], self.cached_input_price)
 
     @property
     def is_embedding(self) -> bool:
@@ -354,6 +371,9 @@ _MODEL_FIELDS = {
     "batch_tokens",
     "counts_items",
     "tiers",
+    "cached_input_price",
+    "prices_source",
+    "prices_checked",
 }
 _EMBEDDING_FIELDS = ("batch_size", "batch_tokens", "counts_items")
 _VENDOR_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -635,6 +655,17 @@ def _read_model(
             missing,
             "missing: a model with a source of its own needs both source and checked",
         )
+    if ("prices_source" in fields) != ("prices_checked" in fields):
+        missing = "prices_checked" if "prices_source" in fields else "prices_source"
+        reader.fail(entry, missing, "missing: prices with a source of their own need both fields")
+    for field in ("cached_input_price", "prices_source"):
+        if field in fields and "prices" not in fields:
+            reader.fail(entry, field, "only a model with prices has one")
+    cached_price = None
+    if "cached_input_price" in fields:
+        cached_price = reader.prices(
+            entry, "cached_input_price", [fields["cached_input_price"], 0.0]
+        )[0]
     return ModelInfo(
         model=model,
         limits=reader.limits(entry, "limits", fields.get("limits", [])),
@@ -659,6 +690,13 @@ def _read_model(
         batch_tokens=_optional_int(reader, entry, fields, "batch_tokens"),
         counts_items=reader.boolean(entry, "counts_items", fields.get("counts_items", False)),
         tiers=_read_tiers(reader, entry, fields.get("tiers", {}), vendor_tiers),
+        cached_input_price=cached_price,
+        prices_source=reader.url(entry, "prices_source", fields["prices_source"])
+        if "prices_source" in fields
+        else None,
+        prices_checked=reader.date(entry, "prices_checked", fields["prices_checked"])
+        if "prices_checked" in fields
+        else None,
     )
 
 
@@ -934,6 +972,37 @@ def stale_entries(
             if (source, checked) != (vendor.source, vendor.checked):
                 entries.append(CatalogEntry(vendor.name, model.model, source, checked))
     stale = [e for e in entries if e.age_days(day) > max_age_days]
+    return sorted(stale, key=lambda e: e.checked)
+
+
+def price_entries(
+    *,
+    catalog: Mapping[str, VendorInfo] | None = None,
+) -> list[CatalogEntry]:
+    """Every model's prices as a dated entry (``model`` is the model's name): where
+    they were read and when (a model's own ``prices_source``/``prices_checked``,
+    else its entry's). Models with no prices on record are left out."""
+    entries = []
+    for vendor in (catalog or CATALOG).values():
+        for model in vendor.models.values():
+            if model.prices is None or model.status == "retired":
+                continue
+            source = model.prices_source or model.source or vendor.source
+            checked = model.prices_checked or model.checked or vendor.checked
+            entries.append(CatalogEntry(vendor.name, model.model, source, checked))
+    return entries
+
+
+def stale_prices(
+    max_age_days: int = 90,
+    *,
+    today: dt.date | None = None,
+    catalog: Mapping[str, VendorInfo] | None = None,
+) -> list[CatalogEntry]:
+    """The models whose prices were read more than ``max_age_days`` ago, oldest
+    first (see :func:`price_entries`)."""
+    day = today or dt.date.today()
+    stale = [e for e in price_entries(catalog=catalog) if e.age_days(day) > max_age_days]
     return sorted(stale, key=lambda e: e.checked)
 
 

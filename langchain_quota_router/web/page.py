@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_quota_router.quota.clock import iso
+from langchain_quota_router.quota.status import amount_text
 
 __all__ = ["history_chart", "render_page", "sign_in_page"]
 
@@ -379,8 +380,10 @@ def render_page(
             parts.append(
                 f'<div class="limit" data-limit="{e(limit["limit"])}">'
                 f'<div class="row"><span><b>{e(limit["limit"])}</b>{learned}</span>'
-                f"<span>{limit['used']} / {limit['amount']} used · "
-                f"{limit['remaining']} left · {reset_text}</span></div>"
+                f"<span>{e(amount_text(limit['used'], limit['metric']))} / "
+                f"{e(amount_text(limit['amount'], limit['metric']))} used · "
+                f"{e(amount_text(limit['remaining'], limit['metric']))} left · "
+                f"{reset_text}</span></div>"
                 f'<div class="bar" role="progressbar" aria-label="{e(limit["limit"])}" '
                 f'aria-valuemin="0" aria-valuemax="100" aria-valuenow="{percent:.0f}">'
                 f'<div class="fill {level}" style="width:{percent:.1f}%"></div></div></div>'

@@ -134,16 +134,17 @@ class BucketLedger(Ledger):
 
     def _check(self, pool: str, limit: Limit, need: int, used: int, now: float) -> Refusal | None:
         """Why ``need`` does not fit ``limit`` with ``used`` counted, if it does not."""
-        if need > limit.amount:
-            why = f"needs {need} {limit.metric}, more than {limit} allows at all"
+        if need > limit.units:
+            why = f"needs {limit.show(need)} {limit.metric}, more than {limit} allows at all"
             return Refusal(pool, why, None, limit)
-        if used + need <= limit.amount:
+        if used + need <= limit.units:
             return None
         lo, hi = limit.window.bucket_range(now)
         buckets = self._buckets(pool, limit.series, lo, hi)
-        retry_at = limit.window.frees_at(now, buckets, used + need - limit.amount)
-        room = max(0, limit.amount - used)
-        return Refusal(pool, f"{limit} is used up ({used} counted)", retry_at, limit, room)
+        retry_at = limit.window.frees_at(now, buckets, used + need - limit.units)
+        room = max(0, limit.units - used)
+        why = f"{limit} is used up ({limit.show(used)} counted)"
+        return Refusal(pool, why, retry_at, limit, room)
 
     def settle(self, reservation: Reservation, used: Demand, now: float) -> None:
         """Replace a reservation's estimate with what the call really spent.
@@ -202,7 +203,7 @@ class BucketLedger(Ledger):
     def observe(self, pool: str, limit: Limit, remaining: int, now: float) -> None:
         with self._atomic():
             lo, hi = limit.window.bucket_range(now)
-            local = limit.amount - self._sum(pool, limit.series, lo, hi)
+            local = limit.units - self._sum(pool, limit.series, lo, hi)
             if remaining < local:
                 self._add(pool, limit.series, limit.window.bucket(now), local - remaining)
 

@@ -525,7 +525,7 @@ class FailOpenLedger(Ledger):
         for limit, used in levels:
             if held is not None:
                 used -= held.held(limit.metric)
-            share = math.floor(self.share * max(0, limit.amount - used))
+            share = math.floor(self.share * max(0, limit.units - used))
             if limit.metric == "requests":
                 requests.append(share)
             elif limit.metric in ("tokens", "input_tokens"):

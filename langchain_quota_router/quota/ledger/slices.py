@@ -271,7 +271,7 @@ class SlicedLedger(Ledger):
         for limit, used in made.levels:
             need = per_call.amount(limit.metric)
             if need:
-                fits = min(fits, max(0, limit.amount - used) // need)
+                fits = min(fits, max(0, limit.units - used) // need)
         self._room[key] = fits
 
     def _ends_at(self, limits: Sequence[Limit], now: float) -> float:

@@ -25,20 +25,26 @@ DEFAULT_LEASE = 900.0
 
 @dataclass(frozen=True)
 class Demand:
-    """What one call spends: requests and tokens, estimated or real."""
+    """What one call spends: requests, tokens and dollars, estimated or real.
+
+    ``usd`` is in micro-dollars (whole numbers, as the ledger counts them).
+    """
 
     requests: int = 1
     input_tokens: int = 0
     output_tokens: int = 0
+    usd: int = 0
 
     def amount(self, metric: Metric) -> int:
-        """How much of ``metric`` this demand counts."""
+        """How much of ``metric`` this demand counts (micro-dollars for ``usd``)."""
         if metric == "requests":
             return self.requests
         if metric == "tokens":
             return self.input_tokens + self.output_tokens
         if metric == "input_tokens":
             return self.input_tokens
+        if metric == "usd":
+            return self.usd
         return self.output_tokens
 
 
@@ -70,7 +76,7 @@ class Reservation:
 
     def releases(self) -> list[tuple[str, int, int]]:
         """``(series, bucket, amount)`` its lease gives back when it runs out: the
-        output estimate. The request and the prompt stay counted."""
+        output estimate. The request, the prompt and the estimated cost stay counted."""
         floor = lease_floor(self.demand)
         found = []
         for series, bucket, metric in self.entries:
@@ -82,8 +88,10 @@ class Reservation:
 
 def lease_floor(demand: Demand) -> Demand:
     """What a reservation still counts once its lease ran out: the request (the
-    vendor may have seen it) and the prompt, not the output it never reported."""
-    return Demand(demand.requests, demand.input_tokens, 0)
+    vendor may have seen it) and the prompt, not the output it never reported; and
+    its whole estimated cost (the vendor may have billed it: spend is never
+    under-counted)."""
+    return Demand(demand.requests, demand.input_tokens, 0, demand.usd)
 
 
 def new_lease_id() -> str:
@@ -156,7 +164,11 @@ class LearnedLimit:
 
 @dataclass(frozen=True)
 class LimitUsage:
-    """How much of one limit of one pool is spent."""
+    """How much of one limit of one pool is spent.
+
+    ``used`` and :attr:`remaining` are in the ledger's units (micro-dollars for a
+    dollar limit: ``limit.shown(used)`` gives dollars).
+    """
 
     pool: str
     limit: Limit
@@ -170,12 +182,12 @@ class LimitUsage:
 
     @property
     def remaining(self) -> int:
-        """What is left (never negative)."""
-        return max(0, self.limit.amount - self.used)
+        """What is left (never negative), in the ledger's units."""
+        return max(0, self.limit.units - self.used)
 
     @property
     def percent(self) -> float:
         """Share of the limit spent, 0-100 (100 for a zero limit)."""
-        if self.limit.amount == 0:
+        if self.limit.units == 0:
             return 100.0
-        return min(100.0, 100.0 * self.used / self.limit.amount)
+        return min(100.0, 100.0 * self.used / self.limit.units)

@@ -777,7 +777,7 @@ class RedisLedger(Ledger):
             args += [
                 order.index(limit.series) + 1,
                 demand.amount(limit.metric),
-                limit.amount,
+                limit.units,
             ]
         # Every Redis reservation is leased, even one with nothing to release: its
         # id is what makes a retried reserve count once.
@@ -817,7 +817,7 @@ class RedisLedger(Ledger):
         if status == "big":
             return Refusal(
                 pool,
-                f"needs {need} {limit.metric}, more than {limit} allows at all",
+                f"needs {limit.show(need)} {limit.metric}, more than {limit} allows at all",
                 None,
                 limit,
             )
@@ -825,10 +825,11 @@ class RedisLedger(Ledger):
         flat = [int(x) for x in reply[3:]]
         buckets = sorted(zip(flat[::2], flat[1::2], strict=True))
         retry_at = _shift(
-            limit.window.frees_at(now + offset, buckets, used + need - limit.amount), -offset
+            limit.window.frees_at(now + offset, buckets, used + need - limit.units), -offset
         )
-        room = max(0, limit.amount - used)
-        return Refusal(pool, f"{limit} is used up ({used} counted)", retry_at, limit, room)
+        room = max(0, limit.units - used)
+        why = f"{limit} is used up ({limit.show(used)} counted)"
+        return Refusal(pool, why, retry_at, limit, room)
 
     def settle(self, reservation: Reservation, used: Demand, now: float) -> None:
         """Replace a reservation's estimate with what the call really spent (one
@@ -977,7 +978,7 @@ class RedisLedger(Ledger):
             lo,
             hi,
             bucket,
-            limit.amount,
+            limit.units,
             remaining,
             _expiry_ms(limit.window, bucket, now),
         ]
