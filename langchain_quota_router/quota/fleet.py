@@ -634,8 +634,12 @@ def usage_history(
     """
     times = [t * step for t in range(math.ceil(since / step), math.floor(now / step) + 1)]
     times = [t for t in times if since <= t <= now]
-    if not times or times[-1] < now:
+    if not times or now - times[-1] >= 1.0:
         times.append(now)
+    elif times[-1] < now:
+        # Rows are stamped to the second: a grid point less than a second before
+        # "now" would give two rows the same time (pandas' pivot refuses those).
+        times[-1] = now
     # Minute buckets are whole from here on; before it, hourly buckets are read.
     complete = math.ceil((now - RETENTION[MINUTE]) / HOUR) * HOUR
     wanted = {
