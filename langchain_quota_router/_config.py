@@ -49,6 +49,7 @@ from typing import Any
 
 from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.quota.admission import order_keys
+from langchain_quota_router.quota.book import pool_table
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, Window, parse_whole
 from langchain_quota_router.quota.secrets import alias, clean_key
 from langchain_quota_router.route import EmbeddingRoute, Route, check_base_url
@@ -934,6 +935,11 @@ def router_kwargs_from_config(
     if unused:
         msg = f"{file}: [pools.{unused[0]}] is not named by any route's pool"
         raise ConfigurationError(msg)
+    try:  # the router's own rule (a shared pool has one set of limits), named here
+        pool_table(routes)
+    except ConfigurationError as exc:
+        msg = f"{file}: {exc}"
+        raise ConfigurationError(msg) from None
     kwargs["routes"] = routes
     if key_rotators:
         kwargs["key_rotators"] = key_rotators

@@ -528,6 +528,18 @@ def test_any_toml_file_loads_or_is_a_configuration_error_naming_it(
     QuotaRoutedChatModel(**kwargs)
 
 
+def test_two_routes_giving_one_pool_different_limits_name_the_file(tmp_path: Path) -> None:
+    # Found by the fuzzer above: the loader let it through and the router refused it
+    # without naming the file.
+    file = tmp_path / "fuzzed.toml"
+    file.write_text(
+        '[[routes]]\nmodel = "groq"\n[[routes]]\nmodel = "groq"\nname = "fast"\n'
+        'limits = ["30/minute", "1000/day@America/Los_Angeles"]\n'
+    )
+    with pytest.raises(ConfigurationError, match=r"fuzzed\.toml: .*share pool"):
+        router_kwargs_from_config(file, environ={"GROQ_API_KEY": KEY})
+
+
 def test_an_unknown_window_lists_the_valid_ones() -> None:
     from langchain_quota_router.quota.limits import Limit
 
