@@ -31,6 +31,7 @@ exit 2 (configuration) or 1 (runtime); API keys are never printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
@@ -48,6 +49,7 @@ from langchain_quota_router._errors import (
 )
 from langchain_quota_router.cli import _report
 from langchain_quota_router.quota.book import match_name
+from langchain_quota_router.quota.ledger import LEDGER_ENV, open_ledger
 from langchain_quota_router.quota.secrets import Masker, mask
 
 if TYPE_CHECKING:
@@ -119,7 +121,36 @@ class _Output:
 # ---------------------------------------------------------------- commands
 
 
+def _ledger_first(args: argparse.Namespace) -> None:
+    """Open the ledger a command will read before building the router (which loads
+    LangChain and every vendor class, seconds on a small machine): a ledger file
+    that is truncated, replaced or locked is reported at once.
+
+    Raises:
+        LedgerError: the ledger cannot be read, naming it.
+    """
+    path = args.config or os.environ.get(CONFIG_ENV)
+    url: Any = None
+    if path and Path(path).is_file():
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - exercised on Python 3.10 only
+            import tomli as tomllib  # a dependency on Python 3.10
+        with contextlib.suppress(OSError, ValueError):
+            url = tomllib.loads(Path(path).read_text(encoding="utf-8")).get("ledger")
+    elif not path:
+        url = os.environ.get(LEDGER_ENV)
+    if not isinstance(url, str) or not url.startswith("sqlite"):
+        return  # the router opens it: a server, memory, or a file named elsewhere
+    ledger = open_ledger(url)
+    try:
+        ledger.holds(0.0)
+    finally:
+        ledger.close()
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
+    _ledger_first(args)
     router = _router(args)
     _Output.of(router)(_report.status_text(router))
     return 0
@@ -145,6 +176,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         kind = _EXPORT_FORMATS[suffix]
     since = None if args.since is None else _since(args.since)
     step = None if args.step is None else _span(args.step, "--step")
+    _ledger_first(args)
     router = _router(args)
     if args.history:
         try:
