@@ -85,7 +85,7 @@ from langchain_quota_router.chat.tokens import TokenEstimator
 from langchain_quota_router.embeddings.model import QuotaRoutedEmbeddings
 from langchain_quota_router.keys import Key, KeyRotator
 from langchain_quota_router.quota.admission import order_keys
-from langchain_quota_router.quota.book import QuotaBook
+from langchain_quota_router.quota.book import QuotaBook, pool_table
 from langchain_quota_router.quota.clock import Clock, SystemClock
 from langchain_quota_router.quota.fleet import (
     FleetCounters,
@@ -324,9 +324,6 @@ class QuotaRoutedChatModel(BaseChatModel):
             raise ConfigurationError(msg)
         # Log lines quote route names, which may embed a key.
         guard_logs(route_keys(r for r in self.routes if isinstance(r, Route)))
-        names: dict[str, Route] = {}
-        pools: dict[str, tuple[Limit, ...]] = {}
-        pool_owner: dict[str, str] = {}
         for route in self.routes:
             if not isinstance(route, Route):
                 msg = f"routes must be Route objects or chat models, got {route!r}"
@@ -337,20 +334,8 @@ class QuotaRoutedChatModel(BaseChatModel):
                     "QuotaRoutedEmbeddings, not to the chat model"
                 )
                 raise ConfigurationError(msg)
-            if route.name in names:
-                msg = f"two routes are named {route.name!r}; route names must be unique"
-                raise ConfigurationError(msg)
-            names[route.name] = route
-            known = pools.get(route.pool)
-            if known and route.limits and set(known) != set(route.limits):
-                msg = (
-                    f"routes {pool_owner[route.pool]!r} and {route.name!r} share pool "
-                    f"{route.pool!r} but give it different limits"
-                )
-                raise ConfigurationError(msg)
-            if route.limits or route.pool not in pools:
-                pools[route.pool] = route.limits
-                pool_owner[route.pool] = route.name
+        # Unique names, one set of limits per pool: the rule every client shares.
+        names, pools, _ = pool_table(self.routes)
         for route in self.routes:
             dollar = next((lim for lim in pools[route.pool] if lim.metric == "usd"), None)
             if dollar is not None and route.pricing is None:
