@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +27,7 @@ from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.proxy.app import SHUTDOWN_GRACE, ProxyApp
 from langchain_quota_router.proxy.auth import CLIENT_KEYS_ENV, generate_key
 from langchain_quota_router.web.auth import is_loopback
+from langchain_quota_router.web.server import AsgiServer, bind
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -49,22 +49,6 @@ def _uvicorn() -> ModuleType:
     return uvicorn
 
 
-def _config(app: Any, uvicorn: ModuleType, grace: float, **more: Any) -> Any:
-    return uvicorn.Config(
-        app,
-        lifespan="on",
-        loop="asyncio",
-        http="h11",
-        ws="none",
-        # No request lines (a URL or header may carry anything), no server name.
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=grace,
-        **more,
-    )
-
-
 def keys_for(host: str, client_keys: Iterable[str] | None) -> tuple[list[str] | None, bool]:
     """The client keys to serve ``host`` with, and whether one was generated here:
     beyond loopback, no configured key means a generated one."""
@@ -75,58 +59,18 @@ def keys_for(host: str, client_keys: Iterable[str] | None) -> tuple[list[str] | 
     return [generate_key()], True
 
 
-class ProxyServer:
+class ProxyServer(AsgiServer):
     """The proxy on uvicorn, bound but not serving yet (see :func:`make_server`)."""
 
     def __init__(self, app: ProxyApp, sock: socket.socket, *, key_generated: bool) -> None:
-        uvicorn = _uvicorn()
+        super().__init__(app, sock, _uvicorn(), grace=app.shutdown_grace)
         self.app = app
-        self.socket = sock
         self.key_generated = key_generated
-        self._server = uvicorn.Server(_config(app, uvicorn, app.shutdown_grace))
-        self._stopped = threading.Event()
-        self._stopped.set()
-        host, port = sock.getsockname()[:2]
-        self.server_address: tuple[str, int] = (str(host), int(port))
 
     @property
     def url(self) -> str:
         """The OpenAI base URL, such as ``http://127.0.0.1:4000/v1``."""
-        host, port = self.server_address
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{port}/v1"
-
-    def serve_forever(self) -> None:
-        """Serve until :meth:`shutdown`, SIGTERM, or Ctrl+C in the main thread."""
-        self._stopped.clear()
-        try:
-            self._server.run(sockets=[self.socket])
-        finally:
-            self._stopped.set()
-
-    def shutdown(self) -> None:
-        """Stop (calls under way get the grace period) and wait until stopped."""
-        self._server.should_exit = True
-        self._stopped.wait()
-
-    def server_close(self) -> None:
-        """Close the listening socket."""
-        self.socket.close()
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+        return self._base_url() + "/v1"
 
 
 def make_server(
@@ -156,7 +100,7 @@ def make_server(
         shutdown_grace=shutdown_grace,
         **app_options,
     )
-    return ProxyServer(app, _bind(host, port), key_generated=generated)
+    return ProxyServer(app, bind(host, port, backlog=1024), key_generated=generated)
 
 
 def _announce(url: str, keys: list[str], generated: bool, workers: int) -> None:

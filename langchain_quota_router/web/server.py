@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Iterable
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from langchain_quota_router.web.app import BODY_TIMEOUT, StatusApp, create_app
 from langchain_quota_router.web.auth import ADMIN_TOKEN_ENV, SESSION_SECONDS, is_loopback
@@ -27,7 +27,7 @@ from langchain_quota_router.web.auth import ADMIN_TOKEN_ENV, SESSION_SECONDS, is
 if TYPE_CHECKING:
     from langchain_quota_router.chat.model import QuotaRoutedChatModel
 
-__all__ = ["StatusServer", "make_server", "serve"]
+__all__ = ["AsgiServer", "StatusServer", "bind", "make_server", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,18 +44,24 @@ def _uvicorn() -> ModuleType:
     return uvicorn
 
 
-class StatusServer:
-    """The status page on uvicorn, bound to its address but not serving yet.
+class AsgiServer:
+    """An ASGI app on uvicorn, bound to its address but not serving yet: the status
+    page's and the proxy's server.
 
-    Made by :func:`make_server`. Call :meth:`serve_forever` (in a thread if need be)
-    and :meth:`shutdown` from another thread to stop; :attr:`server_address` says
-    the port when ``port=0`` picked a free one.
+    Call :meth:`serve_forever` (in a thread if need be) and :meth:`shutdown` from
+    another thread to stop; :attr:`server_address` says the port when ``port=0``
+    picked a free one.
+
+    Args:
+        app: the ASGI app.
+        sock: a bound, listening socket.
+        uvicorn: the uvicorn module.
+        grace: seconds requests under way get when the server stops.
     """
 
-    def __init__(self, app: StatusApp, sock: socket.socket) -> None:
-        """Serve ``app`` on the bound, listening socket ``sock``."""
-        uvicorn = _uvicorn()
-        self.app = app
+    def __init__(
+        self, app: Any, sock: socket.socket, uvicorn: ModuleType, *, grace: float = 5.0
+    ) -> None:
         self.socket = sock
         config = uvicorn.Config(
             app,
@@ -68,7 +74,7 @@ class StatusServer:
             log_config=None,
             access_log=False,
             server_header=False,
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=grace,
         )
         self._server = uvicorn.Server(config)
         self._stopped = threading.Event()
@@ -77,15 +83,13 @@ class StatusServer:
         self.server_address: tuple[str, int] = (str(host), int(port))
         """The bound host and port."""
 
-    @property
-    def url(self) -> str:
-        """The page's address, such as ``http://127.0.0.1:8765/``."""
+    def _base_url(self) -> str:
         host, port = self.server_address
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{port}/"
+        return f"http://{shown}:{port}"
 
     def serve_forever(self) -> None:
-        """Serve until :meth:`shutdown`, or Ctrl+C in the main thread."""
+        """Serve until :meth:`shutdown`, SIGTERM, or Ctrl+C in the main thread."""
         self._stopped.clear()
         try:
             self._server.run(sockets=[self.socket])
@@ -93,7 +97,8 @@ class StatusServer:
             self._stopped.set()
 
     def shutdown(self) -> None:
-        """Stop serving (finishing requests under way) and wait until it has."""
+        """Stop serving (requests under way get the grace period) and wait until it
+        has."""
         self._server.should_exit = True
         self._stopped.wait()
 
@@ -102,7 +107,26 @@ class StatusServer:
         self.socket.close()
 
 
-def _bind(host: str, port: int) -> socket.socket:
+class StatusServer(AsgiServer):
+    """The status page on uvicorn, bound to its address but not serving yet.
+
+    Made by :func:`make_server`; see :class:`AsgiServer` for serving and stopping.
+    """
+
+    def __init__(self, app: StatusApp, sock: socket.socket) -> None:
+        """Serve ``app`` on the bound, listening socket ``sock``."""
+        super().__init__(app, sock, _uvicorn())
+        self.app = app
+
+    @property
+    def url(self) -> str:
+        """The page's address, such as ``http://127.0.0.1:8765/``."""
+        return self._base_url() + "/"
+
+
+def bind(host: str, port: int, *, backlog: int = 128) -> socket.socket:
+    """A socket bound to ``host:port`` and listening: connections wait in the
+    backlog until the server runs, so there is no start-up race."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
@@ -110,8 +134,7 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        # Connections wait in the backlog until the server runs: no start-up race.
-        sock.listen(128)
+        sock.listen(backlog)
     except OSError:
         sock.close()
         raise
@@ -164,7 +187,7 @@ def make_server(
             "it over TLS (a reverse proxy) so the token is not sent in clear",
             host,
         )
-    return StatusServer(app, _bind(host, port))
+    return StatusServer(app, bind(host, port))
 
 
 def serve(
