@@ -516,11 +516,14 @@ class QuotaRoutedChatModel(BaseChatModel):
         known = self._settings
         if known is not None and known[0] == mark:
             return known[1]
+        # Read once per settings, not on every call: every answer's explanation is
+        # masked with them, and reading them walks every route's model fields.
+        keys = route_keys(self.routes)
         settings = Settings(
             members=tuple(self.routes),
             member_map=self._route_map,
             error_for=functools.partial(_masked_no_route_error, tuple(self.routes)),
-            secrets=functools.partial(route_keys, tuple(self.routes)),
+            secrets=lambda: keys,
             successor_of=successor_of,
             pools=self._pool_table,
             ledger=self.ledger_backend,
