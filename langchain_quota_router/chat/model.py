@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import inspect
 import json
 import logging
 import math
@@ -255,7 +256,8 @@ class QuotaRoutedChatModel(BaseChatModel):
     _route_map: dict[str, Route] = PrivateAttr(default_factory=dict)
     _by_priority: tuple[Route, ...] = PrivateAttr(default=())
     _pools: PoolLimits | None = PrivateAttr(default=None)
-    _settings: tuple[tuple[Any, ...], Settings] | None = PrivateAttr(default=None)
+    #: (the id of the router it was built for, what it was built from, the settings).
+    _settings: tuple[int, tuple[Any, ...], Settings] | None = PrivateAttr(default=None)
     _tokens: TokenEstimator = PrivateAttr(default_factory=TokenEstimator)
     _stats: RouterStats = PrivateAttr(default_factory=RouterStats)
     _tool_schemas: dict[int, tuple[Any, list[dict[str, Any]]]] = PrivateAttr(default_factory=dict)
@@ -498,9 +500,25 @@ class QuotaRoutedChatModel(BaseChatModel):
         assert self._pools is not None
         return self._pools
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in type(self).model_fields:
+            # A field the settings may read changed: build them anew at the next call.
+            self._settings = None
+
     def settings(self) -> Settings:
-        """What the routing core works with, rebuilt when a field it reads changed
-        (``model_copy(update=...)`` does not run validators)."""
+        """What the routing core works with, built once and kept until a field
+        changes: by assignment (see ``__setattr__``) or in a copy
+        (``model_copy(update=...)`` runs no validators and copies this cache, so the
+        cache is keyed by the object it was built for: a copy is made while its
+        original lives, so their ids differ). Every call reads it."""
+        known = self.__pydantic_private__["_settings"]  # type: ignore[index]
+        if known is not None and known[0] == id(self):
+            settings: Settings = known[2]
+            return settings
+        return self._build_settings()
+
+    def _build_settings(self) -> Settings:
         mark = (
             self.strategy,
             self.max_wait,
@@ -514,8 +532,9 @@ class QuotaRoutedChatModel(BaseChatModel):
             id(self.clock),
         )
         known = self._settings
-        if known is not None and known[0] == mark:
-            return known[1]
+        if known is not None and known[1] == mark:
+            self._settings = (id(self), mark, known[2])
+            return known[2]
         # Read once per settings, not on every call: every answer's explanation is
         # masked with them, and reading them walks every route's model fields.
         keys = route_keys(self.routes)
@@ -541,8 +560,10 @@ class QuotaRoutedChatModel(BaseChatModel):
             tokens=self._tokens,
             text_content=self.content == "text",
             latency=self._stats.latency_board,
+            invocation={**self._identifying_params, "_type": self._llm_type},
+            ls_params=self._ls_params(None, {}),
         )
-        self._settings = (mark, settings)
+        self._settings = (id(self), mark, settings)
         return settings
 
     @property
@@ -696,7 +717,19 @@ class QuotaRoutedChatModel(BaseChatModel):
             return self._route_map[preferred]
         return self._by_priority[0]
 
+    def _get_invocation_params(
+        self, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        # What LangChain's own builds from dict(self), under a warnings guard, on
+        # every call: it changes only with the settings.
+        return {**self.settings().invocation, "stop": stop, **kwargs}
+
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        if stop is None and not kwargs:  # the common call: built with the settings
+            return self.settings().ls_params.copy()
+        return self._ls_params(stop, kwargs)
+
+    def _ls_params(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> LangSmithParams:
         # One model, never a list: tracers price a run by its model. The model that
         # answered is in the output's response_metadata and llm_output.
         first = self._first_route(kwargs.get("preferred"))
@@ -1184,6 +1217,17 @@ def _bad_call_argument(name: str, value: Any) -> str | None:
     ):
         return f"{name} must be a finite number, not negative; got {value!r}"
     return None
+
+
+def _signed(function: Callable[..., Any]) -> None:
+    """Give ``function`` its signature, worked out now: LangChain inspects
+    ``_generate``'s on every call (to see whether it takes a run manager), and
+    ``inspect`` reads a ``__signature__`` instead of building one each time."""
+    function.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
+
+
+_signed(QuotaRoutedChatModel._generate)
+_signed(QuotaRoutedChatModel._agenerate)
 
 
 def _check_call_arguments(kwargs: Mapping[str, Any]) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import BaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
 
@@ -70,6 +71,10 @@ class Settings(Policy):
     tool_kwargs: dict[tuple[str, int, str], tuple[Any, dict[str, Any]]] = field(
         default_factory=dict, compare=False
     )
+    #: What LangChain asks of the router on every call, built with the settings:
+    #: its invocation params (without ``stop``) and LangSmith params (no call kwargs).
+    invocation: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    ls_params: LangSmithParams = field(default_factory=LangSmithParams, compare=False)
 
     @property
     def routes(self) -> tuple[Route, ...]:
