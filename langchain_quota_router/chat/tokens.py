@@ -445,6 +445,9 @@ class TokenEstimator:
         self._lock = threading.Lock()
         self._histories: dict[str, _RouteHistory] = {}
         self._tool_tokens: dict[int, tuple[object, float]] = {}
+        #: Texts counted lately, and their characters in all (see _text_count).
+        self._texts: dict[str, float] = {}
+        self._texts_chars = 0
         self._choice = encoding
         self._text_tokens: Callable[[str], float] | None = None
         self._prior = 1.0
@@ -500,7 +503,11 @@ class TokenEstimator:
         total = float(REPLY_TOKENS)
         for message in messages:
             total += PER_MESSAGE_TOKENS
-            total += _content_tokens(message.content, text_tokens)
+            content = message.content
+            if isinstance(content, str):
+                total += self._text_count(content, text_tokens)
+            else:
+                total += _content_tokens(content, text_tokens)
             if message.name:
                 total += text_tokens(message.name)
             if isinstance(message, AIMessage) and message.tool_calls:
@@ -512,6 +519,19 @@ class TokenEstimator:
         if tools:
             total += self._tools(tools, text_tokens)
         return math.ceil(total)
+
+    def _text_count(self, text: str, text_tokens: Callable[[str], float]) -> float:
+        """``text_tokens(text)``, remembered: a conversation sends the same messages
+        again on every turn (and the counter never changes once chosen)."""
+        known = self._texts.get(text)
+        if known is None:
+            known = text_tokens(text)
+            if self._texts_chars + len(text) > _KNOWN_TEXT_CHARS or len(self._texts) >= 4096:
+                self._texts = {}
+                self._texts_chars = 0
+            self._texts[text] = known
+            self._texts_chars += len(text)
+        return known
 
     def _tools(self, tools: Sequence[Any], text_tokens: Callable[[str], float]) -> float:
         from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -609,6 +629,10 @@ class TokenEstimator:
         """What ``route``'s reports have taught so far (``None`` before any)."""
         history = self._histories.get(route)
         return history.calibration if history is not None else None
+
+
+#: The most characters of message texts an estimator remembers the counts of.
+_KNOWN_TEXT_CHARS = 4_000_000
 
 
 def _bpe_counter(encoding: BpeTokenizer) -> Callable[[str], float]:

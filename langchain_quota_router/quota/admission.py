@@ -914,13 +914,22 @@ def _as_settled(reservation: Reservation, used: Demand) -> Reservation:
     """``reservation`` with its levels as they stand once settled with ``used``: a
     call may cost more than its estimate (a vendor's reported cost), and alerts
     must see what was really spent."""
-    if not reservation.levels:
+    demand = reservation.demand
+    if not reservation.levels or used == demand:
         return reservation
     levels = tuple(
-        (lim, level + used.amount(lim.metric) - reservation.demand.amount(lim.metric))
+        (lim, level + used.amount(lim.metric) - demand.amount(lim.metric))
         for lim, level in reservation.levels
     )
-    return dataclasses.replace(reservation, levels=levels)
+    return Reservation(
+        reservation.pool,
+        demand,
+        reservation.entries,
+        reservation.at,
+        levels,
+        reservation.lease_id,
+        reservation.expires_at,
+    )
 
 
 def _hold_category(refusal: Refusal) -> Category:

@@ -24,6 +24,7 @@ early to say "full" but never lets more than the limit through in any window.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -145,7 +146,7 @@ class Window:
                 msg = f"unknown time zone {self.zone!r} in a limit window"
                 raise ConfigurationError(msg) from None
 
-    @property
+    @functools.cached_property  # read on every reservation
     def series(self) -> str:
         """A name for this window's counters, shared by limits with the same window."""
         if self.kind == "sliding":
@@ -154,7 +155,7 @@ class Window:
             return f"{self.unit}@{self.zone}"
         return "once"
 
-    @property
+    @functools.cached_property
     def bucket_width(self) -> int:
         """Seconds per counter bucket of a sliding window."""
         return max(1, self.seconds // 60)
@@ -305,7 +306,7 @@ class Limit:
         """A count of this limit's units as people read it (``"$0.003"``, ``"3000"``)."""
         return dollars(units) if self.metric == "usd" else str(units)
 
-    @property
+    @functools.cached_property  # read on every reservation
     def series(self) -> str:
         """The name of this limit's counters in a pool."""
         return f"{self.metric}:{self.window.series}"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
 from langchain_quota_router.quota.ledger.buckets import BucketLedger
 from langchain_quota_router.quota.ledger.memory.fleet import MemoryFleetStore
 from langchain_quota_router.quota.ledger.types import Hold, encode_releases
+from langchain_quota_router.quota.limits import LATEST_BUCKET
 
 
 class MemoryLedger(BucketLedger):
@@ -28,6 +30,10 @@ class MemoryLedger(BucketLedger):
         self.url = url
         self._lock = threading.RLock()
         self._counters: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+        # (pool, series) -> [first bucket, total from it on]: the last sum asked
+        # for, kept up to date by every add, so a reservation does not add up a
+        # window's buckets again (a minute's window holds sixty of them).
+        self._totals: dict[tuple[str, str], list[int]] = {}
         self._hold_map: dict[str, Hold] = {}
         # pool -> lease id -> (expires at, encoded releases)
         self._leases: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
@@ -37,34 +43,55 @@ class MemoryLedger(BucketLedger):
     def _new_fleet_store(self) -> MemoryFleetStore:
         return MemoryFleetStore()
 
-    @contextmanager
-    def _atomic(self) -> Iterator[None]:
-        with self._lock:
-            yield
+    def _atomic(self) -> AbstractContextManager[Any]:  # type: ignore[override]
+        return self._lock  # a lock is its own context manager: no generator per call
 
     def _sum(self, pool: str, series: str, lo: int, hi: int) -> int:
-        buckets = self._counters.get((pool, series))
+        mark = (pool, series)
+        buckets = self._counters.get(mark)
         if not buckets:
             return 0
-        return sum(v for b, v in buckets.items() if lo <= b <= hi)
+        if hi != LATEST_BUCKET:
+            return sum(v for b, v in buckets.items() if lo <= b <= hi)
+        known = self._totals.get(mark)
+        if known is not None and known[0] == lo:
+            return known[1]
+        if known is not None and known[0] < lo <= known[0] + 64:
+            # The window moved on a few buckets: take out those it left behind.
+            total = known[1] - sum(buckets.get(b, 0) for b in range(known[0], lo))
+        else:  # first asked, or the clock stepped back: add them all up
+            total = sum(v for b, v in buckets.items() if b >= lo)
+        self._totals[mark] = [lo, total]
+        return total
 
     def _buckets(self, pool: str, series: str, lo: int, hi: int) -> list[tuple[int, int]]:
         buckets = self._counters.get((pool, series), {})
         return sorted((b, v) for b, v in buckets.items() if lo <= b <= hi and v)
 
     def _add(self, pool: str, series: str, bucket: int, amount: int) -> None:
-        buckets = self._counters[(pool, series)]
-        buckets[bucket] = max(0, buckets.get(bucket, 0) + amount)
+        mark = (pool, series)
+        buckets = self._counters[mark]
+        was = buckets.get(bucket, 0)
+        now = max(0, was + amount)
+        buckets[bucket] = now
+        known = self._totals.get(mark)
+        if known is not None and bucket >= known[0]:
+            known[1] += now - was
 
     def _prune(self, pool: str, series: str, below: int) -> None:
-        buckets = self._counters.get((pool, series))
+        mark = (pool, series)
+        buckets = self._counters.get(mark)
         if buckets:
             for b in [b for b in buckets if b < below]:
                 del buckets[b]
+            known = self._totals.get(mark)
+            if known is not None and known[0] < below:
+                del self._totals[mark]
 
     def _delete_pool(self, pool: str) -> None:
         for mark in [m for m in self._counters if m[0] == pool]:
             del self._counters[mark]
+            self._totals.pop(mark, None)
         self._leases.pop(pool, None)
 
     def _add_lease(
