@@ -16,7 +16,8 @@ import call_paths
 import pytest
 from langchain_core.caches import InMemoryCache
 from langchain_core.globals import get_llm_cache, set_llm_cache
-from langchain_core.messages import AIMessage
+from langchain_core.load import dumps
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool, tool
 
 from langchain_quota_router import DiskResponseCache, QuotaRoutedChatModel, Route
@@ -500,3 +501,60 @@ def test_stats_count_only_real_hits(clock: FakeClock, make_cache: Callable[[], A
     list(router.stream("other"))
     assert router.get_stats()["cache_hits"] == 0
     assert router.get_stats()["total_calls"] == 2
+
+
+# ------------------------------------------------------------ the router's key
+
+
+def history(answer: AIMessage, question: str = "And then?") -> list[Any]:
+    return [HumanMessage(PROMPT), answer, HumanMessage(question)]
+
+
+@pytest.mark.parametrize("how", PATHS)
+async def test_a_conversation_is_keyed_by_what_the_vendor_is_sent(
+    clock: FakeClock, how: str
+) -> None:
+    router, fake = make_router(clock)
+    earlier = AIMessage(ANSWER, id="run-1", response_metadata={"route": "a", "cost": 0.1})
+    await ask(router, how, history(earlier))
+    # The same words, reached another time through another route: the vendor would
+    # be sent the same conversation, so the answer is served again.
+    again = AIMessage(ANSWER, id="run-2", response_metadata={"route": "b"})
+    hit = await ask(router, how, history(again))
+    assert fake.calls == 1
+    assert hit.response_metadata["cache_hit"] is True
+
+    # Anything the vendor would be sent differently is a different call.
+    await ask(router, how, history(AIMessage("Another answer.")))
+    called = AIMessage("", tool_calls=[{"name": "get_time", "args": {"city": "Rome"}, "id": "c1"}])
+    await ask(router, how, [HumanMessage(PROMPT), called, ToolMessage("noon", tool_call_id="c1")])
+    await ask(router, how, [HumanMessage(PROMPT), called, ToolMessage("noon", tool_call_id="c2")])
+    await ask(router, how, [HumanMessage(PROMPT, name="ann")])
+    assert fake.calls == 5
+
+
+@pytest.mark.parametrize("how", PATHS)
+async def test_values_json_cannot_write_are_still_keyed_apart(clock: FakeClock, how: str) -> None:
+    router, fake = make_router(clock)
+    one = HumanMessage(PROMPT, additional_kwargs={"blob": b"\x00one"})
+    two = HumanMessage(PROMPT, additional_kwargs={"blob": b"\x00two"})
+
+    await ask(router, how, [one])
+    await ask(router, how, [one])
+    await ask(router, how, [two])
+
+    assert fake.calls == 2
+
+
+@pytest.mark.parametrize("how", PATHS)
+async def test_langchains_global_cache_keeps_langchains_key(clock: FakeClock, how: str) -> None:
+    shared = InMemoryCache()
+    set_llm_cache(shared)
+    try:
+        router, _ = make_router(clock, cache=None)
+        await ask(router, how)
+    finally:
+        set_llm_cache(None)
+
+    ((prompt, _llm_string),) = shared._cache
+    assert prompt == dumps([HumanMessage(PROMPT)])

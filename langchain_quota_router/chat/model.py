@@ -64,7 +64,7 @@ from langchain_quota_router._errors import (
 from langchain_quota_router.cache.disk import DiskResponseCache
 from langchain_quota_router.chat import alerts, hedging
 from langchain_quota_router.chat import streaming as vendor
-from langchain_quota_router.chat.caching import GlobalCache, HitCounter
+from langchain_quota_router.chat.caching import OWN_KEY, GlobalCache, HitCounter, prompt_key
 from langchain_quota_router.chat.routing import (
     TOOL_OPTIONS,
     Attempt,
@@ -1110,13 +1110,70 @@ class QuotaRoutedChatModel(BaseChatModel):
                     return
             await self.clock.asleep(call.wait_or_raise())
 
+    def _own_cache(self) -> HitCounter | None:
+        """The router's cache when it files answers under the router's own key."""
+        cache = self.cache
+        return cache if isinstance(cache, HitCounter) and cache.own_keys else None
+
+    def _generate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        # The router's own cache is looked up under the router's own key (see
+        # caching.prompt_key); on a miss LangChain runs the call as ever and files
+        # the answer under that key.
+        cache = self._own_cache()
+        if cache is None:
+            return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+        prompt = prompt_key(messages)
+        hit = cache.lookup(prompt, self._get_llm_string(stop=stop, **kwargs))
+        if isinstance(hit, list):
+            generations = self._convert_cached_generations(hit)
+            replay = getattr(self, "_replay_v2_events_for_cache_hit", None)
+            if replay is not None:  # langchain-core >= 1.3
+                replay(generations, run_manager=run_manager, **kwargs)
+            return ChatResult(generations=generations)
+        token = OWN_KEY.set(prompt)
+        try:
+            return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+        finally:
+            OWN_KEY.reset(token)
+
+    async def _agenerate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        cache = self._own_cache()
+        if cache is None:
+            return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+        prompt = prompt_key(messages)
+        hit = await cache.alookup(prompt, self._get_llm_string(stop=stop, **kwargs))
+        if isinstance(hit, list):
+            generations = self._convert_cached_generations(hit)
+            replay = getattr(self, "_areplay_v2_events_for_cache_hit", None)
+            if replay is not None:
+                await replay(generations, run_manager=run_manager, **kwargs)
+            return ChatResult(generations=generations)
+        token = OWN_KEY.set(prompt)
+        try:
+            return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+        finally:
+            OWN_KEY.reset(token)
+
     def _stream_cache(
         self,
         messages: list[BaseMessage],
         stop: list[str] | None,
         kwargs: dict[str, Any],
     ) -> tuple[BaseCache | None, str, str]:
-        """The cache, prompt key and llm key LangChain's invoke would use."""
+        """The cache, prompt key and llm key LangChain's invoke would use (the
+        router's own key for its own cache)."""
         cache: BaseCache | None
         if isinstance(self.cache, BaseCache):
             cache = self.cache
@@ -1126,6 +1183,8 @@ class QuotaRoutedChatModel(BaseChatModel):
             cache = None
         if cache is None:
             return None, "", ""
+        if self._own_cache() is not None:
+            return cache, prompt_key(messages), self._get_llm_string(stop=stop, **kwargs)
         normalized = [
             m.model_copy(update={"id": None}) if getattr(m, "id", None) is not None else m
             for m in messages
