@@ -145,3 +145,17 @@ def test_cerebras_and_hugging_face_keys_are_masked_by_their_shape(key: str) -> N
 
 def test_hf_names_are_not_keys() -> None:
     assert redact("set hf_token in the config") == "set hf_token in the config"
+
+
+def test_a_remembered_mask_never_shows_a_key_it_was_not_given_before() -> None:
+    from langchain_quota_router.quota.secrets import MaskMemo
+
+    memo = MaskMemo(size=2)
+    first = ["sk-first-0123456789abcdefghij"]
+    assert memo("served by sk-first-0123456789abcdefghij", first) == "served by [REDACTED]"
+    assert memo("served by sk-first-0123456789abcdefghij", first) == "served by [REDACTED]"
+    # Other keys (a router rebuilt with a new key): texts are masked afresh.
+    second = ["sk-second-0123456789abcdefghij"]
+    assert memo("sk-second-0123456789abcdefghij failed", second) == "[REDACTED] failed"
+    for n in range(5):  # more texts than it keeps
+        assert memo(f"text {n} sk-second-0123456789abcdefghij", second) == f"text {n} [REDACTED]"

@@ -47,7 +47,7 @@ from langchain_quota_router.quota.ledger import (
 from langchain_quota_router.quota.ledger.settle import asettle, settle
 from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.quota.pools import PoolLimits, Probe, RoomBoard
-from langchain_quota_router.quota.secrets import mask, redacted
+from langchain_quota_router.quota.secrets import MaskMemo, mask, redacted
 from langchain_quota_router.quota.stats import RouterStats
 from langchain_quota_router.quota.watch import AlertTracker
 
@@ -185,6 +185,8 @@ class Policy:
     retry_bad_requests: bool = True
     probe_wait: float = 30.0
     latency: Any = field(default=None, compare=False)
+    #: Masks the explanations' names and reasons (remembering the usual ones).
+    masked: MaskMemo = field(default_factory=MaskMemo, compare=False)
 
     @functools.cached_property
     def order_keys(self) -> tuple[str, ...]:
@@ -573,12 +575,9 @@ class Admission:
         keys = self.keys()
         if not keys:
             return [c.as_dict(label) for c in self.considered]
+        masked = self.policy.masked
         return [
-            {
-                label: mask(c.name, keys, shapes=False),
-                "outcome": c.outcome,
-                "reason": mask(c.reason, keys, shapes=False),
-            }
+            {label: masked(c.name, keys), "outcome": c.outcome, "reason": masked(c.reason, keys)}
             for c in self.considered
         ]
 
@@ -678,8 +677,7 @@ class Admission:
         # Served by anyone but the first choice (full, skipped or failed): a fallback.
         fallback = self.fell_back()
         self.served(member, "fallback" if fallback else "first choice")
-        self.stats.served(member.name, fallback=fallback, cost=cost)
-        self.stats.spent(member.name, member.pool, used)
+        self.stats.answered(member.name, member.pool, used, fallback=fallback, cost=cost)
         return alerts
 
     def quiet(

@@ -186,49 +186,31 @@ class FleetCounters:
 
     def served(self, route: str, *, fallback: bool, cost: float | None = None) -> None:
         """A call ``route`` answered (after others could not, if ``fallback``)."""
-        state = self._state
-        minute = _minute(state.clock.now())
-        with state.lock:
-            pending = state.pending
-            mark = (minute, "route", route, "calls")
-            pending[mark] = pending.get(mark, 0) + 1
-            if fallback:
-                mark = (minute, "route", route, "fallbacks")
-                pending[mark] = pending.get(mark, 0) + 1
-            if cost:
-                mark = (minute, "route", route, "cost")
-                pending[mark] = pending.get(mark, 0.0) + float(cost)
-        if not state.registered:
-            _register(state)
+        self._count(
+            (
+                ("route", route, "calls", 1),
+                ("route", route, "fallbacks", 1 if fallback else 0),
+                ("route", route, "cost", float(cost) if cost else 0),
+            )
+        )
 
     def failed(self, route: str, kind: str) -> None:
         """A vendor failure of ``route``, of ``kind`` (a ``FailureKind`` value); a
         rate limit or quota wall (the vendor's 429) is also counted as such."""
-        state = self._state
-        minute = _minute(state.clock.now())
-        with state.lock:
-            pending = state.pending
-            mark = (minute, "route", route, f"errors:{kind}")
-            pending[mark] = pending.get(mark, 0) + 1
-            if kind in ("rate_limit", "quota_exhausted"):
-                mark = (minute, "route", route, "rate_limited")
-                pending[mark] = pending.get(mark, 0) + 1
-        if not state.registered:
-            _register(state)
+        limited = kind in ("rate_limit", "quota_exhausted")
+        self._count(
+            (
+                ("route", route, f"errors:{kind}", 1),
+                ("route", route, "rate_limited", 1 if limited else 0),
+            )
+        )
 
     def refused(self, route: str, pool: str | None) -> None:
         """The ledger kept a call from ``route`` (its pool full or blocked)."""
-        state = self._state
-        minute = _minute(state.clock.now())
-        with state.lock:
-            pending = state.pending
-            mark = (minute, "route", route, "refused")
-            pending[mark] = pending.get(mark, 0) + 1
-            if pool is not None:
-                mark = (minute, "pool", pool, "refused")
-                pending[mark] = pending.get(mark, 0) + 1
-        if not state.registered:
-            _register(state)
+        cells = [("route", route, "refused", 1)]
+        if pool is not None:
+            cells.append(("pool", pool, "refused", 1))
+        self._count(cells)
 
     def refused_all(self, routes: Sequence[Any]) -> None:
         """:meth:`refused` for each of ``routes`` (pools known full, passed over
@@ -256,27 +238,11 @@ class FleetCounters:
         self._add_route(route, (("hedged", 1), ("hedge_won", 1 if won else 0)))
 
     def _add_route(self, route: str, fields: tuple[tuple[str, float], ...]) -> None:
-        state = self._state
-        minute = _minute(state.clock.now())
-        with state.lock:
-            pending = state.pending
-            for field, amount in fields:
-                if amount:
-                    mark = (minute, "route", route, field)
-                    pending[mark] = pending.get(mark, 0) + amount
-        if not state.registered:
-            _register(state)
+        self._count([("route", route, field, amount) for field, amount in fields])
 
     def hit(self, route: str | None) -> None:
         """An answer from the cache (first given by ``route``, when known)."""
-        state = self._state
-        minute = _minute(state.clock.now())
-        with state.lock:
-            pending = state.pending
-            mark = (minute, "route", route or "", "cache_hits")
-            pending[mark] = pending.get(mark, 0) + 1
-        if not state.registered:
-            _register(state)
+        self._count((("route", route or "", "cache_hits", 1),))
 
     def spent(
         self,
@@ -289,18 +255,35 @@ class FleetCounters:
     ) -> None:
         """What a call through ``route`` spent of ``pool``, as the ledger settled it
         (``usd`` in micro-dollars)."""
+        self._count(_spent_cells(route, pool, requests, input_tokens, output_tokens, usd))
+
+    def answered(
+        self,
+        route: str,
+        pool: str,
+        used: tuple[int, int, int, int],
+        *,
+        fallback: bool,
+        cost: float | None = None,
+    ) -> None:
+        """:meth:`served` and :meth:`spent` of one answer (``used``: requests,
+        input and output tokens, micro-dollars), counted in one go: every call
+        makes both."""
+        cells = _spent_cells(route, pool, *used)
+        cells.append(("route", route, "calls", 1))
+        if fallback:
+            cells.append(("route", route, "fallbacks", 1))
+        if cost:
+            cells.append(("route", route, "cost", float(cost)))
+        self._count(cells)
+
+    def _count(self, cells: Sequence[tuple[str, str, str, float]]) -> None:
+        """Add each ``(kind, name, field, amount)`` to this minute's counts."""
         state = self._state
         minute = _minute(state.clock.now())
         with state.lock:
             pending = state.pending
-            for kind, name, field, amount in (
-                ("route", route, "tokens_in", input_tokens),
-                ("route", route, "tokens_out", output_tokens),
-                ("pool", pool, "requests", requests),
-                ("pool", pool, "input_tokens", input_tokens),
-                ("pool", pool, "output_tokens", output_tokens),
-                ("pool", pool, "usd", usd),
-            ):
+            for kind, name, field, amount in cells:
                 if amount:
                     mark = (minute, kind, name, field)
                     pending[mark] = pending.get(mark, 0) + amount
@@ -312,28 +295,32 @@ class FleetCounters:
     ) -> None:
         """A request of a proxy client named ``client`` (its key's fingerprint, never
         the key): answered (with the tokens it spent) or ``failed``."""
-        state = self._state
-        minute = _minute(state.clock.now())
-        with state.lock:
-            pending = state.pending
-            for field, amount in (
-                ("requests", 1),
-                ("errors", 1 if failed else 0),
-                ("tokens_in", input_tokens),
-                ("tokens_out", output_tokens),
-            ):
-                if amount:
-                    mark = (minute, "client", client, field)
-                    pending[mark] = pending.get(mark, 0) + amount
-        if not state.registered:
-            _register(state)
-
-    # -------------------------------------------------------------- writing
+        self._count(
+            (
+                ("client", client, "requests", 1),
+                ("client", client, "errors", 1 if failed else 0),
+                ("client", client, "tokens_in", input_tokens),
+                ("client", client, "tokens_out", output_tokens),
+            )
+        )
 
     def flush(self) -> bool:
         """Write what is pending now (in this thread); ``False`` if the ledger did
         not take it (it is kept for the next write)."""
         return self._state.flush()
+
+
+def _spent_cells(
+    route: str, pool: str, requests: int, input_tokens: int, output_tokens: int, usd: int
+) -> list[tuple[str, str, str, float]]:
+    return [
+        ("route", route, "tokens_in", input_tokens),
+        ("route", route, "tokens_out", output_tokens),
+        ("pool", pool, "requests", requests),
+        ("pool", pool, "input_tokens", input_tokens),
+        ("pool", pool, "output_tokens", output_tokens),
+        ("pool", pool, "usd", usd),
+    ]
 
 
 def _minute(now: float) -> int:

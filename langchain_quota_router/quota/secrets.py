@@ -131,6 +131,29 @@ def _masked(text: str, keys: list[str], parts: KeyParts, *, shapes: bool) -> str
     return redact_shapes(text) if shapes else text
 
 
+class MaskMemo:
+    """``mask(text, keys, shapes=False)``, remembered for the texts seen lately: a
+    router explains every answer with the same route names and the same few
+    reasons, and masking each costs microseconds. Forgets all when given other
+    ``keys`` (another list object) or when full."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._keys: list[str] | None = None
+        self._seen: dict[str, str] = {}
+
+    def __call__(self, text: str, keys: list[str]) -> str:
+        if keys is not self._keys:
+            self._keys, self._seen = keys, {}
+        found = self._seen.get(text)
+        if found is None:
+            found = mask(text, keys, shapes=False)
+            if len(self._seen) >= self._size:
+                self._seen = {}
+            self._seen[text] = found
+        return found
+
+
 def mask_url(url: str, keys: Iterable[str] = ()) -> str:
     """A URL (such as a ledger's) without its user name, password or keys."""
     # Only a URL with credentials is rebuilt: taking apart and joining a URL with

@@ -56,6 +56,21 @@ class RouterStats:
         if fleet is not None:
             fleet.served(route, fallback=fallback, cost=cost)
 
+    def answered(
+        self, route: str, pool: str, used: Demand, *, fallback: bool, cost: float | None = None
+    ) -> None:
+        """:meth:`served` and :meth:`spent` of one answer, counted in one go."""
+        with self._lock:
+            self.total_calls += 1
+            self.calls_per_route[route] += 1
+            self.last_route = route
+            if fallback:
+                self.fallbacks += 1
+        fleet = self.fleet
+        if fleet is not None:
+            spent = (used.requests, used.input_tokens, used.output_tokens, used.usd)
+            fleet.answered(route, pool, spent, fallback=fallback, cost=cost)
+
     def failed(self, route: str, kind: str = "unknown") -> None:
         """Count a route's failure, of ``kind`` (a ``FailureKind`` or its value;
         ``rate_limit`` and ``quota_exhausted`` are the vendor's 429s)."""
