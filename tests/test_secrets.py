@@ -11,7 +11,7 @@ import pytest
 from langchain_quota_router import QuotaRoutedChatModel, Route
 from langchain_quota_router._config import router_kwargs_from_config, routes_from_env
 from langchain_quota_router.quota.failures import redact
-from langchain_quota_router.quota.secrets import Masker, alias, fingerprint, mask
+from langchain_quota_router.quota.secrets import Masker, MaskMemo, alias, fingerprint, mask
 
 KEYS = {
     "GROQ_API_KEY_1": "gsk-SECRET-Qx7mP2zL9w",
@@ -148,8 +148,6 @@ def test_hf_names_are_not_keys() -> None:
 
 
 def test_a_remembered_mask_never_shows_a_key_it_was_not_given_before() -> None:
-    from langchain_quota_router.quota.secrets import MaskMemo
-
     memo = MaskMemo(size=2)
     first = ["sk-first-0123456789abcdefghij"]
     assert memo("served by sk-first-0123456789abcdefghij", first) == "served by [REDACTED]"
