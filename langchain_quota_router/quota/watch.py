@@ -58,21 +58,34 @@ class AlertTracker:
         reservation: Reservation,
         now: float,
     ) -> list[QuotaAlert]:
-        """Alerts due after ``reservation`` was settled (cheap when far from any)."""
-        if not self.thresholds or not limits:
-            return []
-        lowest = self.thresholds[0]
-        if reservation.levels:
-            near = [
-                limit
-                for limit, used in reservation.levels
-                if limit.units and 100.0 * used / limit.units >= lowest
-            ]
-        else:  # the backend reports no levels: ask
-            near = list(limits)
+        """Alerts due after ``reservation`` was settled (cheap when far from any).
+
+        ``limits`` are the limits ``pool`` is held to now, and only they are
+        judged: the reservation may have been admitted under others (a catalog
+        figure that a limit learned while the call was out replaced), whose count
+        is shared by every limit of the same metric and window.
+        """
+        near = self.near(limits, reservation.levels)
         if not near:
             return []
         return self._due(ledger.usage(pool, near, now), now)
+
+    def near(self, limits: Sequence[Limit], levels: Sequence[tuple[Limit, int]]) -> list[Limit]:
+        """Of ``limits``, those an alert could be due for, judged by a
+        reservation's ``levels`` (a count per metric and window): those at or past
+        the lowest threshold, and those the levels do not count (ask the ledger)."""
+        if not self.thresholds or not limits:
+            return []
+        if not levels:  # the backend reports no levels: ask
+            return list(limits)
+        lowest = self.thresholds[0]
+        counted = {limit.series: used for limit, used in levels}
+        return [
+            limit
+            for limit in limits
+            if limit.series not in counted
+            or (limit.units and 100.0 * counted[limit.series] / limit.units >= lowest)
+        ]
 
     def _due(self, usages: Sequence[LimitUsage], now: float) -> list[QuotaAlert]:
         alerts = []
