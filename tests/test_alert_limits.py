@@ -112,3 +112,40 @@ def test_near_judges_the_limits_in_force_by_the_count_of_their_metric_and_window
     # A limit whose counter the reservation did not count: ask the ledger.
     tokens = Limit.parse("8000 tokens/minute")
     assert tracker.near([learned, tokens], levels) == [tokens]
+
+
+async def test_a_count_over_a_limit_learned_lower_is_alerted_as_over_and_why(
+    clock: FakeClock, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The vendor first states 100/minute. Three calls go out; six more follow, and
+    # the last of them says the key now allows 3/minute, none left: 9 were
+    # admitted before that limit was known. The third call out then answers.
+    vendor = HeaderFake(
+        model="m",
+        provider="openai",
+        headers=[*(openai_headers(100, 100 - n) for n in range(1, 7)), openai_headers(3, 0)],
+    )
+    llm = routed(clock, vendor)
+    await ask(llm, how)
+    clock.advance(61)
+    caplog.set_level(logging.WARNING, logger="langchain_quota_router")
+    holds, calls = [], []
+    for i in range(3):
+        holds.append(vendor.hold_next())
+        calls.append(start(llm, how, f"held {i}"))
+        await holds[-1].wait_reached()
+    for i in range(6):
+        assert (await ask(llm, how, f"more {i}")).response_metadata["route"] == "vendor"
+    assert [str(x.limit) for x in llm.learned_limits()] == ["3/minute"]
+    for hold, call in zip(holds, calls, strict=True):
+        hold.release()
+        assert (await call).response_metadata["route"] == "vendor"
+
+    assert alerts_in(caplog) == [
+        "quota alert: pool vendor is over 3/minute: 9 counted, 6 more than it allows "
+        "(admitted before the vendor's limit was learned); resets 2026-01-01T00:02:02+00:00"
+    ]
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("quota alert")]
+    alert = record.quota_alert
+    assert (alert.used, alert.amount, alert.over, alert.percent) == (9, 3, 6, 100.0)
+    assert (await ask(llm, how)).response_metadata["route"] == "backup"

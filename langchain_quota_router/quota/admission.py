@@ -666,8 +666,14 @@ class Admission:
         reservation = _as_settled(reservation, used)
         try:
             if settled:
+                pool = member.pool
                 alerts = self.policy.alerts.check(
-                    self.ledger, member.pool, self.pools[member.pool], reservation, now
+                    self.ledger,
+                    pool,
+                    self.pools[pool],
+                    reservation,
+                    now,
+                    learned=lambda limit: self.pools.is_learned(pool, limit),
                 )
             if headers:
                 self.observe(member, headers, now)
