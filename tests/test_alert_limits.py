@@ -3,18 +3,21 @@ honestly when a count is over a limit (issue 18: "100% of 3/minute (9 of 3)").""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 from call_paths import ask
 from support.vendors import HeaderFake, openai_headers, start
 
-from langchain_quota_router import QuotaRoutedChatModel, Route
+from langchain_quota_router import QuotaRoutedChatModel, Route, cli
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.limits import Limit
+from langchain_quota_router.quota.status import read_status, status_snapshot
 from langchain_quota_router.quota.watch import AlertTracker
 from langchain_quota_router.simulator import SimKey, Simulator
 from langchain_quota_router.testing import FakeVendorChatModel
+from langchain_quota_router.web.page import render_page
 
 PAID = "sk-paid-tier-key-000000000000001"
 
@@ -149,3 +152,32 @@ async def test_a_count_over_a_limit_learned_lower_is_alerted_as_over_and_why(
     alert = record.quota_alert
     assert (alert.used, alert.amount, alert.over, alert.percent) == (9, 3, 6, 100.0)
     assert (await ask(llm, how)).response_metadata["route"] == "backup"
+
+
+def test_status_report_and_page_say_why_a_count_is_over_a_limit_learned_lower(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nine calls under the vendor's 100/minute; the ninth answer says 3/minute.
+    vendor = HeaderFake(
+        model="m",
+        provider="openai",
+        headers=[*(openai_headers(100, 100 - n) for n in range(1, 9)), openai_headers(3, 0)],
+    )
+    llm = routed(clock, vendor)
+    for i in range(9):
+        llm.invoke(f"q{i}")
+    why = "6 more than it allows (9 counted): admitted before the vendor's limit was learned"
+
+    (row,) = [r for r in read_status(llm).limits if r.pool == "vendor"]
+    assert (row.limit, row.used, row.amount, row.percent) == ("3/minute", 9, 3, 100.0)
+    assert (row.over, row.note) == (6, "admitted before the vendor's limit was learned")
+
+    monkeypatch.setattr(cli, "_load_router", lambda config: llm)
+    assert cli.main(["status"]) == 0
+    assert f"vendor 3/minute: {why}" in " ".join(capsys.readouterr().out.split())
+    assert cli.main(["report"]) == 0
+    assert f"3/minute: {why}" in " ".join(capsys.readouterr().out.split())
+    assert cli.main(["report", "--json"]) == 0
+    (limit,) = json.loads(capsys.readouterr().out)["pools"][0]["limits"]
+    assert (limit["used"], limit["amount"], limit["over"]) == (9, 3, 6)
+    assert why.replace("'", "&#x27;") in render_page(status_snapshot(llm))
