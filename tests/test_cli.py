@@ -250,6 +250,8 @@ def test_report_json_has_used_limit_remaining_percent_and_resets(
         "learned_at": None,
         "learned_at_epoch": None,
         "held": 0,
+        "over": 0,
+        "note": "",
     }
     assert [r["state"] for r in data["routes"]] == ["full", "ok", "ok"]
     assert data["holds"] == []

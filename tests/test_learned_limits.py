@@ -2,69 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
 from call_paths import ask
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from pydantic import PrivateAttr
+from support.vendors import HeaderFake, openai_headers
 from vendor_errors import _openai_response
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
 from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.testing import FakeVendorChatModel
 from langchain_quota_router.web import status_snapshot
-
-
-class HeaderFake(FakeVendorChatModel):
-    """A fake vendor whose answers carry rate-limit headers, as ChatOpenAI's do with
-    ``include_response_headers=True``; ``None`` in ``headers`` raises a 429 instead."""
-
-    headers: list[dict[str, str]] = []
-    _served: int = PrivateAttr(default=0)
-
-    def _headers(self) -> dict[str, str]:
-        found = self.headers[min(self._served, len(self.headers) - 1)]
-        self._served += 1
-        return found
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        headers = self._headers()
-        result = super()._generate(messages, stop, run_manager, **kwargs)
-        result.generations[0].message.response_metadata["headers"] = headers
-        return result
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        headers = self._headers()
-        for chunk in super()._stream(messages, stop, run_manager, **kwargs):
-            if chunk.message.chunk_position == "last":
-                chunk.message.response_metadata["headers"] = headers
-            yield chunk
-
-
-def openai_headers(limit: int, remaining: int, reset: str = "20s") -> dict[str, str]:
-    return {
-        "x-ratelimit-limit-requests": str(limit),
-        "x-ratelimit-remaining-requests": str(remaining),
-        "x-ratelimit-reset-requests": reset,
-    }
 
 
 def make_router(

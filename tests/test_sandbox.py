@@ -161,3 +161,8 @@ def test_generated_names_can_be_typed_back(
     assert llm.enable("groq") is False
     assert main(["reset", "gem"]) == 0
     assert "reset pool" in capsys.readouterr().out
+    # On the command line too, typed with "..." where the name has "…".
+    assert main(["reset", typed]) == 0
+    assert f"reset pool {llm.route_map[groq].pool} (routes: {groq})" in capsys.readouterr().out
+    assert main(["enable", typed]) == 0
+    assert "was not disabled" in capsys.readouterr().out

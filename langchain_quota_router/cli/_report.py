@@ -15,11 +15,13 @@ import datetime as dt
 import io
 import json
 import math
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from langchain_quota_router.cli import _format as fmt
 from langchain_quota_router.quota.status import (
     amount_text,
+    over_text,
     read_status,
     status_snapshot,
     tightest,
@@ -81,6 +83,10 @@ def status_text(router: QuotaRoutedChatModel) -> str:
     width = fmt.terminal_width()
     _fit_names(headers, rows, width)
     text = fmt.table(headers, rows)
+    for row in limits:
+        if row.over:  # a count the bar cannot show: say how much and why
+            line = f"{row.pool} {row.limit}: {over_text(row.as_dict())}"
+            text += "\n" + textwrap.fill(line, width, subsequent_indent="  ")
     if legend:
         text += "\nblocked HH:MM: resting after a vendor error or quota wall until then (local)"
     fleet = status.stats.get("fleet")
@@ -208,6 +214,16 @@ def report_text(data: dict[str, Any]) -> str:
         headers = ["LIMIT", "USED", "REMAINING", "USED %", "RESETS AT (UTC)"]
         table = fmt.table(headers, limit_rows, right=[1, 2, 3])
         out.extend("  " + line for line in table.splitlines())
+        out.extend(
+            textwrap.fill(
+                f"{limit['limit']}: {over_text(limit)}",
+                fmt.WIDTH,
+                initial_indent="  ",
+                subsequent_indent="    ",
+            )
+            for limit in pool["limits"]
+            if limit.get("over")
+        )
     fleet = data["stats"].get("fleet")
     if fleet:
         out.append("")

@@ -51,6 +51,7 @@ from langchain_quota_router.quota.ledger import Demand, LimitUsage, Refusal, Res
 from langchain_quota_router.quota.ledger.sqlite import SQLiteLedger
 from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.quota.status import LimitRow, read_status, tightest
+from langchain_quota_router.quota.watch import QuotaAlert
 from langchain_quota_router.route import Route
 from langchain_quota_router.simulator import Fault, SimKey, Simulator, vendor_model
 from langchain_quota_router.simulator._types import Vendor
@@ -621,15 +622,19 @@ class _AlertNarrator(logging.Handler):
         self.alerts = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        args = record.args
-        if not str(record.msg).startswith("quota alert") or not isinstance(args, tuple):
-            return
-        pool, percent, limit = args[0], args[1], args[2]
-        if "/minute" in str(limit):
+        alert = getattr(record, "quota_alert", None)
+        if not isinstance(alert, QuotaAlert) or "/minute" in alert.limit:
             return
         self.alerts += 1
         when = dt.datetime.fromtimestamp(self.clock.now(), dt.timezone.utc)
-        self.say(f"{when:%H:%M}  alert: {pool} has used {percent:.0f}% of {limit}")
+        if alert.over:
+            told = (
+                f"{alert.pool} is over {alert.limit} "
+                f"({alert.used} counted: {alert.over} {alert.note})"
+            )
+        else:
+            told = f"{alert.pool} has used {alert.percent:.0f}% of {alert.limit}"
+        self.say(f"{when:%H:%M}  alert: {told}")
 
 
 @contextlib.contextmanager

@@ -665,8 +665,14 @@ class Admission:
         reservation = _as_settled(reservation, used)
         try:
             if settled:
+                pool = member.pool
                 alerts = self.policy.alerts.check(
-                    self.ledger, member.pool, self.pools[member.pool], reservation, now
+                    self.ledger,
+                    pool,
+                    self.pools[pool],
+                    reservation,
+                    now,
+                    learned=lambda limit: self.pools.is_learned(pool, limit),
                 )
             if headers:
                 self.observe(member, headers, now)
@@ -692,11 +698,9 @@ class Admission:
             return False
         if not self.policy.alerts.thresholds:
             return True
-        lowest = self.policy.alerts.thresholds[0]
         levels = _as_settled(reservation, used).levels if used else reservation.levels
-        return bool(levels) and all(
-            not lim.units or 100.0 * used / lim.units < lowest for lim, used in levels
-        )
+        limits = self.pools.current.get(reservation.pool, ())
+        return bool(levels) and not self.policy.alerts.near(limits, levels)
 
     def failed_with(
         self,

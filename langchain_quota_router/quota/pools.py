@@ -76,6 +76,8 @@ class PoolLimits:
         #: pool -> the limits enforced now; read on every call, replaced (not
         #: mutated) when a limit is learned, so readers never see a half update.
         self.current: dict[str, tuple[Limit, ...]] = dict(pools)
+        #: pool -> the limits it was given (configured or the catalog's).
+        self._given = {pool: frozenset(limits) for pool, limits in pools.items()}
         self._configured = {pool: configured.get(pool, ()) for pool in pools}
         self._read_at = -math.inf
         self._lock = threading.Lock()
@@ -146,6 +148,11 @@ class PoolLimits:
     def is_configured(self, pool: str, limit: Limit) -> bool:
         """Whether ``limit`` was given explicitly for ``pool``: it always wins."""
         return limit in self._configured.get(pool, ())
+
+    def is_learned(self, pool: str, limit: Limit) -> bool:
+        """Whether ``limit`` is in force in ``pool`` because a vendor's headers
+        stated it (it was not one of the limits the pool was given)."""
+        return limit not in self._given.get(pool, ())
 
     def learned(self) -> list[LearnedLimit]:
         """The learned limits of these pools, as the ledger keeps them."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -30,7 +30,7 @@ from langchain_quota_router.quota.ledger import Hold, Ledger, LimitUsage
 from langchain_quota_router.quota.ledger.records import KEY_PREFIX, MODEL_PREFIX, POOL_PREFIX
 from langchain_quota_router.quota.limits import dollars, to_micro
 from langchain_quota_router.quota.secrets import Masker
-from langchain_quota_router.quota.watch import Lifespan, estimate_lifespan
+from langchain_quota_router.quota.watch import Lifespan, estimate_lifespan, over_note
 
 __all__ = [
     "HoldRow",
@@ -46,6 +46,7 @@ __all__ = [
     "lifespan_days",
     "limit_row",
     "merge_stats",
+    "over_text",
     "read_status",
     "route_states",
     "status_snapshot",
@@ -192,6 +193,9 @@ class LimitRow:
             configured.
         held: of ``used``, what this process holds in local quota slices (counted
             in the shared ledger, not spent yet; 0 without slices).
+        over: how much more than ``amount`` is counted (0 within the limit;
+            ``percent`` stops at 100).
+        note: why the count is over the limit, when it is.
     """
 
     pool: str
@@ -205,6 +209,8 @@ class LimitRow:
     resets_at: float | None
     learned_at: float | None
     held: int = 0
+    over: int | float = 0
+    note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """The row as JSON-ready data (times as ISO 8601 and as ``*_epoch``)."""
@@ -222,6 +228,8 @@ class LimitRow:
             "learned_at": iso(self.learned_at),
             "learned_at_epoch": self.learned_at,
             "held": self.held,
+            "over": self.over,
+            "note": self.note,
         }
 
 
@@ -231,6 +239,16 @@ def amount_text(value: float, metric: str) -> str:
     if metric == "usd":
         return dollars(to_micro(value))
     return str(value)
+
+
+def over_text(row: Mapping[str, Any]) -> str:
+    """A limit row (:meth:`LimitRow.as_dict`) over its amount, in words: ``6 more
+    than it allows (9 counted): admitted before the vendor's limit was learned``."""
+    metric = row["metric"]
+    return (
+        f"{amount_text(row['over'], metric)} more than it allows "
+        f"({amount_text(row['used'], metric)} counted): {row['note']}"
+    )
 
 
 def limit_row(usage: LimitUsage) -> LimitRow:
@@ -247,6 +265,8 @@ def limit_row(usage: LimitUsage) -> LimitRow:
         resets_at=usage.resets_at,
         learned_at=usage.learned_at,
         held=usage.held,
+        over=usage.limit.shown(usage.over),
+        note=over_note(usage.limit, learned=usage.learned_at is not None) if usage.over else "",
     )
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,10 +31,42 @@ class QuotaAlert:
     used: int | float
     amount: int | float
     resets_at: str | None
+    over: int | float = 0
+    """How much more than ``amount`` is counted (0 within the limit; ``percent``
+    stops at 100)."""
+    note: str = ""
+    """Why the count is over the limit, when it is (see :func:`over_note`)."""
 
     def as_event(self) -> dict[str, Any]:
         """The alert as the data of a LangChain custom event."""
         return asdict(self)
+
+    def message(self) -> str:
+        """The alert as the log and the demo tell it."""
+        resets = f"; resets {self.resets_at}" if self.resets_at else ""
+        if self.over:
+            return (
+                f"quota alert: pool {self.pool} is over {self.limit}: {self.used} counted, "
+                f"{self.over} more than it allows ({self.note}){resets}"
+            )
+        return (
+            f"quota alert: pool {self.pool} has used {self.percent:.0f}% of {self.limit} "
+            f"({self.used} of {self.amount}){resets}"
+        )
+
+
+def over_note(limit: Limit, *, learned: bool) -> str:
+    """Why a window holds more than ``limit``: admission never takes it past a limit
+    in force, so what is over came before the limit was (``learned``: stated by the
+    vendor's headers after calls were out), or, for tokens and dollars, calls spent
+    more than they were estimated at."""
+    if limit.metric == "requests":
+        if learned:
+            return "admitted before the vendor's limit was learned"
+        return "admitted before this limit was in force"
+    if learned:
+        return "spent before the vendor's limit was learned, or beyond calls' estimates"
+    return "spent beyond calls' estimates, or before this limit was in force"
 
 
 class AlertTracker:
@@ -57,24 +89,44 @@ class AlertTracker:
         limits: Sequence[Limit],
         reservation: Reservation,
         now: float,
+        learned: Callable[[Limit], bool] | None = None,
     ) -> list[QuotaAlert]:
-        """Alerts due after ``reservation`` was settled (cheap when far from any)."""
-        if not self.thresholds or not limits:
-            return []
-        lowest = self.thresholds[0]
-        if reservation.levels:
-            near = [
-                limit
-                for limit, used in reservation.levels
-                if limit.units and 100.0 * used / limit.units >= lowest
-            ]
-        else:  # the backend reports no levels: ask
-            near = list(limits)
+        """Alerts due after ``reservation`` was settled (cheap when far from any).
+
+        ``limits`` are the limits ``pool`` is held to now, and only they are
+        judged: the reservation may have been admitted under others (a catalog
+        figure that a limit learned while the call was out replaced), whose count
+        is shared by every limit of the same metric and window. ``learned`` tells
+        the limits the vendor's headers stated, for the note of a count over one.
+        """
+        near = self.near(limits, reservation.levels)
         if not near:
             return []
-        return self._due(ledger.usage(pool, near, now), now)
+        return self._due(ledger.usage(pool, near, now), now, learned)
 
-    def _due(self, usages: Sequence[LimitUsage], now: float) -> list[QuotaAlert]:
+    def near(self, limits: Sequence[Limit], levels: Sequence[tuple[Limit, int]]) -> list[Limit]:
+        """Of ``limits``, those an alert could be due for, judged by a
+        reservation's ``levels`` (a count per metric and window): those at or past
+        the lowest threshold, and those the levels do not count (ask the ledger)."""
+        if not self.thresholds or not limits:
+            return []
+        if not levels:  # the backend reports no levels: ask
+            return list(limits)
+        lowest = self.thresholds[0]
+        counted = {limit.series: used for limit, used in levels}
+        return [
+            limit
+            for limit in limits
+            if limit.series not in counted
+            or (limit.units and 100.0 * counted[limit.series] / limit.units >= lowest)
+        ]
+
+    def _due(
+        self,
+        usages: Sequence[LimitUsage],
+        now: float,
+        learned: Callable[[Limit], bool] | None = None,
+    ) -> list[QuotaAlert]:
         alerts = []
         with self._lock:
             for usage in usages:
@@ -90,17 +142,9 @@ class AlertTracker:
                 for t in crossed:
                     self._quiet_until[(usage.pool, usage.limit.series, t)] = quiet
                 # One alert per crossing: the highest share newly crossed.
-                alerts.append(_alert(usage, max(fresh)))
+                alerts.append(_alert(usage, max(fresh), learned))
         for alert in alerts:
-            logger.warning(
-                "quota alert: pool %s has used %.0f%% of %s (%s of %s)%s",
-                alert.pool,
-                alert.percent,
-                alert.limit,
-                alert.used,
-                alert.amount,
-                f"; resets {alert.resets_at}" if alert.resets_at else "",
-            )
+            logger.warning("%s", alert.message(), extra={"quota_alert": alert})
         return alerts
 
 
@@ -113,7 +157,9 @@ def _window_end(limit: Limit, now: float) -> float:
     return math.inf
 
 
-def _alert(usage: LimitUsage, threshold: float) -> QuotaAlert:
+def _alert(
+    usage: LimitUsage, threshold: float, learned: Callable[[Limit], bool] | None
+) -> QuotaAlert:
     resets = (
         dt.datetime.fromtimestamp(usage.resets_at, dt.timezone.utc).isoformat()
         if usage.resets_at is not None
@@ -127,6 +173,10 @@ def _alert(usage: LimitUsage, threshold: float) -> QuotaAlert:
         used=usage.limit.shown(usage.used),
         amount=usage.limit.amount,
         resets_at=resets,
+        over=usage.limit.shown(usage.over),
+        note=over_note(usage.limit, learned=bool(learned and learned(usage.limit)))
+        if usage.over
+        else "",
     )
 
 

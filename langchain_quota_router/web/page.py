@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_quota_router.quota.clock import iso
-from langchain_quota_router.quota.status import amount_text
+from langchain_quota_router.quota.status import amount_text, over_text
 
 __all__ = ["history_chart", "render_page", "sign_in_page"]
 
@@ -91,6 +91,7 @@ th { background: var(--bg); font-weight: 600; }
 .fill.low { background: var(--ok); }
 .fill.mid { background: var(--mid); }
 .fill.high { background: var(--high); }
+.limit .over { font-size: 12px; color: var(--high); margin-top: 2px; }
 form { display: inline; margin: 0; }
 button { font: inherit; font-size: 12px; padding: 2px 10px; border-radius: 6px;
          border: 1px solid var(--line); background: #fff; cursor: pointer; }
@@ -386,7 +387,9 @@ def render_page(
                 f"{reset_text}</span></div>"
                 f'<div class="bar" role="progressbar" aria-label="{e(limit["limit"])}" '
                 f'aria-valuemin="0" aria-valuemax="100" aria-valuenow="{percent:.0f}">'
-                f'<div class="fill {level}" style="width:{percent:.1f}%"></div></div></div>'
+                f'<div class="fill {level}" style="width:{percent:.1f}%"></div></div>'
+                + (f'<div class="over">{e(over_text(limit))}</div>' if limit.get("over") else "")
+                + "</div>"
             )
         if history:
             times = [float(row["time_epoch"]) for row in history]

@@ -186,8 +186,17 @@ class LimitUsage:
         return max(0, self.limit.units - self.used)
 
     @property
+    def over(self) -> int:
+        """How much more than the limit the window holds (0 within it), in the
+        ledger's units. Admission never takes a window past a limit in force, so a
+        count over one was admitted before the limit was (a limit learned or
+        configured lower later) or spent beyond a call's estimate."""
+        return max(0, self.used - self.limit.units)
+
+    @property
     def percent(self) -> float:
-        """Share of the limit spent, 0-100 (100 for a zero limit)."""
+        """Share of the limit spent, 0-100 (100 for a zero limit, and for a count
+        over the limit: see :attr:`over`)."""
         if self.limit.units == 0:
             return 100.0
         return min(100.0, 100.0 * self.used / self.limit.units)
