@@ -72,8 +72,7 @@ def measure(url: str, processes: int, count: int, pool: str) -> float:
     """Admissions per second of ``processes`` processes of ``TASKS`` tasks."""
     start, done = _CTX.Barrier(processes + 1), _CTX.Queue()
     workers = [
-        _CTX.Process(target=_worker, args=(url, pool, count, start, done))
-        for _ in range(processes)
+        _CTX.Process(target=_worker, args=(url, pool, count, start, done)) for _ in range(processes)
     ]
     for w in workers:
         w.start()
