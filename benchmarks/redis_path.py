@@ -61,15 +61,18 @@ def _worker(url: str, pool: str, count: int, start: Any, done: Any) -> None:
         ledger = open_ledger(url)
         await admit(ledger, f"{pool}-warm", 64)
         await asyncio.to_thread(start.wait)
+        cpu = time.process_time()
         await admit(ledger, pool, count)
+        done.put((count // TASKS * TASKS, time.process_time() - cpu))
         ledger.close()
 
     asyncio.run(main())
-    done.put(count // TASKS * TASKS)
 
 
-def measure(url: str, processes: int, count: int, pool: str) -> float:
-    """Admissions per second of ``processes`` processes of ``TASKS`` tasks."""
+def measure(url: str, processes: int, count: int, pool: str) -> tuple[float, float]:
+    """Admissions per second of ``processes`` processes of ``TASKS`` tasks, and the
+    CPU time (us) a client process spends per admission: the figure a machine busy
+    with other work disturbs least."""
     start, done = _CTX.Barrier(processes + 1), _CTX.Queue()
     workers = [
         _CTX.Process(target=_worker, args=(url, pool, count, start, done)) for _ in range(processes)
@@ -78,11 +81,12 @@ def measure(url: str, processes: int, count: int, pool: str) -> float:
         w.start()
     start.wait(timeout=60)
     started = time.perf_counter()
-    total = sum(done.get(timeout=120) for _ in workers)
+    results = [done.get(timeout=120) for _ in workers]
     elapsed = time.perf_counter() - started
     for w in workers:
         w.join(timeout=30)
-    return total / elapsed
+    total = sum(n for n, _ in results)
+    return total / elapsed, sum(cpu for _, cpu in results) / total * 1e6
 
 
 def profile(url: str, count: int) -> None:
@@ -115,14 +119,16 @@ def main() -> None:
                 profile(server.url, options.count)
                 return
             for processes in (1, 4):
-                rates = [
+                runs = [
                     measure(server.url, processes, options.count, f"bench-{processes}-{i}")
                     for i in range(options.runs)
                 ]
+                rates = [rate for rate, _ in runs]
                 print(
                     f"redis async, {processes} process(es) x {TASKS} tasks: "
                     f"{statistics.median(rates):,.0f} admissions/s "
-                    f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})"
+                    f"(runs: {', '.join(f'{r:,.0f}' for r in rates)}); "
+                    f"client CPU {statistics.median(c for _, c in runs):.0f} us/admission"
                 )
         finally:
             server.stop()

@@ -178,3 +178,18 @@ def _closed_in_a_forked_child(ledger: Ledger) -> int:
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def test_calls_are_packed_as_redis_py_packs_them() -> None:
+    from redis.asyncio.connection import Connection
+
+    from langchain_quota_router.quota.ledger.redis.scripts import Call, pack, sha
+
+    calls = [
+        Call("reserve", ["qr:holds", "qr:counts:pöol:tokens:s60"], ["1.5", 0, -480, "", 10**15]),
+        Call("settle", [], ["x" * 70_000]),
+    ]
+    theirs = Connection().pack_commands(
+        [("EVALSHA", sha(c.script), len(c.keys), *c.keys, *c.args) for c in calls]
+    )
+    assert pack(calls) == b"".join(theirs)
