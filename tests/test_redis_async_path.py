@@ -193,3 +193,15 @@ def test_calls_are_packed_as_redis_py_packs_them() -> None:
         [("EVALSHA", sha(c.script), len(c.keys), *c.keys, *c.args) for c in calls]
     )
     assert pack(calls) == b"".join(theirs)
+
+
+def test_what_reserves_on_a_pool_send_alike_is_worked_out_once(
+    make_ledger: Callable[[str], Ledger],
+) -> None:
+    ledger: Any = make_ledger("redis")
+    first, *_ = ledger._reserve_call("p", LIMS, ESTIMATE, T0, None, None, None)
+    second, *_ = ledger._reserve_call("p", LIMS, SPENT, T0 + 90, "k", None, None)
+    assert second.keys is first.keys
+    other, *_ = ledger._reserve_call("q", LIMS, ESTIMATE, T0, None, None, None)
+    assert other.keys is not first.keys
+    assert other.keys[-1] == "qr:counts:q:" + LIMS[1].series

@@ -219,6 +219,23 @@ class _Queued:
     now: float
 
 
+@dataclass(frozen=True)
+class _ReservePlan:
+    """What every ``reserve.lua`` call on one pool with one set of limits sends
+    alike: its keys, and each series' and limit's shape."""
+
+    keys: list[str]
+    pool_subject: str
+    #: (series, window, metric, counter key) per distinct series, in order.
+    series: tuple[tuple[str, Window, Metric, str], ...]
+    #: (series position from 1, metric, units) per limit.
+    limits: tuple[tuple[int, Metric, int], ...]
+
+
+#: Reserve plans a ledger keeps (pools x limit sets) before starting afresh.
+_PLANS_KEPT = 4096
+
+
 def _encode_hold(until: float | None, reason: str) -> str:
     return f"{'' if until is None else repr(float(until))}|{reason}"
 
@@ -319,6 +336,7 @@ class RedisLedger(Ledger):
         self._flush_lock = threading.Lock()
         _LIVE.add(self)
         self._loop_clients = LoopClients(self._client_url, self._before_loop_closes)
+        self._reserve_plans: dict[tuple[str, tuple[Limit, ...]], _ReservePlan] = {}
 
     def _forked(self) -> None:
         """Start afresh in a forked child: no queue, no loop clients, free locks."""
@@ -776,50 +794,66 @@ class RedisLedger(Ledger):
     ) -> tuple[Call, dict[str, tuple[str, int, Metric]], str, float]:
         """The ``reserve.lua`` call for a demand, and what decoding its reply needs
         (``keep``: its lease releases nothing when it runs out)."""
-        # Distinct series in order of first appearance, as BucketLedger does.
+        plan = self._reserve_plans.get((pool, tuple(limits)))
+        if plan is None:
+            plan = self._reserve_plan(pool, limits)
         entries: dict[str, tuple[str, int, Metric]] = {}
-        windows: dict[str, Window] = {}
-        for limit in limits:
-            series = limit.series
-            if series not in entries:
-                entries[series] = (series, limit.window.bucket(now), limit.metric)
-                windows[series] = limit.window
-        order = list(entries)
-        keys = [self._holds_key, self._index_key(pool), *self._lease_keys(pool)]
         args: list[str | int] = [
             repr(float(now)),
-            POOL_PREFIX + pool,
+            plan.pool_subject,
             KEY_PREFIX + key if key else "",
             MODEL_PREFIX + model if model else "",
-            len(order),
+            len(plan.series),
         ]
         floor = demand if keep else lease_floor(demand)
         releases = []
-        for series in order:
-            _, bucket, metric = entries[series]
-            window = windows[series]
+        for series, window, metric, counter in plan.series:
+            bucket = window.bucket(now)
+            entries[series] = (series, bucket, metric)
             lo, hi = window.bucket_range(now)
-            counter = self._counter_key(pool, series)
-            keys.append(counter)
-            args += [lo, hi, bucket, demand.amount(metric)]
-            args.append(_expiry_ms(window, bucket, now))
-            give = demand.amount(metric) - floor.amount(metric)
+            amount = demand.amount(metric)
+            args += [lo, hi, bucket, amount, _expiry_ms(window, bucket, now)]
+            give = amount - floor.amount(metric)
             if give:
                 releases.append(f"{counter}\x1f{bucket}\x1f{give}")
         args.append(len(limits))
-        for limit in limits:
-            args += [
-                order.index(limit.series) + 1,
-                demand.amount(limit.metric),
-                limit.units,
-            ]
+        for position, metric, units in plan.limits:
+            args += [position, demand.amount(metric), units]
         # Every Redis reservation is leased, even one with nothing to release: its
         # id is what makes a retried reserve count once.
         lease_id = lease_id or new_lease_id()
         expires_at = now + self.reservation_lease
         args += [lease_id, repr(expires_at), "\x1e".join(releases)]
         args.append(math.ceil((self.reservation_lease + _EXPIRY_MARGIN) * 1000))
-        return Call("reserve", keys, args), entries, lease_id, expires_at
+        return Call("reserve", plan.keys, args), entries, lease_id, expires_at
+
+    def _reserve_plan(self, pool: str, limits: Sequence[Limit]) -> _ReservePlan:
+        """What every reserve on ``pool`` with ``limits`` sends alike, worked out
+        once (kept for a bounded number of pools and limit sets)."""
+        # Distinct series in order of first appearance, as BucketLedger does.
+        windows: dict[str, Limit] = {}
+        for limit in limits:
+            windows.setdefault(limit.series, limit)
+        order = list(windows)
+        series = tuple(
+            (name, lim.window, lim.metric, self._counter_key(pool, name))
+            for name, lim in windows.items()
+        )
+        plan = _ReservePlan(
+            keys=[
+                self._holds_key,
+                self._index_key(pool),
+                *self._lease_keys(pool),
+                *(counter for *_, counter in series),
+            ],
+            pool_subject=POOL_PREFIX + pool,
+            series=series,
+            limits=tuple((order.index(lim.series) + 1, lim.metric, lim.units) for lim in limits),
+        )
+        if len(self._reserve_plans) >= _PLANS_KEPT:
+            self._reserve_plans.clear()
+        self._reserve_plans[(pool, tuple(limits))] = plan
+        return plan
 
     @staticmethod
     def _decode_reserve(
