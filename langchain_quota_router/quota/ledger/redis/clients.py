@@ -3,6 +3,8 @@ and the batching of script calls on each loop's client.
 
 Calls made in one turn of an event loop go out together, in one pipeline (and one
 round trip): under load, calls share round trips instead of each paying its own.
+Settlements that only give room back wait for the next such pipeline, or for a
+timer of :data:`SETTLE_DELAY` seconds on the loop when none goes out.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ SOCKET_TIMEOUT = 1.0
 #: waits for one before the ledger reports Redis unavailable.
 ASYNC_CONNECTIONS = 32
 POOL_WAIT = 10.0
+#: Seconds a queued settlement waits for a pipeline to ride before one is sent for
+#: it: the longest a pool looks fuller than it is because of this process.
+SETTLE_DELAY = 0.002
 
 
 def connect(client_url: str) -> tuple[Redis, dict[str, Script]]:
@@ -64,6 +69,14 @@ class LoopClient:
     scripts: dict[str, AsyncScript]
     closer: AsyncIterator[None]
     waiting: list[tuple[Call, asyncio.Future[Any]]] = field(default_factory=list)
+    #: Whether a send of ``waiting`` is scheduled for the end of this turn.
+    scheduled: bool = False
+    #: The settle timer, while armed: a send for queued settlements, if no other
+    #: send carries them first.
+    timer: asyncio.TimerHandle | None = None
+    #: The reads every caller on this loop shares while one is out (by name: the
+    #: holds, the fleet clock): one round trip per interval, not one per caller.
+    shared_reads: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
 
 
 #: Sends a batch of calls on a loop's client and answers each call's future.
@@ -72,21 +85,26 @@ SendBatch = Callable[
 ]
 
 
-async def _close_with_loop(client: AsyncRedis) -> AsyncIterator[None]:
+async def _close_with_loop(client: AsyncRedis, before: Callable[[], None]) -> AsyncIterator[None]:
     """An async generator the loop finalizes when it shuts down (``asyncio.run``,
-    pytest, IPython call ``shutdown_asyncgens``): it closes the loop's client, so no
-    connection outlives its loop."""
+    pytest, IPython call ``shutdown_asyncgens``): it runs ``before`` (sends what is
+    queued) and closes the loop's client, so no connection outlives its loop."""
     try:
         yield
     finally:
-        await client.aclose()
+        try:
+            # Synchronous: the loop's pool no longer runs async generators now.
+            before()
+        finally:
+            await client.aclose()
 
 
 class LoopClients:
     """One redis.asyncio client per event loop (a client cannot change loops)."""
 
-    def __init__(self, client_url: str) -> None:
+    def __init__(self, client_url: str, before_close: Callable[[], None]) -> None:
         self._client_url = client_url
+        self._before_close = before_close
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -118,15 +136,20 @@ class LoopClients:
             retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
         )
         client = AsyncRedis.from_pool(pool)  # closing the client closes the pool
-        closer = _close_with_loop(client)
-        await closer.__anext__()
         made = LoopClient(
             client,
             {name: client.register_script(script_text(name)) for name in SCRIPTS},
-            closer,
+            _close_with_loop(client, self._before_close),
         )
+        await made.closer.__anext__()
         self._loops[loop] = made
         return made, True
+
+    def forget(self) -> None:
+        """Drop every loop's client without closing it: in a forked child, whose
+        sockets are the parent's."""
+        self._loops = weakref.WeakKeyDictionary()
+        self._sending = set()
 
     def batched(self, c: LoopClient, call: Call, send: SendBatch) -> asyncio.Future[Any]:
         """Have ``send`` carry ``call`` with every other call made in this turn of
@@ -134,12 +157,35 @@ class LoopClients:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         c.waiting.append((call, reply))
-        if len(c.waiting) == 1:
+        if not c.scheduled:
+            c.scheduled = True
             loop.call_soon(self._send_waiting, c, send)
         return reply
 
+    def send_later(self, c: LoopClient, send: SendBatch, delay: float) -> None:
+        """Have ``send`` go out in ``delay`` seconds with whatever is waiting then
+        (perhaps nothing but what it carries), unless a send is already scheduled."""
+        if not c.scheduled and c.timer is None:
+            c.timer = asyncio.get_running_loop().call_later(delay, self._send_waiting, c, send)
+
     def _send_waiting(self, c: LoopClient, send: SendBatch) -> None:
         batch, c.waiting = c.waiting, []
+        c.scheduled = False
+        if c.timer is not None:  # this send carries what the timer was for
+            c.timer.cancel()
+            c.timer = None
         task = asyncio.get_running_loop().create_task(send(c, batch))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
+
+    async def shared(
+        self, c: LoopClient, name: str, read: Callable[[], Coroutine[Any, Any, Any]]
+    ) -> Any:
+        """``read()``'s answer, shared by every caller on this loop who asks while
+        it is out: one round trip for all of them."""
+        out = c.shared_reads.get(name)
+        if out is None:
+            out = asyncio.ensure_future(read())
+            c.shared_reads[name] = out
+            out.add_done_callback(lambda _: c.shared_reads.pop(name, None))
+        return await asyncio.shield(out)

@@ -99,6 +99,7 @@ from langchain_quota_router.quota.ledger.records import (
     learned_record,
 )
 from langchain_quota_router.quota.ledger.redis.clients import (
+    SETTLE_DELAY,
     LoopClient,
     LoopClients,
     Waiting,
@@ -136,6 +137,16 @@ def _flush_at_exit() -> None:
     for ledger in list(_LIVE):
         with contextlib.suppress(Exception):
             ledger.flush()
+
+
+def _forget_in_child() -> None:
+    for ledger in list(_LIVE):
+        ledger._forked()
+
+
+# A forked child must not send the settlements its parent queued (the parent
+# sends them), nor touch the parent's event-loop connections.
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 _PREFIX = "qr:"
@@ -206,6 +217,23 @@ class _Queued:
     reservation: Reservation
     used: Demand
     now: float
+
+
+@dataclass(frozen=True)
+class _ReservePlan:
+    """What every ``reserve.lua`` call on one pool with one set of limits sends
+    alike: its keys, and each series' and limit's shape."""
+
+    keys: list[str]
+    pool_subject: str
+    #: (series, window, metric, counter key) per distinct series, in order.
+    series: tuple[tuple[str, Window, Metric, str], ...]
+    #: (series position from 1, metric, units) per limit.
+    limits: tuple[tuple[int, Metric, int], ...]
+
+
+#: Reserve plans a ledger keeps (pools x limit sets) before starting afresh.
+_PLANS_KEPT = 4096
 
 
 def _encode_hold(until: float | None, reason: str) -> str:
@@ -301,14 +329,21 @@ class RedisLedger(Ledger):
         self._offset_due = -math.inf
         self._fleet: int | None = None
         self._heartbeat_at = -math.inf
-        # Settlements that only give room back, waiting for the next reserve (or
-        # the flush timer) to carry them: (call, reservation, used, now).
+        # Settlements that only give room back, waiting for the next pipeline of
+        # the loop that queued them (or its settle timer) to carry them.
         self._queued: list[_Queued] = []
         self._queue_lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._flush_pending = False
         _LIVE.add(self)
-        self._loop_clients = LoopClients(self._client_url)
+        self._loop_clients = LoopClients(self._client_url, self._before_loop_closes)
+        self._reserve_plans: dict[tuple[str, tuple[Limit, ...]], _ReservePlan] = {}
+
+    def _forked(self) -> None:
+        """Start afresh in a forked child: no queue, no loop clients, free locks."""
+        self._queued = []
+        self._queue_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._loop_clients.forget()
 
     @staticmethod
     def _split_options(url: str) -> tuple[dict[str, str], str]:
@@ -350,25 +385,42 @@ class RedisLedger(Ledger):
         from redis.exceptions import RedisError
 
         carried = self._take_queued()
+        if not carried and not batch:
+            return
         calls = [item.call for item in carried] + [call for call, _ in batch]
         try:
             replies = await self._apipeline(c, calls)
         except (RedisError, OSError) as exc:
-            error = LedgerError(f"Redis ledger {self.url} could not reserve: {self._scrub(exc)}")
-            self._settle_failed(carried, error)
-            for _, reply in batch:
+            self._settle_failed(carried, LedgerError(self._could_not("settle", exc)))
+            for call, reply in batch:
                 if not reply.done():
-                    reply.set_exception(error)
+                    reply.set_exception(LedgerError(self._could_not(call.script, exc)))
             return
         self._settled(carried, replies[: len(carried)])
-        for (_, reply), answer in zip(batch, replies[len(carried) :], strict=True):
+        for (call, reply), answer in zip(batch, replies[len(carried) :], strict=True):
             if reply.done():
                 continue
             if isinstance(answer, RedisError):
-                msg = f"Redis ledger {self.url} could not reserve: {self._scrub(answer)}"
-                reply.set_exception(LedgerError(msg))
+                reply.set_exception(LedgerError(self._could_not(call.script, answer)))
             else:
                 reply.set_result(answer)
+
+    def _could_not(self, operation: str, exc: BaseException) -> str:
+        return f"Redis ledger {self.url} could not {operation}: {self._scrub(exc)}"
+
+    def _before_loop_closes(self) -> None:
+        """Send what is queued when a loop closes (its timer will not fire)."""
+        with contextlib.suppress(LedgerError):
+            self._drain()
+
+    async def _ashared(self, name: str, read: Callable[[LoopClient], Awaitable[_T]]) -> _T:
+        """``read`` once for every caller on this loop asking meanwhile."""
+        c = await self._aclient()
+
+        async def once() -> _T:
+            return await self._aremote(f"read {name}", read)
+
+        return cast("_T", await self._loop_clients.shared(c, name, once))
 
     @staticmethod
     async def _apipeline(c: LoopClient, calls: Sequence[Call]) -> list[Any]:
@@ -432,7 +484,7 @@ class RedisLedger(Ledger):
         if client is not None:
             client.close()
 
-    def _scrub(self, exc: Exception) -> str:
+    def _scrub(self, exc: BaseException) -> str:
         """``exc`` as text, with the password replaced should it echo it."""
         text = f"{type(exc).__name__}: {exc}"
         return text.replace(self._secret, "***") if self._secret else text
@@ -505,12 +557,14 @@ class RedisLedger(Ledger):
         """:meth:`clock_offset` through redis.asyncio."""
         if self._offset is None or time.monotonic() >= self._offset_due:
             key = f"{self.prefix}clock"
-            before = self.clock()
-            reply = await self._aremote(
-                "read the fleet clock",
-                lambda c: c.scripts["clock"](keys=[key], args=[repr(before)]),
-            )
-            self._set_offset(reply, before)
+
+            async def measure(c: LoopClient) -> None:
+                before = self.clock()
+                reply = await c.scripts["clock"](keys=[key], args=[repr(before)])
+                self._set_offset(reply, before)
+
+            # One measure for every caller on this loop who finds it due meanwhile.
+            await self._ashared("the fleet clock", measure)
         assert self._offset is not None
         return self._offset
 
@@ -668,9 +722,7 @@ class RedisLedger(Ledger):
         if known is not None:
             return known
         if full.sync_due():
-            values = await self._aremote("read holds", lambda c: c.client.hgetall(self._holds_key))
-            offset = await self._aclock_offset()
-            full.replace([_decode_hold(str(k), str(v), offset) for k, v in values.items()], now)
+            await self._async_full_pools(now)
             known = full.refusal(pool, demand, now)
             if known is not None:
                 return known
@@ -742,50 +794,66 @@ class RedisLedger(Ledger):
     ) -> tuple[Call, dict[str, tuple[str, int, Metric]], str, float]:
         """The ``reserve.lua`` call for a demand, and what decoding its reply needs
         (``keep``: its lease releases nothing when it runs out)."""
-        # Distinct series in order of first appearance, as BucketLedger does.
+        plan = self._reserve_plans.get((pool, tuple(limits)))
+        if plan is None:
+            plan = self._reserve_plan(pool, limits)
         entries: dict[str, tuple[str, int, Metric]] = {}
-        windows: dict[str, Window] = {}
-        for limit in limits:
-            series = limit.series
-            if series not in entries:
-                entries[series] = (series, limit.window.bucket(now), limit.metric)
-                windows[series] = limit.window
-        order = list(entries)
-        keys = [self._holds_key, self._index_key(pool), *self._lease_keys(pool)]
         args: list[str | int] = [
             repr(float(now)),
-            POOL_PREFIX + pool,
+            plan.pool_subject,
             KEY_PREFIX + key if key else "",
             MODEL_PREFIX + model if model else "",
-            len(order),
+            len(plan.series),
         ]
         floor = demand if keep else lease_floor(demand)
         releases = []
-        for series in order:
-            _, bucket, metric = entries[series]
-            window = windows[series]
+        for series, window, metric, counter in plan.series:
+            bucket = window.bucket(now)
+            entries[series] = (series, bucket, metric)
             lo, hi = window.bucket_range(now)
-            counter = self._counter_key(pool, series)
-            keys.append(counter)
-            args += [lo, hi, bucket, demand.amount(metric)]
-            args.append(_expiry_ms(window, bucket, now))
-            give = demand.amount(metric) - floor.amount(metric)
+            amount = demand.amount(metric)
+            args += [lo, hi, bucket, amount, _expiry_ms(window, bucket, now)]
+            give = amount - floor.amount(metric)
             if give:
                 releases.append(f"{counter}\x1f{bucket}\x1f{give}")
         args.append(len(limits))
-        for limit in limits:
-            args += [
-                order.index(limit.series) + 1,
-                demand.amount(limit.metric),
-                limit.units,
-            ]
+        for position, metric, units in plan.limits:
+            args += [position, demand.amount(metric), units]
         # Every Redis reservation is leased, even one with nothing to release: its
         # id is what makes a retried reserve count once.
         lease_id = lease_id or new_lease_id()
         expires_at = now + self.reservation_lease
         args += [lease_id, repr(expires_at), "\x1e".join(releases)]
         args.append(math.ceil((self.reservation_lease + _EXPIRY_MARGIN) * 1000))
-        return Call("reserve", keys, args), entries, lease_id, expires_at
+        return Call("reserve", plan.keys, args), entries, lease_id, expires_at
+
+    def _reserve_plan(self, pool: str, limits: Sequence[Limit]) -> _ReservePlan:
+        """What every reserve on ``pool`` with ``limits`` sends alike, worked out
+        once (kept for a bounded number of pools and limit sets)."""
+        # Distinct series in order of first appearance, as BucketLedger does.
+        windows: dict[str, Limit] = {}
+        for limit in limits:
+            windows.setdefault(limit.series, limit)
+        order = list(windows)
+        series = tuple(
+            (name, lim.window, lim.metric, self._counter_key(pool, name))
+            for name, lim in windows.items()
+        )
+        plan = _ReservePlan(
+            keys=[
+                self._holds_key,
+                self._index_key(pool),
+                *self._lease_keys(pool),
+                *(counter for *_, counter in series),
+            ],
+            pool_subject=POOL_PREFIX + pool,
+            series=series,
+            limits=tuple((order.index(lim.series) + 1, lim.metric, lim.units) for lim in limits),
+        )
+        if len(self._reserve_plans) >= _PLANS_KEPT:
+            self._reserve_plans.clear()
+        self._reserve_plans[(pool, tuple(limits))] = plan
+        return plan
 
     @staticmethod
     def _decode_reserve(
@@ -867,15 +935,13 @@ class RedisLedger(Ledger):
 
     # ------------------------------------------------- settlements carried later
 
-    def _enqueue(self, item: _Queued) -> None:
-        """Queue a settlement; the worker thread sends what is queued at once (in
-        one pipeline), unless a reserve of this process carries it first."""
+    def _enqueue(self, c: LoopClient, item: _Queued) -> None:
+        """Queue a settlement for the next pipeline of the loop (or of any thread
+        of this process) to carry; the loop sends one for it within
+        :data:`~.clients.SETTLE_DELAY` seconds if none goes out meanwhile."""
         with self._queue_lock:
             self._queued.append(item)
-            if self._flush_pending:
-                return
-            self._flush_pending = True
-        self._worker().submit(self.flush)
+        self._loop_clients.send_later(c, self._send_batch, SETTLE_DELAY)
 
     def _take_queued(self) -> list[_Queued]:
         with self._queue_lock:
@@ -883,11 +949,9 @@ class RedisLedger(Ledger):
         return taken
 
     def flush(self) -> None:
-        """Send the settlements waiting for a reserve to carry them."""
+        """Send the settlements waiting for a pipeline to carry them."""
         with self._flush_lock:
-            with self._queue_lock:
-                taken, self._queued = self._queued, []
-                self._flush_pending = False
+            taken = self._take_queued()
             if not taken:
                 return
 
@@ -915,30 +979,50 @@ class RedisLedger(Ledger):
             SETTLER.failed(exc, self, item.reservation, item.used, item.now)
 
     async def asettle(self, reservation: Reservation, used: Demand, now: float) -> None:
-        """:meth:`settle` without a round trip on the caller's path when it only
-        gives room back (the usual case: the output estimate was generous).
+        """:meth:`settle` on the loop, without a thread, and without a round trip of
+        its own when it only gives room back (the usual case: the output estimate
+        was generous).
 
-        Such a settlement is queued and sent at once by the ledger's worker thread
-        (settlements queued meanwhile go in the same pipeline), or carried by this
-        process's next reserve if that comes first. Until it lands the pool looks
-        fuller than it is, never emptier; this process's own reads wait for it. A
-        settlement that adds to the count (the call spent more than estimated) is
-        sent through redis.asyncio and awaited, so no process sees room that is
-        not there. The price: a process killed in the moment between its caller
-        getting the answer and the settlement landing leaves that call counted
-        as its prompt once the lease runs out, as a call killed in flight is.
+        Such a settlement is queued and carried by the next pipeline this process
+        sends (a reserve's, a read's), or sent by the loop within
+        :data:`~.clients.SETTLE_DELAY` seconds if none goes out. Until it lands the
+        pool looks fuller than it is, never emptier; this process's own reads
+        (:meth:`usage`, :meth:`ausage`) carry it first, and so does :meth:`close`.
+        A settlement that adds to the count (the call spent more than estimated)
+        goes out at once, in this turn's pipeline, and is awaited, so no process
+        sees room that is not there. The price: a process killed in the moment
+        between its caller getting the answer and the settlement landing leaves
+        that call counted as its prompt once the lease runs out, as a call killed
+        in flight is.
         """
         call = self._settle_call(reservation, used, now, cancel=False)
         if call is None:
             return
+        c = await self._aclient()
         if _gives_back(call) and not _takes(call):
             self.full_pools.forget(reservation.pool)
-            self._enqueue(_Queued(call, reservation, used, now))
+            self._enqueue(c, _Queued(call, reservation, used, now))
             return
-        await self._aremote(
-            f"settle in pool {reservation.pool!r}",
-            lambda c: c.scripts[call.script](keys=call.keys, args=call.args),
-        )
+        await self._loop_clients.batched(c, call, self._send_batch)
+
+    async def ausage(self, pool: str, limits: Sequence[Limit], now: float) -> list[LimitUsage]:
+        """:meth:`usage` on the loop: one pipeline, which carries this process's
+        queued settlements first, so the figures include them."""
+        offset = await self._aclock_offset()
+        names = list(dict.fromkeys(limit.series for limit in limits))
+        keys = [*self._lease_keys(pool), *(self._counter_key(pool, n) for n in names)]
+        call = Call("usage", keys, [repr(float(now + offset))])
+        replies = await self._loop_clients.batched(await self._aclient(), call, self._send_batch)
+        return self._usage_of(pool, limits, names, replies, now, offset)
+
+    async def _async_full_pools(self, now: float) -> None:
+        """Take in the fleet's ``full:`` records: one read for every caller on this
+        loop that finds the sync due meanwhile."""
+        values = await self._ashared("holds", lambda c: c.client.hgetall(self._holds_key))
+        if self.full_pools.sync_due():  # the first of the callers who shared the read
+            offset = await self._aclock_offset()
+            holds = [_decode_hold(str(k), str(v), offset) for k, v in values.items()]
+            self.full_pools.replace(holds, now)
 
     def _settle_call(
         self, reservation: Reservation, used: Demand, now: float, *, cancel: bool
@@ -962,7 +1046,7 @@ class RedisLedger(Ledger):
     def _drain(self) -> None:
         """Send the queued settlements first, so what this process reads next
         includes them."""
-        if self._queued or self._flush_pending:
+        if self._queued:
             self.flush()
 
     def observe(self, pool: str, limit: Limit, remaining: int, now: float) -> None:
@@ -1060,6 +1144,18 @@ class RedisLedger(Ledger):
             )
 
         replies = self._remote(f"read pool {pool!r}", run)
+        return self._usage_of(pool, limits, names, replies, now, offset)
+
+    def _usage_of(
+        self,
+        pool: str,
+        limits: Sequence[Limit],
+        names: Sequence[str],
+        replies: Sequence[Sequence[str]],
+        now: float,
+        offset: float,
+    ) -> list[LimitUsage]:
+        """What ``usage.lua``'s reply says each of ``limits`` has spent."""
         counters = {
             series: {int(flat[j]): int(flat[j + 1]) for j in range(0, len(flat), 2)}
             for series, flat in zip(names, replies, strict=True)
