@@ -75,6 +75,8 @@ class Settings(Policy):
     #: its invocation params (without ``stop``) and LangSmith params (no call kwargs).
     invocation: Mapping[str, Any] = field(default_factory=dict, compare=False)
     ls_params: LangSmithParams = field(default_factory=LangSmithParams, compare=False)
+    #: Each route's vendor kwargs for a call with no arguments of its own.
+    plain_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
 
     @property
     def routes(self) -> tuple[Route, ...]:
@@ -176,6 +178,8 @@ class RoutedCall(Admission):
         self.tool_options: dict[str, Any] = dict(kwargs.pop("tool_options", None) or {})
         self.json_mode = bool(kwargs.pop("json_mode", False))
         self.kwargs = kwargs
+        #: No arguments of the call's own: each route's vendor kwargs are the settings'.
+        self.plain = not kwargs and not self.json_mode and not self.tool_options
         self.messages = list(messages)
         self.stop = stop
         self.tools: Sequence[Any] | None = kwargs.get("tools")
@@ -235,7 +239,7 @@ class RoutedCall(Admission):
                 self._refused(route, known)
                 return None
         try:
-            route_kwargs = self._route_kwargs(route)
+            route_kwargs = self._plain_kwargs(route) if self.plain else self._route_kwargs(route)
         except TypeError as exc:
             # The route's own bind_tools does not take an option (strict=...).
             self.skip(route, f"cannot take these bind_tools options ({exc})", "tools")
@@ -269,6 +273,14 @@ class RoutedCall(Admission):
             reason = f"prompt of ~{prompt:,} tokens over the {route.context_window:,} context"
             return reason, "context"
         return None
+
+    def _plain_kwargs(self, route: Route) -> dict[str, Any]:
+        """:meth:`_route_kwargs` of a call with no arguments of its own (no tools,
+        no JSON mode, no vendor kwargs): the same on every call, kept per settings."""
+        known = self.settings.plain_kwargs.get(route.name)
+        if known is None:
+            known = self.settings.plain_kwargs[route.name] = self._route_kwargs(route)
+        return known
 
     def _route_kwargs(self, route: Route) -> dict[str, Any]:
         """The call's kwargs in the route's own vendor form."""
