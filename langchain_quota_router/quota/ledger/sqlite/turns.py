@@ -44,6 +44,10 @@ class Op:
     skippable: bool
 
 
+#: Operations run or answered per callback on the loop: a batch of hundreds run
+#: at once would hold the loop for tens of milliseconds, and answering hundreds of
+#: callers at once wakes them all in one turn. The rest follow in the next turn.
+CHUNK = 64
 #: An operation's outcome: (True, result) or (False, the exception it raised).
 Outcome = tuple[bool, Any]
 SKIPPED: Outcome = (True, None)
@@ -88,9 +92,11 @@ class LoopTurns:
 
     def _flush(self) -> None:
         """Run this turn's operations: inline if the lock is free, else in the worker."""
-        ops, self._ops = self._ops, []
+        ops, self._ops = self._ops[:CHUNK], self._ops[CHUNK:]
         if not ops:
             return
+        if self._ops:
+            self.loop.call_soon(self._flush)
         if not self._waiting:
             try:
                 outcomes = self._run(ops, True)
@@ -131,6 +137,9 @@ class LoopTurns:
                         self._orphaned(value)
 
     def _deliver(self, ops: list[Op], outcomes: list[Outcome]) -> None:
+        if len(ops) > CHUNK:
+            self.loop.call_soon(self._deliver, ops[CHUNK:], outcomes[CHUNK:])
+            ops, outcomes = ops[:CHUNK], outcomes[:CHUNK]
         for op, (ok, value) in zip(ops, outcomes, strict=True):
             future = op.future
             if future is None:
