@@ -116,6 +116,30 @@ def _is_locked(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
+@functools.lru_cache(maxsize=64)
+def _read_sql(subjects: int, ranges: int) -> str:
+    """The statement :meth:`SQLiteLedger._read` runs for this many hold subjects and
+    ranges: one text per shape, so SQLite's statement cache prepares it once.
+
+    Parameters: ?1 the pool, then the subjects, then (series, lo, hi) per range,
+    then the lease series and the overdue bound.
+    """
+    marks = ",".join(f"?{2 + i}" for i in range(subjects))
+    parts = [f"SELECT 0, subject, until, reason FROM holds WHERE subject IN ({marks})"]  # noqa: S608 - only placeholders
+    n = 2 + subjects
+    for i in range(ranges):
+        parts.append(
+            f"SELECT 1, {i}, TOTAL(amount), NULL FROM counters "  # noqa: S608 - only ints
+            f"WHERE pool = ?1 AND series = ?{n} AND bucket BETWEEN ?{n + 1} AND ?{n + 2}"
+        )
+        n += 3
+    parts.append(
+        "SELECT 2, bucket, amount, NULL FROM counters "  # noqa: S608 - only ints
+        f"WHERE pool = ?1 AND series = ?{n} AND bucket <= ?{n + 1}"
+    )
+    return " UNION ALL ".join(parts)
+
+
 def path_from_url(url: str) -> Path:
     """The file a ``sqlite:///relative`` or ``sqlite:////absolute`` URL names."""
     url = url.split("?", 1)[0]
@@ -851,26 +875,15 @@ class SQLiteLedger(BucketLedger):
     ) -> tuple[list[Hold], list[int], list[tuple[str, str]]]:
         # One statement for the holds and every range: a reservation is on the hot
         # path of every call, and each statement costs as much as the work in it.
-        parts = [
-            "SELECT 0, subject, until, reason FROM holds WHERE subject IN "  # noqa: S608
-            f"({','.join('?' * len(subjects))})"  # only placeholders are interpolated
-        ]
-        params: list[object] = list(subjects)
-        for i, (series, lo, hi) in enumerate(ranges):
-            parts.append(
-                f"SELECT 1, {i}, TOTAL(amount), NULL FROM counters "  # noqa: S608 - an int
-                "WHERE pool = ? AND series = ? AND bucket BETWEEN ? AND ?"
-            )
-            params += [pool, series, lo, hi]
-        parts.append(
-            "SELECT 2, bucket, amount, NULL FROM counters "
-            "WHERE pool = ? AND series = ? AND bucket <= ?"
-        )
-        params += [pool, _LEASE_SERIES, _lease_key("", now) | ((1 << _LEASE_ID_BITS) - 1)]
+        params: list[object] = [pool, *subjects]
+        for series, lo, hi in ranges:
+            params += (series, lo, hi)
+        params += (_LEASE_SERIES, _lease_key("", now) | ((1 << _LEASE_ID_BITS) - 1))
+        sql = _read_sql(len(subjects), len(ranges))
         holds: list[Hold] = []
         sums = [0] * len(ranges)
         overdue: list[tuple[str, str]] = []
-        for kind, a, b, c in self._local.active.execute(" UNION ALL ".join(parts), params):
+        for kind, a, b, c in self._local.active.execute(sql, params):
             if kind == 0:
                 holds.append(Hold(a, b, c))
             elif kind == 1:
