@@ -53,8 +53,8 @@ class GiveBacks(Generic[_Item]):
 
     def add(self, item: _Item) -> None:
         """Hold ``item`` until the next transaction, or ``delay`` seconds."""
+        self._forked()
         with self._cond:
-            self._forked()
             if not self._items:
                 self._since = time.monotonic()
                 if self._thread is None:
@@ -69,10 +69,10 @@ class GiveBacks(Generic[_Item]):
 
     def take(self) -> list[_Item]:
         """Everything held, now the caller's to apply (or :meth:`put_back`)."""
+        self._forked()
         if not self._items:  # the common case, without the lock
             return []
         with self._cond:
-            self._forked()
             items, self._items, self._since = self._items, [], 0.0
             return items
 
@@ -80,8 +80,8 @@ class GiveBacks(Generic[_Item]):
         """Hold ``items`` (taken, then not applied) again, ahead of newer ones."""
         if not items:
             return
+        self._forked()
         with self._cond:
-            self._forked()
             if not self._items:
                 self._since = time.monotonic()
                 if self._idle:
@@ -89,10 +89,13 @@ class GiveBacks(Generic[_Item]):
             self._items[:0] = items
 
     def _forked(self) -> None:
-        """In a forked child, forget the parent's items and its thread."""
+        """In a forked child, forget the parent's items, its thread and its lock
+        (which another of the parent's threads may have held at the fork)."""
         pid = os.getpid()
         if self._pid != pid:
+            self._cond = threading.Condition(threading.Lock())
             self._pid, self._items, self._since, self._thread = pid, [], 0.0, None
+            self._idle = False
 
     def _wait(self) -> bool | None:
         """Block until something has been held ``delay`` seconds (True); None after

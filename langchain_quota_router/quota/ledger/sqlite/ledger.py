@@ -1,7 +1,10 @@
 """A ledger in a SQLite file, shared by every thread and process on the machine.
 
-WAL journal so readers never wait for the writer; every operation is one
-``BEGIN IMMEDIATE`` transaction, so check-and-reserve is atomic across processes;
+WAL journal so readers never wait for the writer; every operation runs in a
+``BEGIN IMMEDIATE`` transaction, so check-and-reserve is atomic across processes
+(the async operations of one event-loop turn share one, each in a savepoint: see
+:mod:`.turns`; settlements that only give room back ride in the next one: see
+:mod:`.giveback`); one thread of a process at a time asks for the write lock;
 ``synchronous=NORMAL`` so a committed reservation survives the process being killed
 (not a power cut, which costs an fsync per call). One connection per thread, opened
 anew in a forked child. The file is stamped with an ``application_id`` so a file
@@ -768,8 +771,12 @@ class SQLiteLedger(BucketLedger):
 
     def _orphan(self, made: Any) -> None:
         """A reservation made for a caller that was cancelled meanwhile: take it back."""
-        if isinstance(made, Reservation):
-            self.settle(made, _NOTHING, made.at)
+        if not isinstance(made, Reservation):
+            return
+        if self._may_hold(made, _NOTHING, made.at):
+            self._give_backs.add((made, _NOTHING, made.at))
+        else:  # never a transaction on the loop's thread that may wait
+            self._worker().submit(BucketLedger.settle, self, made, _NOTHING, made.at)
 
     async def areserve(
         self,
