@@ -13,7 +13,12 @@ Targets (printed beside the figures): Redis >= 10,000 admissions/s with four
 processes on one pool; SQLite >= 20,000/s (the best of its columns, which the
 output names); memory is there for reference.
 
-Run: ``.venv/bin/python benchmarks/ledger.py [--quick] [--runs 5] [--scale 1.0]``
+``--per-call`` prints instead what one admission costs the calling thread, in
+microseconds (reserve, settle, and both), on SQLite without slices and on memory
+for reference: the ledger's share of the router's per-call overhead.
+
+Run: ``.venv/bin/python benchmarks/ledger.py [--quick] [--runs 5] [--scale 1.0]
+[--only sqlite,redis] [--per-call]``
 """
 
 from __future__ import annotations
@@ -167,15 +172,67 @@ def ping_round_trip(url: str, count: int = 2000) -> float:
     return elapsed / count * 1e6
 
 
+def per_call(url: str, count: int, runs: int) -> tuple[float, float]:
+    """Median microseconds per ``reserve`` and per ``settle`` over ``runs`` runs of
+    ``count`` admissions in this thread (settle time includes whatever a deferred
+    give-back costs later, since the next reserve pays it)."""
+    ledger = open_ledger(url)
+    admit(ledger, "per-call-warm", 200)
+    reserves: list[float] = []
+    settles: list[float] = []
+    clock = time.perf_counter
+    for run in range(runs):
+        pool = f"per-call-{run}"
+        spent_reserve = spent_settle = 0.0
+        for _ in range(count):
+            now = time.time()
+            t0 = clock()
+            reservation = ledger.reserve(pool, LIMITS, ESTIMATE, now)
+            t1 = clock()
+            if not isinstance(reservation, Reservation):
+                msg = f"refused during the benchmark: {reservation}"
+                raise RuntimeError(msg)
+            ledger.settle(reservation, REAL, now)
+            spent_reserve += t1 - t0
+            spent_settle += clock() - t1
+        reserves.append(spent_reserve / count * 1e6)
+        settles.append(spent_settle / count * 1e6)
+    ledger.close()
+    return statistics.median(reserves), statistics.median(settles)
+
+
+def main_per_call(options: argparse.Namespace) -> None:
+    """Print microseconds per admission in one thread, SQLite and memory."""
+    count = max(1, int(5_000 * options.scale))
+    print(
+        f"Microseconds per call in one thread, median of {options.runs} runs of "
+        f"{count:,} admissions; Python {platform.python_version()}"
+    )
+    print()
+    print("| backend | reserve | settle | reserve + settle |")
+    print("|---|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as folder:
+        for name, url in (("sqlite", f"sqlite:///{folder}/l.db"), ("memory", "memory://")):
+            reserve, settle = per_call(url, count, options.runs)
+            print(f"| {name} | {reserve:.1f} | {settle:.1f} | {reserve + settle:.1f} |")
+
+
 def main() -> None:
     """Measure every backend and print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 runs of half the counts")
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (median; 5)")
     parser.add_argument("--scale", type=float, default=None, help="multiply the counts (1.0)")
+    parser.add_argument("--only", default="", help="comma-separated backends (default: all)")
+    parser.add_argument(
+        "--per-call", action="store_true", help="microseconds per reserve and settle, one thread"
+    )
     options = parser.parse_args()
     options.runs = options.runs or (3 if options.quick else 5)
     options.scale = options.scale or (0.5 if options.quick else 1.0)
+    if options.per_call:
+        main_per_call(options)
+        return
 
     with tempfile.TemporaryDirectory() as folder:
         urls = {
@@ -184,12 +241,16 @@ def main() -> None:
             "sqlite + slices": f"sqlite:///{folder}/sliced.db?slices=on",
         }
         server: RedisServer | None = None
-        if shutil.which("redis-server"):
+        wanted = options.only.split(",") if options.only else list(COUNTS)
+        if not any(name.startswith("redis") for name in wanted):
+            pass
+        elif shutil.which("redis-server"):
             server = start_redis(Path(folder))
             urls["redis"] = server.url
             urls["redis + slices"] = server.url + "?slices=on"
         else:
             print("redis-server is not installed: skipping Redis", file=sys.stderr)
+        urls = {name: url for name, url in urls.items() if name in wanted}
         rows: list[tuple[str, list[float], float | None]] = []
         ping = ping_round_trip(server.url) if server is not None else None
         try:

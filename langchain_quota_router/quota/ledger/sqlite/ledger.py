@@ -1,7 +1,10 @@
 """A ledger in a SQLite file, shared by every thread and process on the machine.
 
-WAL journal so readers never wait for the writer; every operation is one
-``BEGIN IMMEDIATE`` transaction, so check-and-reserve is atomic across processes;
+WAL journal so readers never wait for the writer; every operation runs in a
+``BEGIN IMMEDIATE`` transaction, so check-and-reserve is atomic across processes
+(the async operations of one event-loop turn share one, each in a savepoint: see
+:mod:`.turns`; settlements that only give room back ride in the next one: see
+:mod:`.giveback`); one thread of a process at a time asks for the write lock;
 ``synchronous=NORMAL`` so a committed reservation survives the process being killed
 (not a power cut, which costs an fsync per call). One connection per thread, opened
 anew in a forked child. The file is stamped with an ``application_id`` so a file
@@ -35,7 +38,9 @@ for.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -46,8 +51,9 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
+from weakref import WeakKeyDictionary
 
 from langchain_quota_router.quota.errors import ConfigurationError, LedgerError
 from langchain_quota_router.quota.ledger.buckets import BucketLedger
@@ -55,9 +61,19 @@ from langchain_quota_router.quota.ledger.contract import WouldWait
 from langchain_quota_router.quota.ledger.fleet import FleetStore
 from langchain_quota_router.quota.ledger.records import FULL_PREFIX
 from langchain_quota_router.quota.ledger.sqlite.fleet import SQLiteFleetStore
+from langchain_quota_router.quota.ledger.sqlite.giveback import GiveBacks
 from langchain_quota_router.quota.ledger.sqlite.schema import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
+from langchain_quota_router.quota.ledger.sqlite.turns import SKIPPED, LoopTurns, Op, Outcome
 from langchain_quota_router.quota.ledger.sqlite.wal import keep_wal_on_close
-from langchain_quota_router.quota.ledger.types import Hold, encode_releases
+from langchain_quota_router.quota.ledger.types import (
+    Demand,
+    Hold,
+    LimitUsage,
+    Refusal,
+    Reservation,
+    encode_releases,
+)
+from langchain_quota_router.quota.limits import Limit
 
 logger = logging.getLogger("langchain_quota_router")
 
@@ -84,12 +100,47 @@ _T = TypeVar("_T")
 BUSY_TIMEOUT = 5.0
 #: The locks a ledger waits for, as its errors name them.
 _WRITE_LOCK = "its write lock (BEGIN IMMEDIATE)"
+_GATE = "its write lock, for another thread of this process"
+#: Seconds a settlement that only gives room back may wait for the next
+#: transaction (see giveback.py).
+GIVE_BACK_DELAY = 0.05
+#: A held give-back applies the live lease's correction; one whose lease could run
+#: out before it is applied (and so need the expired correction, which may add)
+#: is applied at once. Seconds of margin, far above GIVE_BACK_DELAY.
+_LEASE_MARGIN = 2.0
+_NOTHING = Demand(0, 0, 0)
+#: A held give-back: the arguments of its settle().
+_Held = tuple[Reservation, Demand, float]
 _SCHEMA_LOCK = "the lock that creates its tables and switches its journal to WAL"
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:
     text = str(exc)
     return "locked" in text or "busy" in text
+
+
+@functools.lru_cache(maxsize=64)
+def _read_sql(subjects: int, ranges: int) -> str:
+    """The statement :meth:`SQLiteLedger._read` runs for this many hold subjects and
+    ranges: one text per shape, so SQLite's statement cache prepares it once.
+
+    Parameters: ?1 the pool, then the subjects, then (series, lo, hi) per range,
+    then the lease series and the overdue bound.
+    """
+    marks = ",".join(f"?{2 + i}" for i in range(subjects))
+    parts = [f"SELECT 0, subject, until, reason FROM holds WHERE subject IN ({marks})"]  # noqa: S608 - only placeholders
+    n = 2 + subjects
+    for i in range(ranges):
+        parts.append(
+            f"SELECT 1, {i}, TOTAL(amount), NULL FROM counters "  # noqa: S608 - only ints
+            f"WHERE pool = ?1 AND series = ?{n} AND bucket BETWEEN ?{n + 1} AND ?{n + 2}"
+        )
+        n += 3
+    parts.append(
+        "SELECT 2, bucket, amount, NULL FROM counters "  # noqa: S608 - only ints
+        f"WHERE pool = ?1 AND series = ?{n} AND bucket <= ?{n + 1}"
+    )
+    return " UNION ALL ".join(parts)
 
 
 def path_from_url(url: str) -> Path:
@@ -174,6 +225,12 @@ class SQLiteLedger(BucketLedger):
         # Connections inherited through fork() must never be used or closed by the
         # child; keep them referenced so garbage collection does not close them.
         self._orphans: list[sqlite3.Connection] = []
+        # (pid, lock): one connection of this process at a time asks SQLite for
+        # the write lock, so threads queue here rather than in SQLite's sleeping
+        # busy handler, and the event loop never races its own worker.
+        self._gate_state: tuple[int, threading.RLock] = (os.getpid(), threading.RLock())
+        self._give_backs: GiveBacks[_Held] = GiveBacks(self._flush_give_backs, GIVE_BACK_DELAY)
+        self._turns: WeakKeyDictionary[asyncio.AbstractEventLoop, LoopTurns] = WeakKeyDictionary()
 
     def _new_fleet_store(self) -> FleetStore:
         return SQLiteFleetStore(self, self.path)
@@ -459,8 +516,19 @@ class SQLiteLedger(BucketLedger):
             raise LedgerError(msg)
 
     def close(self) -> None:
-        """Close this thread's connections, checkpointing first if the file is
-        still this ledger's (connections never checkpoint on close by themselves)."""
+        """Apply held give-backs, then close this thread's connections,
+        checkpointing first if the file is still this ledger's (connections never
+        checkpoint on close by themselves)."""
+        try:
+            self._flush_give_backs()
+        except (LedgerError, WouldWait) as exc:
+            logger.warning(
+                "ledger %r closed with %d settlement(s) not applied (%s): what the "
+                "calls did not spend stays counted until their leases run out",
+                str(self.path),
+                len(self._give_backs),
+                exc,
+            )
         for local in (self._local, self._nowait_local):
             conn = getattr(local, "conn", None)
             if conn is not None and local.pid == os.getpid():
@@ -471,7 +539,7 @@ class SQLiteLedger(BucketLedger):
             local.conn = None
         super().close()
 
-    def _locked_message(self, lock: str, exc: sqlite3.Error) -> str:
+    def _locked_message(self, lock: str, exc: object) -> str:
         return (
             f"ledger file {str(self.path)!r} stayed locked for {self.busy_timeout:g} s "
             f"(busy_timeout): another connection, in this process or another, holds "
@@ -489,43 +557,263 @@ class SQLiteLedger(BucketLedger):
             "start afresh, or restore it"
         )
 
+    def _gate(self) -> threading.RLock:
+        """This process's turn at the write lock (a forked child gets its own)."""
+        pid, gate = self._gate_state
+        if pid != os.getpid():
+            self._gate_state = (pid, gate) = (os.getpid(), threading.RLock())
+        return gate
+
     @contextmanager
     def _atomic(self) -> Iterator[None]:
-        conn = self._connection()
-        # The primitives below run on it (this thread's, in the current mode).
-        self._local.active = conn
-        try:
-            # busy_timeout is the whole wait: SQLite retries inside it.
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if getattr(self._mode, "nowait", False) and _is_locked(exc):
-                raise WouldWait from exc
-            if _is_locked(exc):
-                raise LedgerError(self._locked_message(_WRITE_LOCK, exc)) from exc
-            raise self._broken(exc, "is unavailable") from exc
-        except sqlite3.Error as exc:
-            raise self._broken(exc, "is unavailable") from exc
+        conn: sqlite3.Connection | None = getattr(self._local, "txn", None)
+        if conn is None:
+            with self._transaction():
+                yield
+            return
+        # Inside a transaction already (a batch of the event loop's operations,
+        # or held give-backs): this operation alone is undone if it fails.
+        if getattr(self._local, "bare", False):
+            yield
+            return
+        conn.execute("SAVEPOINT op")
         try:
             yield
         except sqlite3.Error as exc:
-            self._rollback(conn)
+            self._undo(conn, "op")
             if getattr(self._mode, "nowait", False) and _is_locked(exc):
                 raise WouldWait from exc
             raise self._broken(exc, "failed") from exc
         except BaseException:
-            self._rollback(conn)
+            self._undo(conn, "op")
             raise
-        else:
+        conn.execute("RELEASE op")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE ... COMMIT`` on this thread's connection (in the
+        current mode), with the held give-backs applied first."""
+        nowait = getattr(self._mode, "nowait", False)
+        gate = self._gate()
+        if not gate.acquire(timeout=0 if nowait else self.busy_timeout):
+            if nowait:
+                raise WouldWait
+            raise LedgerError(self._locked_message(_GATE, "waited in this process"))
+        try:
+            conn = self._connection()
+            # The primitives below run on it (this thread's, in the current mode).
+            self._local.active = conn
+            try:
+                # busy_timeout is the whole wait: SQLite retries inside it.
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if nowait and _is_locked(exc):
+                    raise WouldWait from exc
+                if _is_locked(exc):
+                    raise LedgerError(self._locked_message(_WRITE_LOCK, exc)) from exc
+                raise self._broken(exc, "is unavailable") from exc
+            except sqlite3.Error as exc:
+                raise self._broken(exc, "is unavailable") from exc
+            self._local.txn = conn
+            applied: list[_Held] = []
+            try:
+                applied = self._apply_give_backs(conn)
+                yield
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                self._give_backs.put_back(applied)
+                if nowait and _is_locked(exc):
+                    raise WouldWait from exc
+                raise self._broken(exc, "failed") from exc
+            except BaseException:
+                self._rollback(conn)
+                self._give_backs.put_back(applied)
+                raise
+            finally:
+                self._local.txn = None
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback(conn)
-                if getattr(self._mode, "nowait", False) and _is_locked(exc):
+                self._give_backs.put_back(applied)
+                if nowait and _is_locked(exc):
                     raise WouldWait from exc
                 raise self._broken(exc, "could not commit") from exc
-            self._commits += 1
-            if self._commits % _CHECKPOINT_EVERY == 0:
-                self._worker().submit(self._checkpoint)
+        finally:
+            gate.release()
+        self._commits += 1
+        if self._commits % _CHECKPOINT_EVERY == 0:
+            self._worker().submit(self._checkpoint)
+
+    @staticmethod
+    def _undo(conn: sqlite3.Connection, savepoint: str) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute(f"ROLLBACK TO {savepoint}")
+            conn.execute(f"RELEASE {savepoint}")
+
+    # ------------------------------------------------------------ give-backs
+
+    def settle(self, reservation: Reservation, used: Demand, now: float) -> None:
+        """Replace a reservation's estimate with what the call really spent.
+
+        A settlement that only gives room back is held, at most
+        ``GIVE_BACK_DELAY`` seconds, and applied in the next transaction (see
+        :mod:`~langchain_quota_router.quota.ledger.sqlite.giveback`): until then
+        the pool counts a little too much, never too little.
+        """
+        if self._may_hold(reservation, used, now):
+            self._give_backs.add((reservation, used, now))
+            return
+        super().settle(reservation, used, now)
+
+    def settle_now(self, reservation: Reservation, used: Demand, now: float) -> None:
+        super().settle(reservation, used, now)
+
+    def _may_hold(self, reservation: Reservation, used: Demand, now: float) -> bool:
+        """Whether settling ``reservation`` with ``used`` only gives room back,
+        now and whenever within the hold it is applied."""
+        if reservation.pool in self.full_pools:
+            return False  # lift what this process remembers at once
+        demand = reservation.demand
+        for _, _, metric in reservation.entries:
+            if used.amount(metric) > demand.amount(metric):
+                return False
+        if not reservation.lease_id:
+            return True
+        # Applied after its lease ran out, the correction would start from the
+        # lease's floor and may add: hold it only while the lease is far from out.
+        expires = reservation.expires_at
+        return (
+            expires is not None
+            and expires - reservation.at > _LEASE_MARGIN
+            and (expires - time.time() > _LEASE_MARGIN or expires - reservation.at > 3600)
+        )
+
+    def _apply_give_backs(self, conn: sqlite3.Connection) -> list[_Held]:
+        """Apply the held give-backs in the open transaction; those applied (to
+        hold again should the transaction fail)."""
+        items = self._give_backs.take()
+        if not items:
+            return items
+        settle = super().settle
+        conn.execute("SAVEPOINT give_backs")
+        self._local.bare = True
+        try:
+            for reservation, used, now in items:
+                settle(reservation, used, now)
+        except WouldWait:
+            self._local.bare = False
+            self._undo(conn, "give_backs")
+            self._give_backs.put_back(items)
+            raise
+        except Exception:  # noqa: BLE001 - one at a time below, each on its own
+            self._local.bare = False
+            self._undo(conn, "give_backs")
+            return self._apply_one_by_one(items)
+        finally:
+            self._local.bare = False
+        conn.execute("RELEASE give_backs")
+        return items
+
+    def _apply_one_by_one(self, items: list[_Held]) -> list[_Held]:
+        settle = super().settle
+        for reservation, used, now in items:
+            try:
+                settle(reservation, used, now)  # a savepoint each (see _atomic)
+            except WouldWait:
+                raise
+            except Exception as exc:  # noqa: BLE001 - over-counted, never under
+                logger.warning(
+                    "could not give back what a call in pool %r did not spend: %s; "
+                    "it stays counted (its lease releases the output estimate)",
+                    reservation.pool,
+                    exc,
+                )
+        return items
+
+    def _flush_give_backs(self) -> None:
+        """Apply the held give-backs now, in a transaction of their own."""
+        if len(self._give_backs):
+            with self._atomic():
+                pass
+
+    # ------------------------------------------------------------ async API
+
+    def _loop_turns(self) -> LoopTurns:
+        """The running loop's batches (see :mod:`.turns`)."""
+        loop = asyncio.get_running_loop()
+        turns = self._turns.get(loop)
+        if turns is None or turns.pid != os.getpid():
+            turns = self._turns[loop] = LoopTurns(loop, self._run_batch, self._worker, self._orphan)
+        return turns
+
+    def _run_batch(self, ops: list[Op], nowait: bool) -> list[Outcome]:
+        """Run ``ops`` in one transaction: on this thread's connection that never
+        waits when ``nowait`` (raising :class:`WouldWait`), else on the one that may."""
+        self._mode.nowait = nowait
+        try:
+            outcomes: list[Outcome] = []
+            with self._transaction():
+                for op in ops:
+                    future = op.future
+                    if op.skippable and future is not None and future.cancelled():
+                        outcomes.append(SKIPPED)
+                        continue
+                    try:
+                        outcomes.append((True, op.fn()))
+                    except WouldWait:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - this operation's alone
+                        outcomes.append((False, exc))
+            return outcomes
+        finally:
+            self._mode.nowait = False
+
+    def _orphan(self, made: Any) -> None:
+        """A reservation made for a caller that was cancelled meanwhile: take it back."""
+        if not isinstance(made, Reservation):
+            return
+        if self._may_hold(made, _NOTHING, made.at):
+            self._give_backs.add((made, _NOTHING, made.at))
+        else:  # never a transaction on the loop's thread that may wait
+            self._worker().submit(BucketLedger.settle, self, made, _NOTHING, made.at)
+
+    async def areserve(
+        self,
+        pool: str,
+        limits: Sequence[Limit],
+        demand: Demand,
+        now: float,
+        *,
+        key: str | None = None,
+        model: str | None = None,
+    ) -> Reservation | Refusal:
+        """:meth:`reserve` in this loop turn's transaction (see :mod:`.turns`).
+
+        A caller cancelled before the batch runs reserves nothing; one cancelled
+        while it runs in the worker has its reservation taken back.
+        """
+        known = self.remembered(pool, demand, now)
+        if known is not None:
+            return known
+        reserve = functools.partial(self.reserve, pool, limits, demand, now, key=key, model=model)
+        made: Reservation | Refusal = await self._loop_turns().submit(reserve, skippable=True)
+        return made
+
+    async def asettle(self, reservation: Reservation, used: Demand, now: float) -> None:
+        """:meth:`settle`: held without waiting when it only gives room back, else
+        in this loop turn's transaction."""
+        if self._may_hold(reservation, used, now):
+            self._give_backs.add((reservation, used, now))
+            return
+        settle = functools.partial(BucketLedger.settle, self, reservation, used, now)
+        await self._loop_turns().submit(settle, skippable=False)
+
+    async def ausage(self, pool: str, limits: Sequence[Limit], now: float) -> list[LimitUsage]:
+        """:meth:`usage` in this loop turn's transaction (held give-backs applied)."""
+        usage = functools.partial(self.usage, pool, limits, now)
+        found: list[LimitUsage] = await self._loop_turns().submit(usage, skippable=True)
+        return found
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
@@ -594,26 +882,15 @@ class SQLiteLedger(BucketLedger):
     ) -> tuple[list[Hold], list[int], list[tuple[str, str]]]:
         # One statement for the holds and every range: a reservation is on the hot
         # path of every call, and each statement costs as much as the work in it.
-        parts = [
-            "SELECT 0, subject, until, reason FROM holds WHERE subject IN "  # noqa: S608
-            f"({','.join('?' * len(subjects))})"  # only placeholders are interpolated
-        ]
-        params: list[object] = list(subjects)
-        for i, (series, lo, hi) in enumerate(ranges):
-            parts.append(
-                f"SELECT 1, {i}, TOTAL(amount), NULL FROM counters "  # noqa: S608 - an int
-                "WHERE pool = ? AND series = ? AND bucket BETWEEN ? AND ?"
-            )
-            params += [pool, series, lo, hi]
-        parts.append(
-            "SELECT 2, bucket, amount, NULL FROM counters "
-            "WHERE pool = ? AND series = ? AND bucket <= ?"
-        )
-        params += [pool, _LEASE_SERIES, _lease_key("", now) | ((1 << _LEASE_ID_BITS) - 1)]
+        params: list[object] = [pool, *subjects]
+        for series, lo, hi in ranges:
+            params += (series, lo, hi)
+        params += (_LEASE_SERIES, _lease_key("", now) | ((1 << _LEASE_ID_BITS) - 1))
+        sql = _read_sql(len(subjects), len(ranges))
         holds: list[Hold] = []
         sums = [0] * len(ranges)
         overdue: list[tuple[str, str]] = []
-        for kind, a, b, c in self._local.active.execute(" UNION ALL ".join(parts), params):
+        for kind, a, b, c in self._local.active.execute(sql, params):
             if kind == 0:
                 holds.append(Hold(a, b, c))
             elif kind == 1:
