@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +230,25 @@ def test_a_forked_child_never_applies_its_parents_held_give_backs(tmp_path: Path
     assert os.waitstatus_to_exitcode(status) == 0
     assert tokens(ledger, "p") == 120  # given back once, by the parent
     ledger.close()
+
+
+def test_a_process_that_exits_without_close_applies_what_is_held(tmp_path: Path) -> None:
+    # A script that settles and ends: the flushing thread is a daemon and dies
+    # with it, so the exit itself must apply the held give-back.
+    script = f"""
+import time
+from langchain_quota_router import Limit
+from langchain_quota_router.quota.ledger import Demand
+from langchain_quota_router.quota.ledger.sqlite import SQLiteLedger
+limits = [Limit.parse("1000/minute"), Limit.parse("1000000 tokens/day")]
+ledger = SQLiteLedger("sqlite:///{tmp_path}/l.db")
+made = ledger.reserve("p", limits, Demand(1, 100, 200), time.time())
+ledger.settle(made, Demand(1, 100, 20), time.time())
+assert len(ledger._give_backs) == 1, "the give-back was not held"
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    with sqlite3.connect(tmp_path / "l.db") as conn:
+        (amount,) = conn.execute(
+            "SELECT TOTAL(amount) FROM counters WHERE pool = 'p' AND series LIKE 'tokens%'"
+        ).fetchone()
+    assert amount == 120

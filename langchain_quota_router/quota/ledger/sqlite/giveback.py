@@ -9,19 +9,24 @@ inside it. Settlements that raise a count are never held (see
 held after ``delay``; reads of usage, ``close()`` and ``settle_now`` flush first.
 
 Held settlements belong to the process that made them: a forked child starts
-with none, and the parent still applies its own.
+with none, and the parent still applies its own. What is held when the interpreter exits is
+applied by an ``atexit`` hook (not after ``os._exit`` or ``kill -9``: then the
+leases release the output estimates, and counts stay high, never low).
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 _Item = TypeVar("_Item")
+logger = logging.getLogger("langchain_quota_router")
 
 
 class GiveBacks(Generic[_Item]):
@@ -47,6 +52,14 @@ class GiveBacks(Generic[_Item]):
         # seconds by itself, and nobody need wake it: a wake-up per call would
         # cost more than the transaction it saves).
         self._idle = False
+        _LIVE.add(self)
+
+    def flush_now(self) -> None:
+        """Apply what this process holds, here and now (at exit: the flushing
+        thread, a daemon, would die with what it holds counted too high)."""
+        flush = self._flush()
+        if flush is not None and len(self):
+            flush()
 
     def __len__(self) -> int:
         return len(self._items) if self._pid == os.getpid() else 0
@@ -120,6 +133,19 @@ class GiveBacks(Generic[_Item]):
                     self._idle = False
                     if not self._since:
                         return None
+
+
+#: Every ledger's held give-backs, applied when the interpreter exits.
+_LIVE: weakref.WeakSet[GiveBacks[Any]] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for held in list(_LIVE):
+        try:
+            held.flush_now()
+        except Exception:
+            logger.debug("could not apply held give-backs at exit", exc_info=True)
 
 
 def _run(ref: weakref.ref[GiveBacks[object]]) -> None:
