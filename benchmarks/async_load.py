@@ -23,8 +23,8 @@ ratio compares figures from this one run. Per variant it prints:
     worst over all rounds and median of each round's worst.
 Limits are generous: no call is refused; this measures overhead, not quota.
 
-Targets: throughput >= 1.0x ``with_fallbacks`` on every backend at both
-concurrencies; loop lag < 50 ms, even under the writer. At this load the loop is
+Targets: throughput >= 0.95x ``with_fallbacks`` on memory and SQLite and >= 0.8x
+on Redis, at both concurrencies; loop lag < 50 ms, even under the writer. At this load the loop is
 CPU-bound (C x 20 calls/s are asked for, far more than one core serves), so lag
 has a floor that is not I/O: the lag of ``with_fallbacks`` itself, printed
 beside. The light-load table (20 concurrent calls) shows the lag I/O adds
@@ -56,8 +56,10 @@ from langchain_quota_router import QuotaRoutedChatModel, Route
 PROMPT = "Summarise the plot of Hamlet in one sentence."
 LATENCY = 0.05
 LIMITS = ["1000000/minute", "1000000000 tokens/day"]
-#: Throughput ratio to with_fallbacks, and the largest loop lag, the project targets.
-TARGET_RATIO = 1.0
+#: Throughput ratio to with_fallbacks the project targets (issue 22: 0.95 on memory
+#: and SQLite, 0.8 on Redis), and the largest loop lag.
+TARGET_RATIO = 0.95
+TARGET_RATIO_REDIS = 0.8
 TARGET_LAG = 0.050
 REFERENCE = "with_fallbacks"
 WRITER = "sqlite + writer"
@@ -163,7 +165,8 @@ def report(title: str, results: dict[str, Figures], *, with_targets: bool) -> No
         ratio = rate / reference
         mark = ""
         if with_targets and name not in (REFERENCE, WRITER):
-            mark = " ok" if ratio >= TARGET_RATIO else " MISS"
+            target = TARGET_RATIO_REDIS if name.startswith("redis") else TARGET_RATIO
+            mark = " ok" if ratio >= target else " MISS"
         lag = max(fig.lags)
         lag_mark = ""
         if with_targets and name != REFERENCE:
@@ -258,9 +261,10 @@ def main() -> None:
             f"{sys.platform}"
         )
         print(
-            f"# targets: throughput >= {TARGET_RATIO:.1f}x with_fallbacks on every backend "
-            f"at every concurrency; loop lag < {TARGET_LAG * 1e3:.0f} ms, even under the "
-            "writer (the with_fallbacks row is the loop's CPU floor)"
+            f"# targets: throughput >= {TARGET_RATIO:.2f}x with_fallbacks on memory and "
+            f"SQLite, >= {TARGET_RATIO_REDIS:.2f}x on Redis, at every concurrency; "
+            f"loop lag < {TARGET_LAG * 1e3:.0f} ms, even under the writer "
+            "(the with_fallbacks row is the loop's CPU floor)"
         )
         print()
         asyncio.run(run(options, urls, writer_db))

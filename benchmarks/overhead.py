@@ -14,10 +14,10 @@ Prints the median per-call time of:
   (i) ``KeyRotator.call`` over the same API, default SQLite ledger,
   (j) (c) on SQLite with local quota slices (``?slices=on``),
   (k) (c) on a memory ledger,
-and the ratios the project targets (``TARGETS``, the README's figures): (c)/(b) <= 1.3,
-(d)/(a) <= 1.05 and, for what the fleet counters cost a routed call (counted in memory,
-written to the ledger by a background thread every second, which runs during the
-measurement), (c)/(e) <= 1.10.
+and the ratios the project targets (``TARGETS``, the README's figures): (c)/(b) <= 1.6,
+(j)/(b) and (k)/(b) <= 1.15, (d)/(a) <= 1.07 and, for what the fleet counters cost a
+routed call (counted in memory, written to the ledger by a background thread every
+second, which runs during the measurement), (c)/(e) <= 1.10.
 The fake is the project's ``FakeVendorChatModel``, which reports usage as a vendor
 does; every variant calls it the same way, so the differences are overhead.
 """
@@ -37,8 +37,16 @@ from langchain_core.runnables import Runnable
 from langchain_quota_router import KeyRotator, QuotaRoutedChatModel, Route
 from langchain_quota_router.testing import FakeVendorChatModel
 
-#: The ratios the project targets, as the README states them (a test compares).
-TARGETS = {"(c)/(b)": 1.3, "(d)/(a)": 1.05, "(c)/(e)": 1.10}
+#: The ratios the project targets, as the README states them (a test compares):
+#: issue 22's for a call on a ledger without slices (c), with slices (j), in memory
+#: (k) and a cache hit (d); and what the fleet counters may cost (c)/(e).
+TARGETS = {
+    "(c)/(b)": 1.6,
+    "(j)/(b)": 1.15,
+    "(k)/(b)": 1.15,
+    "(d)/(a)": 1.07,
+    "(c)/(e)": 1.10,
+}
 
 PROMPT = "Summarise the plot of Hamlet in one sentence."
 KEYS = ["serp-key-one-0123456789", "serp-key-two-9876543210"]
@@ -205,8 +213,8 @@ def main() -> None:
         print(f"| {name} | {micros:.2f} µs |" if micros < 10 else f"| {name} | {micros:.0f} µs |")
     print()
     print(f"(c)/(b) = {times['(c)'] / times['(b)']:.2f}  (target <= {TARGETS['(c)/(b)']})")
-    print(f"(j)/(b) = {times['(j)'] / times['(b)']:.2f}  (issue 22 target <= 1.15: slices)")
-    print(f"(k)/(b) = {times['(k)'] / times['(b)']:.2f}  (issue 22 target <= 1.15: memory)")
+    print(f"(j)/(b) = {times['(j)'] / times['(b)']:.2f}  (target <= {TARGETS['(j)/(b)']}: slices)")
+    print(f"(k)/(b) = {times['(k)'] / times['(b)']:.2f}  (target <= {TARGETS['(k)/(b)']}: memory)")
     print(f"(d)/(a) = {times['(d)'] / times['(a)']:.2f}  (target <= {TARGETS['(d)/(a)']})")
     print(
         f"(c)/(e) = {times['(c)'] / times['(e)']:.3f}  "

@@ -156,3 +156,34 @@ def test_killed_callers_leave_only_their_prompts_once_leases_run_out(
     finally:
         if server:
             server.kill()
+
+
+def test_lease_ids_are_unique_across_threads_and_forked_children() -> None:
+    import os
+    import threading
+
+    from langchain_quota_router.quota.ledger.types import new_lease_id
+
+    seen: list[str] = []
+
+    def draw() -> None:
+        seen.extend(new_lease_id() for _ in range(2000))
+
+    threads = [threading.Thread(target=draw) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(seen)) == len(seen) == 8000
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, new_lease_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    os.close(write)
+    assert child not in seen
+    assert child[:12] != seen[0][:12]  # the child drew its own prefix
