@@ -165,4 +165,4 @@ def test_generated_names_can_be_typed_back(
     assert main(["reset", typed]) == 0
     assert f"reset pool {llm.route_map[groq].pool} (routes: {groq})" in capsys.readouterr().out
     assert main(["enable", typed]) == 0
-    assert "was not disabled" in capsys.readouterr().out
+    assert f"{groq} was not disabled" in capsys.readouterr().out  # its real name

@@ -283,10 +283,12 @@ def _cmd_reset(args: argparse.Namespace) -> int:
 def _cmd_enable(args: argparse.Namespace) -> int:
     router = _router(args)
     lifted = router.enable(args.route)  # ConfigurationError names the routes when unknown
+    # The route's own name, not what was typed ("groq#1 ...a1f3", a prefix).
+    name = match_name(args.route, router.route_map) or args.route
     if lifted:
-        _Output.of(router)(f"enabled {args.route}: its key and model may be used again")
+        _Output.of(router)(f"enabled {name}: its key and model may be used again")
     else:
-        _Output.of(router)(f"{args.route} was not disabled; nothing to do")
+        _Output.of(router)(f"{name} was not disabled; nothing to do")
     return 0
 
 
