@@ -15,8 +15,8 @@ from langchain_quota_router.quota.ledger import Demand, Ledger, Reservation, ope
 from langchain_quota_router.quota.limits import Limit
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-ESTIMATE = Demand(1, 10, 500)
-SPENT = Demand(1, 10, 20)  # gives 480 tokens back
+ESTIMATE = Demand(1, 40, 500)
+SPENT = Demand(1, 10, 20)  # gives 510 tokens back, keeps less than the prompt's 40
 LIMS = [Limit.parse("100000/minute"), Limit.parse("1000000 tokens/minute")]
 
 
@@ -83,7 +83,7 @@ async def test_settlements_ride_the_next_pipeline(
     again = await ledger.areserve("p", LIMS, ESTIMATE, T0)
     assert isinstance(again, Reservation)
     assert trips == [["settle", "settle", "settle", "reserve"]]
-    assert used(ledger) == [4, 3 * 30 + 510]
+    assert used(ledger) == [4, 3 * 30 + 540]
 
 
 async def test_a_settlement_that_adds_goes_out_with_the_turns_reserves(
@@ -99,7 +99,7 @@ async def test_a_settlement_that_adds_goes_out_with_the_turns_reserves(
     )
     assert trips == [["settle"] + ["reserve"] * 5]
     # Awaited: written before asettle returned.
-    assert used(other) == [6, 910 + 5 * 510]
+    assert used(other) == [6, 910 + 5 * 540]
 
 
 async def test_the_holds_are_read_once_for_a_hundred_callers(
@@ -205,3 +205,16 @@ def test_what_reserves_on_a_pool_send_alike_is_worked_out_once(
     other, *_ = ledger._reserve_call("q", LIMS, ESTIMATE, T0, None, None, None)
     assert other.keys is not first.keys
     assert other.keys[-1] == "qr:counts:q:" + LIMS[1].series
+
+
+async def test_a_settlement_its_lease_would_undo_is_sent_before_asettle_returns(
+    make_ledger: Callable[[str], Ledger],
+) -> None:
+    # 60 tokens spent of 540 reserved gives room back, but the lease would keep
+    # only the prompt (40) were this process killed before it landed: not queued.
+    ledger, other = make_ledger("redis"), make_ledger("redis")
+    made = await ledger.areserve("p", LIMS, ESTIMATE, T0)
+    assert isinstance(made, Reservation)
+    await ledger.asettle(made, Demand(1, 40, 20), T0)
+    assert ledger._queued == []  # type: ignore[attr-defined]
+    assert used(other) == [1, 60]

@@ -46,26 +46,24 @@ class RouterStats:
     def served(self, route: str, *, fallback: bool, cost: float | None = None) -> None:
         """Count a call a route answered (after others could not, if ``fallback``),
         and its cost (USD) when known."""
+        self._count_served(route, fallback)
+        fleet = self.fleet
+        if fleet is not None:
+            fleet.served(route, fallback=fallback, cost=cost)
+
+    def _count_served(self, route: str, fallback: bool) -> None:
         with self._lock:
             self.total_calls += 1
             self.calls_per_route[route] += 1
             self.last_route = route
             if fallback:
                 self.fallbacks += 1
-        fleet = self.fleet
-        if fleet is not None:
-            fleet.served(route, fallback=fallback, cost=cost)
 
     def answered(
         self, route: str, pool: str, used: Demand, *, fallback: bool, cost: float | None = None
     ) -> None:
         """:meth:`served` and :meth:`spent` of one answer, counted in one go."""
-        with self._lock:
-            self.total_calls += 1
-            self.calls_per_route[route] += 1
-            self.last_route = route
-            if fallback:
-                self.fallbacks += 1
+        self._count_served(route, fallback)
         fleet = self.fleet
         if fleet is not None:
             spent = (used.requests, used.input_tokens, used.output_tokens, used.usd)

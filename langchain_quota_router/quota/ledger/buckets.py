@@ -34,6 +34,7 @@ from langchain_quota_router.quota.ledger.types import (
     decode_releases,
     lease_floor,
     new_lease_id,
+    releases_of,
 )
 from langchain_quota_router.quota.limits import Limit, Metric
 
@@ -85,39 +86,32 @@ class BucketLedger(Ledger):
                     return Refusal(pool, hold.reason, hold.until)
             entries: dict[str, tuple[str, int, Metric]] = {}
             levels: list[tuple[Limit, int]] = []
+            adds: list[tuple[str, int, int]] = []
             for limit, used in zip(limits, sums, strict=True):
                 need = demand.amount(limit.metric)
-                refusal = self._check(pool, limit, need, used, now)
-                if refusal is not None:
-                    record = full.note(refusal, self._first_lease(pool))
-                    if record is not None:
-                        self._set_hold(record)
-                    return refusal
+                if used + need > limit.units:
+                    refusal = self._check(pool, limit, need, used, now)
+                    if refusal is not None:
+                        record = full.note(refusal, self._first_lease(pool))
+                        if record is not None:
+                            self._set_hold(record)
+                        return refusal
                 levels.append((limit, used + need))
                 series = limit.series
-                entries.setdefault(series, (series, limit.window.bucket(now), limit.metric))
-            adds = [
-                (series, bucket, demand.amount(metric))
-                for series, bucket, metric in entries.values()
-                if demand.amount(metric)
-            ]
+                if series not in entries:
+                    entries[series] = (series, limit.window.bucket(now), limit.metric)
+                    if need:
+                        adds.append((series, entries[series][1], need))
             self._add_many(pool, adds)
-            reservation = Reservation(pool, demand, tuple(entries.values()), now, tuple(levels))
-            releases = reservation.releases()
+            counted = tuple(entries.values())
+            lease_id, expires_at = "", None
+            releases = releases_of(demand, counted)
             if releases:
-                lease_id, expires_at = new_lease_id(), now + self.reservation_lease
-                if self._add_lease(pool, lease_id, expires_at, releases):
-                    reservation = Reservation(
-                        pool,
-                        demand,
-                        reservation.entries,
-                        now,
-                        reservation.levels,
-                        lease_id,
-                        expires_at,
-                    )
+                lease, until = new_lease_id(), now + self.reservation_lease
+                if self._add_lease(pool, lease, until, releases):
+                    lease_id, expires_at = lease, until
             self._maybe_prune(pool, limits, now)
-        return reservation
+        return Reservation(pool, demand, counted, now, tuple(levels), lease_id, expires_at)
 
     def _full_records(self) -> list[Hold]:
         """Every pool's ``full:`` record (a backend may read them without a write

@@ -79,13 +79,39 @@ class Reservation:
     def releases(self) -> list[tuple[str, int, int]]:
         """``(series, bucket, amount)`` its lease gives back when it runs out: the
         output estimate. The request, the prompt and the estimated cost stay counted."""
-        floor = lease_floor(self.demand)
-        found = []
-        for series, bucket, metric in self.entries:
-            amount = self.demand.amount(metric) - floor.amount(metric)
-            if amount:
-                found.append((series, bucket, amount))
-        return found
+        return releases_of(self.demand, self.entries)
+
+
+def may_land_late(reservation: Reservation, used: Demand) -> bool:
+    """Whether settling ``reservation`` with ``used`` may be applied a moment later
+    (carried by the next transaction or pipeline) rather than before ``settle``
+    returns.
+
+    Only if losing it cannot count too little: were the process killed first, the
+    reservation stays counted and its lease, when it runs out, keeps its floor
+    (:func:`lease_floor`); that must hold at least ``used`` on every counter. A call
+    that spent output tokens past the prompt's margin is settled at once: its lease
+    would release them.
+    """
+    kept = lease_floor(reservation.demand) if reservation.lease_id else reservation.demand
+    return all(used.amount(metric) <= kept.amount(metric) for _, _, metric in reservation.entries)
+
+
+#: The metrics whose counts hold a demand's output estimate (see lease_floor).
+_OUTPUT_METRICS = frozenset(("tokens", "output_tokens"))
+
+
+def releases_of(
+    demand: Demand, entries: Sequence[tuple[str, int, Metric]]
+) -> list[tuple[str, int, int]]:
+    """What a reservation of ``demand`` counted in ``entries`` gives back when its
+    lease runs out: ``demand`` less its :func:`lease_floor`, the output estimate."""
+    output = demand.output_tokens
+    if not output:
+        return []
+    return [
+        (series, bucket, output) for series, bucket, metric in entries if metric in _OUTPUT_METRICS
+    ]
 
 
 def lease_floor(demand: Demand) -> Demand:

@@ -116,6 +116,7 @@ from langchain_quota_router.quota.ledger.types import (
     Refusal,
     Reservation,
     lease_floor,
+    may_land_late,
     new_lease_id,
 )
 from langchain_quota_router.quota.ledger.url import redact_url
@@ -990,16 +991,15 @@ class RedisLedger(Ledger):
         (:meth:`usage`, :meth:`ausage`) carry it first, and so does :meth:`close`.
         A settlement that adds to the count (the call spent more than estimated)
         goes out at once, in this turn's pipeline, and is awaited, so no process
-        sees room that is not there. The price: a process killed in the moment
-        between its caller getting the answer and the settlement landing leaves
-        that call counted as its prompt once the lease runs out, as a call killed
-        in flight is.
+        sees room that is not there; so does one whose loss could count too little
+        (:func:`may_land_late`: a call that spent output tokens its lease would
+        release were this process killed before the settlement landed).
         """
         call = self._settle_call(reservation, used, now, cancel=False)
         if call is None:
             return
         c = await self._aclient()
-        if _gives_back(call) and not _takes(call):
+        if _gives_back(call) and not _takes(call) and may_land_late(reservation, used):
             self.full_pools.forget(reservation.pool)
             self._enqueue(c, _Queued(call, reservation, used, now))
             return

@@ -72,6 +72,7 @@ from langchain_quota_router.quota.ledger.types import (
     Refusal,
     Reservation,
     encode_releases,
+    may_land_late,
 )
 from langchain_quota_router.quota.limits import Limit
 
@@ -104,10 +105,6 @@ _GATE = "its write lock, for another thread of this process"
 #: Seconds a settlement that only gives room back may wait for the next
 #: transaction (see giveback.py).
 GIVE_BACK_DELAY = 0.05
-#: A held give-back applies the live lease's correction; one whose lease could run
-#: out before it is applied (and so need the expired correction, which may add)
-#: is applied at once. Seconds of margin, far above GIVE_BACK_DELAY.
-_LEASE_MARGIN = 2.0
 _NOTHING = Demand(0, 0, 0)
 #: A held give-back: the arguments of its settle().
 _Held = tuple[Reservation, Demand, float]
@@ -670,24 +667,13 @@ class SQLiteLedger(BucketLedger):
         super().settle(reservation, used, now)
 
     def _may_hold(self, reservation: Reservation, used: Demand, now: float) -> bool:
-        """Whether settling ``reservation`` with ``used`` only gives room back,
-        now and whenever within the hold it is applied."""
+        """Whether settling ``reservation`` with ``used`` only gives room back, and
+        may be held: lost with the process, its lease would still keep ``used``
+        counted (:func:`may_land_late`), and applied late, after that lease ran
+        out, it would still only give back."""
         if reservation.pool in self.full_pools:
             return False  # lift what this process remembers at once
-        demand = reservation.demand
-        for _, _, metric in reservation.entries:
-            if used.amount(metric) > demand.amount(metric):
-                return False
-        if not reservation.lease_id:
-            return True
-        # Applied after its lease ran out, the correction would start from the
-        # lease's floor and may add: hold it only while the lease is far from out.
-        expires = reservation.expires_at
-        return (
-            expires is not None
-            and expires - reservation.at > _LEASE_MARGIN
-            and (expires - time.time() > _LEASE_MARGIN or expires - reservation.at > 3600)
-        )
+        return may_land_late(reservation, used)
 
     def _apply_give_backs(self, conn: sqlite3.Connection) -> list[_Held]:
         """Apply the held give-backs in the open transaction; those applied (to
