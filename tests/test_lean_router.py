@@ -10,6 +10,7 @@ import pytest
 from call_paths import PATHS, ask
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
+from support.vendors import HeaderFake, openai_headers
 
 from langchain_quota_router import QuotaRoutedChatModel, Route
 from langchain_quota_router.quota.clock import FakeClock
@@ -117,3 +118,69 @@ def test_the_plain_call_gets_its_own_copy_of_the_tracing_params(clock: FakeClock
 
     assert router._get_ls_params()["ls_model_name"] == "m1"
     assert router._get_invocation_params()["strategy"] == "priority"
+
+
+def header_router(clock: FakeClock, ledger: str, headers: list[dict[str, str]]) -> Any:
+    vendor = HeaderFake(model="m", provider="openai", headers=headers)
+    return QuotaRoutedChatModel(
+        routes=[Route(vendor, name="vendor", limits=["100/minute"])],
+        ledger=ledger,
+        cache=False,
+        clock=clock,
+    )
+
+
+async def test_headers_that_agree_with_the_ledger_are_written_once_a_second(
+    clock: FakeClock, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Real vendors send their counters with every answer. Where the vendor has at
+    # least the room the ledger counts, writing its counter changes nothing: it
+    # is written once a second per pool and limit, not on every call.
+    llm = header_router(clock, "memory://", [openai_headers(100, 99)])
+    writes: list[int] = []
+    ledger = llm.ledger_backend
+    real = ledger.observe
+    monkeypatch.setattr(
+        ledger,
+        "observe",
+        lambda pool, limit, left, now: (writes.append(left), real(pool, limit, left, now)),
+    )
+    for _ in range(10):
+        await ask(llm, how)
+        clock.advance(0.05)
+    assert writes == [99]
+    clock.advance(1.0)
+    await ask(llm, how)
+    assert writes == [99, 99]
+
+
+async def test_a_vendor_with_less_left_than_the_ledger_counts_is_written_at_once(
+    clock: FakeClock, how: str
+) -> None:
+    # The key is also used from elsewhere: the vendor has 40 left where the ledger
+    # counts 98. That is written on the answer that says it, not a second later.
+    llm = header_router(clock, "memory://", [openai_headers(100, 99), openai_headers(100, 40)])
+    await ask(llm, how)
+    await ask(llm, how)
+    (usage,) = llm.usage()
+    assert usage.used == 60
+
+
+async def test_agreeing_headers_cost_an_async_call_no_trip_to_the_ledgers_thread(
+    clock: FakeClock, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llm = header_router(clock, f"sqlite:///{tmp_path}/l.db", [openai_headers(100, 99)])
+    await llm.ainvoke("hello")  # its counter written once
+    trips: list[str] = []
+    ledger = llm.ledger_backend
+    real = ledger.arun
+
+    async def counted(fn: Any, /, *args: Any) -> Any:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await real(fn, *args)
+
+    monkeypatch.setattr(ledger, "arun", counted)
+    for _ in range(5):
+        await llm.ainvoke("hello")
+        clock.advance(0.05)
+    assert trips == []

@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import math
 import re
 import threading
 import time
@@ -36,6 +37,7 @@ from langchain_quota_router.quota.clock import Clock
 from langchain_quota_router.quota.errors import LedgerError
 from langchain_quota_router.quota.failures import Failure, FailureKind, classify
 from langchain_quota_router.quota.headers import (
+    RateLimitHeader,
     read_rate_limit_headers,
 )
 from langchain_quota_router.quota.ledger import (
@@ -185,6 +187,9 @@ class Policy:
     retry_bad_requests: bool = True
     probe_wait: float = 30.0
     latency: Any = field(default=None, compare=False)
+    #: When each (pool, limit series) last had a vendor's counter written (see
+    #: :meth:`Admission.observe`).
+    observed: dict[tuple[str, str], float] = field(default_factory=dict, compare=False)
     #: Masks the explanations' names and reasons (remembering the usual ones).
     masked: MaskMemo = field(default_factory=MaskMemo, compare=False)
 
@@ -234,6 +239,10 @@ class Plan:
     limits: tuple[Limit, ...]
     payload: Any = None
 
+
+#: Seconds between two writes of a vendor's rate-limit counter that agrees with the
+#: ledger, per pool and limit (one that has less left is written at once).
+OBSERVE_EVERY = 1.0
 
 #: What :meth:`Admission.plan` returns when no further member may be tried.
 STOP = object()
@@ -675,7 +684,7 @@ class Admission:
                     learned=lambda limit: self.pools.is_learned(pool, limit),
                 )
             if headers:
-                self.observe(member, headers, now)
+                self.observe(member, headers, now, reservation.levels)
         except LedgerError as exc:
             logger.warning("could not note pool %r after a paid answer: %s", member.pool, exc)
         finally:
@@ -692,13 +701,19 @@ class Admission:
         headers: Mapping[str, str] | None,
         used: Demand | None = None,
     ) -> bool:
-        """Whether noting this answer cannot touch the ledger (no headers to
-        observe, no alert threshold near once settled with ``used``)."""
-        if headers:
+        """Whether noting this answer cannot touch the ledger (no header that needs
+        writing, see :meth:`observe`; no alert threshold near once settled with
+        ``used``)."""
+        levels = _as_settled(reservation, used).levels if used else reservation.levels
+        if headers and any(
+            action
+            for _, _, action in self._header_actions(
+                reservation.pool, headers, levels, self.clock.now()
+            )
+        ):
             return False
         if not self.policy.alerts.thresholds:
             return True
-        levels = _as_settled(reservation, used).levels if used else reservation.levels
         limits = self.pools.current.get(reservation.pool, ())
         return bool(levels) and not self.policy.alerts.near(limits, levels)
 
@@ -818,29 +833,74 @@ class Admission:
         calendar = [lim.window.bounds(now)[1] for lim in limits if lim.window.kind == "calendar"]
         return max(calendar) if calendar else now + 86_400
 
-    def observe(self, member: Any, headers: Mapping[str, str], now: float) -> None:
+    def observe(
+        self,
+        member: Any,
+        headers: Mapping[str, str],
+        now: float,
+        levels: Sequence[tuple[Limit, int]] = (),
+    ) -> None:
         """Bring the pool in line with what the vendor's headers say.
 
         A counter that matches one of the pool's limits lowers its room. A counter
         with a size the pool has no limit for (or that contradicts a catalog figure)
         becomes a learned limit, unless a configured limit covers that metric and
         window. A counter at 0 with no size still blocks the pool until its reset.
+
+        ``levels`` (an answered call's counts, see :class:`Reservation`) spare the
+        ledger a write where the vendor agrees with it: a counter with at least the
+        room the ledger already counts is written at most once per
+        :data:`OBSERVE_EVERY` seconds per pool and limit (a window that slid since
+        the call was admitted can leave the ledger a little behind the vendor;
+        that once-a-second write catches it up).
         """
-        limits = self.pools[member.pool]
+        for seen, limit, action in self._header_actions(member.pool, headers, levels, now):
+            if action == "learn":
+                limit = self.pools.learn(member, seen, now) or limit
+                action = "write" if limit is not None else action
+            if action == "write":
+                assert limit is not None
+                self.policy.observed[(member.pool, limit.series)] = now
+                self.ledger.observe(member.pool, limit, seen.remaining, now)
+            elif action == "block":
+                wait = seen.reset_after
+                until = now + (wait if wait is not None else self.policy.rate_limit_cooldown)
+                self.ledger.block(member.pool, until, f"the vendor reports no {seen.metric} left")
+
+    def _header_actions(
+        self,
+        pool: str,
+        headers: Mapping[str, str],
+        levels: Sequence[tuple[Limit, int]],
+        now: float,
+    ) -> list[tuple[RateLimitHeader, Limit | None, str]]:
+        """What each rate-limit header in ``headers`` asks of the ledger: ``"learn"``
+        (a size the pool has no limit for), ``"write"`` (the vendor has less left
+        than the ledger counts, or the once-a-second write is due), ``"block"`` (none
+        left, of a counter the pool has no limit for), or ``""`` (it agrees)."""
+        limits = self.pools[pool]
+        counted = {lim.series: used for lim, used in levels}
+        observed = self.policy.observed
+        actions: list[tuple[RateLimitHeader, Limit | None, str]] = []
         for seen in read_rate_limit_headers(headers, now=now):
             limit = _match_limit(limits, seen.metric, seen.limit, seen.reset_after)
             stated = seen.limit is not None and seen.limit > 0
             if stated and (
                 limit is None
-                or (limit.amount != seen.limit and not self.pools.is_configured(member.pool, limit))
+                or (limit.amount != seen.limit and not self.pools.is_configured(pool, limit))
             ):
-                limit = self.pools.learn(member, seen, now) or limit
-            if limit is not None:
-                self.ledger.observe(member.pool, limit, seen.remaining, now)
-            elif seen.remaining == 0:
-                wait = seen.reset_after
-                until = now + (wait if wait is not None else self.policy.rate_limit_cooldown)
-                self.ledger.block(member.pool, until, f"the vendor reports no {seen.metric} left")
+                actions.append((seen, limit, "learn"))
+            elif limit is None:
+                actions.append((seen, None, "block" if seen.remaining == 0 else ""))
+            else:
+                level = counted.get(limit.series)
+                agrees = (
+                    level is not None
+                    and seen.remaining >= limit.units - level
+                    and now - observed.get((pool, limit.series), -math.inf) < OBSERVE_EVERY
+                )
+                actions.append((seen, limit, "" if agrees else "write"))
+        return actions
 
     # ------------------------------------------------------------ giving up
 
