@@ -135,7 +135,8 @@ class _LeaseIds:
 
 
 _LEASE_IDS = _LeaseIds()
-os.register_at_fork(after_in_child=_LEASE_IDS.renew)
+if hasattr(os, "register_at_fork"):  # POSIX: a forked child draws its own prefix
+    os.register_at_fork(after_in_child=_LEASE_IDS.renew)
 
 
 def new_lease_id() -> str:

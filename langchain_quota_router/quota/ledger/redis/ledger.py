@@ -147,7 +147,8 @@ def _forget_in_child() -> None:
 
 # A forked child must not send the settlements its parent queued (the parent
 # sends them), nor touch the parent's event-loop connections.
-os.register_at_fork(after_in_child=_forget_in_child)
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 _PREFIX = "qr:"
