@@ -857,7 +857,10 @@ class Admission:
         for seen, limit, action in self._header_actions(member.pool, headers, levels, now):
             if action == "learn":
                 limit = self.pools.learn(member, seen, now) or limit
-                action = "write" if limit is not None else action
+                if limit is not None:
+                    action = "write"
+                else:  # nothing learned (a configured limit covers it)
+                    action = "block" if seen.remaining == 0 else ""
             if action == "write":
                 assert limit is not None
                 self.policy.observed[(member.pool, limit.series)] = now
