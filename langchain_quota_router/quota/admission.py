@@ -857,10 +857,14 @@ class Admission:
         for seen, limit, action in self._header_actions(member.pool, headers, levels, now):
             if action == "learn":
                 limit = self.pools.learn(member, seen, now) or limit
+                # Nothing learned (a configured limit covers it): as a counter of
+                # no limit, it blocks the pool only when it is at 0.
                 if limit is not None:
                     action = "write"
-                else:  # nothing learned (a configured limit covers it)
-                    action = "block" if seen.remaining == 0 else ""
+                elif seen.remaining == 0:
+                    action = "block"
+                else:
+                    action = ""
             if action == "write":
                 assert limit is not None
                 self.policy.observed[(member.pool, limit.series)] = now
