@@ -181,3 +181,24 @@ def test_status_report_and_page_say_why_a_count_is_over_a_limit_learned_lower(
     (limit,) = json.loads(capsys.readouterr().out)["pools"][0]["limits"]
     assert (limit["used"], limit["amount"], limit["over"]) == (9, 3, 6)
     assert why.replace("'", "&#x27;") in render_page(status_snapshot(llm))
+
+
+async def test_the_answer_that_says_none_is_left_raises_the_alert_itself(
+    clock: FakeClock, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One call of 10/minute counted here; the vendor's headers say the key has
+    # none left (it is used from elsewhere too). The pool is full from this
+    # answer on, and this answer is the one that says so.
+    vendor = HeaderFake(model="m", provider="openai", headers=[openai_headers(10, 0)])
+    llm = QuotaRoutedChatModel(
+        routes=[Route(vendor, name="vendor", limits=["10/minute"])],
+        ledger="memory://",
+        cache=False,
+        clock=clock,
+    )
+    caplog.set_level(logging.WARNING, logger="langchain_quota_router")
+
+    await ask(llm, how)
+
+    (alert,) = alerts_in(caplog)
+    assert alert.startswith("quota alert: pool vendor has used 100% of 10/minute (10 of 10)")

@@ -673,6 +673,10 @@ class Admission:
         alerts: list[Any] = []
         reservation = _as_settled(reservation, used)
         try:
+            # The vendor's counters first: an answer saying none is left raises the
+            # alert itself (the call's own levels no longer tell, so the ledger does).
+            if headers and self.observe(member, headers, now, reservation.levels):
+                reservation = dataclasses.replace(reservation, levels=())
             if settled:
                 pool = member.pool
                 alerts = self.policy.alerts.check(
@@ -683,8 +687,6 @@ class Admission:
                     now,
                     learned=lambda limit: self.pools.is_learned(pool, limit),
                 )
-            if headers:
-                self.observe(member, headers, now, reservation.levels)
         except LedgerError as exc:
             logger.warning("could not note pool %r after a paid answer: %s", member.pool, exc)
         finally:
@@ -839,8 +841,9 @@ class Admission:
         headers: Mapping[str, str],
         now: float,
         levels: Sequence[tuple[Limit, int]] = (),
-    ) -> None:
-        """Bring the pool in line with what the vendor's headers say.
+    ) -> bool:
+        """Bring the pool in line with what the vendor's headers say; whether
+        anything was written.
 
         A counter that matches one of the pool's limits lowers its room. A counter
         with a size the pool has no limit for (or that contradicts a catalog figure)
@@ -854,6 +857,7 @@ class Admission:
         the call was admitted can leave the ledger a little behind the vendor;
         that once-a-second write catches it up).
         """
+        wrote = False
         for seen, limit, action in self._header_actions(member.pool, headers, levels, now):
             if action == "learn":
                 limit = self.pools.learn(member, seen, now) or limit
@@ -873,6 +877,8 @@ class Admission:
                 wait = seen.reset_after
                 until = now + (wait if wait is not None else self.policy.rate_limit_cooldown)
                 self.ledger.block(member.pool, until, f"the vendor reports no {seen.metric} left")
+            wrote = wrote or action in ("write", "block")
+        return wrote
 
     def _header_actions(
         self,
