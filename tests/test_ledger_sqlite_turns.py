@@ -218,6 +218,9 @@ def test_close_applies_what_is_held(tmp_path: Path) -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_never_applies_its_parents_held_give_backs(tmp_path: Path) -> None:
     ledger = SQLiteLedger(f"sqlite:///{tmp_path}/l.db")
+    # Held until read: on a loaded machine the flushing thread could otherwise
+    # apply it before the fork, and the child would rightly see it applied.
+    ledger._give_backs.delay = 60.0
     now = time.time()
     first = ledger.reserve("p", LIMITS, ESTIMATE, now)
     assert isinstance(first, Reservation)
