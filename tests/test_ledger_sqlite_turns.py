@@ -124,7 +124,10 @@ async def test_a_locked_file_sends_the_batches_to_the_worker_without_blocking_th
             started = time.perf_counter()
             await asyncio.sleep(0.01)
             worst = max(worst, time.perf_counter() - started - 0.01)
-        assert worst < 0.05  # the loop never waited for the lock
+        # The loop never waited for the lock (which is held until after this
+        # loop: waiting would take the whole 5 s busy timeout). A bound far above
+        # a loaded machine's scheduling delays, far below that.
+        assert worst < 1.0
         assert not any(t.done() for t in tasks)
         before = traced.commits()
     finally:
