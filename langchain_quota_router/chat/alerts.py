@@ -12,7 +12,7 @@ import contextlib
 import contextvars
 import uuid
 from collections.abc import Sequence
-from typing import cast
+from typing import TypeVar, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -56,25 +56,7 @@ def stream_run_manager(
     """The stream's own LLM run, rebuilt from its config when LangChain passed none."""
     if run_manager is not None:
         return run_manager
-    config = STREAM_RUN.get()
-    if config is None:
-        return None
-    manager = CallbackManager.configure(
-        config.get("callbacks"),
-        inheritable_tags=config.get("tags"),
-        inheritable_metadata=config.get("metadata"),
-    )
-    run_id = config.get("run_id")
-    assert run_id is not None
-    return CallbackManagerForLLMRun(
-        run_id=run_id,
-        handlers=manager.handlers,
-        inheritable_handlers=manager.inheritable_handlers,
-        tags=manager.tags,
-        inheritable_tags=manager.inheritable_tags,
-        metadata=manager.metadata,
-        inheritable_metadata=manager.inheritable_metadata,
-    )
+    return _rebuilt(CallbackManager, CallbackManagerForLLMRun)
 
 
 def astream_run_manager(
@@ -83,17 +65,27 @@ def astream_run_manager(
     """:func:`stream_run_manager` for the async stream."""
     if run_manager is not None:
         return run_manager
+    return _rebuilt(AsyncCallbackManager, AsyncCallbackManagerForLLMRun)
+
+
+_Run = TypeVar("_Run", CallbackManagerForLLMRun, AsyncCallbackManagerForLLMRun)
+
+
+def _rebuilt(
+    manager_type: type[CallbackManager] | type[AsyncCallbackManager], run_type: type[_Run]
+) -> _Run | None:
+    """The LLM run of the stream in progress (:data:`STREAM_RUN`), as ``run_type``."""
     config = STREAM_RUN.get()
     if config is None:
         return None
-    manager = AsyncCallbackManager.configure(
+    manager = manager_type.configure(
         config.get("callbacks"),
         inheritable_tags=config.get("tags"),
         inheritable_metadata=config.get("metadata"),
     )
     run_id = config.get("run_id")
     assert run_id is not None
-    return AsyncCallbackManagerForLLMRun(
+    return run_type(
         run_id=run_id,
         handlers=manager.handlers,
         inheritable_handlers=manager.inheritable_handlers,

@@ -19,16 +19,12 @@ from langchain_quota_router.embeddings.cache import (
     vector_key,
 )
 from langchain_quota_router.embeddings.routing import BatchCall
-from langchain_quota_router.quota.admission import Policy
-from langchain_quota_router.quota.book import QuotaBook, pool_table
+from langchain_quota_router.quota.book import client_book
 from langchain_quota_router.quota.clock import Clock, SystemClock
-from langchain_quota_router.quota.fleet import FleetCounters
 from langchain_quota_router.quota.ledger import LearnedLimit, Ledger, LimitUsage, open_ledger
 from langchain_quota_router.quota.ledger.settle import asettle, settle
 from langchain_quota_router.quota.limits import Limit
-from langchain_quota_router.quota.pools import PoolLimits
-from langchain_quota_router.quota.stats import RouterStats
-from langchain_quota_router.quota.watch import AlertTracker, Lifespan
+from langchain_quota_router.quota.watch import Lifespan
 from langchain_quota_router.route import EmbeddingRoute, Route, route_keys
 from langchain_quota_router.vendors import catalog
 from langchain_quota_router.vendors.embedders import InputType
@@ -151,21 +147,13 @@ class QuotaRoutedEmbeddings(Embeddings):
         else:
             msg = f"cache must be True, False or an EmbeddingCache, got {type(cache).__name__}"
             raise ConfigurationError(msg)
-        members, pools, configured = pool_table(self.routes)
-        self.stats = RouterStats()
-        if fleet_counters:
-            self.stats.fleet = FleetCounters(self.ledger_backend, self.clock)
-        pool_limits = PoolLimits(self.ledger_backend, pools, configured)
-        self._book = QuotaBook(members, self.ledger_backend, pool_limits, self.clock, self.stats)
         keys = route_keys(self.routes)
-        self._policy = Policy(
-            members=self.routes,
-            member_map=members,
-            pools=pool_limits,
-            ledger=self.ledger_backend,
-            clock=self.clock,
-            stats=self.stats,
-            alerts=AlertTracker(tuple(sorted(alert_thresholds))),
+        self._book, self._policy = client_book(
+            self.routes,
+            self.ledger_backend,
+            self.clock,
+            fleet_counters=fleet_counters,
+            alert_thresholds=alert_thresholds,
             strategy=strategy,
             max_wait=float(max_wait),
             transient_cooldown=float(transient_cooldown),
@@ -178,6 +166,7 @@ class QuotaRoutedEmbeddings(Embeddings):
             # (a text too long) the next would refuse too.
             retry_bad_requests=False,
         )
+        self.stats = self._book.stats
 
     def __repr__(self) -> str:
         return (

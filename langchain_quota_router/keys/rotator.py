@@ -19,18 +19,15 @@ from typing import Any, TypeVar, overload
 from langchain_quota_router._config import key_specs_from_env
 from langchain_quota_router._errors import no_route_error
 from langchain_quota_router.quota.admission import Admission, Plan, Policy
-from langchain_quota_router.quota.book import QuotaBook, pool_table
+from langchain_quota_router.quota.book import client_book
 from langchain_quota_router.quota.clock import Clock, SystemClock
 from langchain_quota_router.quota.errors import ConfigurationError
 from langchain_quota_router.quota.failures import Failure, FailureKind, classify
-from langchain_quota_router.quota.fleet import FleetCounters
 from langchain_quota_router.quota.ledger import Demand, Ledger, Reservation, open_ledger
 from langchain_quota_router.quota.ledger.settle import asettle, settle
 from langchain_quota_router.quota.limits import MAX_AMOUNT, Limit, parse_limits
-from langchain_quota_router.quota.pools import PoolLimits
 from langchain_quota_router.quota.secrets import alias, clean_key, fingerprint, guard_logs
-from langchain_quota_router.quota.stats import RouterStats
-from langchain_quota_router.quota.watch import AlertTracker, Lifespan
+from langchain_quota_router.quota.watch import Lifespan
 
 __all__ = ["Key", "KeyLease", "KeyRotator"]
 
@@ -253,25 +250,16 @@ class KeyRotator:
         self._observe = observe
         base = parse_limits(limits, owner=f"KeyRotator {name!r}")
         self._slots = tuple(self._slot(i, key, base) for i, key in enumerate(keys))
-        members, pools, configured = pool_table(self._slots, "key")
         self.ledger_backend: Ledger = ledger if isinstance(ledger, Ledger) else open_ledger(ledger)
-        self.stats = RouterStats()
-        if fleet_counters:
-            self.stats.fleet = FleetCounters(self.ledger_backend, self.clock)
-        pool_limits = PoolLimits(self.ledger_backend, pools, configured)
-        self._book = QuotaBook(
-            members, self.ledger_backend, pool_limits, self.clock, self.stats, noun="key"
-        )
         secrets = sorted({s.secret for s in self._slots}, key=lambda k: (-len(k), k))
         guard_logs(secrets)  # a log line never shows a key, even one an API echoed in part
-        self._policy = Policy(
-            members=self._slots,
-            member_map=members,
-            pools=pool_limits,
-            ledger=self.ledger_backend,
-            clock=self.clock,
-            stats=self.stats,
-            alerts=AlertTracker(tuple(sorted(alert_thresholds))),
+        self._book, self._policy = client_book(
+            self._slots,
+            self.ledger_backend,
+            self.clock,
+            noun="key",
+            fleet_counters=fleet_counters,
+            alert_thresholds=alert_thresholds,
             strategy=strategy,
             max_wait=float(max_wait),
             transient_cooldown=float(transient_cooldown),
@@ -281,6 +269,7 @@ class KeyRotator:
             secrets=lambda: secrets,
             retry_bad_requests=False,
         )
+        self.stats = self._book.stats
 
     def _slot(self, index: int, key: str | Key, base: tuple[Limit, ...]) -> _Slot:
         if not isinstance(key, Key):

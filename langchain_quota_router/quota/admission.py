@@ -312,6 +312,8 @@ class Admission:
         self.bad_request_retries_left: int | None = None
         self.waited = 0.0
         self.tried = 0
+        #: The last rate-limit headers read, and what they said.
+        self._headers_read: tuple[Mapping[str, str], list[RateLimitHeader]] | None = None
         #: The pool this call sends the first call on, while its answer is out.
         self._probe: tuple[str, Probe] | None = None
 
@@ -895,7 +897,10 @@ class Admission:
         counted = {lim.series: used for lim, used in levels}
         observed = self.policy.observed
         actions: list[tuple[RateLimitHeader, Limit | None, str]] = []
-        for seen in read_rate_limit_headers(headers, now=now):
+        read = self._headers_read
+        if read is None or read[0] is not headers:  # quiet() then observe(): read once
+            read = self._headers_read = (headers, read_rate_limit_headers(headers, now=now))
+        for seen in read[1]:
             limit = _match_limit(limits, seen.metric, seen.limit, seen.reset_after)
             stated = seen.limit is not None and seen.limit > 0
             if stated and (

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from langchain_quota_router.quota.admission import Member, model_subject
+from langchain_quota_router.quota.admission import Member, Policy, model_subject
 from langchain_quota_router.quota.clock import Clock
 from langchain_quota_router.quota.errors import ConfigurationError, LedgerError
 from langchain_quota_router.quota.fleet import (
@@ -30,9 +30,41 @@ from langchain_quota_router.quota.ledger.records import KEY_PREFIX, MODEL_PREFIX
 from langchain_quota_router.quota.limits import Limit
 from langchain_quota_router.quota.pools import PoolLimits
 from langchain_quota_router.quota.stats import RouterStats
-from langchain_quota_router.quota.watch import Lifespan, estimate_lifespan
+from langchain_quota_router.quota.watch import AlertTracker, Lifespan, estimate_lifespan
 
 logger = logging.getLogger("langchain_quota_router")
+
+
+def client_book(
+    members: Sequence[Any],
+    ledger: Ledger,
+    clock: Clock,
+    *,
+    noun: str = "route",
+    fleet_counters: bool,
+    alert_thresholds: Sequence[float],
+    **policy: Any,
+) -> tuple[QuotaBook, Policy]:
+    """What a client of the core that is not the chat model (embeddings, a key
+    rotator) stands on: the book of ``members`` and their pools, and the admission
+    policy over the same pools and counters (``policy``: the rest of
+    :class:`Policy`'s fields)."""
+    names, pools, configured = pool_table(members, noun)
+    stats = RouterStats()
+    if fleet_counters:
+        stats.fleet = FleetCounters(ledger, clock)
+    pool_limits = PoolLimits(ledger, pools, configured)
+    book = QuotaBook(names, ledger, pool_limits, clock, stats, noun=noun)
+    return book, Policy(
+        members=tuple(members),
+        member_map=names,
+        pools=pool_limits,
+        ledger=ledger,
+        clock=clock,
+        stats=stats,
+        alerts=AlertTracker(tuple(sorted(alert_thresholds))),
+        **policy,
+    )
 
 
 def pool_table(
