@@ -27,7 +27,7 @@ from langchain_quota_router._errors import ConfigurationError
 from langchain_quota_router.proxy.app import SHUTDOWN_GRACE, ProxyApp
 from langchain_quota_router.proxy.auth import CLIENT_KEYS_ENV, generate_key
 from langchain_quota_router.web.auth import is_loopback
-from langchain_quota_router.web.server import AsgiServer, bind
+from langchain_quota_router.web.server import AsgiServer, bind, uvicorn_for
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -41,12 +41,7 @@ _EXTRA = "pip install 'langchain-quota-router[proxy,web]'"
 
 
 def _uvicorn() -> ModuleType:
-    try:
-        import uvicorn
-    except ImportError as exc:
-        msg = f"the proxy's server needs uvicorn: {_EXTRA}"
-        raise ImportError(msg) from exc
-    return uvicorn
+    return uvicorn_for("the proxy's server", _EXTRA)
 
 
 def keys_for(host: str, client_keys: Iterable[str] | None) -> tuple[list[str] | None, bool]:

@@ -27,19 +27,20 @@ from langchain_quota_router.web.auth import ADMIN_TOKEN_ENV, SESSION_SECONDS, is
 if TYPE_CHECKING:
     from langchain_quota_router.chat.model import QuotaRoutedChatModel
 
-__all__ = ["AsgiServer", "StatusServer", "bind", "make_server", "serve"]
+__all__ = ["AsgiServer", "StatusServer", "bind", "make_server", "serve", "uvicorn_for"]
 
 logger = logging.getLogger(__name__)
 
 _WEB_EXTRA = "pip install 'langchain-quota-router[web]'"
 
 
-def _uvicorn() -> ModuleType:
-    """The uvicorn module, or an ImportError that says which extra installs it."""
+def uvicorn_for(server: str = "the status page's server", extra: str = _WEB_EXTRA) -> ModuleType:
+    """The uvicorn module, or an ImportError naming ``server`` and the ``extra``
+    command that installs it."""
     try:
         import uvicorn
     except ImportError as exc:
-        msg = f"the status page's server needs uvicorn: {_WEB_EXTRA}"
+        msg = f"{server} needs uvicorn: {extra}"
         raise ImportError(msg) from exc
     return uvicorn
 
@@ -115,7 +116,7 @@ class StatusServer(AsgiServer):
 
     def __init__(self, app: StatusApp, sock: socket.socket) -> None:
         """Serve ``app`` on the bound, listening socket ``sock``."""
-        super().__init__(app, sock, _uvicorn())
+        super().__init__(app, sock, uvicorn_for())
         self.app = app
 
     @property
@@ -171,7 +172,7 @@ def make_server(
         ImportError: without the ``web`` extra (uvicorn), naming it.
         ConfigurationError: for an admin token shorter than 16 characters.
     """
-    _uvicorn()
+    uvicorn_for()
     app = create_app(
         router,
         admin_token=admin_token,
