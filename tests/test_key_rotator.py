@@ -386,3 +386,35 @@ def test_errors_speak_of_keys(clock: FakeClock) -> None:
         raise http_error(401)
     (hold,) = other.ledger_backend.holds(clock.now())
     assert "serp.enable('serp#0')" in hold.reason
+
+
+@pytest.mark.parametrize("way_in", ["call", "acall", "rotate", "arotate"])
+async def test_headers_that_agree_are_written_once_a_second(
+    clock: FakeClock, way_in: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An API that reports its counters on every answer, all agreeing with the
+    # ledger: written once a second per pool and limit, not once per call.
+    serp = rotator(
+        clock,
+        K1,
+        limits=["100/day"],
+        observe=lambda result: {
+            "x-ratelimit-remaining-requests": "90",
+            "x-ratelimit-limit-requests": "100",
+        },
+    )
+    writes: list[int] = []
+    real = serp.ledger_backend.observe
+
+    def counted(pool: str, limit: Any, left: int, now: float) -> None:
+        writes.append(left)
+        real(pool, limit, left, now)
+
+    monkeypatch.setattr(serp.ledger_backend, "observe", counted)
+    for _ in range(5):
+        await use(serp, way_in, lambda key: "ok")
+        clock.advance(0.1)
+    assert writes == [90]
+    clock.advance(1.0)
+    await use(serp, way_in, lambda key: "ok")
+    assert writes == [90, 90]
