@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +15,21 @@ from langchain_quota_router.quota.clock import FakeClock
 from langchain_quota_router.quota.ledger import Ledger
 from langchain_quota_router.quota.ledger.memory import MemoryLedger
 from langchain_quota_router.quota.ledger.sqlite import SQLiteLedger
+
+# Hypothesis imports these in the middle of a test, where pytest rewrites them (it
+# parses their source). CPython 3.11.7 can fail such a parse with "AST constructor
+# recursion depth mismatch" when a thread of an earlier test parses at the same time
+# (gh-106905). Imported here, before any test starts a thread.
+for _module in (
+    "hypothesis.internal.conjecture.optimiser",
+    "hypothesis.internal.conjecture.shrinker",
+    "hypothesis.internal.conjecture.pareto",
+    "hypothesis.internal.scrutineer",
+    "hypothesis.internal.constants_ast",
+    "hypothesis.internal.escalation",
+):
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_module)
 
 
 @pytest.fixture(params=["invoke", "ainvoke", "stream", "astream"])
